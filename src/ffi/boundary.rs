@@ -1,0 +1,74 @@
+//! The panic boundary and argument checks shared by every export.
+//!
+//! Each `extern "C"` function runs its body through [`status`] or [`value`]: the thread's last
+//! error is cleared on entry, an `Err` becomes its status code and message, and a panic becomes
+//! `LMX_STATUS_PANIC` instead of unwinding into C (which would abort the host process).
+
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::error::{clear_last_error, set_last_error, status_of};
+use super::lmx_status;
+use crate::{Error, Result};
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("internal panic: {text}")
+}
+
+/// Runs a fallible export body.
+pub(crate) fn status(f: impl FnOnce() -> Result<()>) -> lmx_status {
+    clear_last_error();
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => lmx_status::LMX_OK,
+        Ok(Err(e)) => {
+            set_last_error(&e.message);
+            status_of(e.kind)
+        }
+        Err(payload) => {
+            set_last_error(&panic_message(payload.as_ref()));
+            lmx_status::LMX_STATUS_PANIC
+        }
+    }
+}
+
+/// Runs an export body that returns a value; a panic gives `fallback`.
+pub(crate) fn value<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    clear_last_error();
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(payload) => {
+            set_last_error(&panic_message(payload.as_ref()));
+            fallback
+        }
+    }
+}
+
+/// A required out pointer.
+pub(crate) fn out<'a, T>(p: *mut T, name: &str) -> Result<&'a mut T> {
+    // SAFETY: the caller promises p is NULL or valid for writes (documented per function).
+    unsafe { p.as_mut() }.ok_or_else(|| Error::invalid(format!("{name} is NULL")))
+}
+
+/// Writes through an optional out pointer.
+pub(crate) fn write_opt<T>(p: *mut T, v: T) {
+    // SAFETY: as above; NULL means "not wanted".
+    if let Some(slot) = unsafe { p.as_mut() } {
+        *slot = v;
+    }
+}
+
+/// A required NUL-terminated UTF-8 string argument.
+pub(crate) fn str_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(Error::invalid(format!("{name} is NULL")));
+    }
+    // SAFETY: the caller promises a NUL-terminated string (documented per function).
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|e| Error::invalid(format!("{name} is not valid UTF-8 (byte {})", e.valid_up_to())))
+}

@@ -1,0 +1,73 @@
+//! The device MLX computes on.
+
+use std::ffi::c_char;
+
+use super::boundary::{out, status};
+use super::lmx_status;
+use crate::mlx::Backend;
+use crate::Error;
+
+/// Which MLX backend computes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum lmx_backend {
+    /// MLX's CPU backend (Linux, or a build without a GPU).
+    LMX_BACKEND_CPU = 0,
+    /// Apple GPU through Metal.
+    LMX_BACKEND_METAL = 1,
+    /// NVIDIA GPU through CUDA.
+    LMX_BACKEND_CUDA = 2,
+}
+
+/// Length of `lmx_device.name`, NUL included.
+pub const LMX_DEVICE_NAME_MAX: usize = 256;
+
+/// A description of the device MLX computes on. Set `struct_size` to
+/// `sizeof(lmx_device)` before passing it to lmx_device_info().
+#[repr(C)]
+pub struct lmx_device {
+    /// Set by the caller to sizeof(lmx_device).
+    pub struct_size: usize,
+    /// The backend of the default device.
+    pub backend: lmx_backend,
+    /// The device index within its kind.
+    pub index: i32,
+    /// The device name as MLX reports it (for example "Apple M3 Max", or the CPU model),
+    /// NUL-terminated; "" where MLX reports none.
+    pub name: [c_char; LMX_DEVICE_NAME_MAX],
+    /// Device memory in bytes (system memory for the CPU and Apple GPUs); 0 if unknown.
+    pub memory_size: u64,
+    /// MLX's recommended working set in bytes (Metal only); 0 where unknown.
+    pub recommended_working_set: u64,
+}
+
+/// Fills `*out` (not NULL; `out->struct_size` must be at least sizeof(lmx_device)) with the
+/// default device's backend, name and memory. Thread-safe. Returns LMX_OK,
+/// LMX_STATUS_INVALID_ARGUMENT (NULL or struct_size too small), or LMX_STATUS_MLX.
+#[no_mangle]
+pub extern "C" fn lmx_device_info(out_info: *mut lmx_device) -> lmx_status {
+    status(|| {
+        let o = out(out_info, "out_info")?;
+        if o.struct_size < std::mem::size_of::<lmx_device>() {
+            return Err(Error::invalid(format!(
+                "out_info->struct_size is {}; set it to sizeof(lmx_device) ({})",
+                o.struct_size,
+                std::mem::size_of::<lmx_device>()
+            )));
+        }
+        let info = crate::mlx::device::describe()?;
+        o.backend = match info.backend {
+            Backend::Cpu => lmx_backend::LMX_BACKEND_CPU,
+            Backend::Metal => lmx_backend::LMX_BACKEND_METAL,
+            Backend::Cuda => lmx_backend::LMX_BACKEND_CUDA,
+        };
+        o.index = info.device.index;
+        o.name = [0; LMX_DEVICE_NAME_MAX];
+        for (slot, b) in o.name.iter_mut().zip(info.name.bytes().take(LMX_DEVICE_NAME_MAX - 1)) {
+            *slot = b as c_char;
+        }
+        o.memory_size = info.memory_size;
+        o.recommended_working_set = info.recommended_working_set;
+        Ok(())
+    })
+}

@@ -1,0 +1,14 @@
+//! The C ABI. Conventions (README, "C API"): every function returns an `lmx_status` or has a
+//! documented sentinel; results are written through `*_out` pointers only on success; the
+//! calling thread's last error message is kept for `lmx_last_error()`; no panic crosses the
+//! boundary. `include/lmx.h` is generated from these modules by cbindgen.
+
+#![allow(non_camel_case_types)]
+
+pub(crate) mod boundary;
+pub mod device;
+pub mod error;
+pub mod memory;
+pub mod version;
+
+pub use error::lmx_status;
