@@ -124,7 +124,9 @@ mod linux {
                 .rust_target("1.73.0".parse().expect("a valid rust target"))
                 .clang_arg(format!("-I{}", src.display()))
                 .blocklist_function("malloc")
-                .blocklist_function("realloc"),
+                .blocklist_function("realloc")
+                // Not part of the API; only adds hundreds of generated tests.
+                .layout_tests(false),
             |b, h| b.header(h.to_string_lossy()),
         );
         let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bindings.rs");

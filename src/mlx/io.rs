@@ -104,6 +104,7 @@ pub fn read_header(path: &Path) -> Result<Header> {
 }
 
 /// Tensors loaded from one file (lazily: nothing is read until evaluated).
+#[derive(Debug)]
 pub struct Loaded {
     pub tensors: HashMap<String, Array>,
     pub metadata: HashMap<String, String>,

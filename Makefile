@@ -1,0 +1,105 @@
+# liblmx build. `make` installs what is missing, builds the library, header and CLI, and runs
+# the demo; `make test` runs every test (Rust, C, C under AddressSanitizer, Go, Go -race).
+# Nothing is installed by hand: apt packages, the MLX virtualenv and mlx-c come from here.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := all
+
+ROOT      := $(abspath .)
+VENV      := $(ROOT)/.venv
+PY        := $(VENV)/bin/python
+BUILD     := $(ROOT)/build
+MLX_VER   := 0.32.2
+MLXC_DIR  := $(BUILD)/mlx-c
+MLXC_LIB  := $(MLXC_DIR)/libmlxc.a
+TARGET    := $(ROOT)/target/release
+LIB       := $(TARGET)/liblmx.so
+CLI       := $(TARGET)/lmx
+HEADER    := $(ROOT)/include/lmx.h
+CC        ?= cc
+UNAME     := $(shell uname -s)
+JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
+
+# Debian packages: libclang for bindgen, OpenBLAS for MLX's matmuls (see README).
+APT_PKGS  := libclang-dev libopenblas0-pthread
+APT_STAMP := $(BUILD)/.apt-stamp
+MLX_STAMP := $(VENV)/.mlx-$(MLX_VER)
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps lib demo test test-rust test-c test-c-asan test-go header clean distclean
+
+all: lib demo
+
+deps: $(APT_STAMP) $(MLX_STAMP) $(MLXC_LIB)
+
+$(APT_STAMP): Makefile
+	@mkdir -p $(BUILD)
+	@if ! dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
+	  echo "installing $(APT_PKGS)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	fi
+	@touch $@
+
+$(MLX_STAMP):
+	@echo "installing mlx[cpu]==$(MLX_VER) into .venv"
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check 'mlx[cpu]==$(MLX_VER)'
+	@touch $@
+
+# mlx-c from the source packaged in the mlx-sys crate, found through cargo metadata.
+$(MLXC_LIB): $(MLX_STAMP) scripts/format_compat.h Cargo.toml | $(APT_STAMP)
+	@cargo fetch -q
+	@src=$$(cargo metadata --format-version 1 | $(PY) -c 'import json,sys; m=[p for p in json.load(sys.stdin)["packages"] if p["name"]=="mlx-sys"]; print(m[0]["manifest_path"].rsplit("/",1)[0] + "/src/mlx-c")'); \
+	prefix=$$($(PY) -m mlx --cmake-dir); \
+	echo "building mlx-c from $$src against MLX in $$prefix"; \
+	cmake -S "$$src" -B $(MLXC_DIR) -DMLX_C_USE_SYSTEM_MLX=ON -DBUILD_SHARED_LIBS=OFF \
+	  -DMLX_C_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$$prefix" \
+	  "-DCMAKE_CXX_FLAGS=-include $(ROOT)/scripts/format_compat.h" >/dev/null; \
+	cmake --build $(MLXC_DIR) -j $(JOBS) >/dev/null
+	@touch $@
+
+# cargo decides what is stale; with nothing changed it builds nothing.
+lib: deps
+	@cargo build --release -q
+
+demo: lib
+	@$(CLI) version
+	@$(CLI) device
+
+header: deps
+	LMX_UPDATE_HEADER=1 cargo test --release -q --test header committed_header
+
+test: test-rust test-c test-c-asan test-go
+
+test-rust: deps
+	cargo test --release
+
+C_TEST_SRC := tests/c/test_abi.c
+C_FLAGS    := -std=c11 -Wall -Wextra -Werror -I$(ROOT)/include
+C_LINK     := -L$(TARGET) -llmx -Wl,--disable-new-dtags -Wl,-rpath,$(TARGET)
+
+$(BUILD)/test_abi: $(C_TEST_SRC) $(HEADER) lib
+	$(CC) $(C_FLAGS) -O1 -g $(C_TEST_SRC) -o $@ $(C_LINK) -lpthread
+
+$(BUILD)/test_abi_asan: $(C_TEST_SRC) $(HEADER) lib
+	$(CC) $(C_FLAGS) -O1 -g -fsanitize=address -fno-omit-frame-pointer $(C_TEST_SRC) -o $@ $(C_LINK) -lpthread
+
+test-c: $(BUILD)/test_abi
+	$(BUILD)/test_abi
+
+test-c-asan: $(BUILD)/test_abi_asan
+	ASAN_OPTIONS=detect_leaks=1 $(BUILD)/test_abi_asan
+
+test-go: lib
+	cd go && go vet ./... && go test -count=1 ./... && go test -count=1 -race ./...
+
+clean:
+	cargo clean
+	rm -f $(BUILD)/test_abi $(BUILD)/test_abi_asan
+
+# Also removes the virtualenv and mlx-c build (the next `make` reinstalls them).
+distclean: clean
+	rm -rf $(BUILD) $(VENV)
