@@ -94,7 +94,7 @@ test-c-asan: $(BUILD)/test_abi_asan
 	ASAN_OPTIONS=detect_leaks=1 $(BUILD)/test_abi_asan
 
 test-go: lib
-	cd go && go vet ./... && go test -count=1 ./... && go test -count=1 -race ./...
+	cd go && go vet ./... && go test -count=1 ./... && go test -count=1 -race ./... && go run ./examples/info
 
 clean:
 	cargo clean

@@ -1,0 +1,3 @@
+module liblmx/go
+
+go 1.26
