@@ -6,6 +6,7 @@
 pub mod error;
 pub mod ffi;
 pub mod mlx;
+pub mod model;
 
 pub use error::{Error, ErrorKind, Result};
 

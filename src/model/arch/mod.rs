@@ -1,0 +1,123 @@
+//! One adapter per architecture family: `config.json` in, [`ModelSpec`] out. Adding an
+//! architecture means adding a file here and a line to [`spec_for`].
+
+mod gemma3;
+mod llama;
+mod qwen;
+
+use super::config::Config;
+use super::spec::ModelSpec;
+use crate::{Error, Result};
+
+/// The `model_type` values liblmx loads.
+pub const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text"];
+
+/// Builds the spec for a checkpoint's config.
+pub fn spec_for(cfg: &Config) -> Result<ModelSpec> {
+    let model_type = cfg
+        .str("model_type")?
+        .ok_or_else(|| Error::format(format!("{}: model_type: missing", cfg.path.display())))?;
+    match model_type {
+        "llama" | "mistral" => llama::spec(cfg, model_type),
+        "qwen2" => qwen::spec(cfg, qwen::Version::Qwen2),
+        "qwen3" => qwen::spec(cfg, qwen::Version::Qwen3),
+        "gemma3_text" => gemma3::spec(cfg),
+        // The multimodal checkpoint: the language model's config is nested.
+        "gemma3" => match cfg.object("text_config")? {
+            Some(text) => gemma3::spec(&text),
+            None => gemma3::spec(cfg),
+        },
+        other => Err(Error::unsupported(format!(
+            "model_type {other:?} is not supported (supported: {})",
+            SUPPORTED.join(", ")
+        ))),
+    }
+}
+
+/// The sizes every decoder config carries.
+pub(crate) struct Common {
+    pub hidden: i32,
+    pub layers: i32,
+    pub heads: i32,
+    pub kv_heads: i32,
+    pub head_dim: i32,
+    pub intermediate: i32,
+    pub vocab: i32,
+    pub norm_eps: f32,
+    pub max_position: Option<i32>,
+}
+
+impl Common {
+    pub fn read(cfg: &Config, default_eps: f64) -> Result<Common> {
+        let hidden = cfg.req_int("hidden_size")?;
+        let heads = cfg.req_int("num_attention_heads")?;
+        let kv_heads = cfg.int("num_key_value_heads")?.unwrap_or(heads);
+        if heads % kv_heads != 0 {
+            return Err(Error::format(format!(
+                "{}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}",
+                cfg.path.display()
+            )));
+        }
+        let head_dim = match cfg.int("head_dim")? {
+            Some(d) => d,
+            None if hidden % heads == 0 => hidden / heads,
+            None => {
+                return Err(Error::format(format!(
+                    "{}: hidden_size {hidden} is not a multiple of num_attention_heads {heads} and head_dim is missing",
+                    cfg.path.display()
+                )))
+            }
+        };
+        Ok(Common {
+            hidden,
+            layers: cfg.req_int("num_hidden_layers")?,
+            heads,
+            kv_heads,
+            head_dim,
+            intermediate: cfg.req_int("intermediate_size")?,
+            vocab: cfg.req_int("vocab_size")?,
+            norm_eps: cfg.f64("rms_norm_eps")?.unwrap_or(default_eps) as f32,
+            max_position: cfg.int("max_position_embeddings")?,
+        })
+    }
+}
+
+/// Checks the activation names a family supports.
+pub(crate) fn check_activation(cfg: &Config, key: &str, allowed: &[&str]) -> Result<()> {
+    if let Some(act) = cfg.str(key)? {
+        if !allowed.contains(&act) {
+            return Err(Error::unsupported(format!(
+                "{}: {key} {act:?} is not supported (supported: {})",
+                cfg.path.display(),
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Which layers use a sliding window, from `layer_types` when the config has it.
+pub(crate) fn layer_types(cfg: &Config, layers: i32) -> Result<Option<Vec<bool>>> {
+    let Some(v) = cfg.get("layer_types") else { return Ok(None) };
+    let list = v
+        .as_array()
+        .ok_or_else(|| Error::format(format!("{}: layer_types: expected a list", cfg.path.display())))?;
+    if list.len() != layers as usize {
+        return Err(Error::format(format!(
+            "{}: layer_types has {} entries for {layers} layers",
+            cfg.path.display(),
+            list.len()
+        )));
+    }
+    list.iter()
+        .map(|t| match t.as_str() {
+            Some("sliding_attention") => Ok(true),
+            Some("full_attention") => Ok(false),
+            other => Err(Error::unsupported(format!(
+                "{}: layer type {other:?} is not supported (supported: full_attention, sliding_attention)",
+                cfg.path.display()
+            ))),
+        })
+        .collect::<Result<Vec<bool>>>()
+        .map(Some)
+}

@@ -1,0 +1,215 @@
+//! Key/value caches.
+//!
+//! A global-attention layer keeps every position in a buffer that grows in steps of
+//! [`STEP`] positions (one copy per step, never a concatenation per token). A sliding-window
+//! layer keeps a ring of exactly `window` positions: once full, each new token overwrites the
+//! oldest, so its memory is bounded whatever the sequence length. Keys are cached after rope,
+//! so a ring's order does not matter to attention.
+
+use super::spec::ModelSpec;
+use crate::mlx::{ops, Array};
+use crate::{Error, Result};
+
+/// Growth step of a global layer's buffer, in positions.
+pub const STEP: i32 = 256;
+
+/// What a layer attends over after adding new keys and values.
+pub struct Attend {
+    pub keys: Array,
+    pub values: Array,
+    /// With L > 1 new tokens over a sliding window: how many cached positions precede the new
+    /// ones in `keys` (they are in temporal order then); the caller builds the window mask.
+    pub window_prefix: Option<i32>,
+}
+
+#[derive(Default)]
+struct Growing {
+    k: Option<Array>,
+    v: Option<Array>,
+}
+
+struct Ring {
+    window: i32,
+    k: Option<Array>,
+    v: Option<Array>,
+    /// Valid positions in the ring (≤ window).
+    filled: i32,
+    /// Where the next single token goes.
+    next: i32,
+}
+
+enum Layer {
+    Global(Growing),
+    Window(Ring),
+}
+
+/// The caches of every layer of one sequence batch, with the shared position offset.
+pub struct KvCache {
+    layers: Vec<Layer>,
+    offset: i32,
+}
+
+fn slice_seq(a: &Array, start: i32, stop: i32) -> Result<Array> {
+    ops::slice_axis(a, 2, start, stop)
+}
+
+fn put_seq(buf: &Array, new: &Array, at: i32) -> Result<Array> {
+    let s = buf.shape();
+    let len = new.dim(2)?;
+    ops::slice_update(buf, new, &[0, 0, at, 0], &[s[0], s[1], at + len, s[3]], &[1, 1, 1, 1])
+}
+
+fn grown(old: Option<&Array>, new: &Array, offset: i32) -> Result<Array> {
+    let len = new.dim(2)?;
+    let need = offset + len;
+    let cap = old.map(|o| o.dim(2)).transpose()?.unwrap_or(0);
+    let buf = if need > cap {
+        let s = new.shape();
+        let steps = (need + STEP - 1) / STEP;
+        let fresh = ops::zeros(&[s[0], s[1], steps * STEP, s[3]], new.dtype()?)?;
+        match old {
+            Some(o) if offset > 0 => put_seq(&fresh, &slice_seq(o, 0, offset)?, 0)?,
+            _ => fresh,
+        }
+    } else {
+        old.cloned().ok_or_else(|| Error::internal("cache buffer missing"))?
+    };
+    put_seq(&buf, new, offset)
+}
+
+impl Growing {
+    fn update(&mut self, k: &Array, v: &Array, offset: i32) -> Result<Attend> {
+        let nk = grown(self.k.as_ref(), k, offset)?;
+        let nv = grown(self.v.as_ref(), v, offset)?;
+        let end = offset + k.dim(2)?;
+        let keys = slice_seq(&nk, 0, end)?;
+        let values = slice_seq(&nv, 0, end)?;
+        self.k = Some(nk);
+        self.v = Some(nv);
+        Ok(Attend { keys, values, window_prefix: None })
+    }
+}
+
+impl Ring {
+    /// The valid cached positions in temporal order.
+    fn ordered(&self, buf: &Array) -> Result<Array> {
+        if self.filled < self.window {
+            slice_seq(buf, 0, self.filled)
+        } else if self.next == 0 {
+            Ok(buf.clone())
+        } else {
+            ops::concatenate(&[&slice_seq(buf, self.next, self.window)?, &slice_seq(buf, 0, self.next)?], 2)
+        }
+    }
+
+    fn update(&mut self, k: &Array, v: &Array) -> Result<Attend> {
+        let len = k.dim(2)?;
+        if let (1, Some(bk), Some(bv)) = (len, &self.k, &self.v) {
+            if self.filled == self.window || self.next == self.filled {
+                let nk = put_seq(bk, k, self.next)?;
+                let nv = put_seq(bv, v, self.next)?;
+                self.next = (self.next + 1) % self.window;
+                self.filled = (self.filled + 1).min(self.window);
+                let (keys, values) = if self.filled < self.window {
+                    (slice_seq(&nk, 0, self.filled)?, slice_seq(&nv, 0, self.filled)?)
+                } else {
+                    (nk.clone(), nv.clone())
+                };
+                self.k = Some(nk);
+                self.v = Some(nv);
+                return Ok(Attend { keys, values, window_prefix: None });
+            }
+        }
+        // Several tokens (or the first): attend over the cached window plus all new tokens,
+        // then keep the last `window` positions.
+        let prefix = self.filled;
+        let (keys, values) = match (&self.k, &self.v) {
+            (Some(bk), Some(bv)) if prefix > 0 => (
+                ops::concatenate(&[&self.ordered(bk)?, k], 2)?,
+                ops::concatenate(&[&self.ordered(bv)?, v], 2)?,
+            ),
+            _ => (k.clone(), v.clone()),
+        };
+        let total = prefix + len;
+        let keep = total.min(self.window);
+        let tail_k = slice_seq(&keys, total - keep, total)?;
+        let tail_v = slice_seq(&values, total - keep, total)?;
+        let s = k.shape();
+        let shape = [s[0], s[1], self.window, s[3]];
+        let dtype = k.dtype()?;
+        self.k = Some(put_seq(&ops::zeros(&shape, dtype)?, &tail_k, 0)?);
+        self.v = Some(put_seq(&ops::zeros(&shape, dtype)?, &tail_v, 0)?);
+        self.filled = keep;
+        self.next = keep % self.window;
+        Ok(Attend { keys, values, window_prefix: Some(prefix) })
+    }
+}
+
+impl KvCache {
+    /// An empty cache shaped for `spec`.
+    pub fn new(spec: &ModelSpec) -> KvCache {
+        let layers = spec
+            .layers
+            .iter()
+            .map(|l| match l.attn.window {
+                Some(window) => Layer::Window(Ring { window, k: None, v: None, filled: 0, next: 0 }),
+                None => Layer::Global(Growing::default()),
+            })
+            .collect();
+        KvCache { layers, offset: 0 }
+    }
+
+    /// Positions processed so far.
+    pub fn offset(&self) -> i32 {
+        self.offset
+    }
+
+    pub(crate) fn advance(&mut self, n: i32) {
+        self.offset += n;
+    }
+
+    /// Forgets everything; the buffers are released.
+    pub fn reset(&mut self) {
+        for l in &mut self.layers {
+            match l {
+                Layer::Global(g) => *g = Growing::default(),
+                Layer::Window(r) => {
+                    r.k = None;
+                    r.v = None;
+                    r.filled = 0;
+                    r.next = 0;
+                }
+            }
+        }
+        self.offset = 0;
+    }
+
+    /// Adds layer `i`'s new keys and values ([B, H, L, D], after rope) at the current offset.
+    pub(crate) fn update(&mut self, i: usize, k: &Array, v: &Array) -> Result<Attend> {
+        let offset = self.offset;
+        match self.layers.get_mut(i) {
+            Some(Layer::Global(g)) => g.update(k, v, offset),
+            Some(Layer::Window(r)) => r.update(k, v),
+            None => Err(Error::internal(format!("no cache for layer {i}"))),
+        }
+    }
+
+    /// The cache's arrays, to evaluate together with a step's output.
+    pub fn arrays(&self) -> Vec<&Array> {
+        let mut out = Vec::new();
+        for l in &self.layers {
+            let (k, v) = match l {
+                Layer::Global(g) => (&g.k, &g.v),
+                Layer::Window(r) => (&r.k, &r.v),
+            };
+            out.extend(k.iter());
+            out.extend(v.iter());
+        }
+        out
+    }
+
+    /// Bytes held by the buffers.
+    pub fn nbytes(&self) -> usize {
+        self.arrays().iter().map(|a| a.nbytes()).sum()
+    }
+}

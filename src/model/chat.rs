@@ -1,0 +1,190 @@
+//! Chat templates: the model's own Jinja template rendered with minijinja, or a built-in
+//! template for the architecture when the checkpoint has none.
+
+use std::path::Path;
+
+use minijinja::{Environment, ErrorKind as JErr, Value};
+use serde::{Deserialize, Serialize};
+
+use super::config::Config;
+use crate::{Error, Result};
+
+/// One chat message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: &str, content: &str) -> Message {
+        Message { role: role.into(), content: content.into() }
+    }
+}
+
+/// The roles a message may have.
+pub const ROLES: &[&str] = &["system", "user", "assistant", "tool"];
+
+/// Where the template came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplateSource {
+    /// `chat_template` in tokenizer_config.json.
+    TokenizerConfig,
+    /// `chat_template.jinja` in the model folder.
+    JinjaFile,
+    /// liblmx's own template for the architecture ("chatml", "llama3", "gemma").
+    Builtin(&'static str),
+}
+
+impl std::fmt::Display for TemplateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TemplateSource::TokenizerConfig => f.write_str("tokenizer_config.json"),
+            TemplateSource::JinjaFile => f.write_str("chat_template.jinja"),
+            TemplateSource::Builtin(name) => write!(f, "builtin:{name}"),
+        }
+    }
+}
+
+const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+const LLAMA3: &str = "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}";
+
+const GEMMA: &str = "{{ bos_token }}{% set ns = namespace(system='') %}{% for m in messages %}{% if m.role == 'system' %}{% set ns.system = m.content + '\n\n' %}{% else %}<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n{% if loop.index0 == 1 or (loop.first and m.role != 'system') %}{{ ns.system }}{% set ns.system = '' %}{% endif %}{{ m.content | trim }}<end_of_turn>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
+
+/// A model's chat template.
+#[derive(Clone, Debug)]
+pub struct ChatTemplate {
+    pub source: TemplateSource,
+    pub text: String,
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    // As transformers renders chat templates.
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
+        Err(minijinja::Error::new(JErr::InvalidOperation, msg))
+    });
+    env.add_function("strftime_now", |fmt: String| -> std::result::Result<String, minijinja::Error> { Ok(strftime_now(&fmt)) });
+    // JSON as Python's json.dumps writes it (no HTML escaping), optionally indented.
+    env.add_filter("tojson", |v: Value, indent: Option<usize>| -> std::result::Result<String, minijinja::Error> {
+        let j = serde_json::to_value(&v).map_err(|e| minijinja::Error::new(JErr::InvalidOperation, e.to_string()))?;
+        let s = match indent {
+            Some(n) => {
+                let mut out = Vec::new();
+                let ind = " ".repeat(n);
+                let fmt = serde_json::ser::PrettyFormatter::with_indent(ind.as_bytes());
+                let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+                serde::Serialize::serialize(&j, &mut ser).map_err(|e| minijinja::Error::new(JErr::InvalidOperation, e.to_string()))?;
+                String::from_utf8(out).unwrap_or_default()
+            }
+            None => serde_json::to_string(&j).unwrap_or_default(),
+        };
+        Ok(s)
+    });
+    env
+}
+
+/// The local time formatted with C strftime, for templates that print today's date.
+fn strftime_now(fmt: &str) -> String {
+    let Ok(cfmt) = std::ffi::CString::new(fmt) else { return String::new() };
+    let mut buf = [0u8; 256];
+    // SAFETY: time/localtime_r/strftime with valid buffers.
+    unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return String::new();
+        }
+        let n = libc::strftime(buf.as_mut_ptr().cast(), buf.len(), cfmt.as_ptr(), &tm);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+fn template_from_config(tc: &Config) -> Result<Option<String>> {
+    match tc.get("chat_template") {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        // A list of named templates: the "default" one.
+        Some(serde_json::Value::Array(list)) => Ok(list
+            .iter()
+            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .and_then(|t| t.get("template"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string)),
+        Some(_) => Err(Error::format(format!("{}: chat_template: expected a string", tc.path.display()))),
+    }
+}
+
+impl ChatTemplate {
+    /// The template of the model in `dir`; `has_token` tells which built-in suits the
+    /// vocabulary when the model has no template of its own.
+    pub fn load(dir: &Path, tok_cfg: Option<&Config>, arch: &str, has_token: impl Fn(&str) -> bool) -> Result<ChatTemplate> {
+        let (source, text) = if let Some(t) = tok_cfg.map(template_from_config).transpose()?.flatten() {
+            (TemplateSource::TokenizerConfig, t)
+        } else if dir.join("chat_template.jinja").exists() {
+            let p = dir.join("chat_template.jinja");
+            (TemplateSource::JinjaFile, std::fs::read_to_string(&p).map_err(|e| Error::io(&p, &e))?)
+        } else {
+            let name = if arch == "gemma3" || has_token("<start_of_turn>") {
+                "gemma"
+            } else if has_token("<|start_header_id|>") {
+                "llama3"
+            } else {
+                "chatml"
+            };
+            let text = match name {
+                "gemma" => GEMMA,
+                "llama3" => LLAMA3,
+                _ => CHATML,
+            };
+            (TemplateSource::Builtin(name), text.to_string())
+        };
+        // Parse once now so a broken template fails at load, naming where it came from.
+        environment()
+            .template_from_str(&text)
+            .map_err(|e| Error::format(format!("chat template from {source}: {e}")))?;
+        Ok(ChatTemplate { source, text })
+    }
+
+    /// Renders `messages`. `extra` adds variables (for example `enable_thinking`); it may not
+    /// replace `messages` or `add_generation_prompt`.
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, serde_json::Value>,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> Result<String> {
+        for (i, m) in messages.iter().enumerate() {
+            if !ROLES.contains(&m.role.as_str()) {
+                return Err(Error::invalid(format!(
+                    "message {i}: unknown role {:?} (expected one of {})",
+                    m.role,
+                    ROLES.join(", ")
+                )));
+            }
+        }
+        let mut ctx = serde_json::Map::new();
+        for (k, v) in extra {
+            ctx.insert(k.clone(), v.clone());
+        }
+        ctx.insert("messages".into(), serde_json::to_value(messages).map_err(|e| Error::internal(e.to_string()))?);
+        ctx.insert("add_generation_prompt".into(), add_generation_prompt.into());
+        ctx.entry("bos_token").or_insert_with(|| bos_token.unwrap_or("").into());
+        ctx.entry("eos_token").or_insert_with(|| eos_token.unwrap_or("").into());
+        environment()
+            .render_str(&self.text, Value::from_serialize(&ctx))
+            .map_err(|e| {
+                let detail = match e.kind() {
+                    JErr::InvalidOperation => e.detail().unwrap_or("template error").to_string(),
+                    _ => e.to_string(),
+                };
+                Error::invalid(format!("chat template ({}): {detail}", self.source))
+            })
+    }
+}

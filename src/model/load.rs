@@ -1,0 +1,145 @@
+//! Loading a model folder: config, weights, tokenizer and chat template.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::arch;
+use super::chat::ChatTemplate;
+use super::config::Config;
+use super::info::ModelInfo;
+use super::quant::QuantConfig;
+use super::tokenizer::Tokenizer;
+use super::transformer::Transformer;
+use super::weights::WeightStore;
+use crate::mlx::{memory, Dtype};
+use crate::{Error, Result};
+
+/// Options for [`Model::load`].
+#[derive(Clone, Debug, Default)]
+pub struct LoadParams {
+    /// Longest sequence (prompt plus generated tokens) to allow; default: the model's
+    /// `max_position_embeddings`.
+    pub context_length: Option<i32>,
+    /// Convert floating-point weights to this dtype; default: keep the checkpoint's.
+    pub dtype: Option<Dtype>,
+}
+
+/// A loaded model: the transformer, its tokenizer and chat template.
+pub struct Model {
+    pub dir: PathBuf,
+    pub transformer: Transformer,
+    pub tokenizer: Tokenizer,
+    pub chat: ChatTemplate,
+    pub info: ModelInfo,
+}
+
+/// Where a checkpoint keeps its decoder and head: plain, or inside a multimodal wrapper.
+const LAYOUTS: &[(&str, &str)] = &[
+    ("model.", "lm_head"),
+    ("language_model.model.", "language_model.lm_head"),
+    ("model.language_model.", "lm_head"),
+];
+
+impl Model {
+    /// Loads the model in folder `dir`. Validates everything before use: missing or corrupt
+    /// files, missing tensors, wrong shapes and unsupported dtypes are errors naming the file
+    /// and the tensor. Resets MLX's peak memory counter to measure the load.
+    pub fn load(dir: &Path, params: &LoadParams) -> Result<Model> {
+        let start = Instant::now();
+        let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, &e))?;
+        if !meta.is_dir() {
+            return Err(Error::invalid(format!("{}: not a folder", dir.display())));
+        }
+        if let Some(ctx) = params.context_length {
+            if ctx <= 0 {
+                return Err(Error::invalid(format!("context length {ctx} must be positive")));
+            }
+        }
+        if let Some(d) = params.dtype {
+            if !matches!(d, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+                return Err(Error::invalid(format!("dtype {d} is not a float type (float32, float16, bfloat16)")));
+            }
+        }
+        let cfg_path = dir.join("config.json");
+        if !cfg_path.exists() {
+            return Err(Error::not_found(format!("{}: no such file", cfg_path.display())));
+        }
+        let cfg = Config::read(&cfg_path)?;
+        let model_type = cfg.str("model_type")?.unwrap_or("").to_string();
+        let mut spec = arch::spec_for(&cfg)?;
+        let text_cfg = match cfg.object("text_config")? {
+            Some(t) => t,
+            None => cfg.clone(),
+        };
+        let quant = QuantConfig::read(&cfg)?;
+
+        let active_before = memory::active_memory()?;
+        memory::reset_peak_memory()?;
+        let mut store = WeightStore::open(dir, quant, params.dtype)?;
+        let (prefix, head) = LAYOUTS
+            .iter()
+            .find(|(p, _)| store.contains(&format!("{p}embed_tokens.weight")))
+            .copied()
+            .ok_or_else(|| {
+                Error::format(format!(
+                    "missing tensor model.embed_tokens.weight (looked in {})",
+                    super::weights::weight_files(dir)
+                        .map(|f| f.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default()
+                ))
+            })?;
+        if !text_cfg.has("tie_word_embeddings") && !cfg.has("tie_word_embeddings") {
+            // No word from the config: a checkpoint without a head ties it to the embeddings.
+            spec.tie_embeddings = !store.contains(&format!("{head}.weight"));
+        }
+        let transformer = Transformer::build(spec, &mut store, prefix, head)?;
+        let weight_bytes = memory::active_memory()?.saturating_sub(active_before);
+        let load_peak_bytes = memory::peak_memory()?.saturating_sub(active_before);
+        let param_count = store.params;
+        drop(store);
+
+        let tok_cfg_path = dir.join("tokenizer_config.json");
+        let tok_cfg = if tok_cfg_path.exists() { Some(Config::read(&tok_cfg_path)?) } else { None };
+        // The template is read first: its end-of-turn tokens join the EOS set.
+        let raw_template = tok_cfg
+            .as_ref()
+            .and_then(|t| t.get("chat_template"))
+            .map(|v| v.to_string())
+            .or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
+        let tokenizer = Tokenizer::load(dir, &cfg, tok_cfg.as_ref(), raw_template.as_deref())?;
+        let s = &transformer.spec;
+        if tokenizer.vocab_size() > s.vocab as usize {
+            return Err(Error::format(format!(
+                "{}: the tokenizer has {} tokens but the model's vocab_size is {}",
+                dir.join("tokenizer.json").display(),
+                tokenizer.vocab_size(),
+                s.vocab
+            )));
+        }
+        let chat = ChatTemplate::load(dir, tok_cfg.as_ref(), &s.arch, |t| tokenizer.token_to_id(t).is_some())?;
+
+        let first = &s.layers[0].attn;
+        let max_pos = s.max_position.unwrap_or(4096);
+        let (quant_bits, quant_group_size) = transformer.quantization().unwrap_or((0, 0));
+        let info = ModelInfo {
+            model_type,
+            architecture: s.arch.clone(),
+            param_count,
+            num_layers: s.layers.len() as i32,
+            hidden_size: s.hidden,
+            num_heads: first.n_heads,
+            num_kv_heads: first.n_kv_heads,
+            head_dim: first.head_dim,
+            vocab_size: s.vocab,
+            context_length: params.context_length.unwrap_or(max_pos),
+            quant_bits,
+            quant_group_size,
+            dtype: transformer.dtype()?.name().to_string(),
+            chat_template: chat.source.to_string(),
+            weight_bytes,
+            load_seconds: start.elapsed().as_secs_f64(),
+            load_peak_bytes,
+        };
+        Ok(Model { dir: dir.to_path_buf(), transformer, tokenizer, chat, info })
+    }
+}

@@ -1,0 +1,93 @@
+//! MLX's quantization format: `quantization` (or `quantization_config`) in config.json with a
+//! default `{group_size, bits, mode}` and per-layer entries keyed by module path (an object
+//! with other parameters, or `false` for a layer left dense). A layer is quantized iff its
+//! `.scales` tensor exists; the config only says how.
+
+use std::collections::HashMap;
+
+use super::config::Config;
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuantParams {
+    pub group_size: i32,
+    pub bits: i32,
+}
+
+impl QuantParams {
+    /// MLX's quantization mode; liblmx reads affine checkpoints (scales and biases per group).
+    pub const MODE: &'static str = "affine";
+}
+
+#[derive(Clone, Debug)]
+pub struct QuantConfig {
+    pub default: QuantParams,
+    /// Per-layer parameters; None = this layer is not quantized.
+    pub overrides: HashMap<String, Option<QuantParams>>,
+}
+
+fn params(cfg: &Config, base: Option<QuantParams>) -> Result<QuantParams> {
+    let group_size = cfg.int("group_size")?.or(base.map(|b| b.group_size)).unwrap_or(64);
+    let bits = cfg.int("bits")?.or(base.map(|b| b.bits)).unwrap_or(4);
+    if let Some(mode) = cfg.str("mode")? {
+        if mode != QuantParams::MODE {
+            return Err(Error::unsupported(format!(
+                "{}: quantization mode {mode:?} is not supported (supported: affine)",
+                cfg.path.display()
+            )));
+        }
+    }
+    if ![2, 3, 4, 5, 6, 8].contains(&bits) {
+        return Err(Error::unsupported(format!("{}: quantization bits {bits} is not supported", cfg.path.display())));
+    }
+    if ![32, 64, 128].contains(&group_size) {
+        return Err(Error::unsupported(format!(
+            "{}: quantization group_size {group_size} is not supported (32, 64 or 128)",
+            cfg.path.display()
+        )));
+    }
+    Ok(QuantParams { group_size, bits })
+}
+
+impl QuantConfig {
+    /// Reads the quantization block, if any.
+    pub fn read(cfg: &Config) -> Result<Option<QuantConfig>> {
+        let block = match cfg.object("quantization")? {
+            Some(b) => b,
+            None => match cfg.object("quantization_config")? {
+                Some(b) => b,
+                None => return Ok(None),
+            },
+        };
+        if let Some(method) = block.str("quant_method")? {
+            return Err(Error::unsupported(format!(
+                "{}: quantization method {method:?} is not supported (liblmx reads MLX-quantized checkpoints)",
+                cfg.path.display()
+            )));
+        }
+        let default = params(&block, None)?;
+        let mut overrides = HashMap::new();
+        for (key, v) in &block.obj {
+            match v {
+                serde_json::Value::Object(_) => {
+                    let sub = Config::from_value(&block.path, v).expect("an object");
+                    overrides.insert(key.clone(), Some(params(&sub, Some(default))?));
+                }
+                serde_json::Value::Bool(false) => {
+                    overrides.insert(key.clone(), None);
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(QuantConfig { default, overrides }))
+    }
+
+    /// The parameters for the module at `path` ("model.layers.0.mlp.down_proj"); None where
+    /// the config says the layer is not quantized.
+    pub fn for_module(&self, path: &str) -> Option<QuantParams> {
+        match self.overrides.get(path) {
+            Some(p) => *p,
+            None => Some(self.default),
+        }
+    }
+}

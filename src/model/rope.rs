@@ -1,0 +1,180 @@
+//! Rotary position embeddings and their scaling variants (linear, dynamic NTK, Llama 3, YaRN),
+//! from either config style: the classic `rope_theta` + `rope_scaling`, or the
+//! `rope_parameters` block that transformers 5 writes instead.
+
+use super::config::Config;
+use crate::mlx::{ops, Array};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub enum Rope {
+    /// theta_i = pos * scale / base^(2i/dims). Linear scaling is `scale = 1/factor`.
+    Standard { dims: i32, base: f32, scale: f32 },
+    /// theta_i = pos / freqs[i], with precomputed per-pair periods (Llama 3, YaRN).
+    Periods { dims: i32, periods: Array },
+    /// Dynamic NTK: the base grows once the sequence passes `max_position`.
+    Dynamic { dims: i32, base: f32, max_position: i32, factor: f32 },
+}
+
+/// Rope parameters as read from a config, before they become a [`Rope`].
+#[derive(Clone, Debug)]
+pub struct RopeParams {
+    pub base: f64,
+    /// The scaling block (`rope_scaling`, or `rope_parameters` itself); None = no scaling.
+    pub scaling: Option<Config>,
+}
+
+impl RopeParams {
+    /// Reads the rope of one layer kind. `kind` selects a per-layer-type entry where
+    /// `rope_parameters` has them (transformers 5 writes `{"full_attention": {...},
+    /// "sliding_attention": {...}}` for Gemma 3); `default_base` applies when the config names
+    /// none.
+    pub fn read(cfg: &Config, kind: Option<&str>, default_base: f64) -> Result<RopeParams> {
+        if let Some(params) = cfg.object("rope_parameters")? {
+            let params = match kind.map(|k| params.object(k)).transpose()?.flatten() {
+                Some(p) => p,
+                None => params,
+            };
+            if params.has("rope_theta") || params.has("rope_type") {
+                let base = params.f64("rope_theta")?.unwrap_or(default_base);
+                let ty = params.str("rope_type")?.or(params.str("type")?).unwrap_or("default");
+                let scaling = if ty == "default" { None } else { Some(params) };
+                return Ok(RopeParams { base, scaling });
+            }
+        }
+        let base = cfg.f64("rope_theta")?.unwrap_or(default_base);
+        let scaling = cfg.object("rope_scaling")?;
+        Ok(RopeParams { base, scaling })
+    }
+
+    /// Builds the rope for `dims` rotated dimensions. Returns it with the factor YaRN applies
+    /// to attention scores (1 for every other kind).
+    pub fn build(&self, dims: i32, max_position: Option<i32>) -> Result<(Rope, f32)> {
+        let base = self.base as f32;
+        let Some(sc) = &self.scaling else {
+            return Ok((Rope::Standard { dims, base, scale: 1.0 }, 1.0));
+        };
+        let ty = sc.str("rope_type")?.or(sc.str("type")?).unwrap_or("default");
+        let factor = || sc.req_f64("factor");
+        match ty {
+            "default" => Ok((Rope::Standard { dims, base, scale: 1.0 }, 1.0)),
+            "linear" => Ok((Rope::Standard { dims, base, scale: (1.0 / factor()?) as f32 }, 1.0)),
+            "dynamic" => {
+                let max_position = max_position
+                    .ok_or_else(|| Error::format("dynamic rope scaling needs max_position_embeddings"))?;
+                Ok((Rope::Dynamic { dims, base, max_position, factor: factor()? as f32 }, 1.0))
+            }
+            "llama3" => {
+                let periods = llama3_periods(dims, self.base, sc)?;
+                Ok((Rope::Periods { dims, periods: Array::from_slice(&periods, &[periods.len() as i32])? }, 1.0))
+            }
+            "yarn" => {
+                let (periods, mscale) = yarn_periods(dims, self.base, sc, max_position)?;
+                let periods = Array::from_slice(&periods, &[periods.len() as i32])?;
+                // YaRN multiplies q and k by mscale before rotating, i.e. scores by mscale².
+                Ok((Rope::Periods { dims, periods }, (mscale * mscale) as f32))
+            }
+            other => Err(Error::unsupported(format!(
+                "{}: rope scaling {other:?} is not supported (supported: linear, dynamic, llama3, yarn)",
+                sc.path.display()
+            ))),
+        }
+    }
+}
+
+/// The unscaled periods base^(2i/dims), i = 0..dims/2.
+fn base_periods(dims: i32, base: f64) -> Vec<f64> {
+    (0..dims / 2).map(|i| base.powf(2.0 * i as f64 / dims as f64)).collect()
+}
+
+/// Llama 3.1 scaling: long wavelengths are stretched by `factor`, short ones kept, and the
+/// band between them interpolated smoothly.
+fn llama3_periods(dims: i32, base: f64, sc: &Config) -> Result<Vec<f32>> {
+    let factor = sc.req_f64("factor")?;
+    let low = sc.f64("low_freq_factor")?.unwrap_or(1.0);
+    let high = sc.f64("high_freq_factor")?.unwrap_or(4.0);
+    let old_ctx = sc.f64("original_max_position_embeddings")?.unwrap_or(8192.0);
+    if high <= low {
+        return Err(Error::format(format!(
+            "{}: llama3 rope: high_freq_factor {high} must exceed low_freq_factor {low}",
+            sc.path.display()
+        )));
+    }
+    let low_wavelen = old_ctx / low;
+    let high_wavelen = old_ctx / high;
+    Ok(base_periods(dims, base)
+        .into_iter()
+        .map(|p| {
+            let wavelen = 2.0 * std::f64::consts::PI * p;
+            let stretched = if wavelen > low_wavelen { p * factor } else { p };
+            if wavelen > high_wavelen && wavelen < low_wavelen {
+                let smooth = (old_ctx / wavelen - low) / (high - low);
+                (stretched / ((1.0 - smooth) / factor + smooth)) as f32
+            } else {
+                stretched as f32
+            }
+        })
+        .collect())
+}
+
+/// YaRN: interpolated periods for the low frequencies, extrapolated for the high ones, with a
+/// linear ramp between; returns the periods and the attention magnitude correction.
+fn yarn_periods(dims: i32, base: f64, sc: &Config, max_position: Option<i32>) -> Result<(Vec<f32>, f64)> {
+    let factor = sc.req_f64("factor")?;
+    let orig = sc
+        .f64("original_max_position_embeddings")?
+        .or(max_position.map(|m| m as f64))
+        .unwrap_or(4096.0);
+    let beta_fast = sc.f64("beta_fast")?.unwrap_or(32.0);
+    let beta_slow = sc.f64("beta_slow")?.unwrap_or(1.0);
+    let mscale_cfg = sc.f64("mscale")?.unwrap_or(1.0);
+    let mscale_all = sc.f64("mscale_all_dim")?.unwrap_or(0.0);
+    let get_mscale = |s: f64, m: f64| if s <= 1.0 { 1.0 } else { 0.1 * m * s.ln() + 1.0 };
+    let mscale = match sc.f64("attention_factor")? {
+        Some(a) => a,
+        None => get_mscale(factor, mscale_cfg) / get_mscale(factor, mscale_all),
+    };
+    let d = dims as f64;
+    let correction = |rot: f64| d * (orig / (rot * 2.0 * std::f64::consts::PI)).ln() / (2.0 * base.ln());
+    let lo = correction(beta_fast).floor().max(0.0);
+    let hi = correction(beta_slow).ceil().min(d - 1.0);
+    let hi = if lo == hi { hi + 0.001 } else { hi };
+    let periods = base_periods(dims, base)
+        .into_iter()
+        .enumerate()
+        .map(|(i, extra)| {
+            let ramp = ((i as f64 - lo) / (hi - lo)).clamp(0.0, 1.0);
+            let keep = 1.0 - ramp; // weight of the extrapolated (unscaled) frequency
+            let inter = factor * extra;
+            ((inter * extra) / (inter * keep + extra * (1.0 - keep))) as f32
+        })
+        .collect();
+    Ok((periods, mscale))
+}
+
+impl Rope {
+    /// Rotates `x` ([B, H, L, D]) for positions offset..offset+L.
+    pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
+        match self {
+            Rope::Standard { dims, base, scale } => ops::rope(x, *dims, false, Some(*base), *scale, offset, None),
+            Rope::Periods { dims, periods } => ops::rope(x, *dims, false, None, 1.0, offset, Some(periods)),
+            Rope::Dynamic { dims, base, max_position, factor } => {
+                let len = x.dim(-2)? + offset;
+                let seq = len.max(*max_position) as f64;
+                let d = *dims as f64;
+                let f = *factor as f64;
+                let b = *base as f64 * ((f * seq / *max_position as f64) - (f - 1.0)).powf(d / (d - 2.0));
+                ops::rope(x, *dims, false, Some(b as f32), 1.0, offset, None)
+            }
+        }
+    }
+
+    /// As [`apply`](Self::apply) with one start position per batch row ([B] int32).
+    pub fn apply_rows(&self, x: &Array, offsets: &Array) -> Result<Array> {
+        match self {
+            Rope::Standard { dims, base, scale } => ops::rope_dynamic(x, *dims, false, Some(*base), *scale, offsets, None),
+            Rope::Periods { dims, periods } => ops::rope_dynamic(x, *dims, false, None, 1.0, offsets, Some(periods)),
+            Rope::Dynamic { .. } => Err(Error::unsupported("dynamic rope scaling with per-row positions")),
+        }
+    }
+}

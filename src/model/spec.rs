@@ -1,0 +1,64 @@
+//! The data a transformer is assembled from. An architecture adapter fills these in; the
+//! transformer never looks at `model_type`.
+
+use super::rope::Rope;
+
+/// How an RMSNorm applies its weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormStyle {
+    /// `x * w` (Llama, Qwen, Mistral).
+    Weight,
+    /// `x * (1 + w)` (Gemma).
+    OnePlusWeight,
+}
+
+/// The gated feed-forward kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MlpKind {
+    /// `down(silu(gate(x)) * up(x))`.
+    SwiGlu,
+    /// `down(gelu_tanh(gate(x)) * up(x))`.
+    GeGluTanh,
+}
+
+#[derive(Clone, Debug)]
+pub struct AttentionSpec {
+    pub n_heads: i32,
+    pub n_kv_heads: i32,
+    pub head_dim: i32,
+    /// Per-head RMSNorm on queries and keys before rope (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// Sliding window (the query sees itself and window-1 earlier tokens); None = global.
+    pub window: Option<i32>,
+    pub rope: Rope,
+    /// Multiplies q·k before the softmax.
+    pub scale: f32,
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct LayerSpec {
+    pub attn: AttentionSpec,
+    pub mlp: MlpKind,
+    pub mlp_bias: bool,
+    pub intermediate: i32,
+    /// Gemma's sandwich: norms after attention and around the MLP as well as before.
+    pub sandwich_norms: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelSpec {
+    /// The `model_type` the spec came from.
+    pub arch: String,
+    pub hidden: i32,
+    pub vocab: i32,
+    pub norm_eps: f32,
+    pub norm_style: NormStyle,
+    /// Multiplies the embeddings (Gemma: sqrt(hidden), rounded through the weight dtype).
+    pub embed_scale: Option<f64>,
+    pub tie_embeddings: bool,
+    pub final_logit_softcap: Option<f32>,
+    pub max_position: Option<i32>,
+    pub layers: Vec<LayerSpec>,
+}

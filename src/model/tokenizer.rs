@@ -1,0 +1,191 @@
+//! Tokenization through the `tokenizers` crate, with the BOS and EOS rules the checkpoint's
+//! configs state, and a streaming decoder that never emits half a character.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::config::Config;
+use crate::{Error, Result};
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    bos: Option<u32>,
+    bos_text: Option<String>,
+    eos_text: Option<String>,
+    /// `add_bos_token` from tokenizer_config.json, when it says.
+    add_bos: Option<bool>,
+    eos: BTreeSet<u32>,
+}
+
+/// A special token given as a string or as `{"content": ...}`.
+fn token_text(cfg: &Config, key: &str) -> Result<Option<String>> {
+    match cfg.get(key) {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(serde_json::Value::Object(o)) => Ok(o.get("content").and_then(|c| c.as_str()).map(str::to_string)),
+        Some(_) => Err(Error::format(format!("{}: {key}: expected a string", cfg.path.display()))),
+    }
+}
+
+/// End-of-turn markers that, when a chat template uses them, end generation.
+const END_OF_TURN: &[&str] = &["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|end_of_text|>", "</s>"];
+
+impl Tokenizer {
+    /// Loads `tokenizer.json` from `dir`, with `tokenizer_config.json` (may be absent), the
+    /// model config and `generation_config.json` (may be absent) for BOS and EOS.
+    pub fn load(dir: &Path, model_cfg: &Config, tok_cfg: Option<&Config>, template: Option<&str>) -> Result<Tokenizer> {
+        let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            return Err(Error::not_found(format!("{}: no such file", path.display())));
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| Error::format(format!("{}: {e}", path.display())))?;
+        let mut t = Tokenizer { inner, bos: None, bos_text: None, eos_text: None, add_bos: None, eos: BTreeSet::new() };
+        if let Some(tc) = tok_cfg {
+            t.bos_text = token_text(tc, "bos_token")?;
+            t.eos_text = token_text(tc, "eos_token")?;
+            t.add_bos = tc.bool("add_bos_token")?;
+        }
+        t.bos = match &t.bos_text {
+            Some(s) => t.inner.token_to_id(s),
+            None => model_cfg.ids("bos_token_id")?.first().copied(),
+        };
+        if t.bos_text.is_none() {
+            t.bos_text = t.bos.and_then(|id| t.inner.id_to_token(id));
+        }
+        let mut eos: BTreeSet<u32> = model_cfg.ids("eos_token_id")?.into_iter().collect();
+        let gen = dir.join("generation_config.json");
+        if gen.exists() {
+            eos.extend(Config::read(&gen)?.ids("eos_token_id")?);
+        }
+        if let Some(id) = t.eos_text.as_deref().and_then(|s| t.inner.token_to_id(s)) {
+            eos.insert(id);
+        }
+        if let Some(tpl) = template {
+            for marker in END_OF_TURN {
+                if tpl.contains(marker) {
+                    if let Some(id) = t.inner.token_to_id(marker) {
+                        eos.insert(id);
+                    }
+                }
+            }
+        }
+        if t.eos_text.is_none() {
+            t.eos_text = eos.iter().next().and_then(|&id| t.inner.id_to_token(id));
+        }
+        t.eos = eos;
+        Ok(t)
+    }
+
+    /// Token ids of `text`. With `add_special`, special tokens are added as the tokenizer and
+    /// its config say (BOS where the model uses one); BOS is never doubled, even when the text
+    /// itself starts with the BOS token.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, add_special)
+            .map_err(|e| Error::internal(format!("tokenizing: {e}")))?;
+        let mut ids = enc.get_ids().to_vec();
+        if let Some(bos) = self.bos {
+            if add_special && self.add_bos == Some(true) && ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+            while ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
+                ids.remove(0);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Text of `ids`; with `skip_special`, special tokens are left out.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        let n = self.vocab_size() as u32;
+        if let Some(bad) = ids.iter().find(|&&i| i >= n) {
+            return Err(Error::invalid(format!("token id {bad} is outside the vocabulary (size {n})")));
+        }
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| Error::internal(format!("detokenizing: {e}")))
+    }
+
+    /// Vocabulary size, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    pub fn bos_text(&self) -> Option<&str> {
+        self.bos_text.as_deref()
+    }
+
+    pub fn eos_text(&self) -> Option<&str> {
+        self.eos_text.as_deref()
+    }
+
+    /// Every token id that ends generation.
+    pub fn eos_ids(&self) -> &BTreeSet<u32> {
+        &self.eos
+    }
+}
+
+/// Turns a stream of token ids into text pieces. A piece is emitted only once the text decoded
+/// so far ends in a complete character, so a character spread over several byte-level tokens
+/// comes out whole; decoding restarts from a recent token so the cost per token is constant.
+#[derive(Default)]
+pub struct StreamDecoder {
+    ids: Vec<u32>,
+    prefix: usize,
+    read: usize,
+    skip_special: bool,
+}
+
+impl StreamDecoder {
+    pub fn new(skip_special: bool) -> StreamDecoder {
+        StreamDecoder { skip_special, ..Default::default() }
+    }
+
+    /// Adds a token; returns the text it completes, if any.
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<Option<String>> {
+        self.ids.push(id);
+        let before = tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = tok.decode(&self.ids[self.prefix..], self.skip_special)?;
+        if now.len() > before.len() && !now.ends_with('\u{FFFD}') && now.is_char_boundary(before.len()) {
+            let piece = now[before.len()..].to_string();
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            Ok(Some(piece))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Whatever is still held back (an incomplete character at the very end comes out as
+    /// U+FFFD, as a full decode would give it).
+    pub fn flush(&mut self, tok: &Tokenizer) -> Result<Option<String>> {
+        let before = tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = tok.decode(&self.ids[self.prefix..], self.skip_special)?;
+        self.prefix = self.ids.len();
+        self.read = self.ids.len();
+        if now.len() > before.len() && now.is_char_boundary(before.len()) {
+            Ok(Some(now[before.len()..].to_string()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// All ids pushed so far.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+}

@@ -1,0 +1,244 @@
+//! The one decoder-only transformer every architecture runs, assembled from a [`ModelSpec`].
+//! Field names follow the checkpoint's tensor names.
+
+use super::cache::KvCache;
+use super::spec::{AttentionSpec, LayerSpec, MlpKind, ModelSpec};
+use super::weights::{Embedding, Linear, WeightStore};
+use crate::mlx::{ops, Array, Dtype};
+use crate::{Error, Result};
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<Array>,
+    k_norm: Option<Array>,
+    spec: AttentionSpec,
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+    kind: MlpKind,
+}
+
+struct Block {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: Array,
+    /// Llama: the norm before the MLP. Gemma: the norm after attention.
+    post_attention_layernorm: Array,
+    pre_feedforward_layernorm: Option<Array>,
+    post_feedforward_layernorm: Option<Array>,
+}
+
+/// A loaded decoder.
+pub struct Transformer {
+    pub spec: ModelSpec,
+    embed_tokens: Embedding,
+    /// The embedding multiplier, already in the embedding dtype.
+    embed_scale: Option<Array>,
+    layers: Vec<Block>,
+    norm: Array,
+    /// None when the head is the embedding table.
+    lm_head: Option<Linear>,
+}
+
+fn gelu_tanh(x: &Array) -> Result<Array> {
+    // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    let dt = x.dtype()?;
+    let c = |v: f32| ops::astype(&Array::scalar_f32(v), dt);
+    let x3 = ops::multiply(&ops::multiply(x, x)?, x)?;
+    let inner = ops::add(x, &ops::multiply(&x3, &c(0.044715)?)?)?;
+    let t = ops::tanh(&ops::multiply(&inner, &c((2.0 / std::f32::consts::PI).sqrt())?)?)?;
+    let half_x = ops::multiply(x, &c(0.5)?)?;
+    ops::multiply(&half_x, &ops::add(&t, &c(1.0)?)?)
+}
+
+fn silu(x: &Array) -> Result<Array> {
+    ops::multiply(x, &ops::sigmoid(x)?)
+}
+
+impl Mlp {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        let g = self.gate_proj.forward(x)?;
+        let act = match self.kind {
+            MlpKind::SwiGlu => silu(&g)?,
+            MlpKind::GeGluTanh => gelu_tanh(&g)?,
+        };
+        self.down_proj.forward(&ops::multiply(&act, &self.up_proj.forward(x)?)?)
+    }
+}
+
+/// A [L, S] boolean mask for L new queries over S = prefix + L keys in temporal order, under
+/// a sliding window: key j is visible to query i iff it is not in the future and fewer than
+/// `window` positions back.
+fn window_mask(prefix: i32, len: i32, window: i32) -> Result<Array> {
+    let q = ops::reshape(&ops::arange(prefix as f64, (prefix + len) as f64, 1.0, Dtype::I32)?, &[len, 1])?;
+    let k = ops::reshape(&ops::arange(0.0, (prefix + len) as f64, 1.0, Dtype::I32)?, &[1, prefix + len])?;
+    let past = ops::less_equal(&k, &q)?;
+    let near = ops::less(&q, &ops::add(&k, &Array::scalar_i32(window))?)?;
+    ops::logical_and(&past, &near)
+}
+
+impl Attention {
+    fn forward(&self, x: &Array, cache: &mut KvCache, layer: usize, eps: f32) -> Result<Array> {
+        let s = &self.spec;
+        let shape = x.shape();
+        let (b, l) = (shape[0], shape[1]);
+        let heads = |p: &Linear, n: i32, norm: &Option<Array>| -> Result<Array> {
+            let y = ops::reshape(&p.forward(x)?, &[b, l, n, s.head_dim])?;
+            let y = match norm {
+                Some(w) => ops::rms_norm(&y, Some(w), eps)?,
+                None => y,
+            };
+            ops::transpose(&y, &[0, 2, 1, 3])
+        };
+        let offset = cache.offset();
+        let q = s.rope.apply(&heads(&self.q_proj, s.n_heads, &self.q_norm)?, offset)?;
+        let k = s.rope.apply(&heads(&self.k_proj, s.n_kv_heads, &self.k_norm)?, offset)?;
+        let v = heads(&self.v_proj, s.n_kv_heads, &None)?;
+        let att = cache.update(layer, &k, &v)?;
+        let mask_arr;
+        let mask = if l == 1 {
+            ops::AttentionMask::None
+        } else {
+            match (att.window_prefix, s.window) {
+                (Some(prefix), Some(w)) if prefix + l > w => {
+                    mask_arr = window_mask(prefix, l, w)?;
+                    ops::AttentionMask::Array(&mask_arr)
+                }
+                _ => ops::AttentionMask::Causal,
+            }
+        };
+        let o = ops::scaled_dot_product_attention(&q, &att.keys, &att.values, s.scale, mask)?;
+        let o = ops::reshape(&ops::transpose(&o, &[0, 2, 1, 3])?, &[b, l, s.n_heads * s.head_dim])?;
+        self.o_proj.forward(&o)
+    }
+}
+
+impl Transformer {
+    /// Builds the decoder from `store`. `prefix` is where the decoder's tensors live
+    /// ("model." or "language_model.model."), `head` the output head's module name.
+    pub fn build(spec: ModelSpec, store: &mut WeightStore, prefix: &str, head: &str) -> Result<Transformer> {
+        let h = spec.hidden;
+        let style = spec.norm_style;
+        let embed_tokens = store.embedding(&format!("{prefix}embed_tokens"), spec.vocab, h)?;
+        let embed_scale = match spec.embed_scale {
+            // Rounded through the embedding dtype, as the reference implementation does.
+            Some(sc) => Some(ops::astype(&Array::scalar_f32(sc as f32), embed_tokens.dtype()?)?),
+            None => None,
+        };
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        for (i, ls) in spec.layers.iter().enumerate() {
+            layers.push(Self::block(store, ls, &format!("{prefix}layers.{i}."), h, &spec)?);
+        }
+        let norm = store.norm(&format!("{prefix}norm.weight"), h, style)?;
+        let lm_head = if spec.tie_embeddings {
+            None
+        } else {
+            Some(store.linear(head, h, spec.vocab, false)?)
+        };
+        Ok(Transformer { spec, embed_tokens, embed_scale, layers, norm, lm_head })
+    }
+
+    fn block(store: &mut WeightStore, ls: &LayerSpec, p: &str, h: i32, spec: &ModelSpec) -> Result<Block> {
+        let a = &ls.attn;
+        let style = spec.norm_style;
+        let (qd, kvd) = (a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim);
+        let self_attn = Attention {
+            q_proj: store.linear(&format!("{p}self_attn.q_proj"), h, qd, a.qkv_bias)?,
+            k_proj: store.linear(&format!("{p}self_attn.k_proj"), h, kvd, a.qkv_bias)?,
+            v_proj: store.linear(&format!("{p}self_attn.v_proj"), h, kvd, a.qkv_bias)?,
+            o_proj: store.linear(&format!("{p}self_attn.o_proj"), qd, h, a.o_bias)?,
+            q_norm: a.qk_norm.then(|| store.norm(&format!("{p}self_attn.q_norm.weight"), a.head_dim, style)).transpose()?,
+            k_norm: a.qk_norm.then(|| store.norm(&format!("{p}self_attn.k_norm.weight"), a.head_dim, style)).transpose()?,
+            spec: a.clone(),
+        };
+        let mlp = Mlp {
+            gate_proj: store.linear(&format!("{p}mlp.gate_proj"), h, ls.intermediate, ls.mlp_bias)?,
+            up_proj: store.linear(&format!("{p}mlp.up_proj"), h, ls.intermediate, ls.mlp_bias)?,
+            down_proj: store.linear(&format!("{p}mlp.down_proj"), ls.intermediate, h, ls.mlp_bias)?,
+            kind: ls.mlp,
+        };
+        let sandwich = |name: &str, store: &mut WeightStore| -> Result<Option<Array>> {
+            ls.sandwich_norms.then(|| store.norm(&format!("{p}{name}.weight"), h, style)).transpose()
+        };
+        Ok(Block {
+            self_attn,
+            mlp,
+            input_layernorm: store.norm(&format!("{p}input_layernorm.weight"), h, style)?,
+            post_attention_layernorm: store.norm(&format!("{p}post_attention_layernorm.weight"), h, style)?,
+            pre_feedforward_layernorm: sandwich("pre_feedforward_layernorm", store)?,
+            post_feedforward_layernorm: sandwich("post_feedforward_layernorm", store)?,
+        })
+    }
+
+    /// Logits [B, L, vocab] for `tokens` ([B, L] int32) following what `cache` holds; adds the
+    /// new keys and values to the cache and advances its offset by L.
+    pub fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
+        let h = self.hidden(tokens, cache)?;
+        self.logits(&h)
+    }
+
+    /// The final hidden states [B, L, hidden] (after the last norm).
+    pub fn hidden(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
+        if tokens.ndim() != 2 {
+            return Err(Error::invalid(format!("tokens must be [batch, length], got {:?}", tokens.shape())));
+        }
+        let l = tokens.dim(1)?;
+        let eps = self.spec.norm_eps;
+        let mut x = self.embed_tokens.lookup(tokens)?;
+        if let Some(sc) = &self.embed_scale {
+            x = ops::multiply(&x, sc)?;
+        }
+        for (i, b) in self.layers.iter().enumerate() {
+            let r = b.self_attn.forward(&ops::rms_norm(&x, Some(&b.input_layernorm), eps)?, cache, i, eps)?;
+            match (&b.pre_feedforward_layernorm, &b.post_feedforward_layernorm) {
+                (Some(pre), Some(post)) => {
+                    let hmid = ops::add(&x, &ops::rms_norm(&r, Some(&b.post_attention_layernorm), eps)?)?;
+                    let m = b.mlp.forward(&ops::rms_norm(&hmid, Some(pre), eps)?)?;
+                    x = ops::add(&hmid, &ops::rms_norm(&m, Some(post), eps)?)?;
+                }
+                _ => {
+                    let hmid = ops::add(&x, &r)?;
+                    let m = b.mlp.forward(&ops::rms_norm(&hmid, Some(&b.post_attention_layernorm), eps)?)?;
+                    x = ops::add(&hmid, &m)?;
+                }
+            }
+        }
+        cache.advance(l);
+        ops::rms_norm(&x, Some(&self.norm), eps)
+    }
+
+    /// Logits from final hidden states.
+    pub fn logits(&self, h: &Array) -> Result<Array> {
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(h)?,
+            None => self.embed_tokens.as_linear(h)?,
+        };
+        match self.spec.final_logit_softcap {
+            Some(cap) => {
+                let c = ops::astype(&Array::scalar_f32(cap), logits.dtype()?)?;
+                ops::multiply(&ops::tanh(&ops::divide(&logits, &c)?)?, &c)
+            }
+            None => Ok(logits),
+        }
+    }
+
+    /// Quantization of the model's linear layers (bits, group size) where it has any.
+    pub fn quantization(&self) -> Option<(i32, i32)> {
+        let q = self
+            .layers
+            .first()
+            .and_then(|b| b.self_attn.q_proj.quant())
+            .or_else(|| self.embed_tokens.quant())?;
+        Some((q.bits, q.group_size))
+    }
+
+    pub fn dtype(&self) -> Result<Dtype> {
+        self.norm.dtype()
+    }
+}
