@@ -176,10 +176,14 @@ pub fn load_safetensors(path: &Path) -> Result<Loaded> {
     Ok(Loaded { tensors, metadata: header.metadata })
 }
 
-/// Writes tensors (evaluating them) and string metadata to a safetensors file.
+/// Writes tensors (evaluating them first) and string metadata to a safetensors file.
 pub fn save_safetensors(path: &Path, tensors: &[(&str, &Array)], metadata: &[(&str, &str)]) -> Result<()> {
     init();
     let c = cpath(path)?;
+    // Evaluate before the file is opened for writing: a tensor may still be lazily loaded
+    // from the very file being replaced.
+    let all: Vec<&Array> = tensors.iter().map(|(_, a)| *a).collect();
+    super::eval(&all)?;
     // SAFETY: both maps are freed below on every path.
     let arrays = unsafe { sys::mlx_map_string_to_array_new() };
     let strings = unsafe { sys::mlx_map_string_to_string_new() };
