@@ -28,7 +28,7 @@ MLX_STAMP := $(VENV)/.mlx-$(MLX_VER)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps lib demo test test-rust test-c test-c-asan test-go header clean distclean
+.PHONY: all deps lib demo test test-rust test-c test-c-asan test-go header clean distclean references
 
 all: lib demo
 
@@ -95,6 +95,18 @@ test-c-asan: $(BUILD)/test_abi_asan
 
 test-go: lib
 	cd go && go vet ./... && go test -count=1 ./... && go test -count=1 -race ./... && go run ./examples/info
+
+# Regenerates tests/fixtures/ (tiny checkpoints with Hugging Face and mlx-lm reference
+# outputs) with scripts/make_fixtures.py, in the pinned virtualenv .venv-ref.
+references:
+	@if [ ! -x .venv-ref/bin/python ]; then \
+	  echo "creating .venv-ref"; \
+	  { python3 -m venv .venv-ref && \
+	    .venv-ref/bin/pip install -q --disable-pip-version-check torch==2.9.1 transformers==5.23.0 \
+	      'mlx-lm[cpu]==0.32.2' 'mlx[cpu]==0.32.2' gguf==0.19.0 numpy safetensors; } \
+	  || { rm -rf .venv-ref; exit 1; }; \
+	fi
+	.venv-ref/bin/python scripts/make_fixtures.py
 
 clean:
 	cargo clean

@@ -1,0 +1,1012 @@
+#!/usr/bin/env python3
+"""Build the tiny test checkpoints under tests/fixtures/ and their reference outputs.
+
+Every case is a small random-weight float32 model (hidden size 64) with a byte-level BPE
+tokenizer trained here on a fixed text. Reference outputs come from Hugging Face
+transformers (torch, float32, CPU, eager attention) and from mlx-lm, and the script checks
+that the two agree before writing anything. Running it again reproduces the same bytes.
+
+Run it through `make references`, which creates .venv-ref with the pinned packages first.
+"""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import contextlib  # noqa: E402
+import copy  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from safetensors.numpy import save_file as save_numpy  # noqa: E402
+from safetensors.torch import save_file as save_torch  # noqa: E402
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
+from tokenizers import processors, trainers  # noqa: E402
+
+import mlx.core as mx  # noqa: E402
+from mlx.utils import tree_flatten  # noqa: E402
+from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
+from mlx_lm.utils import load_model as mlx_load_model  # noqa: E402
+from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer  # noqa: E402
+from mlx_lm.utils import quantize_model as mlx_quantize_model  # noqa: E402
+
+import transformers  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers import Qwen2Tokenizer  # noqa: E402
+
+warnings.filterwarnings("ignore")
+transformers.logging.set_verbosity_error()
+torch.set_num_threads(1)
+torch.use_deterministic_algorithms(True)
+mx.set_default_device(mx.cpu)
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+
+N_GREEDY = 32
+MIN_MARGIN = 0.05  # top-1 minus top-2 logit along every greedy step
+TOLERANCE = 1e-4  # absolute, on logits
+MAX_SEEDS = 64
+BASE_VOCAB = 400  # 256 byte symbols plus merges, before special tokens
+# Weight scales, chosen so that logits spread over several units and the residual stream is
+# not dominated by the input embedding (with tied embeddings that makes greedy decoding
+# repeat the last prompt token): output projections get a gain, and Gemma, whose input
+# embedding is multiplied by sqrt(hidden), gets small embeddings and a large final norm.
+INIT = {"embed": 1.0, "gemma_embed": 0.08, "gemma_final_norm": 12.0, "out_gain": 8.0}
+MIN_DISTINCT = 8  # distinct tokens required among the greedy ids
+
+PROMPT_TEXT = (
+    "The keeper counted 37 grey ships, then wrote a letter."
+)
+
+# Training text for the BPE model: plain prose written for this script.
+CORPUS = """
+On the northern edge of the bay stands an old lighthouse, painted white with a red band
+near the top. For many years a keeper lived there alone. Every evening he climbed the
+narrow stairs, one hundred and twelve of them, cleaned the glass, and lit the lamp. Ships
+that passed in the night saw the light turn slowly and knew where the rocks were hidden.
+
+The keeper kept a notebook. In it he wrote the weather, the number of ships, and small
+things that he noticed: a seal on the rocks, a strange cloud, a bird that rested on the
+rail for a whole afternoon. Some days the sea was calm and grey like a sheet of metal.
+Other days the wind came from the west and the waves broke over the wall, and the whole
+tower seemed to hum with the storm.
+
+His sister lived in the town across the water. Once a month a small boat brought letters,
+bread, oil for the lamp, and news. She wrote about the market, the school where she taught
+children to read and count, the new bridge over the river, and the price of fish. He wrote
+back about the light, the tides, and the long quiet hours. Neither of them ever wrote
+about being lonely, but both of them read the letters many times.
+
+In winter the days were short. The keeper would sit by the stove and mend nets, although
+he did not fish, because his hands liked to be busy. He listened to the radio when the
+signal was clear. Sometimes he heard music from distant cities, sometimes only a voice
+reading the shipping forecast: wind, rain, visibility, pressure, rising or falling.
+
+In spring the birds returned. They nested in the cliffs below the tower and filled the
+air with noise from dawn until dusk. The keeper counted them too, and drew their shapes
+in the margins of his notebook. He was not a good artist, but he was patient, and over
+the years the drawings became better.
+
+One autumn a letter arrived that said the light would soon be automatic. A machine would
+turn the lamp on and off, and a keeper would no longer be needed. He read the letter
+twice, folded it carefully, and put it in the drawer with the others. That night he
+climbed the stairs as usual, cleaned the glass, and lit the lamp, and he watched the beam
+sweep across the dark water until the morning came.
+
+When he finally left the tower, he took the notebooks with him. They filled two boxes.
+His sister helped him carry them up the hill to her house, where there was a small room
+with a window facing the sea. From there, at night, he could still see the light turning,
+steady and patient, doing its work without him.
+"""
+
+# ---------------------------------------------------------------------------------------
+# Small helpers
+
+
+def write_json(path, obj):
+    text = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def write_text(path, text):
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def max_abs(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def greedy_margins(rows):
+    """top-1 minus top-2 logit of each row."""
+    rows = np.asarray(rows, np.float64)
+    top2 = np.sort(rows, axis=-1)[..., -2:]
+    return top2[..., 1] - top2[..., 0]
+
+
+def fmt(x):
+    return f"{x:.2e}"
+
+
+# ---------------------------------------------------------------------------------------
+# Tokenizers
+
+
+def corpus_lines():
+    return [line.strip() for line in CORPUS.strip().split("\n\n")]
+
+
+def qwen_pipeline():
+    """The normalizer and pre-tokenizer that transformers' Qwen2Tokenizer always uses.
+
+    transformers 5 loads checkpoints of model_type qwen2 with Qwen2Tokenizer, which keeps
+    only the vocabulary and merges of tokenizer.json and installs its own normalizer and
+    pre-tokenizer. The qwen tokenizer.json files carry the same ones (as real Qwen
+    checkpoints do), taken from the library here, so that every reader agrees.
+    """
+    backend = Qwen2Tokenizer().backend_tokenizer
+    return backend.normalizer, backend.pre_tokenizer
+
+
+def train_bpe(front_specials, pipeline=None):
+    """Byte-level BPE trained on CORPUS. `front_specials` take the first ids."""
+    tok = Tokenizer(models.BPE())
+    if pipeline is None:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    else:
+        tok.normalizer, tok.pre_tokenizer = pipeline
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=BASE_VOCAB + len(front_specials),
+        min_frequency=2,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[AddedToken(t, special=True, normalized=False) for t in front_specials],
+    )
+    tok.train_from_iterator(corpus_lines(), trainer=trainer)
+    return tok
+
+
+def add_tokens(tok, specials=(), plain=()):
+    if specials:
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    if plain:
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in plain])
+
+
+def bos_template(bos, bos_id, byte_level_first):
+    tmpl = processors.TemplateProcessing(
+        single=f"{bos}:0 $A:0",
+        pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
+        special_tokens=[(bos, bos_id)],
+    )
+    if byte_level_first:
+        return processors.Sequence([processors.ByteLevel(trim_offsets=False), tmpl])
+    return tmpl
+
+
+LLAMA_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
+    "{{- message['content'] | trim }}"
+    "{{- '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{%- endif %}"
+)
+
+MISTRAL_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- set system_text = messages[0]['content'] %}"
+    "{%- set turns = messages[1:] %}"
+    "{%- else %}"
+    "{%- set system_text = '' %}"
+    "{%- set turns = messages %}"
+    "{%- endif %}"
+    "{%- for message in turns %}"
+    "{%- if message['role'] == 'user' %}"
+    "{%- if loop.first and system_text %}"
+    "{{- '[INST] ' + system_text + '\\n\\n' + message['content'] + ' [/INST]' }}"
+    "{%- else %}"
+    "{{- '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{%- endif %}"
+    "{%- elif message['role'] == 'assistant' %}"
+    "{{- ' ' + message['content'] + eos_token }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+)
+
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- endif %}"
+)
+
+CHATML_THINK_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}"
+    "{%- endif %}"
+)
+
+GEMMA_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- set first_prefix = messages[0]['content'] + '\\n\\n' %}"
+    "{%- set turns = messages[1:] %}"
+    "{%- else %}"
+    "{%- set first_prefix = '' %}"
+    "{%- set turns = messages %}"
+    "{%- endif %}"
+    "{%- for message in turns %}"
+    "{%- if message['role'] == 'assistant' %}{%- set role = 'model' %}"
+    "{%- else %}{%- set role = message['role'] %}{%- endif %}"
+    "{{- '<start_of_turn>' + role + '\\n' }}"
+    "{%- if loop.first %}{{- first_prefix }}{%- endif %}"
+    "{{- message['content'] | trim }}"
+    "{{- '<end_of_turn>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<start_of_turn>model\\n' }}"
+    "{%- endif %}"
+)
+
+
+def build_tokenizer(family):
+    """Returns (tokenizers.Tokenizer, tokenizer_config dict, ids dict)."""
+    base_cfg = {
+        "clean_up_tokenization_spaces": False,
+        "model_input_names": ["input_ids", "attention_mask"],
+        "model_max_length": 256,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    }
+    if family == "llama":
+        tok = train_bpe([])
+        add_tokens(
+            tok,
+            specials=[
+                "<|begin_of_text|>",
+                "<|end_of_text|>",
+                "<|start_header_id|>",
+                "<|end_header_id|>",
+                "<|eot_id|>",
+            ],
+        )
+        ids = {t: tok.token_to_id(t) for t in ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]}
+        tok.post_processor = bos_template("<|begin_of_text|>", ids["<|begin_of_text|>"], True)
+        cfg = dict(
+            base_cfg,
+            bos_token="<|begin_of_text|>",
+            eos_token="<|eot_id|>",
+            chat_template=LLAMA_TEMPLATE,
+        )
+        bos = ids["<|begin_of_text|>"]
+        eos = [ids["<|end_of_text|>"], ids["<|eot_id|>"]]
+        ids = {"bos": bos, "eos": eos, "config_eos": eos, "pad": None}
+    elif family == "mistral":
+        tok = train_bpe(["<unk>", "<s>", "</s>", "[INST]", "[/INST]"])
+        bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+        tok.post_processor = bos_template("<s>", bos, False)
+        cfg = dict(
+            base_cfg,
+            add_bos_token=True,
+            add_eos_token=False,
+            bos_token="<s>",
+            eos_token="</s>",
+            unk_token="<unk>",
+            chat_template=MISTRAL_TEMPLATE,
+        )
+        ids = {"bos": bos, "eos": eos, "config_eos": eos, "pad": None}
+    elif family in ("qwen2", "qwen3"):
+        tok = train_bpe([], qwen_pipeline())
+        add_tokens(tok, specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+        if family == "qwen3":
+            add_tokens(tok, plain=["<think>", "</think>"])
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+        cfg = dict(
+            base_cfg,
+            bos_token=None,
+            eos_token="<|im_end|>",
+            pad_token="<|endoftext|>",
+            chat_template=CHATML_THINK_TEMPLATE if family == "qwen3" else CHATML_TEMPLATE,
+        )
+        eot, im_end = tok.token_to_id("<|endoftext|>"), tok.token_to_id("<|im_end|>")
+        ids = {"bos": eot, "eos": [im_end, eot], "config_eos": [im_end, eot], "pad": eot}
+    elif family == "gemma":
+        tok = train_bpe(["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"])
+        bos = tok.token_to_id("<bos>")
+        tok.post_processor = bos_template("<bos>", bos, False)
+        cfg = dict(
+            base_cfg,
+            add_bos_token=True,
+            add_eos_token=False,
+            bos_token="<bos>",
+            eos_token="<eos>",
+            pad_token="<pad>",
+            chat_template=GEMMA_TEMPLATE,
+        )
+        eos, eot = tok.token_to_id("<eos>"), tok.token_to_id("<end_of_turn>")
+        ids = {"bos": bos, "eos": [eos, eot], "config_eos": eos, "pad": tok.token_to_id("<pad>")}
+    else:
+        raise ValueError(family)
+    ids["vocab"] = tok.get_vocab_size(with_added_tokens=True)
+    assert ids["vocab"] <= 512, ids["vocab"]
+    return tok, cfg, ids
+
+
+def generation_config(ids):
+    gen = {"bos_token_id": ids["bos"], "eos_token_id": ids["eos"]}
+    if ids["pad"] is not None:
+        gen["pad_token_id"] = ids["pad"]
+    return gen
+
+
+def write_tokenizer_files(dst, tok_bundle):
+    tok, cfg, ids = tok_bundle
+    write_text(dst / "tokenizer.json", tok.to_str(pretty=True) + "\n")
+    write_json(dst / "tokenizer_config.json", cfg)
+    write_json(dst / "generation_config.json", generation_config(ids))
+
+
+SPECIAL_TEXT = {
+    "llama": "Done.<|eot_id|><|start_header_id|>user<|end_header_id|> and <|im_end|> too",
+    "mistral": "[INST] Where is the lamp? [/INST] Up the stairs.</s> <|im_end|>",
+    "qwen2": "<|im_start|>user\nhello<|im_end|>\n<|endoftext|> [INST]",
+    "qwen3": "<think>\nthe tide is high\n</think>\n\nYes.<|im_end|> <end_of_turn>",
+    "gemma": "<start_of_turn>user\nhello<end_of_turn>\n<eos> <|eot_id|>",
+}
+
+CHATS = [
+    [{"role": "user", "content": "Who keeps the light?"}],
+    [
+        {"role": "system", "content": "You are a careful lighthouse keeper."},
+        {"role": "user", "content": "How many stairs are there?"},
+        {"role": "assistant", "content": "One hundred and twelve."},
+        {"role": "user", "content": "And how many ships passed tonight?"},
+    ],
+]
+
+
+def chat_ids(hf_tok, messages, add_generation_prompt, extra):
+    out = hf_tok.apply_chat_template(
+        messages, add_generation_prompt=add_generation_prompt, tokenize=True, **extra
+    )
+    if hasattr(out, "keys"):
+        out = out["input_ids"]
+    return [int(i) for i in out]
+
+
+def tokenizer_reference(case_dir, family):
+    hf_tok = AutoTokenizer.from_pretrained(str(case_dir))
+    raw = Tokenizer.from_file(str(case_dir / "tokenizer.json"))
+    texts = [
+        "Hello world",
+        "The keeper wrote the weather, the number of ships, and small things.",
+        "café ☕ 日本",
+        SPECIAL_TEXT[family],
+        "  two leading spaces, digits 1234567 and\ttabs\nand a new line ",
+        "",
+        "nai\u0308ve cafe\u0301",  # combining marks: NFC changes these for the qwen family
+    ]
+    encode = []
+    for text in texts:
+        with_special = [int(i) for i in hf_tok(text)["input_ids"]]
+        plain = [int(i) for i in hf_tok(text, add_special_tokens=False)["input_ids"]]
+        # The tokenizer.json alone must give the same ids as transformers.
+        assert raw.encode(text).ids == with_special, (family, text)
+        assert raw.encode(text, add_special_tokens=False).ids == plain, (family, text)
+        encode.append({"text": text, "ids_with_special": with_special, "ids_plain": plain})
+
+    multibyte = encode[2]["ids_plain"]
+    assert len(multibyte) > len("café ☕ 日本"), "multi-byte characters should span tokens"
+    decode_ids = [
+        encode[3]["ids_with_special"],
+        encode[2]["ids_with_special"],
+        multibyte[:-1],  # ends inside a character
+        encode[4]["ids_plain"],
+    ]
+    chats = []
+    extras = [{}]
+    if family == "qwen3":
+        extras = [{}, {"enable_thinking": False}, {"enable_thinking": True}]
+    for messages in CHATS:
+        for agp in (True, False):
+            for extra in extras:
+                text = hf_tok.apply_chat_template(
+                    messages, add_generation_prompt=agp, tokenize=False, **extra
+                )
+                ids = chat_ids(hf_tok, messages, agp, extra)
+                assert ids == raw.encode(text, add_special_tokens=False).ids
+                chats.append(
+                    {
+                        "messages": messages,
+                        "add_generation_prompt": agp,
+                        "extra": extra,
+                        "text": text,
+                        "ids": ids,
+                    }
+                )
+                if len(messages) > 1 and agp:
+                    decode_ids.append(ids)
+    decode = []
+    seen = set()
+    for ids in decode_ids:
+        if tuple(ids) in seen:
+            continue
+        seen.add(tuple(ids))
+        for skip in (False, True):
+            text = hf_tok.decode(ids, skip_special_tokens=skip)
+            decode.append({"ids": ids, "skip_special": skip, "text": text})
+    # mlx-lm loads the same folder through its own tokenizer loader.
+    mlx_tok = mlx_load_tokenizer(Path(case_dir))
+    for e in encode:
+        assert mlx_tok.encode(e["text"]) == e["ids_with_special"], (case_dir.name, e["text"])
+    return {"encode": encode, "decode": decode, "chat": chats}
+
+
+# ---------------------------------------------------------------------------------------
+# Model configurations
+
+
+def common_config(ids, n_layers, n_heads, n_kv, eps, tie, rope_theta):
+    return {
+        "attention_dropout": 0.0,
+        "bos_token_id": ids["bos"],
+        "eos_token_id": ids["config_eos"],
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 128,
+        "max_position_embeddings": 256,
+        "num_attention_heads": n_heads,
+        "num_hidden_layers": n_layers,
+        "num_key_value_heads": n_kv,
+        "rms_norm_eps": eps,
+        "rope_scaling": None,
+        "rope_theta": rope_theta,
+        "tie_word_embeddings": tie,
+        "dtype": "float32",
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "vocab_size": ids["vocab"],
+    }
+
+
+def config_for(case, ids):
+    if case == "llama_tied":
+        c = common_config(ids, 2, 4, 2, 1e-5, True, 10000.0)
+        c.update(
+            architectures=["LlamaForCausalLM"],
+            model_type="llama",
+            hidden_act="silu",
+            attention_bias=False,
+            mlp_bias=False,
+        )
+    elif case == "llama_rope3":
+        c = common_config(ids, 2, 4, 2, 1e-5, False, 500000.0)
+        c.update(
+            architectures=["LlamaForCausalLM"],
+            model_type="llama",
+            hidden_act="silu",
+            head_dim=32,
+            attention_bias=True,
+            mlp_bias=True,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+        )
+    elif case == "mistral":
+        c = common_config(ids, 2, 4, 1, 1e-5, False, 1000000.0)
+        c.update(
+            architectures=["MistralForCausalLM"],
+            model_type="mistral",
+            hidden_act="silu",
+            head_dim=16,
+            sliding_window=None,
+        )
+    elif case == "qwen2":
+        c = common_config(ids, 2, 4, 2, 1e-5, True, 1000000.0)
+        c.update(
+            architectures=["Qwen2ForCausalLM"],
+            model_type="qwen2",
+            hidden_act="silu",
+            use_sliding_window=False,
+            sliding_window=None,
+            max_window_layers=2,
+        )
+    elif case == "qwen3":
+        c = common_config(ids, 2, 4, 2, 1e-5, True, 1000000.0)
+        c.update(
+            architectures=["Qwen3ForCausalLM"],
+            model_type="qwen3",
+            hidden_act="silu",
+            head_dim=32,
+            attention_bias=False,
+            use_sliding_window=False,
+            sliding_window=None,
+            max_window_layers=2,
+        )
+    elif case == "gemma3":
+        c = common_config(ids, 6, 4, 1, 1e-6, True, 1000000.0)
+        pattern = 3
+        c.update(
+            architectures=["Gemma3ForCausalLM"],
+            model_type="gemma3_text",
+            head_dim=16,
+            hidden_activation="gelu_pytorch_tanh",
+            query_pre_attn_scalar=24,
+            sliding_window=8,
+            sliding_window_pattern=pattern,
+            layer_types=[
+                "full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                for i in range(6)
+            ],
+            rope_local_base_freq=10000.0,
+            attention_bias=False,
+            final_logit_softcapping=None,
+            attn_logit_softcapping=None,
+            pad_token_id=ids["pad"],
+        )
+    else:
+        raise ValueError(case)
+    return c
+
+
+def nested_gemma_config(text_config):
+    text = copy.deepcopy(text_config)
+    text.pop("architectures", None)
+    return {
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "bos_token_id": text["bos_token_id"],
+        "eos_token_id": text["eos_token_id"],
+        "model_type": "gemma3",
+        "pad_token_id": text["pad_token_id"],
+        "text_config": text,
+        "tie_word_embeddings": True,
+        "dtype": "float32",
+        "torch_dtype": "float32",
+        "vocab_size": text["vocab_size"],
+    }
+
+
+def rope_parameters_config(config):
+    c = copy.deepcopy(config)
+    theta = c.pop("rope_theta")
+    assert c.pop("rope_scaling") is None
+    c["rope_parameters"] = {"rope_type": "default", "rope_theta": theta}
+    return c
+
+
+# ---------------------------------------------------------------------------------------
+# Weights
+
+
+def init_weights(config_dir, config, seed):
+    """Random float32 weights with HF names, drawn in sorted-name order."""
+    hf_config = AutoConfig.from_pretrained(str(config_dir))
+    torch.manual_seed(0)
+    skeleton = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+    shapes = {name: tuple(p.shape) for name, p in skeleton.named_parameters()}
+    del skeleton
+    gemma = config["model_type"].startswith("gemma")
+    if config["tie_word_embeddings"]:
+        assert "lm_head.weight" not in shapes
+    gen = torch.Generator().manual_seed(seed)
+    weights = {}
+    for name in sorted(shapes):
+        shape = shapes[name]
+        noise = torch.randn(shape, generator=gen, dtype=torch.float32)
+        if name.endswith("embed_tokens.weight") or name == "lm_head.weight":
+            w = INIT["gemma_embed" if gemma else "embed"] * noise
+        elif name == "model.norm.weight" and gemma:
+            w = INIT["gemma_final_norm"] + 0.15 * noise
+        elif "norm" in name:
+            w = 0.15 * noise if gemma else 1.0 + 0.15 * noise
+        elif name.endswith(".bias"):
+            w = 0.1 * noise
+        else:
+            assert len(shape) == 2, name
+            gain = INIT["out_gain"] if name.endswith(("o_proj.weight", "down_proj.weight")) else 1.0
+            w = gain * noise / math.sqrt(shape[1])
+        weights[name] = w.contiguous()
+    return weights
+
+
+def write_weights(dst, weights, shard=False, prefix=""):
+    weights = {prefix + k: v for k, v in weights.items()}
+    for old in dst.glob("model*.safetensors*"):
+        old.unlink()
+    if not shard:
+        save_torch(weights, str(dst / "model.safetensors"), metadata={"format": "pt"})
+        return
+    # Two shards: embeddings and the first layer, then the rest.
+    first = {k: v for k, v in weights.items() if "embed_tokens" in k or ".layers.0." in k}
+    second = {k: v for k, v in weights.items() if k not in first}
+    names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    weight_map = {}
+    for fname, part in zip(names, [first, second]):
+        save_torch(part, str(dst / fname), metadata={"format": "pt"})
+        for k in part:
+            weight_map[k] = fname
+    total = sum(v.numel() * v.element_size() for v in weights.values())
+    write_json(
+        dst / "model.safetensors.index.json",
+        {"metadata": {"total_size": total}, "weight_map": weight_map},
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Reference runs
+
+
+def run_hf(model_dir, prompt_ids):
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.float32, attn_implementation="eager"
+    )
+    model.eval()
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([prompt_ids]), use_cache=True)
+        prompt_logits = out.logits[0].float().numpy().copy()
+        cache = out.past_key_values
+        picks, rows = [], []
+        row = prompt_logits[-1]
+        for step in range(N_GREEDY):
+            rows.append(row)
+            nxt = int(np.argmax(row))
+            picks.append(nxt)
+            if step == N_GREEDY - 1:
+                break
+            out = model(input_ids=torch.tensor([[nxt]]), past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            row = out.logits[0, -1].float().numpy().copy()
+
+        cache = None
+        decode = []
+        for t in prompt_ids:
+            out = model(input_ids=torch.tensor([[t]]), past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            decode.append(out.logits[0, -1].float().numpy().copy())
+    return {
+        "prompt_logits": prompt_logits,
+        "decode_logits": np.stack(decode),
+        "greedy_ids": picks,
+        "margin": float(np.min(greedy_margins(np.stack(rows)))),
+    }
+
+
+def mlx_logits(model, ids, cache):
+    out = model(mx.array([ids]), cache=cache)
+    out = out.astype(mx.float32)
+    mx.eval(out)
+    return np.array(out[0])
+
+
+def run_mlx_model(model, prompt_ids):
+    cache = make_prompt_cache(model)
+    prompt_logits = mlx_logits(model, prompt_ids, cache)
+    picks, rows = [], []
+    row = prompt_logits[-1]
+    for step in range(N_GREEDY):
+        rows.append(row)
+        nxt = int(np.argmax(row))
+        picks.append(nxt)
+        if step == N_GREEDY - 1:
+            break
+        row = mlx_logits(model, [nxt], cache)[-1]
+
+    cache = make_prompt_cache(model)
+    decode = [mlx_logits(model, [t], cache)[-1] for t in prompt_ids]
+    return {
+        "prompt_logits": prompt_logits,
+        "decode_logits": np.stack(decode),
+        "greedy_ids": picks,
+        "margin": float(np.min(greedy_margins(np.stack(rows)))),
+    }
+
+
+def run_mlx(model_dir, prompt_ids):
+    model, _ = mlx_load_model(Path(model_dir))
+    return run_mlx_model(model, prompt_ids)
+
+
+def quantize_to(src_dir, dst_dir, base_config, per_layer):
+    """4-bit affine (group 32) copy of src_dir made by mlx-lm's quantizer."""
+    model, loaded_config = mlx_load_model(Path(src_dir))
+
+    def predicate(path, module):
+        if path in per_layer:
+            return dict(per_layer[path])
+        return True
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model, qconfig = mlx_quantize_model(
+            model, loaded_config, group_size=32, bits=4, mode="affine", quant_predicate=predicate
+        )
+    config = copy.deepcopy(base_config)
+    config["quantization"] = qconfig["quantization"]
+    config["quantization_config"] = qconfig["quantization_config"]
+    for path in per_layer:
+        assert config["quantization"][path] == per_layer[path], config["quantization"]
+    weights = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    save_numpy(weights, str(dst_dir / "model.safetensors"), metadata={"format": "mlx"})
+    write_json(dst_dir / "config.json", config)
+    for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]:
+        shutil.copyfile(src_dir / name, dst_dir / name)
+
+
+# ---------------------------------------------------------------------------------------
+# Output
+
+
+def write_reference(dst, case, model_type, seed, prompt_ids, hf, mlx, hf_from=None):
+    margins = [r["margin"] for r in (hf, mlx) if r is not None]
+    ref = {
+        "case": case,
+        "model_type": model_type,
+        "seed": seed,
+        "prompt_text": PROMPT_TEXT,
+        "prompt_ids": [int(i) for i in prompt_ids],
+        "n_greedy": N_GREEDY,
+        "hf": None if hf is None else {"greedy_ids": hf["greedy_ids"]},
+        "mlx_lm": None if mlx is None else {"greedy_ids": mlx["greedy_ids"]},
+        "min_margin": round(min(margins), 6),
+    }
+    if hf_from is not None:
+        ref["hf_from"] = hf_from
+    write_json(dst / "reference.json", ref)
+    tensors = {}
+    for key, res in (("hf", hf), ("mlx_lm", mlx)):
+        if res is None:
+            continue
+        for t in ("prompt_logits", "decode_logits"):
+            tensors[f"{key}.{t}"] = np.ascontiguousarray(res[t], dtype=np.float32)
+    save_numpy(tensors, str(dst / "reference.safetensors"))
+
+
+def check_pair(label, a, b, tol=TOLERANCE):
+    d = max_abs(a, b)
+    assert d <= tol, f"{label}: max |diff| {d} > {tol}"
+    return d
+
+
+BASE_CASES = [
+    # case, tokenizer family, sharded weights, per-layer quantization overrides for _q4
+    ("llama_tied", "llama", True, {}),
+    (
+        "llama_rope3",
+        "llama",
+        False,
+        {"model.layers.0.mlp.down_proj": {"group_size": 32, "bits": 8, "mode": "affine"}},
+    ),
+    ("mistral", "mistral", False, {}),
+    ("qwen2", "qwen2", False, {}),
+    ("qwen3", "qwen3", False, {}),
+    ("gemma3", "gemma", False, {}),
+]
+
+
+def fresh_dir(path):
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def main():
+    t0 = time.time()
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    tokenizers = {f: build_tokenizer(f) for f in ["llama", "mistral", "qwen2", "qwen3", "gemma"]}
+    stats = {}  # case -> dict of max differences
+    results = {}
+
+    for case, family, shard, per_layer in BASE_CASES:
+        tok_bundle = tokenizers[family]
+        ids = tok_bundle[2]
+        config = config_for(case, ids)
+        case_dir = fresh_dir(FIXTURES / case)
+        q4_dir = FIXTURES / f"{case}_q4"
+        write_json(case_dir / "config.json", config)
+        write_tokenizer_files(case_dir, tok_bundle)
+        hf_tok = AutoTokenizer.from_pretrained(str(case_dir))
+        prompt_ids = [int(i) for i in hf_tok(PROMPT_TEXT)["input_ids"]]
+        assert 20 <= len(prompt_ids) <= 40, (case, len(prompt_ids))
+
+        for seed in range(MAX_SEEDS):
+            weights = init_weights(case_dir, config, seed)
+            write_weights(case_dir, weights, shard=shard)
+            hf = run_hf(case_dir, prompt_ids)
+            if hf["margin"] < MIN_MARGIN or len(set(hf["greedy_ids"])) < MIN_DISTINCT:
+                print(f"  {case}: seed {seed} HF margin {hf['margin']:.4f}, "
+                      f"{len(set(hf['greedy_ids']))} distinct, next seed")
+                continue
+            mlx = run_mlx(case_dir, prompt_ids)
+            fresh_dir(q4_dir)
+            quantize_to(case_dir, q4_dir, config, per_layer)
+            q4 = run_mlx(q4_dir, prompt_ids)
+            if q4["margin"] < MIN_MARGIN or len(set(q4["greedy_ids"])) < MIN_DISTINCT:
+                print(f"  {case}: seed {seed} q4 margin {q4['margin']:.4f}, "
+                      f"{len(set(q4['greedy_ids']))} distinct, next seed")
+                continue
+            break
+        else:
+            raise RuntimeError(f"{case}: no seed below {MAX_SEEDS} gives margins >= {MIN_MARGIN}")
+
+        s = {
+            "hf_prompt_vs_decode": check_pair(f"{case} HF prompt/decode", hf["prompt_logits"], hf["decode_logits"]),
+            "mlx_prompt_vs_decode": check_pair(f"{case} mlx prompt/decode", mlx["prompt_logits"], mlx["decode_logits"]),
+            "hf_vs_mlx_prompt": check_pair(f"{case} HF/mlx prompt", hf["prompt_logits"], mlx["prompt_logits"]),
+            "hf_vs_mlx_decode": check_pair(f"{case} HF/mlx decode", hf["decode_logits"], mlx["decode_logits"]),
+        }
+        assert hf["greedy_ids"] == mlx["greedy_ids"], (case, hf["greedy_ids"], mlx["greedy_ids"])
+        stats[case] = s
+        results[case] = {"seed": seed, "hf": hf, "mlx": mlx, "prompt_ids": prompt_ids}
+        write_reference(case_dir, case, config["model_type"], seed, prompt_ids, hf, mlx)
+        write_json(case_dir / "tokenizer_reference.json", tokenizer_reference(case_dir, family))
+
+        q4_case = f"{case}_q4"
+        stats[q4_case] = {
+            "mlx_prompt_vs_decode": check_pair(f"{q4_case} mlx prompt/decode", q4["prompt_logits"], q4["decode_logits"]),
+        }
+        write_reference(q4_dir, q4_case, config["model_type"], seed, prompt_ids, None, q4)
+        write_json(q4_dir / "tokenizer_reference.json", tokenizer_reference(q4_dir, family))
+        print(f"{case}: seed {seed}, L={len(prompt_ids)}, vocab {ids['vocab']}, "
+              f"margin {min(hf['margin'], mlx['margin']):.3f} (q4 {q4['margin']:.3f}), "
+              + ", ".join(f"{k} {fmt(v)}" for k, v in s.items()))
+        results[case]["weights"] = weights
+        results[case]["config"] = config
+
+    # gemma3 as a multimodal-style checkpoint: nested text_config, language_model. prefix.
+    g = results["gemma3"]
+    nested_dir = fresh_dir(FIXTURES / "gemma3_nested")
+    write_json(nested_dir / "config.json", nested_gemma_config(g["config"]))
+    write_tokenizer_files(nested_dir, tokenizers["gemma"])
+    write_weights(nested_dir, g["weights"], prefix="language_model.")
+    nested = run_mlx(nested_dir, g["prompt_ids"])
+    stats["gemma3_nested"] = {
+        "hf_vs_mlx_prompt": check_pair("gemma3_nested HF/mlx prompt", g["hf"]["prompt_logits"], nested["prompt_logits"]),
+        "hf_vs_mlx_decode": check_pair("gemma3_nested HF/mlx decode", g["hf"]["decode_logits"], nested["decode_logits"]),
+        "mlx_prompt_vs_decode": check_pair("gemma3_nested mlx prompt/decode", nested["prompt_logits"], nested["decode_logits"]),
+        "mlx_vs_gemma3_mlx": check_pair("gemma3_nested mlx/gemma3 mlx", g["mlx"]["prompt_logits"], nested["prompt_logits"], 0.0),
+    }
+    assert nested["greedy_ids"] == g["hf"]["greedy_ids"]
+    write_reference(nested_dir, "gemma3_nested", "gemma3", g["seed"], g["prompt_ids"], g["hf"], nested, hf_from="gemma3")
+    write_json(nested_dir / "tokenizer_reference.json", tokenizer_reference(nested_dir, "gemma"))
+    print("gemma3_nested: " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["gemma3_nested"].items()))
+
+    # qwen3 with a transformers-5 style rope_parameters block instead of rope_theta.
+    q = results["qwen3"]
+    rp_dir = fresh_dir(FIXTURES / "qwen3_rope_params")
+    write_json(rp_dir / "config.json", rope_parameters_config(q["config"]))
+    write_tokenizer_files(rp_dir, tokenizers["qwen3"])
+    write_weights(rp_dir, q["weights"])
+    rp = run_hf(rp_dir, q["prompt_ids"])
+    stats["qwen3_rope_params"] = {
+        "hf_prompt_vs_decode": check_pair("qwen3_rope_params HF prompt/decode", rp["prompt_logits"], rp["decode_logits"]),
+        "hf_vs_qwen3_hf": max(
+            check_pair("qwen3_rope_params/qwen3 HF prompt", rp["prompt_logits"], q["hf"]["prompt_logits"], 0.0),
+            check_pair("qwen3_rope_params/qwen3 HF decode", rp["decode_logits"], q["hf"]["decode_logits"], 0.0),
+        ),
+    }
+    assert rp["greedy_ids"] == q["hf"]["greedy_ids"]
+    # Not stored (the brief asks for no mlx-lm reference here), only reported.
+    rp_mlx = run_mlx(rp_dir, q["prompt_ids"])
+    stats["qwen3_rope_params"]["mlx_lm_vs_hf_unstored"] = max_abs(rp_mlx["prompt_logits"], rp["prompt_logits"])
+    write_reference(rp_dir, "qwen3_rope_params", "qwen3", q["seed"], q["prompt_ids"], rp, None)
+    write_json(rp_dir / "tokenizer_reference.json", tokenizer_reference(rp_dir, "qwen3"))
+    print("qwen3_rope_params: " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["qwen3_rope_params"].items()))
+
+    write_readme(stats, results)
+    print(f"done in {time.time() - t0:.1f}s")
+
+
+def write_readme(stats, results):
+    rows = []
+    for case, s in stats.items():
+        hf_mlx = max([v for k, v in s.items() if k.startswith("hf_vs_mlx")], default=None)
+        pd = max([v for k, v in s.items() if k.endswith("prompt_vs_decode")], default=None)
+        rows.append(
+            f"| `{case}` | {fmt(hf_mlx) if hf_mlx is not None else '—'} | {fmt(pd) if pd is not None else '—'} |"
+        )
+    table = "\n".join(rows)
+    text = f"""# Test fixtures
+
+Generated by `scripts/make_fixtures.py` (run `make references`, which first creates
+`.venv-ref` with torch 2.9.1, transformers 5.23.0, mlx[cpu]/mlx-lm 0.32.2). Do not edit
+by hand; a second run reproduces the same bytes on the same machine.
+
+Every folder is one tiny random-weight float32 checkpoint (hidden size 64, intermediate
+128, vocabulary = tokenizer size, at most 512) with a byte-level BPE tokenizer trained by
+the script on its own English text:
+
+| case | architecture | notes |
+| --- | --- | --- |
+| `llama_tied` | llama | tied embeddings, head_dim implicit (16), weights in two shards + index |
+| `llama_rope3` | llama | head_dim 32, attention and MLP biases, llama3 rope scaling, untied |
+| `mistral` | mistral | 1 KV head, head_dim 16, sliding_window null, untied |
+| `qwen2` | qwen2 | q/k/v biases, head_dim implicit (16), tied |
+| `qwen3` | qwen3 | head_dim 32, q_norm/k_norm, tied |
+| `gemma3` | gemma3_text | 6 layers, sliding window 8, every 3rd layer global, query_pre_attn_scalar 24 |
+| `gemma3_nested` | gemma3 | `gemma3` weights under `language_model.`, config nested in `text_config` |
+| `qwen3_rope_params` | qwen3 | `qwen3` weights, config with `rope_parameters` instead of `rope_theta` |
+| `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the six base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits |
+
+Files in each folder:
+
+- `config.json`, `model.safetensors` (or shards + `model.safetensors.index.json`),
+  `tokenizer.json`, `tokenizer_config.json`, `generation_config.json`.
+- `reference.json`: `case`, `model_type`, `seed`, `prompt_text`, `prompt_ids` (with BOS where
+  the family adds one), `n_greedy` (32), `hf` / `mlx_lm` (`{{"greedy_ids": [...]}}` or null),
+  optional `hf_from`, `min_margin` (smallest top-1 minus top-2 logit along the greedy path).
+  Greedy decoding uses a KV cache and does not stop at EOS.
+- `reference.safetensors`: float32 `[L, V]` tensors `hf.prompt_logits`, `hf.decode_logits`,
+  `mlx_lm.prompt_logits`, `mlx_lm.decode_logits` (one forward pass over the prompt, and the
+  same positions fed one token at a time through the cache); a source that is null has none.
+- `tokenizer_reference.json`: `encode` (`text`, `ids_with_special`, `ids_plain`), `decode`
+  (`ids`, `skip_special`, `text`) and `chat` (`messages`, `add_generation_prompt`, `extra`,
+  `text`, `ids`) as transformers gives them.
+
+HF references come from transformers (float32, CPU, eager attention); mlx-lm references
+from mlx-lm on the CPU. `gemma3_nested` copies its HF references from `gemma3`
+(`"hf_from": "gemma3"`); `qwen3_rope_params` has HF references only, checked equal to
+`qwen3`'s; `_q4` cases have mlx-lm references only.
+
+Notes:
+
+- `gemma3_nested`: mlx-lm's `gemma3` model reads `vocab_size` from the top level of
+  config.json (its default is 262208 and it overrides `text_config`), so both carry it.
+- `qwen3_rope_params`: mlx-lm 0.32.2's `qwen3` model does read `rope_parameters`; the script
+  checks that its logits match HF there, but stores no mlx-lm reference (`"mlx_lm": null`).
+- The qwen tokenizers use the NFC normalizer and split pattern of transformers'
+  `Qwen2Tokenizer`, which transformers 5 forces on model_type `qwen2` whatever
+  tokenizer.json says; the other families use the plain byte-level pre-tokenizer.
+- Mistral's specials are `<unk>` 0, `<s>` 1, `</s>` 2, `[INST]` 3, `[/INST]` 4 and Gemma's
+  `<pad>` 0, `<eos>` 1, `<bos>` 2, `<start_of_turn>` 3, `<end_of_turn>` 4 (first ids); the
+  llama and qwen specials come after the BPE vocabulary. `<think>`/`</think>` (qwen3) are
+  added tokens that are not special.
+
+Weights are drawn from a fixed torch seed. Seeds 0, 1, 2, ... are tried until the greedy path
+of HF (and of mlx-lm on the `_q4` copy) has a top-1 minus top-2 margin of at least
+{MIN_MARGIN} at every step and at least {MIN_DISTINCT} distinct tokens; `seed` records the one used.
+
+The script asserts |HF prompt − HF decode| ≤ {TOLERANCE:g}, |HF − mlx-lm| ≤ {TOLERANCE:g} and
+identical greedy ids. The files are byte-identical from run to run on one machine; another
+CPU or BLAS may change the last bits of the logits. Largest absolute differences seen:
+
+| case | max abs HF − mlx-lm | max abs prompt − decode |
+| --- | --- | --- |
+{table}
+"""
+    write_text(FIXTURES / "README.md", text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
