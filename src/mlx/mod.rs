@@ -22,3 +22,18 @@ pub use dtype::Dtype;
 pub use handler::init;
 pub(crate) use handler::check;
 pub use transforms::{async_eval, eval};
+
+/// Serializes MLX work across threads.
+///
+/// MLX's graph building and evaluation are not documented as safe to call from several
+/// threads at once, so liblmx holds this lock around every sequence of MLX calls that
+/// computes (loading weights, a prefill chunk, a decode step) and releases it while handing
+/// results to callers. Work already dispatched asynchronously keeps running on its stream
+/// while another thread holds the lock. Reading memory counters needs no lock. Not reentrant:
+/// never call a function that takes it while holding it.
+pub fn compute_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A panic while holding the lock leaves no MLX state half-updated that a later caller
+    // could trip over (the panicking call's arrays are dropped), so poisoning is ignored.
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -159,6 +159,28 @@ impl KvCache {
         KvCache { layers, offset: 0 }
     }
 
+    /// A cache for a padded batch: every layer keeps all positions (sliding windows are then
+    /// applied by the attention mask), so padding columns stay addressable.
+    pub fn new_batch(spec: &ModelSpec) -> KvCache {
+        KvCache { layers: spec.layers.iter().map(|_| Layer::Global(Growing::default())).collect(), offset: 0 }
+    }
+
+    /// Whether [`trim`](Self::trim) can drop positions (no layer is a ring).
+    pub fn trimmable(&self) -> bool {
+        self.layers.iter().all(|l| matches!(l, Layer::Global(_)))
+    }
+
+    /// Forgets the last `n` positions (the next update overwrites them). Only for caches
+    /// whose layers all keep every position; returns how many were dropped.
+    pub fn trim(&mut self, n: i32) -> Result<i32> {
+        if !self.trimmable() {
+            return Err(Error::unsupported("a sliding-window cache cannot be trimmed"));
+        }
+        let n = n.clamp(0, self.offset);
+        self.offset -= n;
+        Ok(n)
+    }
+
     /// Positions processed so far.
     pub fn offset(&self) -> i32 {
         self.offset

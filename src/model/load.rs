@@ -73,6 +73,7 @@ impl Model {
         };
         let quant = QuantConfig::read(&cfg)?;
 
+        let _compute = crate::mlx::compute_lock();
         let active_before = memory::active_memory()?;
         memory::reset_peak_memory()?;
         let mut store = WeightStore::open(dir, quant, params.dtype)?;

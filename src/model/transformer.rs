@@ -83,8 +83,27 @@ fn window_mask(prefix: i32, len: i32, window: i32) -> Result<Array> {
     ops::logical_and(&past, &near)
 }
 
+/// Left padding of a batch: row b's first `pad[b]` columns are padding.
+pub struct RowPad {
+    pub pad: Vec<i32>,
+}
+
+/// A [B, 1, L, S] boolean mask for a left-padded batch: causal, padding columns hidden, and
+/// the sliding window applied where the layer has one. Queries are columns offset..offset+L.
+fn batch_mask(pad: &[i32], offset: i32, len: i32, keys: i32, window: Option<i32>) -> Result<Array> {
+    let b = pad.len() as i32;
+    let q = ops::reshape(&ops::arange(offset as f64, (offset + len) as f64, 1.0, Dtype::I32)?, &[1, 1, len, 1])?;
+    let k = ops::reshape(&ops::arange(0.0, keys as f64, 1.0, Dtype::I32)?, &[1, 1, 1, keys])?;
+    let p = Array::from_slice(pad, &[b, 1, 1, 1])?;
+    let mut m = ops::logical_and(&ops::less_equal(&k, &q)?, &ops::greater_equal(&k, &p)?)?;
+    if let Some(w) = window {
+        m = ops::logical_and(&m, &ops::less(&q, &ops::add(&k, &Array::scalar_i32(w))?)?)?;
+    }
+    Ok(m)
+}
+
 impl Attention {
-    fn forward(&self, x: &Array, cache: &mut KvCache, layer: usize, eps: f32) -> Result<Array> {
+    fn forward(&self, x: &Array, cache: &mut KvCache, layer: usize, eps: f32, rows: Option<&RowPad>) -> Result<Array> {
         let s = &self.spec;
         let shape = x.shape();
         let (b, l) = (shape[0], shape[1]);
@@ -97,12 +116,24 @@ impl Attention {
             ops::transpose(&y, &[0, 2, 1, 3])
         };
         let offset = cache.offset();
-        let q = s.rope.apply(&heads(&self.q_proj, s.n_heads, &self.q_norm)?, offset)?;
-        let k = s.rope.apply(&heads(&self.k_proj, s.n_kv_heads, &self.k_norm)?, offset)?;
+        let q = heads(&self.q_proj, s.n_heads, &self.q_norm)?;
+        let k = heads(&self.k_proj, s.n_kv_heads, &self.k_norm)?;
+        let (q, k) = match rows {
+            None => (s.rope.apply(&q, offset)?, s.rope.apply(&k, offset)?),
+            Some(r) => {
+                // Each row's positions start after its padding.
+                let starts: Vec<i32> = r.pad.iter().map(|p| offset - p).collect();
+                let starts = Array::from_slice(&starts, &[starts.len() as i32])?;
+                (s.rope.apply_rows(&q, &starts)?, s.rope.apply_rows(&k, &starts)?)
+            }
+        };
         let v = heads(&self.v_proj, s.n_kv_heads, &None)?;
         let att = cache.update(layer, &k, &v)?;
         let mask_arr;
-        let mask = if l == 1 {
+        let mask = if let Some(r) = rows {
+            mask_arr = batch_mask(&r.pad, offset, l, att.keys.dim(2)?, s.window)?;
+            ops::AttentionMask::Array(&mask_arr)
+        } else if l == 1 {
             ops::AttentionMask::None
         } else {
             match (att.window_prefix, s.window) {
@@ -179,12 +210,22 @@ impl Transformer {
     /// Logits [B, L, vocab] for `tokens` ([B, L] int32) following what `cache` holds; adds the
     /// new keys and values to the cache and advances its offset by L.
     pub fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
-        let h = self.hidden(tokens, cache)?;
+        let h = self.hidden(tokens, cache, None)?;
+        self.logits(&h)
+    }
+
+    /// As [`forward`](Self::forward) for a left-padded batch. The cache must come from
+    /// [`KvCache::new_batch`], which keeps every position so padding can be masked.
+    pub fn forward_padded(&self, tokens: &Array, cache: &mut KvCache, rows: &RowPad) -> Result<Array> {
+        if rows.pad.len() as i32 != tokens.dim(0)? {
+            return Err(Error::invalid(format!("{} padding entries for {} rows", rows.pad.len(), tokens.dim(0)?)));
+        }
+        let h = self.hidden(tokens, cache, Some(rows))?;
         self.logits(&h)
     }
 
     /// The final hidden states [B, L, hidden] (after the last norm).
-    pub fn hidden(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
+    pub fn hidden(&self, tokens: &Array, cache: &mut KvCache, rows: Option<&RowPad>) -> Result<Array> {
         if tokens.ndim() != 2 {
             return Err(Error::invalid(format!("tokens must be [batch, length], got {:?}", tokens.shape())));
         }
@@ -195,7 +236,7 @@ impl Transformer {
             x = ops::multiply(&x, sc)?;
         }
         for (i, b) in self.layers.iter().enumerate() {
-            let r = b.self_attn.forward(&ops::rms_norm(&x, Some(&b.input_layernorm), eps)?, cache, i, eps)?;
+            let r = b.self_attn.forward(&ops::rms_norm(&x, Some(&b.input_layernorm), eps)?, cache, i, eps, rows)?;
             match (&b.pre_feedforward_layernorm, &b.post_feedforward_layernorm) {
                 (Some(pre), Some(post)) => {
                     let hmid = ops::add(&x, &ops::rms_norm(&r, Some(&b.post_attention_layernorm), eps)?)?;
