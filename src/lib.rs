@@ -7,6 +7,7 @@ pub mod error;
 pub mod ffi;
 pub mod mlx;
 pub mod model;
+pub mod engine;
 
 pub use error::{Error, ErrorKind, Result};
 

@@ -182,6 +182,7 @@ impl Array {
 
     /// Evaluates this array (and what it depends on).
     pub fn eval(&self) -> Result<()> {
+        let _lock = super::compute_lock();
         // SAFETY: live handle.
         check(unsafe { sys::mlx_array_eval(self.raw) }, "evaluating an array")
     }
@@ -196,6 +197,7 @@ impl Array {
                 T::DTYPE
             )));
         }
+        let _lock = super::compute_lock();
         // A view (transpose, slice, broadcast) has the strides of its source; copy it into a
         // row-contiguous array so that the data pointer reads in logical order.
         let c = ops::contiguous(self)?;
@@ -226,6 +228,7 @@ impl Array {
     /// MLX's text rendering of the array (evaluates it).
     pub fn to_string_lossy(&self) -> Result<String> {
         // SAFETY: the string handle is freed below.
+        let _lock = super::compute_lock();
         let mut s = unsafe { sys::mlx_string_new() };
         let rc = unsafe { sys::mlx_array_tostring(&mut s, self.raw) };
         let r = check(rc, "printing an array").and_then(|_| {

@@ -4,7 +4,7 @@
 //! stream of MLX's default device (the GPU where MLX has one, else the CPU); [`with_stream`]
 //! runs a closure with another one, so the engine can give generation a stream of its own.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::ffi::CStr;
 
 use super::{check, init, sys};
@@ -191,21 +191,22 @@ impl Drop for Stream {
 }
 
 impl Stream {
-    /// A new stream on `device`.
+    /// A new stream on `device`, usable from any thread (MLX's own new streams belong to the
+    /// thread that made them). Submitting to it is serialized by the compute lock.
     pub fn new(device: Device) -> Result<Stream> {
         if !device.is_available() {
             return Err(Error::unsupported(format!("{device} is not available in this MLX build")));
         }
         let dev = device.raw();
         // SAFETY: live device handle.
-        let raw = unsafe { sys::mlx_stream_new_device(dev.0) };
+        let raw = unsafe { sys::mlx_stream_new_thread_unsafe(dev.0) };
         if raw.ctx.is_null() {
             return Err(Error::internal(format!("MLX could not create a stream on {device}")));
         }
         Ok(Stream { raw })
     }
 
-    /// The default stream of `device`.
+    /// The calling thread's default stream of `device` (usable only on this thread).
     pub fn default_for(device: Device) -> Result<Stream> {
         if !device.is_available() {
             return Err(Error::unsupported(format!("{device} is not available in this MLX build")));
@@ -237,26 +238,31 @@ impl Stream {
 }
 
 thread_local! {
-    static DEFAULT: RefCell<Option<Stream>> = const { RefCell::new(None) };
     static OVERRIDE: Cell<Option<sys::mlx_stream>> = const { Cell::new(None) };
 }
 
-/// The raw handle of this thread's current stream: the one [`with_stream`] set, or the
-/// default stream of the default device, made once per thread.
+/// liblmx's shared stream for `device`, made once and usable from any thread.
+pub fn shared_stream(device: Device) -> Result<&'static Stream> {
+    static CPU: std::sync::OnceLock<Stream> = std::sync::OnceLock::new();
+    static GPU: std::sync::OnceLock<Stream> = std::sync::OnceLock::new();
+    let cell = match device.kind {
+        DeviceKind::Cpu => &CPU,
+        DeviceKind::Gpu => &GPU,
+    };
+    if let Some(s) = cell.get() {
+        return Ok(s);
+    }
+    let s = Stream::new(device)?;
+    Ok(cell.get_or_init(|| s))
+}
+
+/// The raw handle of this thread's current stream: the one [`with_stream`] set, or liblmx's
+/// shared stream on the default device.
 pub(crate) fn current_raw() -> Result<sys::mlx_stream> {
     if let Some(s) = OVERRIDE.with(|o| o.get()) {
         return Ok(s);
     }
-    DEFAULT.with(|cur| {
-        let mut cur = cur.borrow_mut();
-        if let Some(s) = cur.as_ref() {
-            return Ok(s.raw);
-        }
-        let s = Stream::default_for(Device::default_device()?)?;
-        let raw = s.raw;
-        *cur = Some(s);
-        Ok(raw)
-    })
+    Ok(shared_stream(Device::default_device()?)?.raw)
 }
 
 /// Runs `f` with `stream` as this thread's current stream, then restores the previous one

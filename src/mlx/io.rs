@@ -10,7 +10,7 @@ use std::ffi::{CStr, CString};
 use std::io::Read;
 use std::path::Path;
 
-use super::device::{with_stream, Device, Stream};
+use super::device::{shared_stream, with_stream, Device};
 use super::{check, init, sys, Array, Dtype};
 use crate::{Error, Result};
 
@@ -121,11 +121,12 @@ pub fn load_safetensors(path: &Path) -> Result<Loaded> {
     init();
     let header = read_header(path)?;
     let c = cpath(path)?;
-    let cpu = Stream::default_for(Device::CPU)?;
+    let cpu = shared_stream(Device::CPU)?;
+    let _lock = super::compute_lock();
     // SAFETY: both maps are freed below on every path.
     let mut arrays = unsafe { sys::mlx_map_string_to_array_new() };
     let mut strings = unsafe { sys::mlx_map_string_to_string_new() };
-    let result = with_stream(&cpu, || {
+    let result = with_stream(cpu, || {
         let rc = unsafe { sys::mlx_load_safetensors(&mut arrays, &mut strings, c.as_ptr(), cpu.raw()) };
         check(rc, &format!("loading {}", path.display()))?;
         let mut tensors = HashMap::new();

@@ -23,17 +23,17 @@ pub use handler::init;
 pub(crate) use handler::check;
 pub use transforms::{async_eval, eval};
 
-/// Serializes MLX work across threads.
+/// Serializes MLX evaluation across threads; reentrant.
 ///
-/// MLX's graph building and evaluation are not documented as safe to call from several
-/// threads at once, so liblmx holds this lock around every sequence of MLX calls that
-/// computes (loading weights, a prefill chunk, a decode step) and releases it while handing
-/// results to callers. Work already dispatched asynchronously keeps running on its stream
-/// while another thread holds the lock. Reading memory counters needs no lock. Not reentrant:
-/// never call a function that takes it while holding it.
-pub fn compute_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    // A panic while holding the lock leaves no MLX state half-updated that a later caller
-    // could trip over (the panicking call's arrays are dropped), so poisoning is ignored.
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+/// MLX's streams are not safe to submit to from several threads at once, and liblmx's
+/// streams are usable from any thread (a Go program's calls hop between OS threads), so every
+/// evaluation in liblmx runs under this lock: [`eval`], [`async_eval`] and the array reads
+/// take it themselves, and the engine holds it across a whole step (prefill chunk, decode
+/// step) and releases it while handing tokens to callers. Work already dispatched
+/// asynchronously keeps running while another thread holds the lock. Building lazy graphs and
+/// reading memory counters need no lock.
+pub fn compute_lock() -> lock::ComputeGuard {
+    lock::acquire()
 }
+
+mod lock;

@@ -301,6 +301,14 @@ pub fn put_along_axis(a: &Array, indices: &Array, values: &Array, axis: i32) -> 
     })
 }
 
+/// `a` with `values` added at `indices` along `axis` (repeated indices accumulate).
+pub fn scatter_add(a: &Array, indices: &Array, values: &Array, axis: i32) -> Result<Array> {
+    // SAFETY: live handles.
+    op("scatter_add", |r, s| unsafe {
+        sys::mlx_scatter_add_axis(r, a.raw(), indices.raw(), values.raw(), axis, s)
+    })
+}
+
 /// Elementwise `cond ? x : y`.
 pub fn where_(cond: &Array, x: &Array, y: &Array) -> Result<Array> {
     // SAFETY: live handles.

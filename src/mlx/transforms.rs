@@ -6,6 +6,7 @@ use crate::Result;
 
 /// Evaluates the arrays (and everything they depend on), waiting for the result.
 pub fn eval(arrays: &[&Array]) -> Result<()> {
+    let _lock = super::compute_lock();
     let v = VecArray::new(arrays);
     // SAFETY: live vector.
     check(unsafe { super::sys::mlx_eval(v.0) }, "eval")
@@ -13,6 +14,7 @@ pub fn eval(arrays: &[&Array]) -> Result<()> {
 
 /// Starts evaluating the arrays and returns at once; a later `eval` or data read waits.
 pub fn async_eval(arrays: &[&Array]) -> Result<()> {
+    let _lock = super::compute_lock();
     let v = VecArray::new(arrays);
     // SAFETY: live vector.
     check(unsafe { super::sys::mlx_async_eval(v.0) }, "async_eval")

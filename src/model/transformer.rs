@@ -159,7 +159,11 @@ impl Transformer {
         let embed_tokens = store.embedding(&format!("{prefix}embed_tokens"), spec.vocab, h)?;
         let embed_scale = match spec.embed_scale {
             // Rounded through the embedding dtype, as the reference implementation does.
-            Some(sc) => Some(ops::astype(&Array::scalar_f32(sc as f32), embed_tokens.dtype()?)?),
+            Some(sc) => {
+                let a = ops::astype(&Array::scalar_f32(sc as f32), embed_tokens.dtype()?)?;
+                a.eval()?;
+                Some(a)
+            }
             None => None,
         };
         let mut layers = Vec::with_capacity(spec.layers.len());

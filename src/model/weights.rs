@@ -202,7 +202,10 @@ impl WeightStore {
         }
         let w = self.float(&format!("{module}.weight"), &[output, input])?;
         self.params += output as u64 * input as u64;
-        Ok(Linear::Dense { wt: ops::transpose(&w, &[1, 0])?, bias: b })
+        // Evaluated now: a view of the weight, no copy, and no lazy work left in the model.
+        let wt = ops::transpose(&w, &[1, 0])?;
+        wt.eval()?;
+        Ok(Linear::Dense { wt, bias: b })
     }
 
     /// The token embedding table `module` ([vocab, hidden]), dense or quantized.

@@ -1,0 +1,250 @@
+//! Batches: classification (one forward pass per prompt) and generation of several prompts
+//! in one forward pass per step, left-padded with per-row masks and positions.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::generate::FinishReason;
+use super::metrics::Metrics;
+use super::params::GenerateParams;
+use super::sampling::Sampler;
+use super::stop::{StopCheck, StopMatcher};
+use crate::mlx::{self, compute_lock, memory, ops, with_stream, Array, Device, Dtype, Stream};
+use crate::model::transformer::RowPad;
+use crate::model::{KvCache, Model, StreamDecoder};
+use crate::{Error, Result};
+
+/// The next token after one prompt.
+#[derive(Clone, Debug)]
+pub struct ClassifyOutput {
+    pub token: u32,
+    pub text: String,
+    /// The float32 logits of the last position, when asked for.
+    pub logits: Option<Vec<f32>>,
+}
+
+/// Checks a prompt against the model; the error names the prompt.
+fn check_prompt(model: &Model, i: usize, p: &[u32]) -> Result<()> {
+    let vocab = model.transformer.spec.vocab as usize;
+    if p.is_empty() {
+        return Err(Error::invalid(format!("prompt {i} has no tokens")));
+    }
+    if let Some(bad) = p.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::invalid(format!("prompt {i}: token id {bad} is outside the vocabulary (size {vocab})")));
+    }
+    if p.len() >= model.info.context_length as usize {
+        return Err(Error::invalid(format!(
+            "prompt {i} has {} tokens; the context length is {}",
+            p.len(),
+            model.info.context_length
+        )));
+    }
+    Ok(())
+}
+
+/// For each prompt, one forward pass and the next token chosen by `params.sampler` (greedy by
+/// default), with the last position's logits when `want_logits`.
+pub fn classify(model: &Model, prompts: &[Vec<u32>], params: &GenerateParams, want_logits: bool) -> Result<Vec<ClassifyOutput>> {
+    params.validate(model.transformer.spec.vocab as usize)?;
+    for (i, p) in prompts.iter().enumerate() {
+        check_prompt(model, i, p)?;
+    }
+    let stream = Stream::new(Device::default_device()?)?;
+    let mut out = Vec::with_capacity(prompts.len());
+    for p in prompts {
+        let _lock = compute_lock();
+        let r = with_stream(&stream, || -> Result<ClassifyOutput> {
+            let mut sampler = Sampler::new(&params.sampler)?;
+            let mut cache = KvCache::new(&model.transformer.spec);
+            let mut logits = None;
+            for chunk in p.chunks(params.prefill_chunk) {
+                let ids: Vec<i32> = chunk.iter().map(|&t| t as i32).collect();
+                let l = model.transformer.forward(&Array::from_slice(&ids, &[1, ids.len() as i32])?, &mut cache)?;
+                let n = l.dim(1)?;
+                logits = Some(ops::reshape(&ops::slice_axis(&l, 1, n - 1, n)?, &[1, -1])?);
+                mlx::eval(&cache.arrays())?;
+            }
+            let logits = logits.ok_or_else(|| Error::internal("empty prompt"))?;
+            let history = if sampler.needs_history() {
+                let w = sampler.penalty_window();
+                let recent: Vec<i32> = p[p.len().saturating_sub(w)..].iter().map(|&t| t as i32).collect();
+                Some(Array::from_slice(&recent, &[1, recent.len() as i32])?)
+            } else {
+                None
+            };
+            let token = sampler.sample(&logits, history.as_ref())?.item::<u32>()?;
+            let logits = if want_logits { Some(logits.to_f32_vec()?) } else { None };
+            let text = model.tokenizer.decode(&[token], params.skip_special_tokens)?;
+            Ok(ClassifyOutput { token, text, logits })
+        })?;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// One prompt's result in a batch.
+#[derive(Clone, Debug)]
+pub struct BatchOutput {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub finish: FinishReason,
+}
+
+struct Row {
+    done: Option<FinishReason>,
+    tokens: Vec<u32>,
+    text: String,
+    decoder: StreamDecoder,
+    stop: StopMatcher,
+}
+
+impl Row {
+    fn finish(&mut self, reason: FinishReason, tok: &crate::model::Tokenizer, release: bool) {
+        self.done = Some(reason);
+        if release {
+            if let Ok(Some(t)) = self.decoder.flush(tok) {
+                match self.stop.push(&t) {
+                    StopCheck::Emit(t) => self.text.push_str(&t),
+                    StopCheck::Stopped(t) => {
+                        self.text.push_str(&t);
+                        return;
+                    }
+                }
+            }
+            let rest = self.stop.flush();
+            self.text.push_str(&rest);
+        }
+    }
+}
+
+/// Generates after every prompt at once: one forward pass per step for the whole batch. A
+/// prompt that cannot run (empty, too long, bad ids) gets its own error and the others go on.
+/// Greedy results equal one-by-one generation. `cancel`, when set, stops every row (their
+/// finish reason becomes `Cancelled`).
+pub fn batch_generate(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    params: &GenerateParams,
+    cancel: Option<&AtomicBool>,
+) -> Result<(Vec<Result<BatchOutput>>, Metrics)> {
+    params.validate(model.transformer.spec.vocab as usize)?;
+    let started = Instant::now();
+    let checks: Vec<Result<()>> = prompts.iter().enumerate().map(|(i, p)| check_prompt(model, i, p)).collect();
+    let live: Vec<usize> = (0..prompts.len()).filter(|&i| checks[i].is_ok()).collect();
+    let mut results: Vec<Option<Result<BatchOutput>>> =
+        checks.into_iter().map(|c| c.err().map(Err)).collect();
+    let mut metrics = Metrics { prompt_tokens: live.iter().map(|&i| prompts[i].len()).sum(), ..Metrics::default() };
+    metrics.prefill_tokens = metrics.prompt_tokens;
+    if live.is_empty() {
+        return Ok((results.into_iter().map(|r| r.expect("every row failed")).collect(), metrics));
+    }
+
+    let tok = &model.tokenizer;
+    let b = live.len() as i32;
+    let longest = live.iter().map(|&i| prompts[i].len()).max().unwrap_or(0) as i32;
+    let pad: Vec<i32> = live.iter().map(|&i| longest - prompts[i].len() as i32).collect();
+    let mut flat = Vec::with_capacity((b * longest) as usize);
+    for (&i, &p) in live.iter().zip(&pad) {
+        flat.extend(std::iter::repeat_n(0i32, p as usize));
+        flat.extend(prompts[i].iter().map(|&t| t as i32));
+    }
+    let mut eos: std::collections::HashSet<u32> = params.stop_tokens.iter().copied().collect();
+    if !params.ignore_eos {
+        eos.extend(tok.eos_ids().iter().copied());
+    }
+    let mut rows: Vec<Row> = live
+        .iter()
+        .map(|_| Row {
+            done: None,
+            tokens: Vec::new(),
+            text: String::new(),
+            decoder: StreamDecoder::new(params.skip_special_tokens),
+            stop: StopMatcher::new(&params.stop_strings),
+        })
+        .collect();
+
+    let stream = Stream::new(Device::default_device()?)?;
+    let mut sampler = Sampler::new(&params.sampler)?;
+    let mut cache = KvCache::new_batch(&model.transformer.spec);
+    let rowpad = RowPad { pad: pad.clone() };
+    // Penalty history: the last tokens every row has (bounded by the shortest prompt).
+    let shortest = live.iter().map(|&i| prompts[i].len()).min().unwrap_or(0);
+    let mut history = if sampler.needs_history() {
+        let w = sampler.penalty_window().min(shortest);
+        let mut h = Vec::with_capacity(live.len() * w);
+        for &i in &live {
+            h.extend(prompts[i][prompts[i].len() - w..].iter().map(|&t| t as i32));
+        }
+        Some(Array::from_slice(&h, &[b, w as i32])?)
+    } else {
+        None
+    };
+    let ctx = model.info.context_length;
+    let mut input = Array::from_slice(&flat, &[b, longest])?;
+    let mut first = None;
+    loop {
+        let ids: Vec<u32> = {
+            let _lock = compute_lock();
+            with_stream(&stream, || -> Result<Vec<u32>> {
+                let logits = model.transformer.forward_padded(&input, &mut cache, &rowpad)?;
+                let n = logits.dim(1)?;
+                let last = ops::reshape(&ops::slice_axis(&logits, 1, n - 1, n)?, &[b, -1])?;
+                let y = sampler.sample(&last, history.as_ref())?;
+                if let Some(h) = &history {
+                    let w = h.dim(1)?;
+                    let h2 = ops::concatenate(&[h, &ops::reshape(&ops::astype(&y, Dtype::I32)?, &[b, 1])?], 1)?;
+                    history = Some(ops::slice_axis(&h2, 1, 1, w + 1)?);
+                }
+                y.to_vec::<u32>()
+            })?
+        };
+        first.get_or_insert_with(Instant::now);
+        for (r, &id) in rows.iter_mut().zip(&ids) {
+            if r.done.is_some() {
+                continue;
+            }
+            if eos.contains(&id) {
+                r.finish(FinishReason::Stop, tok, true);
+                continue;
+            }
+            r.tokens.push(id);
+            let piece = r.decoder.push(tok, id)?.unwrap_or_default();
+            match r.stop.push(&piece) {
+                StopCheck::Emit(t) => r.text.push_str(&t),
+                StopCheck::Stopped(t) => {
+                    r.text.push_str(&t);
+                    r.finish(FinishReason::Stop, tok, false);
+                    continue;
+                }
+            }
+            if r.tokens.len() >= params.max_tokens || cache.offset() >= ctx {
+                r.finish(FinishReason::Length, tok, true);
+            }
+        }
+        if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            for r in rows.iter_mut().filter(|r| r.done.is_none()) {
+                r.finish(FinishReason::Cancelled, tok, true);
+            }
+        }
+        if rows.iter().all(|r| r.done.is_some()) {
+            break;
+        }
+        // Finished rows keep being fed (their outputs are ignored) so the batch stays aligned.
+        let next: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+        input = Array::from_slice(&next, &[b, 1])?;
+    }
+    let now = Instant::now();
+    let first = first.unwrap_or(now);
+    metrics.generated_tokens = rows.iter().map(|r| r.tokens.len()).sum();
+    metrics.prefill_seconds = (first - started).as_secs_f64();
+    metrics.time_to_first_token = metrics.prefill_seconds;
+    metrics.decode_seconds = (now - first).as_secs_f64();
+    metrics.total_seconds = (now - started).as_secs_f64();
+    metrics.peak_memory = memory::peak_memory().unwrap_or(0);
+    metrics.active_memory = memory::active_memory().unwrap_or(0);
+    metrics.finish_rates();
+    for (&i, r) in live.iter().zip(rows) {
+        results[i] = Some(Ok(BatchOutput { tokens: r.tokens, text: r.text, finish: r.done.unwrap_or(FinishReason::Error) }));
+    }
+    Ok((results.into_iter().map(|r| r.expect("every row has a result")).collect(), metrics))
+}

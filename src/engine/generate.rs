@@ -1,0 +1,401 @@
+//! One generation: chunked prefill, then a decode loop pipelined as mlx-lm's: step n+1 is
+//! built and dispatched before token n is handed out, so the device works while the caller
+//! handles a token.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::metrics::Metrics;
+use super::params::GenerateParams;
+use super::sampling::Sampler;
+use super::session::SessionState;
+use super::stop::{StopCheck, StopMatcher};
+use crate::mlx::{self, compute_lock, memory, ops, with_stream, Array, Dtype};
+use crate::model::{Model, StreamDecoder};
+use crate::{Error, Result};
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An EOS token, a stop token or a stop string.
+    Stop,
+    /// max_tokens, or the context length.
+    Length,
+    /// Cancelled: by [`Session::cancel`](super::Session::cancel) or by the caller stopping.
+    Cancelled,
+    /// An error ended it.
+    Error,
+}
+
+impl FinishReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+            FinishReason::Error => "error",
+        }
+    }
+}
+
+/// A generated token and the text it completes. `id` is None for a last piece of held-back
+/// text released when generation ends (text that could have begun a stop string).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub id: Option<u32>,
+    pub text: String,
+}
+
+/// The result of a whole call.
+#[derive(Clone, Debug)]
+pub struct Output {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub finish: FinishReason,
+    pub metrics: Metrics,
+}
+
+/// Clear MLX's buffer cache this often (tokens), as mlx-lm does.
+const CLEAR_CACHE_EVERY: usize = 256;
+
+pub struct Generation {
+    model: Arc<Model>,
+    state: Option<SessionState>,
+    slot: Arc<Mutex<Option<SessionState>>>,
+    cancel: Arc<AtomicBool>,
+    params: GenerateParams,
+    sampler: Sampler,
+    /// Prompt tokens not yet in the cache.
+    to_prefill: Vec<u32>,
+    /// Recent tokens for the penalties, [1, n] int32 on the device.
+    history: Option<Array>,
+    /// The next token, dispatched but maybe not computed: [1] uint32.
+    pending: Option<Array>,
+    generated: Vec<u32>,
+    decoder: StreamDecoder,
+    stop: StopMatcher,
+    eos: HashSet<u32>,
+    finish: Option<FinishReason>,
+    metrics: Metrics,
+    started: Instant,
+    first_token: Option<Instant>,
+    ctx_limit: i32,
+    text: String,
+}
+
+impl Generation {
+    pub(crate) fn new(
+        model: Arc<Model>,
+        mut state: SessionState,
+        slot: Arc<Mutex<Option<SessionState>>>,
+        cancel: Arc<AtomicBool>,
+        prompt: &[u32],
+        params: &GenerateParams,
+    ) -> Result<Generation> {
+        let started = Instant::now();
+        // Reuse what the cache holds: the longest common prefix, leaving at least one prompt
+        // token to compute (its logits give the first new token).
+        let mut keep = state.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        keep = keep.min(prompt.len() - 1);
+        if keep < state.tokens.len() {
+            let drop = (state.tokens.len() - keep) as i32;
+            if state.cache.trimmable() {
+                state.cache.trim(drop)?;
+                state.tokens.truncate(keep);
+            } else {
+                state.cache.reset();
+                state.tokens.clear();
+                keep = 0;
+            }
+        }
+        let mut eos: HashSet<u32> = params.stop_tokens.iter().copied().collect();
+        if !params.ignore_eos {
+            eos.extend(model.tokenizer.eos_ids().iter().copied());
+        }
+        let sampler = match Sampler::new(&params.sampler) {
+            Ok(s) => s,
+            Err(e) => {
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+                return Err(e);
+            }
+        };
+        let history = if sampler.needs_history() {
+            let w = sampler.penalty_window();
+            let recent: Vec<i32> = prompt[prompt.len().saturating_sub(w)..].iter().map(|&t| t as i32).collect();
+            Some(Array::from_slice(&recent, &[1, recent.len() as i32])?)
+        } else {
+            None
+        };
+        let ctx_limit = model.info.context_length;
+        Ok(Generation {
+            model,
+            state: Some(state),
+            slot,
+            cancel,
+            sampler,
+            to_prefill: prompt[keep..].to_vec(),
+            history,
+            pending: None,
+            generated: Vec::new(),
+            decoder: StreamDecoder::new(params.skip_special_tokens),
+            stop: StopMatcher::new(&params.stop_strings),
+            eos,
+            finish: None,
+            metrics: Metrics { prompt_tokens: prompt.len(), prefill_tokens: prompt.len() - keep, ..Metrics::default() },
+            started,
+            first_token: None,
+            ctx_limit,
+            text: String::new(),
+            params: params.clone(),
+        })
+    }
+
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Generated token ids so far (stop tokens excluded).
+    pub fn tokens(&self) -> &[u32] {
+        &self.generated
+    }
+
+    /// Text emitted so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn stream(&self) -> Result<Arc<mlx::Stream>> {
+        self.state.as_ref().map(|s| s.stream.clone()).ok_or_else(|| Error::internal("generation without a session state"))
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// Feeds `tokens` ([1, L]) and returns the logits of the last position, [1, V].
+    fn feed(&mut self, tokens: &[u32]) -> Result<Array> {
+        let st = self.state.as_mut().ok_or_else(|| Error::internal("generation without a session state"))?;
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let x = Array::from_slice(&ids, &[1, ids.len() as i32])?;
+        let logits = self.model.transformer.forward(&x, &mut st.cache)?;
+        st.tokens.extend_from_slice(tokens);
+        let l = logits.dim(1)?;
+        ops::reshape(&ops::slice_axis(&logits, 1, l - 1, l)?, &[1, -1])
+    }
+
+    fn sample(&mut self, logits: &Array) -> Result<Array> {
+        let y = self.sampler.sample(logits, self.history.as_ref())?;
+        if let Some(h) = &self.history {
+            let w = self.sampler.penalty_window() as i32;
+            let y2 = ops::reshape(&ops::astype(&y, Dtype::I32)?, &[1, 1])?;
+            let h = ops::concatenate(&[h, &y2], 1)?;
+            let n = h.dim(1)?;
+            self.history = Some(if n > w { ops::slice_axis(&h, 1, n - w, n)? } else { h });
+        }
+        Ok(y)
+    }
+
+    /// Runs the prefill: every prompt token but the last in chunks (the cache evaluated after
+    /// each, cancellation checked between), then the last one, dispatching the first token.
+    fn prefill(&mut self) -> Result<bool> {
+        let chunk = self.params.prefill_chunk;
+        while self.to_prefill.len() > 1 {
+            let n = chunk.min(self.to_prefill.len() - 1);
+            let part: Vec<u32> = self.to_prefill.drain(..n).collect();
+            {
+                let _lock = compute_lock();
+                let stream = self.stream()?;
+                with_stream(&stream, || -> Result<()> {
+                    self.feed(&part)?;
+                    let st = self.state.as_ref().expect("state");
+                    mlx::eval(&st.cache.arrays())
+                })?;
+            }
+            if self.cancelled() {
+                return Ok(false);
+            }
+        }
+        let last = self.to_prefill.split_off(0);
+        let _lock = compute_lock();
+        let stream = self.stream()?;
+        with_stream(&stream, || -> Result<()> {
+            let logits = self.feed(&last)?;
+            let y = self.sample(&logits)?;
+            mlx::async_eval(&[&y])?;
+            self.pending = Some(y);
+            Ok(())
+        })?;
+        Ok(true)
+    }
+
+    /// Ends generation. Unless a stop string ended it (`release` false), text held back
+    /// because it might have begun a stop string is released as a last event.
+    fn end(&mut self, reason: FinishReason, release: bool) -> Option<Event> {
+        self.finish = Some(reason);
+        let now = Instant::now();
+        let first = self.first_token.unwrap_or(now);
+        self.metrics.generated_tokens = self.generated.len();
+        self.metrics.total_seconds = (now - self.started).as_secs_f64();
+        self.metrics.prefill_seconds = (first - self.started).as_secs_f64();
+        self.metrics.time_to_first_token = if self.first_token.is_some() { self.metrics.prefill_seconds } else { 0.0 };
+        self.metrics.decode_seconds = (now - first).as_secs_f64();
+        self.metrics.peak_memory = memory::peak_memory().unwrap_or(0);
+        self.metrics.active_memory = memory::active_memory().unwrap_or(0);
+        self.metrics.finish_rates();
+        self.pending = None;
+        if !release {
+            return None;
+        }
+        let mut rest = String::new();
+        if let Ok(Some(tail)) = self.decoder.flush(&self.model.tokenizer) {
+            match self.stop.push(&tail) {
+                StopCheck::Emit(t) => rest.push_str(&t),
+                StopCheck::Stopped(t) => {
+                    self.text.push_str(&t);
+                    return (!t.is_empty()).then(|| Event { id: None, text: t });
+                }
+            }
+        }
+        rest.push_str(&self.stop.flush());
+        if rest.is_empty() {
+            None
+        } else {
+            self.text.push_str(&rest);
+            Some(Event { id: None, text: rest })
+        }
+    }
+
+    /// The next token, or None once generation has ended (see [`finish_reason`](Self::finish_reason)).
+    pub fn next(&mut self) -> Result<Option<Event>> {
+        if self.finish.is_some() {
+            return Ok(None);
+        }
+        match self.advance() {
+            Ok(ev) => Ok(ev),
+            Err(e) => {
+                self.end(FinishReason::Error, false);
+                // The cache may hold half a step: start the session afresh next time.
+                if let Some(st) = self.state.as_mut() {
+                    st.cache.reset();
+                    st.tokens.clear();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn advance(&mut self) -> Result<Option<Event>> {
+        if self.pending.is_none() {
+            if self.cancelled() {
+                return Ok(self.end(FinishReason::Cancelled, true));
+            }
+            if !self.prefill()? {
+                return Ok(self.end(FinishReason::Cancelled, true));
+            }
+        }
+        {
+            let y = self.pending.take().ok_or_else(|| Error::internal("no pending token"))?;
+            let offset = self.state.as_ref().map(|s| s.cache.offset()).unwrap_or(0);
+            let more = self.generated.len() + 1 < self.params.max_tokens && offset < self.ctx_limit;
+            let id = {
+                let _lock = compute_lock();
+                if more {
+                    let stream = self.stream()?;
+                    with_stream(&stream, || -> Result<()> {
+                        // Build and dispatch step n+1 from the still-lazy token n.
+                        let st = self.state.as_mut().expect("state");
+                        let x = ops::reshape(&ops::astype(&y, Dtype::I32)?, &[1, 1])?;
+                        let logits = self.model.transformer.forward(&x, &mut st.cache)?;
+                        let logits = ops::reshape(&logits, &[1, -1])?;
+                        let next = self.sample(&logits)?;
+                        mlx::async_eval(&[&next])?;
+                        self.pending = Some(next);
+                        Ok(())
+                    })?;
+                }
+                y.item::<u32>()?
+            };
+            if more {
+                if let Some(st) = self.state.as_mut() {
+                    st.tokens.push(id);
+                }
+            }
+            if self.first_token.is_none() {
+                self.first_token = Some(Instant::now());
+            }
+            if self.generated.len() % CLEAR_CACHE_EVERY == CLEAR_CACHE_EVERY - 1 {
+                memory::clear_cache()?;
+            }
+            if self.eos.contains(&id) {
+                return Ok(self.end(FinishReason::Stop, true));
+            }
+            self.generated.push(id);
+            let piece = self.decoder.push(&self.model.tokenizer, id)?.unwrap_or_default();
+            let (text, stopped) = match self.stop.push(&piece) {
+                StopCheck::Emit(t) => (t, false),
+                StopCheck::Stopped(t) => (t, true),
+            };
+            self.text.push_str(&text);
+            let ev = Event { id: Some(id), text };
+            if stopped {
+                self.end(FinishReason::Stop, false);
+                return Ok(Some(ev));
+            }
+            if !more {
+                let tail = self.end(FinishReason::Length, true);
+                return Ok(Some(merge(ev, tail)));
+            }
+            if self.cancelled() {
+                let tail = self.end(FinishReason::Cancelled, true);
+                return Ok(Some(merge(ev, tail)));
+            }
+            return Ok(Some(ev));
+        }
+    }
+
+    /// Runs to the end, calling `on_token` for each event; it returns false to stop (the
+    /// finish reason is then `Cancelled`).
+    pub fn run(mut self, mut on_token: impl FnMut(&Event) -> bool) -> Result<Output> {
+        while let Some(ev) = self.next()? {
+            if !on_token(&ev) && self.finish.is_none() {
+                self.end(FinishReason::Cancelled, false);
+                break;
+            }
+        }
+        Ok(self.output())
+    }
+
+    /// The result so far.
+    pub fn output(&self) -> Output {
+        Output {
+            tokens: self.generated.clone(),
+            text: self.text.clone(),
+            finish: self.finish.unwrap_or(FinishReason::Error),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// A token's event with the released tail appended.
+fn merge(mut ev: Event, tail: Option<Event>) -> Event {
+    if let Some(t) = tail {
+        ev.text.push_str(&t.text);
+    }
+    ev
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        // Hand the cache back to the session and consume any cancel request.
+        if let Some(st) = self.state.take() {
+            *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(st);
+        }
+        self.cancel.store(false, Ordering::SeqCst);
+    }
+}

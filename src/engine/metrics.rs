@@ -1,0 +1,35 @@
+//! Per-call measurements.
+
+use serde::Serialize;
+
+/// What one generation call did and how fast.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Metrics {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Prompt tokens actually computed (fewer than prompt_tokens when the session's cache
+    /// already held a prefix).
+    pub prefill_tokens: usize,
+    pub generated_tokens: usize,
+    /// Seconds from the call to the first generated token (prefill included).
+    pub time_to_first_token: f64,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+    pub total_seconds: f64,
+    pub prefill_tokens_per_second: f64,
+    pub decode_tokens_per_second: f64,
+    /// MLX peak memory during the call, in bytes.
+    pub peak_memory: u64,
+    /// MLX active memory at the end of the call, in bytes.
+    pub active_memory: u64,
+}
+
+impl Metrics {
+    pub(crate) fn finish_rates(&mut self) {
+        self.prefill_tokens_per_second =
+            if self.prefill_seconds > 0.0 { self.prefill_tokens as f64 / self.prefill_seconds } else { 0.0 };
+        // The first token comes out of the prefill; decode produces the rest.
+        let decoded = self.generated_tokens.saturating_sub(1);
+        self.decode_tokens_per_second = if self.decode_seconds > 0.0 { decoded as f64 / self.decode_seconds } else { 0.0 };
+    }
+}

@@ -1,0 +1,17 @@
+//! Generation over a model: sampling, stop conditions, sessions that keep their KV cache
+//! across calls, batching, and per-call metrics. Everything here runs MLX work under
+//! [`crate::mlx::compute_lock`] and releases it while handing tokens to callers.
+
+pub mod batch;
+pub mod generate;
+pub mod metrics;
+pub mod params;
+pub mod sampling;
+pub mod session;
+pub mod stop;
+
+pub use batch::{batch_generate, classify, BatchOutput, ClassifyOutput};
+pub use generate::{Event, FinishReason, Generation};
+pub use metrics::Metrics;
+pub use params::{GenerateParams, SamplerParams};
+pub use session::Session;

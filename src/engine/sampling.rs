@@ -1,0 +1,133 @@
+//! Choosing the next token, on the device: only the chosen token ids come back to the host,
+//! never the whole vocabulary. Works on [B, V] logits, one row per sequence.
+
+use super::params::SamplerParams;
+use crate::mlx::{ops, random, Array, Dtype};
+use crate::Result;
+
+/// A sampler with its own random state.
+pub struct Sampler {
+    p: SamplerParams,
+    key: Option<Array>,
+    bias: Option<(Array, Array)>,
+}
+
+fn scalar(v: f32) -> Array {
+    Array::scalar_f32(v)
+}
+
+impl Sampler {
+    pub fn new(p: &SamplerParams) -> Result<Sampler> {
+        let key = if p.temperature > 0.0 {
+            let seed = p.seed.unwrap_or_else(|| {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+                h.finish()
+            });
+            Some(random::key(seed)?)
+        } else {
+            None
+        };
+        let bias = if p.logit_bias.is_empty() {
+            None
+        } else {
+            let ids: Vec<i32> = p.logit_bias.iter().map(|(i, _)| *i as i32).collect();
+            let vals: Vec<f32> = p.logit_bias.iter().map(|(_, b)| *b).collect();
+            let n = ids.len() as i32;
+            Some((Array::from_slice(&ids, &[1, n])?, Array::from_slice(&vals, &[1, n])?))
+        };
+        Ok(Sampler { p: p.clone(), key, bias })
+    }
+
+    /// Whether the penalties need the recent token history.
+    pub fn needs_history(&self) -> bool {
+        self.p.repetition_penalty != 1.0 || self.p.presence_penalty != 0.0 || self.p.frequency_penalty != 0.0
+    }
+
+    pub fn penalty_window(&self) -> usize {
+        self.p.penalty_window
+    }
+
+    /// Applies bias and penalties to float32 logits [B, V]; `history` is [B, n] int32 (recent
+    /// tokens, n ≤ window), or None when there is none yet.
+    fn adjust(&self, mut logits: Array, history: Option<&Array>) -> Result<Array> {
+        if let Some((ids, vals)) = &self.bias {
+            let b = logits.dim(0)?;
+            let n = ids.dim(1)?;
+            let ids = ops::broadcast_to(ids, &[b, n])?;
+            let cur = ops::take_along_axis(&logits, &ids, -1)?;
+            logits = ops::put_along_axis(&logits, &ids, &ops::add(&cur, vals)?, -1)?;
+        }
+        let Some(h) = history.filter(|_| self.needs_history()) else { return Ok(logits) };
+        let p = &self.p;
+        if p.repetition_penalty != 1.0 {
+            let g = ops::take_along_axis(&logits, h, -1)?;
+            let pen = scalar(p.repetition_penalty);
+            let adjusted = ops::where_(
+                &ops::greater(&g, &scalar(0.0))?,
+                &ops::divide(&g, &pen)?,
+                &ops::multiply(&g, &pen)?,
+            )?;
+            logits = ops::put_along_axis(&logits, h, &adjusted, -1)?;
+        }
+        if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            let counts = scatter_counts(&logits, h)?;
+            let seen = ops::astype(&ops::greater(&counts, &scalar(0.0))?, Dtype::F32)?;
+            let pen = ops::add(
+                &ops::multiply(&seen, &scalar(p.presence_penalty))?,
+                &ops::multiply(&counts, &scalar(p.frequency_penalty))?,
+            )?;
+            logits = ops::subtract(&logits, &pen)?;
+        }
+        Ok(logits)
+    }
+
+    /// The next token of each row: [B] uint32, lazy.
+    pub fn sample(&mut self, logits: &Array, history: Option<&Array>) -> Result<Array> {
+        let logits = self.adjust(ops::astype(logits, Dtype::F32)?, history)?;
+        let p = &self.p;
+        if p.temperature == 0.0 {
+            return ops::argmax(&logits, -1, false);
+        }
+        let neg_inf = scalar(f32::NEG_INFINITY);
+        let mut l = ops::multiply(&logits, &scalar(1.0 / p.temperature))?;
+        let vocab = l.dim(-1)?;
+        if p.top_k > 0 && p.top_k < vocab {
+            // The k-th largest value is the threshold.
+            let part = ops::argpartition(&ops::negative(&l)?, p.top_k - 1, -1)?;
+            let kth_idx = ops::slice_axis(&part, -1, p.top_k - 1, p.top_k)?;
+            let kth = ops::take_along_axis(&l, &kth_idx, -1)?;
+            l = ops::where_(&ops::less(&l, &kth)?, &neg_inf, &l)?;
+        }
+        if p.top_p < 1.0 {
+            // Keep the most likely tokens until their probability reaches top_p.
+            let order = ops::argsort(&ops::negative(&l)?, -1)?;
+            let sorted = ops::take_along_axis(&l, &order, -1)?;
+            let probs = ops::softmax(&sorted, -1, true)?;
+            let before = ops::subtract(&ops::cumsum(&probs, -1, false, true)?, &probs)?;
+            let drop = ops::greater_equal(&before, &scalar(p.top_p))?;
+            let kept = ops::where_(&drop, &neg_inf, &sorted)?;
+            l = ops::put_along_axis(&l, &order, &kept, -1)?;
+        }
+        if p.min_p > 0.0 {
+            // In log space: drop tokens whose logit is below max + ln(min_p).
+            let top = ops::max(&l, &[-1], true)?;
+            let floor = ops::add(&top, &scalar(p.min_p.ln()))?;
+            l = ops::where_(&ops::less(&l, &floor)?, &neg_inf, &l)?;
+        }
+        let key = self.key.as_ref().expect("a key whenever temperature > 0");
+        let keys = random::split(key, 2)?;
+        let next_key = ops::take(&keys, &Array::scalar_i32(0), 0)?;
+        let draw_key = ops::take(&keys, &Array::scalar_i32(1), 0)?;
+        self.key = Some(next_key);
+        ops::astype(&random::categorical(&l, -1, Some(&draw_key))?, Dtype::U32)
+    }
+}
+
+/// How often each vocabulary entry occurs in `history`, as float32 [B, V].
+fn scatter_counts(logits: &Array, history: &Array) -> Result<Array> {
+    let zeros = ops::zeros(&logits.shape(), Dtype::F32)?;
+    let ones = ops::ones(&history.shape(), Dtype::F32)?;
+    ops::scatter_add(&zeros, history, &ones, -1)
+}

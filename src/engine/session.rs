@@ -1,0 +1,119 @@
+//! Sessions: a KV cache that lives across calls, so the next turn of a chat prefills only the
+//! tokens the cache does not already hold.
+//!
+//! Threads: a session runs one generation at a time (another call while one runs is
+//! `Busy`); sessions of one model may be used from several threads at once. Their MLX work is
+//! serialized step by step (prefill chunk, decode step) by the compute lock, so they take
+//! turns and never share a cache. [`Session::cancel`] may be called from any thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::generate::{Generation, Output};
+use super::params::GenerateParams;
+use crate::mlx::{Device, Stream};
+use crate::model::{KvCache, Message, Model};
+use crate::{Error, ErrorKind, Result};
+
+/// What a session keeps between calls.
+pub(crate) struct SessionState {
+    pub cache: KvCache,
+    /// The tokens whose keys and values the cache holds, in order.
+    pub tokens: Vec<u32>,
+    pub stream: Arc<Stream>,
+}
+
+pub struct Session {
+    model: Arc<Model>,
+    /// None while a generation has the state.
+    slot: Arc<Mutex<Option<SessionState>>>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Session {
+    /// A new session on `model`, with its own MLX stream on the default device.
+    pub fn new(model: Arc<Model>) -> Result<Session> {
+        let stream = Stream::new(Device::default_device()?)?;
+        let cache = KvCache::new(&model.transformer.spec);
+        Ok(Session {
+            model,
+            slot: Arc::new(Mutex::new(Some(SessionState { cache, tokens: Vec::new(), stream: Arc::new(stream) }))),
+            cancel: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    fn busy() -> Error {
+        Error::new(ErrorKind::Busy, "the session is generating; wait for the call to return or cancel it")
+    }
+
+    fn take_state(&self) -> Result<SessionState> {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        slot.take().ok_or_else(Self::busy)
+    }
+
+    /// Empties the cache.
+    pub fn reset(&self) -> Result<()> {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        let st = slot.as_mut().ok_or_else(Self::busy)?;
+        st.cache.reset();
+        st.tokens.clear();
+        Ok(())
+    }
+
+    /// The tokens the cache holds.
+    pub fn cached_tokens(&self) -> Result<Vec<u32>> {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(slot.as_ref().ok_or_else(Self::busy)?.tokens.clone())
+    }
+
+    /// Asks the running generation (or, if none runs, the next one to start) to stop at its
+    /// next check: after the current prefill chunk or decoded token. Any thread.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts generating after `prompt` (token ids). Tokens come from [`Generation::next`].
+    pub fn start(&self, prompt: &[u32], params: &GenerateParams) -> Result<Generation> {
+        let vocab = self.model.transformer.spec.vocab as usize;
+        params.validate(vocab)?;
+        if prompt.is_empty() {
+            return Err(Error::invalid("the prompt has no tokens"));
+        }
+        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::invalid(format!("prompt token id {bad} is outside the vocabulary (size {vocab})")));
+        }
+        let ctx = self.model.info.context_length as usize;
+        if prompt.len() >= ctx {
+            return Err(Error::invalid(format!(
+                "the prompt has {} tokens; the context length is {ctx}",
+                prompt.len()
+            )));
+        }
+        let state = self.take_state()?;
+        Generation::new(self.model.clone(), state, self.slot.clone(), self.cancel.clone(), prompt, params)
+    }
+
+    /// Generates after `prompt`, calling `on_token` for each token; it returns false to stop.
+    pub fn generate(&self, prompt: &[u32], params: &GenerateParams, on_token: impl FnMut(&super::Event) -> bool) -> Result<Output> {
+        self.start(prompt, params)?.run(on_token)
+    }
+
+    /// The tokens of a plain text prompt (special tokens added as the tokenizer says).
+    pub fn text_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        self.model.tokenizer.encode(text, true)
+    }
+
+    /// The tokens of a chat, rendered with the model's template and a generation prompt.
+    pub fn chat_tokens(&self, messages: &[Message], extra: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<u32>> {
+        if messages.is_empty() {
+            return Err(Error::invalid("the chat has no messages"));
+        }
+        let m = &self.model;
+        let text = m.chat.render(messages, true, extra, m.tokenizer.bos_text(), m.tokenizer.eos_text())?;
+        m.tokenizer.encode(&text, false)
+    }
+}
