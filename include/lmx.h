@@ -18,6 +18,9 @@
 // Length of `lmx_device.name`, NUL included.
 #define LMX_DEVICE_NAME_MAX 256
 
+// Maximum lengths (NUL included) of the strings in lmx_model_desc.
+#define LMX_NAME_MAX 64
+
 // Major version; equals Cargo.toml's (a test checks).
 #define LMX_VERSION_MAJOR 0
 
@@ -59,6 +62,19 @@ typedef enum {
   LMX_STATUS_INTERNAL = 11,
 } lmx_status;
 
+// Why a generation ended.
+typedef enum {
+  // No generation has finished yet.
+  LMX_FINISH_NONE = 0,
+  // An EOS token, a stop token or a stop string.
+  LMX_FINISH_STOP = 1,
+  // max_tokens or the context length.
+  LMX_FINISH_LENGTH = 2,
+  // lmx_session_cancel(), the callback returning non-zero, or a stream freed early.
+  LMX_FINISH_CANCELLED = 3,
+  LMX_FINISH_ERROR = 4,
+} lmx_finish_reason;
+
 // Which MLX backend computes.
 typedef enum {
   // MLX's CPU backend (Linux, or a build without a GPU).
@@ -68,6 +84,119 @@ typedef enum {
   // NVIDIA GPU through CUDA.
   LMX_BACKEND_CUDA = 2,
 } lmx_backend;
+
+// Floating-point type to keep and compute weights in.
+typedef enum {
+  // The checkpoint's own.
+  LMX_DTYPE_DEFAULT = 0,
+  LMX_DTYPE_FLOAT32 = 1,
+  LMX_DTYPE_FLOAT16 = 2,
+  LMX_DTYPE_BFLOAT16 = 3,
+} lmx_dtype;
+
+// Which device computes.
+typedef enum {
+  // MLX's default: the GPU where MLX has one, else the CPU.
+  LMX_DEVICE_DEFAULT = 0,
+  LMX_DEVICE_CPU = 1,
+  LMX_DEVICE_GPU = 2,
+} lmx_device_kind;
+
+// The results of lmx_batch_generate() (opaque). Read-only; thread-safe to read.
+typedef struct lmx_batch lmx_batch;
+
+// A loaded model (opaque). Thread-safe: any number of threads may use one model at once.
+typedef struct lmx_model lmx_model;
+
+// A generation session on a model (opaque). Keeps its KV cache between calls. One generation
+// at a time per session (another call meanwhile gets LMX_STATUS_BUSY); separate sessions may
+// generate from separate threads at once. lmx_session_cancel() may be called from any thread.
+typedef struct lmx_session lmx_session;
+
+// A generation in progress, pulled one token at a time with lmx_stream_next() (opaque).
+// While it exists its session is busy. Use it from one thread at a time (it may move between
+// threads); lmx_session_cancel() on its session may come from any thread.
+typedef struct lmx_stream lmx_stream;
+
+// How generation runs. Get defaults from lmx_generate_params_default(); all pointers are
+// borrowed for the duration of the call only.
+typedef struct {
+  // sizeof(lmx_generate_params).
+  size_t struct_size;
+  // Most tokens to generate (> 0). Default 256.
+  uint32_t max_tokens;
+  // 0 = greedy. Must be >= 0. Default 0.
+  float temperature;
+  // 0 = off. Default 0.
+  int32_t top_k;
+  // In (0, 1]; 1 = off. Default 1.
+  float top_p;
+  // In [0, 1); 0 = off. Default 0.
+  float min_p;
+  // > 0; 1 = off. Default 1.
+  float repetition_penalty;
+  // Default 0.
+  float presence_penalty;
+  // Default 0.
+  float frequency_penalty;
+  // Recent tokens (prompt included) the penalties look at. Default 64.
+  uint32_t penalty_window;
+  // Used when use_seed is true; otherwise sampling is seeded randomly.
+  uint64_t seed;
+  bool use_seed;
+  // Extra token ids that end generation (n_stop_tokens of them; may be NULL when 0).
+  const int32_t *stop_tokens;
+  size_t n_stop_tokens;
+  // Strings that end generation (NUL-terminated UTF-8; n_stop_strings of them). No text
+  // at or past a stop string is ever delivered.
+  const char *const *stop_strings;
+  size_t n_stop_strings;
+  // Logit bias: n_logit_bias token ids and the values added to their logits.
+  const int32_t *logit_bias_tokens;
+  const float *logit_bias_values;
+  size_t n_logit_bias;
+  // Prompt tokens per forward pass (> 0). Default 2048.
+  uint32_t prefill_chunk;
+  // Do not stop at the model's EOS tokens. Default false.
+  bool ignore_eos;
+  // Leave special tokens out of the text. Default true.
+  bool skip_special_tokens;
+} lmx_generate_params;
+
+// One prompt's result. Pointers are owned by the lmx_batch and valid until lmx_batch_free().
+typedef struct {
+  // Set by the caller to sizeof(lmx_batch_item).
+  size_t struct_size;
+  // LMX_OK, or why this prompt could not run (the others are unaffected).
+  lmx_status status;
+  // The message for a failed prompt; "" otherwise. Never NULL.
+  const char *error;
+  const int32_t *tokens;
+  size_t n_tokens;
+  // The text, NUL-terminated UTF-8, `text_len` bytes. Never NULL.
+  const char *text;
+  size_t text_len;
+  lmx_finish_reason finish;
+} lmx_batch_item;
+
+// Measurements of one call. Set struct_size to sizeof(lmx_metrics) before passing it.
+typedef struct {
+  size_t struct_size;
+  uint64_t prompt_tokens;
+  // Prompt tokens computed (fewer than prompt_tokens when the session's cache held a prefix).
+  uint64_t prefill_tokens;
+  uint64_t generated_tokens;
+  double time_to_first_token;
+  double prefill_seconds;
+  double decode_seconds;
+  double total_seconds;
+  double prefill_tokens_per_second;
+  double decode_tokens_per_second;
+  // MLX peak memory (bytes) during the call.
+  uint64_t peak_memory;
+  // MLX active memory (bytes) at its end.
+  uint64_t active_memory;
+} lmx_metrics;
 
 // A description of the device MLX computes on. Set `struct_size` to
 // `sizeof(lmx_device)` before passing it to lmx_device_info().
@@ -87,9 +216,101 @@ typedef struct {
   uint64_t recommended_working_set;
 } lmx_device;
 
+// Options for lmx_model_load(). Get defaults from lmx_model_params_default().
+typedef struct {
+  // sizeof(lmx_model_params).
+  size_t struct_size;
+  // Longest sequence (prompt + generated tokens); 0 = the model's max_position_embeddings.
+  uint32_t context_length;
+  lmx_dtype dtype;
+  // Makes this device MLX's default for the whole process before loading.
+  lmx_device_kind device;
+} lmx_model_params;
+
+// What a model is. Set struct_size to sizeof(lmx_model_desc) before lmx_model_info().
+typedef struct {
+  size_t struct_size;
+  // The family that runs it: "llama", "mistral", "qwen2", "qwen3" or "gemma3".
+  char architecture[LMX_NAME_MAX];
+  // config.json's model_type.
+  char model_type[LMX_NAME_MAX];
+  uint64_t param_count;
+  int32_t num_layers;
+  int32_t hidden_size;
+  int32_t num_heads;
+  int32_t num_kv_heads;
+  int32_t head_dim;
+  int32_t vocab_size;
+  int32_t context_length;
+  // 0 for a dense model.
+  int32_t quant_bits;
+  int32_t quant_group_size;
+  // "float32", "bfloat16" or "float16".
+  char dtype[LMX_NAME_MAX];
+  // Where the chat template came from: "tokenizer_config.json", "chat_template.jinja" or
+  // "builtin:<name>".
+  char chat_template[LMX_NAME_MAX];
+  uint64_t weight_bytes;
+  double load_seconds;
+  uint64_t load_peak_bytes;
+  // The backend computing: "cpu", "metal" or "cuda".
+  char backend[LMX_NAME_MAX];
+} lmx_model_desc;
+
+// Called for each generated piece: the token id (-1 for a last piece of text released when
+// generation ends without a token of its own), its text (UTF-8, NUL-terminated, `len` bytes,
+// valid only during the call; may be empty while a multi-token character or a possible stop
+// string is held back) and `user_data`. Return 0 to go on, non-zero to stop (the call then
+// returns LMX_OK with finish reason LMX_FINISH_CANCELLED). Runs on the calling thread.
+typedef int32_t (*lmx_token_callback)(int32_t token, const char *text, size_t len, void *user_data);
+
+// A chat message: role ("system", "user", "assistant" or "tool") and content, both
+// NUL-terminated UTF-8, borrowed for the call.
+typedef struct {
+  const char *role;
+  const char *content;
+} lmx_message;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// For each of `n` text prompts, one forward pass and the next token (chosen by `params`,
+// greedy by default; `params` may be NULL), written to `tokens_out[i]` (n entries, not NULL).
+// When `logits_out` is not NULL it receives n x vocab_size float32 logits of each prompt's
+// last position (row-major). Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL,
+// bad UTF-8, an empty or too long prompt) or LMX_STATUS_MLX; on error nothing is written.
+lmx_status lmx_classify(const lmx_model *model,
+                        const char *const *prompts_in,
+                        size_t n,
+                        const lmx_generate_params *params,
+                        int32_t *tokens_out,
+                        float *logits_out);
+
+// Generates after each of `n` text prompts at once, one forward pass per step for the whole
+// batch (left-padded; greedy results equal one-by-one generation). `params` (may be NULL)
+// applies to every prompt. Writes a result set to `*batch_out` (not NULL), to be read with
+// lmx_batch_get() and freed with lmx_batch_free(). A prompt that cannot run gets its own
+// status in its item. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL, bad
+// params) or LMX_STATUS_MLX.
+lmx_status lmx_batch_generate(const lmx_model *model,
+                              const char *const *prompts_in,
+                              size_t n,
+                              const lmx_generate_params *params,
+                              lmx_batch **batch_out);
+
+// The number of items in a batch result; 0 for NULL or an invalid handle.
+size_t lmx_batch_count(const lmx_batch *batch);
+
+// Fills `*item_out` (not NULL, struct_size set) with item `i`. Returns LMX_OK or
+// LMX_STATUS_INVALID_ARGUMENT (NULL, i out of range).
+lmx_status lmx_batch_get(const lmx_batch *batch, size_t i, lmx_batch_item *item_out);
+
+// Writes the whole batch's metrics to `*metrics_out` (not NULL, struct_size set).
+lmx_status lmx_batch_metrics(const lmx_batch *batch, lmx_metrics *metrics_out);
+
+// Frees a batch result (NULL accepted). Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_batch_free(lmx_batch *batch);
 
 // Fills `*out` (not NULL; `out->struct_size` must be at least sizeof(lmx_device)) with the
 // default device's backend, name and memory. Thread-safe. Returns LMX_OK,
@@ -144,6 +365,166 @@ lmx_status lmx_reset_peak_memory(void);
 
 // Returns MLX's buffer cache to the system. Returns LMX_OK or LMX_STATUS_MLX.
 lmx_status lmx_clear_cache(void);
+
+// Loads the model in folder `path` (NUL-terminated UTF-8): config.json, *.safetensors,
+// tokenizer.json, tokenizer_config.json. `params` may be NULL (defaults). On success writes a
+// new handle to `*model_out` (not NULL), to be freed with lmx_model_free(). Thread-safe.
+// Returns LMX_OK; LMX_STATUS_INVALID_ARGUMENT (NULL, bad UTF-8, bad params);
+// LMX_STATUS_NOT_FOUND (missing folder or file); LMX_STATUS_FORMAT (corrupt or inconsistent
+// files, missing tensors, wrong shapes); LMX_STATUS_UNSUPPORTED (architecture, dtype,
+// quantization); LMX_STATUS_IO; LMX_STATUS_OUT_OF_MEMORY; LMX_STATUS_MLX. The message names
+// the file and the tensor. Loading resets MLX's peak memory counter.
+lmx_status lmx_model_load(const char *path, const lmx_model_params *params, lmx_model **model_out);
+
+// Frees a model handle. NULL is accepted. Sessions made from the model keep its weights
+// alive and stay usable; the memory is released when the last of them is freed. Returns
+// LMX_OK, or LMX_STATUS_INVALID_ARGUMENT for a pointer that is not a live model.
+lmx_status lmx_model_free(lmx_model *model);
+
+// Fills `*desc_out` (not NULL, struct_size set) with what `model` is. Thread-safe. Returns
+// LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_model_info(const lmx_model *model, lmx_model_desc *desc_out);
+
+// The default model parameters (struct_size set).
+lmx_model_params lmx_model_params_default(void);
+
+// The default generation parameters (struct_size set): greedy, 256 tokens.
+lmx_generate_params lmx_generate_params_default(void);
+
+// Creates a session on `model` and writes it to `*session_out` (not NULL); free it with
+// lmx_session_free(). The session keeps the model's weights alive even if the model handle is
+// freed first. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT or LMX_STATUS_MLX.
+lmx_status lmx_session_create(const lmx_model *model, lmx_session **session_out);
+
+// Frees a session (NULL accepted). Returns LMX_OK; LMX_STATUS_BUSY (nothing freed) while a
+// generation or an lmx_stream runs on it; LMX_STATUS_INVALID_ARGUMENT for a pointer that is
+// not a live session. Must not race with another call on the same session.
+lmx_status lmx_session_free(lmx_session *session);
+
+// Empties the session's KV cache. Returns LMX_OK, LMX_STATUS_BUSY or
+// LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_session_reset(lmx_session *session);
+
+// Asks the session's running generation (or, when none runs, its next one) to stop after the
+// current prefill chunk or token; the generate call then returns LMX_STATUS_CANCELLED. Callable
+// from any thread at any time, including from a token callback. Returns LMX_OK or
+// LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_session_cancel(const lmx_session *session);
+
+// Writes how the session's last finished generation ended to `*finish_out` (may be NULL)
+// and its metrics to `*metrics_out` (may be NULL; struct_size set). LMX_FINISH_NONE and zero
+// metrics before any generation finished. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_session_last_result(const lmx_session *session,
+                                   lmx_finish_reason *finish_out,
+                                   lmx_metrics *metrics_out);
+
+// Generates after the text `prompt` (NUL-terminated UTF-8, tokenized with the model's special
+// tokens), reusing the session's cache where the prompt extends what it holds. Each piece goes
+// to `callback` (may be NULL). `params` may be NULL (defaults). Blocks until done. Afterwards
+// lmx_session_last_result() gives the finish reason and metrics. Returns LMX_OK (finished:
+// stop, length, or the callback stopped it); LMX_STATUS_CANCELLED (lmx_session_cancel());
+// LMX_STATUS_INVALID_ARGUMENT (NULL, invalid UTF-8, bad params, a prompt that does not fit the
+// context); LMX_STATUS_BUSY (the session is generating); LMX_STATUS_MLX /
+// LMX_STATUS_OUT_OF_MEMORY (the session's cache is then reset).
+lmx_status lmx_session_generate(lmx_session *session,
+                                const char *prompt,
+                                const lmx_generate_params *params,
+                                lmx_token_callback callback,
+                                void *user_data);
+
+// As lmx_session_generate() with the prompt given as `n` token ids.
+lmx_status lmx_session_generate_tokens(lmx_session *session,
+                                       const int32_t *tokens,
+                                       size_t n,
+                                       const lmx_generate_params *params,
+                                       lmx_token_callback callback,
+                                       void *user_data);
+
+// As lmx_session_generate() with the prompt made from `n` chat messages by the model's chat
+// template, with the generation prompt added; `extra_json` (may be NULL) holds extra template
+// variables as a JSON object. For a multi-turn chat pass the whole conversation each time:
+// only the tokens the cache does not hold are computed. Returns as lmx_session_generate(), and
+// LMX_STATUS_INVALID_ARGUMENT for an unknown role or bad JSON.
+lmx_status lmx_session_chat(lmx_session *session,
+                            const lmx_message *messages_in,
+                            size_t n,
+                            const char *extra_json,
+                            const lmx_generate_params *params,
+                            lmx_token_callback callback,
+                            void *user_data);
+
+// Starts generating after the text `prompt` and writes a stream to `*stream_out` (not NULL);
+// pull tokens with lmx_stream_next(), then free it with lmx_stream_free(). `params` may be
+// NULL. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT, LMX_STATUS_BUSY (the session is
+// generating) or LMX_STATUS_MLX.
+lmx_status lmx_session_stream(lmx_session *session,
+                              const char *prompt,
+                              const lmx_generate_params *params,
+                              lmx_stream **stream_out);
+
+// As lmx_session_stream() for a chat (see lmx_session_chat()).
+lmx_status lmx_session_stream_chat(lmx_session *session,
+                                   const lmx_message *messages_in,
+                                   size_t n,
+                                   const char *extra_json,
+                                   const lmx_generate_params *params,
+                                   lmx_stream **stream_out);
+
+// Computes the next piece. On LMX_OK with `*done_out` false, `*token_out` is the token id (-1
+// for a last piece of text released at the end), `*text_out`/`*len_out` its text (UTF-8,
+// NUL-terminated, owned by the stream, valid until the next call on it; may be empty). With
+// `*done_out` true the generation has ended and nothing else is written; the session's
+// lmx_session_last_result() tells how. All out pointers must be non-NULL. Returns LMX_OK;
+// LMX_STATUS_CANCELLED (done: lmx_session_cancel() stopped it); LMX_STATUS_MLX or another
+// error (done).
+lmx_status lmx_stream_next(lmx_stream *stream,
+                           int32_t *token_out,
+                           const char **text_out,
+                           size_t *len_out,
+                           bool *done_out);
+
+// Ends the stream (NULL accepted): a generation still running stops (finish reason
+// LMX_FINISH_CANCELLED) and the session can generate again, its cache holding what was
+// computed. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_stream_free(lmx_stream *stream);
+
+// Tokenizes `text` (`len` bytes of UTF-8; not NUL-terminated necessarily). With
+// `add_special`, special tokens are added as the model's tokenizer says (BOS where it uses
+// one). Writes the token count to `*n_out` (not NULL) and, when `capacity` >= that count, the
+// ids to `tokens`. Call with capacity 0 to size the buffer. Thread-safe. Returns LMX_OK or
+// LMX_STATUS_INVALID_ARGUMENT (NULL, invalid UTF-8).
+lmx_status lmx_tokenize(const lmx_model *model,
+                        const char *text,
+                        size_t len,
+                        bool add_special,
+                        int32_t *tokens,
+                        size_t capacity,
+                        size_t *n_out);
+
+// Turns `n` token ids into UTF-8 text. Writes the text's length (without NUL) to `*len_out`
+// (not NULL) and, when `capacity` > that length, the text and a NUL to `buf`. Thread-safe.
+// Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT (NULL, an id outside the vocabulary).
+lmx_status lmx_detokenize(const lmx_model *model,
+                          const int32_t *tokens,
+                          size_t n,
+                          bool skip_special,
+                          char *buf,
+                          size_t capacity,
+                          size_t *len_out);
+
+// Renders `n` messages with the model's chat template (its own, or a built-in one; see
+// lmx_model_desc.chat_template). `extra_json` (may be NULL) is a JSON object of extra template
+// variables, for example {"enable_thinking": false}. Size-then-fill like lmx_detokenize().
+// Thread-safe. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT (NULL, invalid UTF-8, unknown
+// role, bad JSON, or an error the template raises).
+lmx_status lmx_chat_apply_template(const lmx_model *model,
+                                   const lmx_message *messages_in,
+                                   size_t n,
+                                   bool add_generation_prompt,
+                                   const char *extra_json,
+                                   char *buf,
+                                   size_t capacity,
+                                   size_t *len_out);
 
 // The library version, "MAJOR.MINOR.PATCH". Never NULL; static, valid forever. Thread-safe.
 const char *lmx_version(void);

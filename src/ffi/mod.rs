@@ -5,10 +5,18 @@
 
 #![allow(non_camel_case_types)]
 
+pub mod batch;
 pub(crate) mod boundary;
 pub mod device;
 pub mod error;
+pub(crate) mod handle;
 pub mod memory;
+pub mod model;
+pub mod params;
+pub mod result;
+pub mod session;
+pub mod stream;
+pub mod text;
 pub mod version;
 
 pub use error::lmx_status;

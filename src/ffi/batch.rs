@@ -1,0 +1,186 @@
+//! Batches over a model: classification and batch generation.
+
+use std::ffi::{c_char, CString};
+
+use super::boundary::{out, status, str_arg};
+use super::handle::{handle_ref, handle_type, into_handle, take_handle, Handle};
+use super::lmx_status;
+use super::model::{lmx_model, model_ref};
+use super::params::{generate_params, lmx_generate_params, slice};
+use super::result::{lmx_finish_reason, lmx_metrics, write_metrics};
+use crate::engine::{batch_generate, classify, Metrics};
+use crate::{Error, Result};
+
+fn prompts(model: &crate::model::Model, p: *const *const c_char, n: usize) -> Result<Vec<Vec<u32>>> {
+    if n == 0 {
+        return Err(Error::invalid("no prompts"));
+    }
+    slice(p, n, "prompts")?
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| model.tokenizer.encode(str_arg(s, &format!("prompts[{i}]"))?, true))
+        .collect()
+}
+
+/// For each of `n` text prompts, one forward pass and the next token (chosen by `params`,
+/// greedy by default; `params` may be NULL), written to `tokens_out[i]` (n entries, not NULL).
+/// When `logits_out` is not NULL it receives n x vocab_size float32 logits of each prompt's
+/// last position (row-major). Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL,
+/// bad UTF-8, an empty or too long prompt) or LMX_STATUS_MLX; on error nothing is written.
+#[no_mangle]
+pub extern "C" fn lmx_classify(
+    model: *const lmx_model,
+    prompts_in: *const *const c_char,
+    n: usize,
+    params: *const lmx_generate_params,
+    tokens_out: *mut i32,
+    logits_out: *mut f32,
+) -> lmx_status {
+    status(|| {
+        let m = model_ref(model)?;
+        if tokens_out.is_null() {
+            return Err(Error::invalid("tokens_out is NULL"));
+        }
+        let ps = prompts(m, prompts_in, n)?;
+        let p = generate_params(params)?;
+        let results = classify(m, &ps, &p, !logits_out.is_null())?;
+        let vocab = m.transformer.spec.vocab as usize;
+        for (i, r) in results.iter().enumerate() {
+            // SAFETY: the caller promises n entries in tokens_out and n * vocab in logits_out.
+            unsafe { *tokens_out.add(i) = r.token as i32 };
+            if let Some(l) = &r.logits {
+                unsafe { std::ptr::copy_nonoverlapping(l.as_ptr(), logits_out.add(i * vocab), vocab) };
+            }
+        }
+        Ok(())
+    })
+}
+
+struct Item {
+    status: lmx_status,
+    error: CString,
+    tokens: Vec<i32>,
+    text: CString,
+    finish: lmx_finish_reason,
+}
+
+/// The results of lmx_batch_generate() (opaque). Read-only; thread-safe to read.
+pub struct lmx_batch {
+    magic: u64,
+    items: Vec<Item>,
+    metrics: Metrics,
+}
+handle_type!(lmx_batch, 0x6c6d_785f_6261_7431, "lmx_batch");
+
+/// One prompt's result. Pointers are owned by the lmx_batch and valid until lmx_batch_free().
+#[repr(C)]
+pub struct lmx_batch_item {
+    /// Set by the caller to sizeof(lmx_batch_item).
+    pub struct_size: usize,
+    /// LMX_OK, or why this prompt could not run (the others are unaffected).
+    pub status: lmx_status,
+    /// The message for a failed prompt; "" otherwise. Never NULL.
+    pub error: *const c_char,
+    pub tokens: *const i32,
+    pub n_tokens: usize,
+    /// The text, NUL-terminated UTF-8, `text_len` bytes. Never NULL.
+    pub text: *const c_char,
+    pub text_len: usize,
+    pub finish: lmx_finish_reason,
+}
+
+/// Generates after each of `n` text prompts at once, one forward pass per step for the whole
+/// batch (left-padded; greedy results equal one-by-one generation). `params` (may be NULL)
+/// applies to every prompt. Writes a result set to `*batch_out` (not NULL), to be read with
+/// lmx_batch_get() and freed with lmx_batch_free(). A prompt that cannot run gets its own
+/// status in its item. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL, bad
+/// params) or LMX_STATUS_MLX.
+#[no_mangle]
+pub extern "C" fn lmx_batch_generate(
+    model: *const lmx_model,
+    prompts_in: *const *const c_char,
+    n: usize,
+    params: *const lmx_generate_params,
+    batch_out: *mut *mut lmx_batch,
+) -> lmx_status {
+    status(|| {
+        let m = model_ref(model)?;
+        let o = out(batch_out, "batch_out")?;
+        let ps = prompts(m, prompts_in, n)?;
+        let p = generate_params(params)?;
+        let (results, metrics) = batch_generate(m, &ps, &p, None)?;
+        let items = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(b) => Item {
+                    status: lmx_status::LMX_OK,
+                    error: CString::default(),
+                    tokens: b.tokens.iter().map(|&t| t as i32).collect(),
+                    text: CString::new(b.text.replace('\0', "")).unwrap_or_default(),
+                    finish: b.finish.into(),
+                },
+                Err(e) => Item {
+                    status: super::error::status_of(e.kind),
+                    error: CString::new(e.message.replace('\0', "?")).unwrap_or_default(),
+                    tokens: Vec::new(),
+                    text: CString::default(),
+                    finish: lmx_finish_reason::LMX_FINISH_ERROR,
+                },
+            })
+            .collect();
+        *o = into_handle(lmx_batch { magic: lmx_batch::MAGIC, items, metrics });
+        Ok(())
+    })
+}
+
+/// The number of items in a batch result; 0 for NULL or an invalid handle.
+#[no_mangle]
+pub extern "C" fn lmx_batch_count(batch: *const lmx_batch) -> usize {
+    super::boundary::value(0, || handle_ref(batch, "batch").map(|b| b.items.len()).unwrap_or(0))
+}
+
+/// Fills `*item_out` (not NULL, struct_size set) with item `i`. Returns LMX_OK or
+/// LMX_STATUS_INVALID_ARGUMENT (NULL, i out of range).
+#[no_mangle]
+pub extern "C" fn lmx_batch_get(batch: *const lmx_batch, i: usize, item_out: *mut lmx_batch_item) -> lmx_status {
+    status(|| {
+        let b = handle_ref(batch, "batch")?;
+        let o = out(item_out, "item_out")?;
+        if o.struct_size < std::mem::size_of::<lmx_batch_item>() {
+            return Err(Error::invalid("item_out->struct_size is too small; set it to sizeof(lmx_batch_item)"));
+        }
+        let it = b
+            .items
+            .get(i)
+            .ok_or_else(|| Error::invalid(format!("item {i} is out of range (the batch has {})", b.items.len())))?;
+        o.status = it.status;
+        o.error = it.error.as_ptr();
+        o.tokens = it.tokens.as_ptr();
+        o.n_tokens = it.tokens.len();
+        o.text = it.text.as_ptr();
+        o.text_len = it.text.as_bytes().len();
+        o.finish = it.finish;
+        Ok(())
+    })
+}
+
+/// Writes the whole batch's metrics to `*metrics_out` (not NULL, struct_size set).
+#[no_mangle]
+pub extern "C" fn lmx_batch_metrics(batch: *const lmx_batch, metrics_out: *mut lmx_metrics) -> lmx_status {
+    status(|| {
+        let b = handle_ref(batch, "batch")?;
+        if metrics_out.is_null() {
+            return Err(Error::invalid("metrics_out is NULL"));
+        }
+        write_metrics(metrics_out, &b.metrics)
+    })
+}
+
+/// Frees a batch result (NULL accepted). Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn lmx_batch_free(batch: *mut lmx_batch) -> lmx_status {
+    status(|| {
+        drop(take_handle(batch, "batch")?);
+        Ok(())
+    })
+}
