@@ -1,13 +1,175 @@
-//! The `lmx` command-line tool.
+//! The `lmx` command-line tool: generate, chat, and describe models.
 
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-fn usage() -> &'static str {
-    "usage: lmx <command>\n\ncommands:\n  version    print liblmx and MLX versions\n  device     print the device MLX computes on and its memory\n"
+use lmx::engine::{GenerateParams, Metrics, Session};
+use lmx::model::{LoadParams, Message, Model};
+use lmx::{Error, Result};
+
+const USAGE: &str = "usage:
+  lmx generate --model DIR --prompt TEXT [--chat] [--system TEXT] [--max-tokens N]
+               [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]
+               [--repetition-penalty R] [--stop STRING]... [--json]
+  lmx chat     --model DIR [--system TEXT] [--max-tokens N] [--temperature T] [--seed S]
+  lmx info     --model DIR
+  lmx version
+  lmx device
+
+generate streams the text as it is made and prints a metrics line to stderr; with --chat the
+prompt is one user message put through the model's chat template; --json prints one JSON
+object instead (text, tokens, prompt_tokens, finish_reason, metrics). chat reads one user
+message per line from stdin and keeps the conversation (and the KV cache) across turns.
+";
+
+#[derive(Default)]
+struct Args {
+    model: Option<PathBuf>,
+    prompt: Option<String>,
+    system: Option<String>,
+    chat: bool,
+    json: bool,
+    params: GenerateParams,
 }
 
-fn run(args: &[String]) -> lmx::Result<()> {
+fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'a String> {
+    it.next().ok_or_else(|| Error::invalid(format!("{flag} needs a value")))
+}
+
+fn number<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T> {
+    s.parse().map_err(|_| Error::invalid(format!("{flag}: {s:?} is not a valid number")))
+}
+
+fn parse(args: &[String]) -> Result<Args> {
+    let mut a = Args::default();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let f = flag.as_str();
+        match f {
+            "--model" => a.model = Some(PathBuf::from(value(&mut it, f)?)),
+            "--prompt" => a.prompt = Some(value(&mut it, f)?.clone()),
+            "--system" => a.system = Some(value(&mut it, f)?.clone()),
+            "--chat" => a.chat = true,
+            "--json" => a.json = true,
+            "--max-tokens" => a.params.max_tokens = number(value(&mut it, f)?, f)?,
+            "--temperature" => a.params.sampler.temperature = number(value(&mut it, f)?, f)?,
+            "--top-k" => a.params.sampler.top_k = number(value(&mut it, f)?, f)?,
+            "--top-p" => a.params.sampler.top_p = number(value(&mut it, f)?, f)?,
+            "--min-p" => a.params.sampler.min_p = number(value(&mut it, f)?, f)?,
+            "--seed" => a.params.sampler.seed = Some(number(value(&mut it, f)?, f)?),
+            "--repetition-penalty" => a.params.sampler.repetition_penalty = number(value(&mut it, f)?, f)?,
+            "--stop" => a.params.stop_strings.push(value(&mut it, f)?.clone()),
+            other => return Err(Error::invalid(format!("unknown option {other:?}\n\n{USAGE}"))),
+        }
+    }
+    Ok(a)
+}
+
+fn load(a: &Args) -> Result<Arc<Model>> {
+    let dir = a.model.as_ref().ok_or_else(|| Error::invalid(format!("--model is required\n\n{USAGE}")))?;
+    Ok(Arc::new(Model::load(dir, &LoadParams::default())?))
+}
+
+fn metrics_line(m: &Metrics) -> String {
+    format!(
+        "[{} prompt tokens ({} computed), {} generated; prefill {:.1} tok/s, decode {:.1} tok/s, first token {:.3} s; peak memory {:.1} MiB]",
+        m.prompt_tokens,
+        m.prefill_tokens,
+        m.generated_tokens,
+        m.prefill_tokens_per_second,
+        m.decode_tokens_per_second,
+        m.time_to_first_token,
+        m.peak_memory as f64 / (1 << 20) as f64
+    )
+}
+
+fn generate(a: &Args) -> Result<()> {
+    let model = load(a)?;
+    let prompt = a.prompt.as_deref().ok_or_else(|| Error::invalid(format!("--prompt is required\n\n{USAGE}")))?;
+    let session = Session::new(model.clone())?;
+    let ids = if a.chat {
+        let mut msgs = Vec::new();
+        if let Some(s) = &a.system {
+            msgs.push(Message::new("system", s));
+        }
+        msgs.push(Message::new("user", prompt));
+        session.chat_tokens(&msgs, &Default::default())?
+    } else {
+        session.text_tokens(prompt)?
+    };
+    let stdout = std::io::stdout();
+    let out = session.generate(&ids, &a.params, |ev| {
+        if !a.json {
+            let mut o = stdout.lock();
+            let _ = o.write_all(ev.text.as_bytes());
+            let _ = o.flush();
+        }
+        true
+    })?;
+    if a.json {
+        let j = serde_json::json!({
+            "text": out.text,
+            "tokens": out.tokens,
+            "prompt_tokens": ids,
+            "finish_reason": out.finish.name(),
+            "metrics": out.metrics,
+        });
+        println!("{j}");
+    } else {
+        println!();
+        eprintln!("{} finish: {}", metrics_line(&out.metrics), out.finish.name());
+    }
+    Ok(())
+}
+
+fn chat(a: &Args) -> Result<()> {
+    let model = load(a)?;
+    let session = Session::new(model.clone())?;
+    let mut msgs = Vec::new();
+    if let Some(s) = &a.system {
+        msgs.push(Message::new("system", s));
+    }
+    eprintln!("chatting with {} ({}); one message per line, an empty line or end of input quits", model.dir.display(), model.info.architecture);
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        eprint!("> ");
+        line.clear();
+        if stdin.lock().read_line(&mut line).map_err(|e| Error::new(lmx::ErrorKind::Io, e.to_string()))? == 0 {
+            break;
+        }
+        let text = line.trim_end_matches(['\n', '\r']);
+        if text.is_empty() {
+            break;
+        }
+        msgs.push(Message::new("user", text));
+        let ids = session.chat_tokens(&msgs, &Default::default())?;
+        let out = session.generate(&ids, &a.params, |ev| {
+            print!("{}", ev.text);
+            let _ = std::io::stdout().flush();
+            true
+        })?;
+        println!();
+        eprintln!("{}", metrics_line(&out.metrics));
+        msgs.push(Message::new("assistant", &out.text));
+    }
+    Ok(())
+}
+
+fn info(a: &Args) -> Result<()> {
+    let model = load(a)?;
+    println!("{}", serde_json::to_string_pretty(&model.info).map_err(|e| Error::internal(e.to_string()))?);
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let rest = args.get(1..).unwrap_or(&[]);
     match args.first().map(String::as_str) {
+        Some("generate") => generate(&parse(rest)?),
+        Some("chat") => chat(&parse(rest)?),
+        Some("info") => info(&parse(rest)?),
         Some("version") => {
             println!("liblmx {} (MLX {})", lmx::VERSION, lmx::mlx::device::mlx_version()?);
             Ok(())
@@ -20,14 +182,13 @@ fn run(args: &[String]) -> lmx::Result<()> {
             if d.recommended_working_set > 0 {
                 println!("recommended working set: {} MiB", d.recommended_working_set / (1 << 20));
             }
-            println!("active:  {} bytes, peak {} bytes", lmx::mlx::memory::active_memory()?, lmx::mlx::memory::peak_memory()?);
             Ok(())
         }
         Some("help") | Some("--help") | Some("-h") | None => {
-            print!("{}", usage());
+            print!("{USAGE}");
             Ok(())
         }
-        Some(other) => Err(lmx::Error::invalid(format!("unknown command {other:?}\n{}", usage()))),
+        Some(other) => Err(Error::invalid(format!("unknown command {other:?}\n\n{USAGE}"))),
     }
 }
 
