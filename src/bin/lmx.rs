@@ -12,7 +12,7 @@ use lmx::{Error, Result};
 const USAGE: &str = "usage:
   lmx generate --model DIR --prompt TEXT [--chat] [--system TEXT] [--max-tokens N]
                [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]
-               [--repetition-penalty R] [--stop STRING]... [--json]
+               [--repetition-penalty R] [--stop STRING]... [--ignore-eos] [--json]
   lmx chat     --model DIR [--system TEXT] [--max-tokens N] [--temperature T] [--seed S]
   lmx info     --model DIR
   lmx version
@@ -61,6 +61,7 @@ fn parse(args: &[String]) -> Result<Args> {
             "--seed" => a.params.sampler.seed = Some(number(value(&mut it, f)?, f)?),
             "--repetition-penalty" => a.params.sampler.repetition_penalty = number(value(&mut it, f)?, f)?,
             "--stop" => a.params.stop_strings.push(value(&mut it, f)?.clone()),
+            "--ignore-eos" => a.params.ignore_eos = true,
             other => return Err(Error::invalid(format!("unknown option {other:?}\n\n{USAGE}"))),
         }
     }

@@ -291,10 +291,10 @@ impl Generation {
     }
 
     fn advance(&mut self) -> Result<Option<Event>> {
+        if self.cancelled() {
+            return Ok(self.end(FinishReason::Cancelled, true));
+        }
         if self.pending.is_none() {
-            if self.cancelled() {
-                return Ok(self.end(FinishReason::Cancelled, true));
-            }
             if !self.prefill()? {
                 return Ok(self.end(FinishReason::Cancelled, true));
             }

@@ -1,0 +1,86 @@
+//! The `lmx` command-line tool, run as a user would.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn lmx(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lmx")).args(args).output().expect("lmx runs")
+}
+
+#[test]
+fn generate_json_equals_the_reference_continuation() {
+    for case in ["llama_tied", "qwen3", "gemma3_q4"] {
+        let dir = fixtures().join(case);
+        let r = json(&dir.join("reference.json"));
+        let src = if r["hf"].is_null() { "mlx_lm" } else { "hf" };
+        let want = ids(&r[src]["greedy_ids"]);
+        let n = want.len().to_string();
+        let o = lmx(&["generate", "--model", dir.to_str().unwrap(), "--prompt", r["prompt_text"].as_str().unwrap(), "--max-tokens", &n, "--ignore-eos", "--json"]);
+        assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(ids(&j["tokens"]), want, "{case}");
+        assert_eq!(ids(&j["prompt_tokens"]), ids(&r["prompt_ids"]), "{case}");
+        assert_eq!(j["finish_reason"], "length");
+        assert!(j["metrics"]["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
+        assert!(j["text"].is_string());
+    }
+}
+
+#[test]
+fn generate_streams_text_and_prints_metrics() {
+    let dir = fixtures().join("qwen3");
+    let o = lmx(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--chat", "--max-tokens", "5"]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("prompt tokens") && err.contains("decode") && err.contains("finish:"), "{err}");
+}
+
+#[test]
+fn chat_keeps_the_conversation_and_the_cache() {
+    let dir = fixtures().join("qwen3");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lmx"))
+        .args(["chat", "--model", dir.to_str().unwrap(), "--max-tokens", "4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.as_mut().unwrap().write_all(b"Hello there\nAnd again\n").unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("prompt tokens")).collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    // The second turn computes fewer tokens than its prompt holds: the cache was reused.
+    let nums = |l: &str| -> (usize, usize) {
+        let a: usize = l.trim_start_matches(['[', '>', ' ']).split(' ').next().unwrap().parse().unwrap();
+        let b: usize = l.split('(').nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        (a, b)
+    };
+    let (total, computed) = nums(lines[1]);
+    assert!(computed < total, "{}", lines[1]);
+}
+
+#[test]
+fn info_and_errors() {
+    let dir = fixtures().join("gemma3_q4");
+    let o = lmx(&["info", "--model", dir.to_str().unwrap()]);
+    assert!(o.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["architecture"], "gemma3");
+    assert_eq!(j["quant_bits"], 4);
+    assert_eq!(j["quant_group_size"], 32);
+    let o = lmx(&["generate", "--model", "/no/such/dir", "--prompt", "x"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/dir"));
+    let o = lmx(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "x", "--temperature", "-1"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("temperature"));
+    let o = lmx(&["frobnicate"]);
+    assert!(!o.status.success());
+}
