@@ -1,0 +1,269 @@
+package metal
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"liblmx/go/inference"
+)
+
+// A cancel lands during a long prefill (about 12000 tokens, some 9 s on two CPU cores with the
+// qwen3 fixture): the loop ends after the current prefill chunk, with no token.
+func TestCancelDuringPrefill(t *testing.T) {
+	m := load(t, "qwen3", inference.WithContextLen(16384))
+	prompt := strings.Repeat("The keeper counted 37 grey ships, then wrote a letter. ", 545)
+	ids, err := m.Tokenize(prompt, true)
+	if err != nil || len(ids) < 11000 || len(ids) > 12500 {
+		t.Fatalf("the prompt has %d tokens (%v)", len(ids), err)
+	}
+	c, cancel := context.WithCancel(ctx)
+	defer cancel()
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	got, _ := collect(m.Generate(c, prompt, inference.WithMaxTokens(8)))
+	took := time.Since(start)
+	if !errors.Is(m.Err(), context.Canceled) {
+		t.Fatalf("Err() = %v, want context.Canceled", m.Err())
+	}
+	if len(got) != 0 || m.Metrics().GeneratedTokens != 0 {
+		t.Fatalf("%d tokens after a cancel during the prefill", len(got))
+	}
+	// The cancel is seen after the current 2048-token chunk: well under a second for the
+	// first ones here (later chunks attend to more keys), against 9 s for the whole prefill.
+	if took > 5*time.Second {
+		t.Fatalf("the loop ended %v after the start", took)
+	}
+	t.Logf("cancelled a %d-token prefill; the loop ended after %v", len(ids), took)
+	// The model is still usable, and no cancel is left over for the next call.
+	ref := readRef(t, "qwen3")
+	if next, _ := collect(m.Generate(ctx, ref.PromptText, inference.WithMaxTokens(5))); !slices.Equal(next, ref.greedy()[:5]) || m.Err() != nil {
+		t.Fatalf("after the cancel: %v, %v", next, m.Err())
+	}
+}
+
+func TestCancelDuringDecode(t *testing.T) {
+	for _, name := range []string{"qwen3", "gemma3"} {
+		t.Run(name, func(t *testing.T) {
+			m := load(t, name, inference.WithContextLen(4096))
+			c, cancel := context.WithCancel(ctx)
+			defer cancel()
+			n := 0
+			for tok := range m.Generate(c, "Once upon a time", inference.WithMaxTokens(4000), WithIgnoreEOS()) {
+				if tok.ID >= 0 {
+					n++
+				}
+				if n == 5 {
+					cancel()
+				}
+			}
+			if !errors.Is(m.Err(), context.Canceled) {
+				t.Fatalf("Err() = %v, want context.Canceled", m.Err())
+			}
+			// The step under way when the cancel came may still deliver its token.
+			if n < 5 || n > 6 {
+				t.Fatalf("%d tokens after cancelling at the fifth", n)
+			}
+			ref := readRef(t, name)
+			if next, _ := collect(m.Generate(ctx, ref.PromptText, inference.WithMaxTokens(5))); !slices.Equal(next, ref.greedy()[:5]) || m.Err() != nil {
+				t.Fatalf("after the cancel: %v, %v", next, m.Err())
+			}
+		})
+	}
+}
+
+func TestContextEndsBeforeOrWhileWaiting(t *testing.T) {
+	m := load(t, "qwen3")
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if ids, _ := collect(m.Generate(done, "Hello")); len(ids) != 0 || !errors.Is(m.Err(), context.Canceled) {
+		t.Fatalf("a cancelled context gave %v, %v", ids, m.Err())
+	}
+	// With one slot, a second call waits for the first one's slot and gives up at its deadline.
+	for range m.Generate(ctx, "Hello", inference.WithMaxTokens(50), WithIgnoreEOS()) {
+		short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
+		ids, _ := collect(m.Chat(short, []inference.Message{{Role: "user", Content: "Hi"}}))
+		cancelShort()
+		if len(ids) != 0 || !errors.Is(m.Err(), context.DeadlineExceeded) {
+			t.Fatalf("waiting for a slot gave %v, %v", ids, m.Err())
+		}
+		break
+	}
+	if m.Err() != nil {
+		t.Fatalf("breaking out of the loop: Err() = %v", m.Err())
+	}
+}
+
+func TestEarlyBreak(t *testing.T) {
+	ref := readRef(t, "gemma3")
+	m := load(t, "gemma3")
+	n := 0
+	for range m.Generate(ctx, ref.PromptText, inference.WithMaxTokens(32)) {
+		if n++; n == 2 {
+			break
+		}
+	}
+	if m.Err() != nil || m.Metrics().GeneratedTokens < 2 {
+		t.Fatalf("after a break: Err() = %v, metrics %+v", m.Err(), m.Metrics())
+	}
+	ids, _ := collect(m.Generate(ctx, ref.PromptText, inference.WithMaxTokens(32)))
+	if !slices.Equal(ids, ref.greedy()) || m.Err() != nil {
+		t.Fatalf("after a break: %v, %v", ids, m.Err())
+	}
+	// A panic in the loop body also frees the stream.
+	func() {
+		defer func() { _ = recover() }()
+		for range m.Generate(ctx, ref.PromptText) {
+			panic("boom")
+		}
+	}()
+	if ids, _ := collect(m.Generate(ctx, ref.PromptText, inference.WithMaxTokens(32))); !slices.Equal(ids, ref.greedy()) {
+		t.Fatalf("after a panic: %v, %v", ids, m.Err())
+	}
+}
+
+// Several goroutines generate at once on two slots and get what sequential calls get.
+func TestParallelSlots(t *testing.T) {
+	m := load(t, "qwen3", inference.WithParallelSlots(2))
+	prompts := []string{"The keeper counted 37 grey ships", "Once upon a time", "Hello", "The lighthouse"}
+	opts := []inference.GenerateOption{inference.WithMaxTokens(16), WithIgnoreEOS()}
+	want := make([][]int32, len(prompts))
+	for i, p := range prompts {
+		want[i], _ = collect(m.Generate(ctx, p, opts...))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			i := g % len(prompts)
+			var got []int32
+			var seq func(func(inference.Token) bool)
+			if g%2 == 0 {
+				seq = m.Generate(ctx, prompts[i], opts...)
+			} else {
+				seq = m.Chat(ctx, []inference.Message{{Role: "user", Content: prompts[i]}}, opts...)
+			}
+			got, _ = collect(seq)
+			if g%2 == 0 && !slices.Equal(got, want[i]) {
+				errs <- errors.New("goroutine " + prompts[i] + ": tokens differ from the sequential run")
+			}
+			if len(got) != 16 {
+				errs <- errors.New("goroutine " + prompts[i] + ": wrong count")
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// Two slots: two generations run at once, a third waits.
+func TestParallelSlotsLimit(t *testing.T) {
+	m := load(t, "qwen3", inference.WithParallelSlots(2))
+	started := make(chan struct{}, 2)
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			first := true
+			for range m.Generate(ctx, "Hello", inference.WithMaxTokens(4), WithIgnoreEOS()) {
+				if first {
+					started <- struct{}{}
+					<-release
+					first = false
+				}
+			}
+		})
+	}
+	for range 2 {
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("two generations did not run at once on two slots")
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	ids, _ := collect(m.Generate(short, "Hello"))
+	cancel()
+	if len(ids) != 0 || !errors.Is(m.Err(), context.DeadlineExceeded) {
+		t.Fatalf("a third generation ran: %v, %v", ids, m.Err())
+	}
+	close(release)
+	wg.Wait()
+	if ids, _ := collect(m.Generate(ctx, "Hello", inference.WithMaxTokens(4), WithIgnoreEOS())); len(ids) != 4 {
+		t.Fatalf("after the others ended: %v, %v", ids, m.Err())
+	}
+}
+
+func TestCloseTwiceAndUseAfterClose(t *testing.T) {
+	m := load(t, "qwen3")
+	info := m.Info()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if ids, _ := collect(m.Generate(ctx, "Hello")); len(ids) != 0 || !errors.Is(m.Err(), ErrClosed) {
+		t.Fatalf("Generate after Close: %v, %v", ids, m.Err())
+	}
+	if ids, _ := collect(m.Chat(ctx, []inference.Message{{Role: "user", Content: "Hi"}})); len(ids) != 0 || !errors.Is(m.Err(), ErrClosed) {
+		t.Fatalf("Chat after Close: %v, %v", ids, m.Err())
+	}
+	if _, err := m.Classify(ctx, []string{"x"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Classify after Close: %v", err)
+	}
+	if _, err := m.BatchGenerate(ctx, []string{"x"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("BatchGenerate after Close: %v", err)
+	}
+	if _, err := m.Tokenize("x", true); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Tokenize after Close: %v", err)
+	}
+	if _, err := m.ChatTemplate([]inference.Message{{Role: "user", Content: "Hi"}}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("ChatTemplate after Close: %v", err)
+	}
+	if m.Info() != info || m.ModelType() != "qwen3" {
+		t.Fatal("Info changed after Close")
+	}
+}
+
+// Close from inside a loop, and Close while another call waits for a slot: neither
+// deadlocks, both calls end with ErrClosed.
+func TestCloseWhileGenerating(t *testing.T) {
+	m := load(t, "qwen3")
+	waiting := make(chan error, 1)
+	n := 0
+	for range m.Generate(ctx, "Hello", inference.WithMaxTokens(200), WithIgnoreEOS()) {
+		n++
+		if n == 1 {
+			go func() {
+				_, _ = collect(m.Generate(ctx, "Hello"))
+				waiting <- m.Err()
+			}()
+			time.Sleep(50 * time.Millisecond)
+		}
+		if n == 3 {
+			m.Close()
+		}
+	}
+	if !errors.Is(m.Err(), ErrClosed) {
+		t.Fatalf("Err() = %v, want ErrClosed", m.Err())
+	}
+	if n < 3 || n > 4 {
+		t.Fatalf("%d tokens after Close at the third", n)
+	}
+	select {
+	case err := <-waiting:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("the waiting call ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting call did not end")
+	}
+}

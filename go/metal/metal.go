@@ -1,0 +1,125 @@
+// Package metal is liblmx as the "metal" backend of the inference contract
+// (liblmx/go/inference, a reimplementation of go-inference). Importing it for its side effect
+// registers the backend:
+//
+//	import (
+//		"liblmx/go/inference"
+//		_ "liblmx/go/metal"
+//	)
+//
+//	m, err := inference.LoadModel(dir, inference.WithParallelSlots(2))
+//
+// # What runs underneath
+//
+// liblmx runs models on Apple's MLX. On Apple silicon MLX computes with Metal; on Linux the
+// same backend, still named "metal" so that programs written against the contract need no
+// change, computes on MLX's CPU backend (or CUDA where MLX was built with it).
+// Model.Backend, Model.Description and DeviceInfo say what actually computes.
+//
+// # Options
+//
+// Every option of the contract is honoured: MaxTokens (<= 0: until the context is full),
+// Temperature, TopK, TopP (0 = off), StopTokens, RepeatPenalty (0 = off) and ReturnLogits
+// (Classify only: liblmx has no per-token logits when streaming). Load options: ContextLen,
+// GPULayers (0 = CPU; note that liblmx makes that MLX's default device for the whole process),
+// ParallelSlots (see below).
+//
+// liblmx can do more than the contract's GenerateConfig describes, and that struct must keep
+// upstream's exact fields. The extra settings are therefore ordinary inference.GenerateOption
+// values that mix freely with the contract's:
+//
+//	m.Generate(ctx, prompt, inference.WithTemperature(0.8), metal.WithSeed(42), metal.WithMinP(0.05))
+//
+// WithMinP, WithSeed, WithStopStrings, WithSystemPrompt and WithIgnoreEOS. This package
+// applies the options itself, to a config it has just allocated, and while it does so a
+// metal option recognises that config and records its value beside it; applied anywhere
+// else (inference.ApplyGenerateOpts, another backend) a metal option does nothing, like any
+// option a backend does not know. Nothing is stored beyond the one apply call.
+//
+// # Concurrency and ParallelSlots
+//
+// A Model is safe for concurrent use. It keeps ParallelSlots liblmx sessions (default 1), each
+// with its own KV cache; a Generate or Chat holds one from its first token to its end, so at
+// most ParallelSlots generations run at once and the others wait (a waiting call gives up when
+// its context ends). Sessions take turns on the device step by step (one prefill chunk or
+// decoded token at a time), so more slots bring concurrency and prefix reuse per slot, not
+// more total throughput on one device. Classify and BatchGenerate do not use the slots.
+//
+// Err and Metrics describe the last call that finished on the model, whichever goroutine made
+// it; with concurrent calls, read them where the calls are ordered.
+//
+// # Memory
+//
+// Close frees native memory at once (a generation still running frees its session when it
+// ends); a Model dropped without Close is freed by a cleanup when the garbage collector
+// finds it, which may be late. SetMemoryLimit, SetCacheLimit, ActiveMemory and the other
+// memory functions control and read MLX's allocator for the whole process.
+package metal
+
+import (
+	"liblmx/go/inference"
+	"liblmx/go/lmx"
+)
+
+// Name is the name this backend registers under.
+const Name = "metal"
+
+func init() {
+	inference.Register(Backend{})
+}
+
+// Backend is the "metal" inference.Backend.
+type Backend struct{}
+
+var _ inference.Backend = Backend{}
+
+// Name is "metal".
+func (Backend) Name() string { return Name }
+
+// Available is true when the linked liblmx is of this package's ABI generation and MLX can
+// describe its device.
+func (Backend) Available() bool {
+	if abi() != lmx.ABIVersion {
+		return false
+	}
+	_, err := lmx.DeviceInfo()
+	return err == nil
+}
+
+// LoadModel loads the model in folder path; see Load.
+func (Backend) LoadModel(path string, opts ...inference.LoadOption) (inference.TextModel, error) {
+	m, err := Load(path, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// DeviceInfo describes the device MLX computes on.
+func DeviceInfo() (lmx.Device, error) { return lmx.DeviceInfo() }
+
+// SetMemoryLimit sets MLX's memory limit in bytes and returns the previous one.
+func SetMemoryLimit(bytes uint64) (uint64, error) { return lmx.SetMemoryLimit(bytes) }
+
+// SetCacheLimit sets the limit of MLX's buffer cache in bytes (0 disables it) and returns
+// the previous one.
+func SetCacheLimit(bytes uint64) (uint64, error) { return lmx.SetCacheLimit(bytes) }
+
+// SetWiredLimit sets the wired memory limit in bytes (Metal only; ignored elsewhere) and
+// returns the previous one.
+func SetWiredLimit(bytes uint64) (uint64, error) { return lmx.SetWiredLimit(bytes) }
+
+// ActiveMemory is the number of bytes held by live MLX arrays.
+func ActiveMemory() (uint64, error) { return lmx.ActiveMemory() }
+
+// PeakMemory is the highest active memory since start or the last ResetPeakMemory.
+func PeakMemory() (uint64, error) { return lmx.PeakMemory() }
+
+// CacheMemory is the number of bytes in MLX's buffer cache.
+func CacheMemory() (uint64, error) { return lmx.CacheMemory() }
+
+// ResetPeakMemory resets the peak counter to the current active memory.
+func ResetPeakMemory() error { return lmx.ResetPeakMemory() }
+
+// ClearCache returns MLX's buffer cache to the system.
+func ClearCache() error { return lmx.ClearCache() }

@@ -1,0 +1,591 @@
+package metal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"liblmx/go/inference"
+	"liblmx/go/lmx"
+)
+
+// ErrClosed is returned by every call on a closed Model (and is Err() after a Generate or
+// Chat that Close interrupted).
+var ErrClosed = errors.New("metal: model is closed")
+
+// Description is everything liblmx reports about a loaded model.
+type Description struct {
+	// Architecture is the family that runs the model: "llama", "mistral", "qwen2", "qwen3"
+	// or "gemma3".
+	Architecture string
+	// ModelType is config.json's model_type.
+	ModelType     string
+	ParamCount    uint64
+	NumLayers     int
+	HiddenSize    int
+	NumHeads      int
+	NumKVHeads    int
+	HeadDim       int
+	VocabSize     int
+	ContextLength int
+	// QuantBits and QuantGroup are 0 for a dense model.
+	QuantBits  int
+	QuantGroup int
+	// DType of the weights: "float32", "bfloat16" or "float16".
+	DType string
+	// ChatTemplate says where the template came from: "tokenizer_config.json",
+	// "chat_template.jinja" or "builtin:<name>".
+	ChatTemplate  string
+	WeightBytes   uint64
+	LoadDuration  time.Duration
+	LoadPeakBytes uint64
+	// Backend is the MLX backend that computes: cpu, metal or cuda.
+	Backend lmx.Backend
+}
+
+// Model is a model loaded by liblmx. It implements inference.TextModel; its methods are safe
+// for concurrent use.
+type Model struct {
+	st      *state
+	desc    Description
+	cleanup runtime.Cleanup
+
+	mu      sync.Mutex // guards lastErr and metrics
+	lastErr error
+	metrics inference.GenerateMetrics
+}
+
+var _ inference.TextModel = (*Model)(nil)
+
+// slot is one liblmx session; a generation holds it from start to end.
+type slot struct {
+	mu sync.Mutex // orders a cancel (from any goroutine) before the session is freed
+	s  cSession   // nil once freed
+}
+
+func (sl *slot) cancel() {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.s != nil {
+		_ = sessionCancel(sl.s)
+	}
+}
+
+func (sl *slot) free() {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.s != nil {
+		_ = sessionFree(sl.s)
+		sl.s = nil
+	}
+}
+
+// state owns the native handles. It is separate from Model so that the cleanup registered on
+// a Model can reach it without keeping the Model alive.
+type state struct {
+	mu     sync.Mutex
+	model  cModel // nil once freed
+	refs   int    // calls using model right now; the last one frees it after close
+	closed bool
+	done   chan struct{} // closed by close: wakes calls waiting for a slot
+	idle   chan *slot    // free slots; capacity = number of slots
+	busy   map[*slot]struct{}
+}
+
+// useModel returns the model handle for one call; doneModel must follow.
+func (st *state) useModel() (cModel, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.closed {
+		return nil, ErrClosed
+	}
+	st.refs++
+	return st.model, nil
+}
+
+func (st *state) doneModel() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.refs--
+	st.freeModelIfUnused()
+}
+
+func (st *state) freeModelIfUnused() {
+	if st.closed && st.refs == 0 && st.model != nil {
+		_ = modelFree(st.model)
+		st.model = nil
+	}
+}
+
+// acquire waits for a free slot, the context's end, or Close.
+func (st *state) acquire(ctx context.Context) (*slot, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	select {
+	case sl := <-st.idle:
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if st.closed {
+			sl.free()
+			return nil, ErrClosed
+		}
+		st.busy[sl] = struct{}{}
+		return sl, nil
+	case <-st.done:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// release gives a slot back, or frees its session when the model has been closed.
+func (st *state) release(sl *slot) {
+	st.mu.Lock()
+	delete(st.busy, sl)
+	if !st.closed {
+		st.idle <- sl // never blocks: the channel has room for every slot
+		st.mu.Unlock()
+		return
+	}
+	st.mu.Unlock()
+	sl.free()
+}
+
+func (st *state) isClosed() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.closed
+}
+
+// close frees what no call is using and cancels running generations; the calls still using
+// a session or the model free them when they end. It never waits, so a Close from inside a
+// Generate loop cannot deadlock.
+func (st *state) close() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.closed {
+		return
+	}
+	st.closed = true
+	close(st.done)
+	for {
+		select {
+		case sl := <-st.idle:
+			sl.free()
+			continue
+		default:
+		}
+		break
+	}
+	for sl := range st.busy {
+		sl.cancel()
+	}
+	st.freeModelIfUnused()
+}
+
+// Load loads the model in folder path. Of the load options, ContextLen sets the context
+// length (0 = the model's max_position_embeddings), GPULayers 0 computes on the CPU (any other
+// value on MLX's default device: MLX does not split a model between devices), and
+// ParallelSlots sets how many Generate/Chat calls run at once (default 1). WithBackend must be
+// empty or "metal".
+func Load(path string, opts ...inference.LoadOption) (*Model, error) {
+	cfg := inference.ApplyLoadOpts(opts)
+	if cfg.Backend != "" && cfg.Backend != Name {
+		return nil, fmt.Errorf("metal: asked to load with backend %q", cfg.Backend)
+	}
+	if cfg.ContextLen < 0 || cfg.ContextLen > 1<<31-1 {
+		return nil, invalid(fmt.Sprintf("context length %d is out of range", cfg.ContextLen))
+	}
+	if cfg.ParallelSlots < 0 {
+		return nil, invalid(fmt.Sprintf("parallel slots %d must be >= 0", cfg.ParallelSlots))
+	}
+	slots := max(cfg.ParallelSlots, 1)
+	handle, err := modelLoad(path, uint32(cfg.ContextLen), cfg.GPULayers == 0)
+	if err != nil {
+		return nil, err
+	}
+	st := &state{model: handle, done: make(chan struct{}), idle: make(chan *slot, slots), busy: map[*slot]struct{}{}}
+	desc, err := modelInfo(handle)
+	for i := 0; err == nil && i < slots; i++ {
+		var s cSession
+		if s, err = sessionCreate(handle); err == nil {
+			st.idle <- &slot{s: s}
+		}
+	}
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	m := &Model{st: st, desc: desc}
+	// The safety net for a Model dropped without Close; Close is the real contract.
+	m.cleanup = runtime.AddCleanup(m, func(st *state) { st.close() }, st)
+	return m, nil
+}
+
+// Close frees the model and its sessions. A generation running meanwhile is cancelled (its
+// Err() is ErrClosed) and frees its session when it ends. Close is idempotent; every call on
+// the model afterwards fails with ErrClosed.
+func (m *Model) Close() error {
+	m.st.close()
+	m.cleanup.Stop()
+	return nil
+}
+
+// ModelType is the architecture family that runs the model ("llama", "qwen3", "gemma3", ...).
+func (m *Model) ModelType() string { return m.desc.Architecture }
+
+// Backend is the MLX backend computing: cpu and (on Linux with CUDA) cuda run under the
+// contract's "metal" name just as metal does on Apple silicon.
+func (m *Model) Backend() lmx.Backend { return m.desc.Backend }
+
+// Description is liblmx's full description of the model.
+func (m *Model) Description() Description { return m.desc }
+
+// Info is the contract's summary of Description.
+func (m *Model) Info() inference.ModelInfo {
+	d := m.desc
+	return inference.ModelInfo{
+		Architecture: d.Architecture,
+		VocabSize:    d.VocabSize,
+		NumLayers:    d.NumLayers,
+		HiddenSize:   d.HiddenSize,
+		QuantBits:    d.QuantBits,
+		QuantGroup:   d.QuantGroup,
+	}
+}
+
+// Err is the error of the last Generate or Chat that finished: nil after an end-of-sequence
+// token, a stop token or string, MaxTokens, or a loop the caller broke out of; ctx.Err()
+// after its context ended; ErrClosed after Close; an *lmx.Error otherwise.
+func (m *Model) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastErr
+}
+
+// Metrics are those of the last call that finished (Generate, Chat, Classify or
+// BatchGenerate).
+func (m *Model) Metrics() inference.GenerateMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.metrics
+}
+
+func (m *Model) setMetrics(mt inference.GenerateMetrics) {
+	m.mu.Lock()
+	m.metrics = mt
+	m.mu.Unlock()
+}
+
+// Generate streams the continuation of prompt (tokenized with the model's special tokens,
+// BOS where the model uses one). See Chat for how the sequence behaves.
+func (m *Model) Generate(ctx context.Context, prompt string, opts ...inference.GenerateOption) iter.Seq[inference.Token] {
+	cfg, x := applyOptions(opts)
+	return m.stream(ctx, cfg, x, func(s cSession, p *cParams) (cStream, error) { return streamText(s, prompt, p) })
+}
+
+// Chat streams the model's answer to messages, rendered by its chat template with the
+// generation prompt added. Generation runs while the sequence is ranged over, on one of the
+// model's ParallelSlots sessions (waiting for one if all are busy). Ending ctx cancels it,
+// even during a long prefill; breaking out of the loop stops it. A token with ID -1 carries
+// text released at the end that belongs to no token of its own. ReturnLogits has no effect
+// here (liblmx streams no per-token logits); it applies to Classify.
+func (m *Model) Chat(ctx context.Context, messages []inference.Message, opts ...inference.GenerateOption) iter.Seq[inference.Token] {
+	cfg, x := applyOptions(opts)
+	if x.hasSystem {
+		messages = append([]inference.Message{{Role: "system", Content: x.systemPrompt}}, messages...)
+	} else {
+		messages = append([]inference.Message(nil), messages...)
+	}
+	return m.stream(ctx, cfg, x, func(s cSession, p *cParams) (cStream, error) { return streamChat(s, messages, p) })
+}
+
+func (m *Model) stream(ctx context.Context, cfg inference.GenerateConfig, x extras, start func(cSession, *cParams) (cStream, error)) iter.Seq[inference.Token] {
+	return func(yield func(inference.Token) bool) {
+		metrics, ran, err := m.generate(ctx, cfg, x, start, yield)
+		m.mu.Lock()
+		m.lastErr = err
+		if ran {
+			m.metrics = metrics
+		}
+		m.mu.Unlock()
+	}
+}
+
+// generate runs one generation on a slot; ran tells whether liblmx started one (and so
+// whether metrics are its).
+func (m *Model) generate(ctx context.Context, cfg inference.GenerateConfig, x extras,
+	start func(cSession, *cParams) (cStream, error), yield func(inference.Token) bool) (metrics inference.GenerateMetrics, ran bool, err error) {
+	defer runtime.KeepAlive(m)
+	g, err := params(cfg, x, m.desc.ContextLength)
+	if err != nil {
+		return metrics, false, err
+	}
+	cp, err := newCParams(g)
+	if err != nil {
+		return metrics, false, err
+	}
+	defer cp.free()
+	sl, err := m.st.acquire(ctx)
+	if err != nil {
+		return metrics, false, err
+	}
+	defer m.st.release(sl)
+	stream, err := start(sl.s, cp)
+	if err != nil {
+		return metrics, false, err
+	}
+	// The stream now exists, so a cancel reaches this generation (or, if it lands after the
+	// end, is consumed when the stream is freed). The cancel must not outlive the stream:
+	// stop it, or wait for a cancel already under way, before freeing.
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		sl.cancel()
+	})
+	var (
+		started = time.Now()
+		first   time.Time
+		count   int
+		ended   bool // liblmx reported the end
+	)
+	defer func() {
+		if !stop() {
+			<-fired
+		}
+		_ = streamFree(stream)
+		var prefilled int
+		metrics, prefilled, _ = sessionLastResult(sl.s)
+		if !ended {
+			// liblmx records only the prompt counts for a stream freed before its end
+			// (lmx_stream_free keeps the generation's unfinished metrics); measure the rest.
+			metrics = measured(metrics, prefilled, started, first, count)
+		}
+	}()
+	for {
+		tok, text, done, err := streamNext(stream)
+		ended = done
+		if err != nil {
+			if errors.Is(err, lmx.ErrCancelled) {
+				if cerr := ctx.Err(); cerr != nil {
+					return metrics, true, cerr
+				}
+				if m.st.isClosed() {
+					return metrics, true, ErrClosed
+				}
+			}
+			return metrics, true, err
+		}
+		if done {
+			return metrics, true, nil
+		}
+		if tok >= 0 {
+			if count++; count == 1 {
+				first = time.Now()
+			}
+		}
+		if !yield(inference.Token{ID: tok, Text: text}) {
+			return metrics, true, nil
+		}
+	}
+}
+
+// measured completes the metrics of a generation stopped early from Go's own clock.
+func measured(mt inference.GenerateMetrics, prefilled int, started, first time.Time, count int) inference.GenerateMetrics {
+	now := time.Now()
+	if first.IsZero() {
+		first = now
+	}
+	mt.GeneratedTokens = count
+	mt.TotalDuration = now.Sub(started)
+	mt.PrefillDuration = first.Sub(started)
+	mt.DecodeDuration = now.Sub(first)
+	mt.PrefillTokensPerSec, mt.DecodeTokensPerSec = 0, 0
+	if s := mt.PrefillDuration.Seconds(); s > 0 && count > 0 {
+		mt.PrefillTokensPerSec = float64(prefilled) / s
+	}
+	// As liblmx counts it: the first token comes with the prefill.
+	if s := mt.DecodeDuration.Seconds(); s > 0 && count > 1 {
+		mt.DecodeTokensPerSec = float64(count-1) / s
+	}
+	mt.PeakMemoryBytes, _ = lmx.PeakMemory()
+	mt.ActiveMemoryBytes, _ = lmx.ActiveMemory()
+	return mt
+}
+
+// Classify computes, for each prompt, one forward pass and the next token, chosen as the
+// options say (greedy by default). With inference.WithLogits each result carries the
+// VocabSize logits of the prompt's last position. ctx is checked before the call; liblmx
+// cannot interrupt a classification once started.
+func (m *Model) Classify(ctx context.Context, prompts []string, opts ...inference.GenerateOption) ([]inference.ClassifyResult, error) {
+	defer runtime.KeepAlive(m)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cfg, x := applyOptions(opts)
+	h, err := m.st.useModel()
+	if err != nil {
+		return nil, err
+	}
+	defer m.st.doneModel()
+	if len(prompts) == 0 {
+		return nil, nil
+	}
+	g, err := params(cfg, x, m.desc.ContextLength)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := newCParams(g)
+	if err != nil {
+		return nil, err
+	}
+	defer cp.free()
+	started := time.Now()
+	tokens, logits, err := classify(h, prompts, cp, m.desc.VocabSize, cfg.ReturnLogits)
+	if err != nil {
+		return nil, err
+	}
+	took := time.Since(started)
+	out := make([]inference.ClassifyResult, len(prompts))
+	promptTokens := 0
+	for i, id := range tokens {
+		// The text shows special tokens too: a label may be one.
+		text, err := detokenize(h, []int32{id}, false)
+		if err != nil {
+			return nil, err
+		}
+		out[i].Token = inference.Token{ID: id, Text: text}
+		if logits != nil {
+			v := m.desc.VocabSize
+			out[i].Logits = logits[i*v : (i+1)*v : (i+1)*v]
+		}
+		if ids, err := tokenize(h, prompts[i], true); err == nil {
+			promptTokens += len(ids)
+		}
+	}
+	mt := inference.GenerateMetrics{PromptTokens: promptTokens, PrefillDuration: took, TotalDuration: took}
+	if took > 0 {
+		mt.PrefillTokensPerSec = float64(promptTokens) / took.Seconds()
+	}
+	mt.PeakMemoryBytes, _ = lmx.PeakMemory()
+	mt.ActiveMemoryBytes, _ = lmx.ActiveMemory()
+	m.setMetrics(mt)
+	return out, nil
+}
+
+// BatchGenerate generates after every prompt at once, one forward pass per step for the
+// whole batch (greedy results equal one-by-one generation). A prompt that cannot run (empty,
+// or longer than the context) gets its own error in its result; the call fails only when
+// none can run for a reason common to all (bad options, an MLX error). It does not use the
+// ParallelSlots sessions. ctx is checked before the call; liblmx cannot interrupt a batch
+// once started.
+func (m *Model) BatchGenerate(ctx context.Context, prompts []string, opts ...inference.GenerateOption) ([]inference.BatchResult, error) {
+	defer runtime.KeepAlive(m)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cfg, x := applyOptions(opts)
+	h, err := m.st.useModel()
+	if err != nil {
+		return nil, err
+	}
+	defer m.st.doneModel()
+	if len(prompts) == 0 {
+		return nil, nil
+	}
+	g, err := params(cfg, x, m.desc.ContextLength)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := newCParams(g)
+	if err != nil {
+		return nil, err
+	}
+	defer cp.free()
+	items, mt, err := batchGenerate(h, prompts, cp)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]inference.BatchResult, len(items))
+	for i, it := range items {
+		if it.err != nil {
+			out[i].Err = it.err
+			continue
+		}
+		texts, err := pieces(h, it.tokens, it.text)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		out[i].Tokens = make([]inference.Token, len(it.tokens))
+		for j, id := range it.tokens {
+			out[i].Tokens[j] = inference.Token{ID: id, Text: texts[j]}
+		}
+	}
+	m.setMetrics(mt)
+	return out, nil
+}
+
+// pieces splits a generated text over its tokens as a stream would have delivered it: each
+// token gets what decoding the tokens so far adds, an incomplete UTF-8 character being held
+// back for the next token. The pieces join to text (which may end early at a stop string).
+func pieces(h cModel, ids []int32, text string) ([]string, error) {
+	out := make([]string, len(ids))
+	prev := ""
+	for i := range ids {
+		full, err := detokenize(h, ids[:i+1], true)
+		if err != nil {
+			return nil, err
+		}
+		if strings.HasSuffix(full, string(utf8.RuneError)) || !strings.HasPrefix(full, prev) {
+			continue
+		}
+		out[i], prev = full[len(prev):], full
+	}
+	// Clamp to the text liblmx returned: a stop string cuts it short.
+	used := 0
+	for i, p := range out {
+		switch {
+		case used >= len(text):
+			out[i] = ""
+		case used+len(p) > len(text):
+			out[i] = text[used:]
+		}
+		used += len(out[i])
+	}
+	if used < len(text) && len(out) > 0 {
+		out[len(out)-1] += text[used:]
+	}
+	return out, nil
+}
+
+// Tokenize returns the token ids of text; addSpecial adds the model's special tokens (BOS
+// where it uses one), as Generate does.
+func (m *Model) Tokenize(text string, addSpecial bool) ([]int32, error) {
+	defer runtime.KeepAlive(m)
+	h, err := m.st.useModel()
+	if err != nil {
+		return nil, err
+	}
+	defer m.st.doneModel()
+	return tokenize(h, text, addSpecial)
+}
+
+// ChatTemplate renders messages with the model's chat template and the generation prompt:
+// the text Chat tokenizes.
+func (m *Model) ChatTemplate(messages []inference.Message) (string, error) {
+	defer runtime.KeepAlive(m)
+	h, err := m.st.useModel()
+	if err != nil {
+		return "", err
+	}
+	defer m.st.doneModel()
+	return chatTemplate(h, messages)
+}

@@ -1,0 +1,528 @@
+package metal
+
+// The only file of this package that talks to C. Every fallible liblmx call goes through a
+// static helper below that returns the status together with a malloc'd copy of the thread's
+// message, taken in the same C call: a goroutine may move to another OS thread between two
+// cgo calls, so reading lmx_last_error() in a second call could read another call's message.
+// C never keeps a Go pointer: Go memory passed in (token and logit buffers) holds no pointers
+// and is only used during the call; everything a params struct points to is C memory.
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../include
+#cgo LDFLAGS: -L${SRCDIR}/../../target/release -llmx -Wl,-rpath,${SRCDIR}/../../target/release -Wl,--disable-new-dtags
+#include <stdlib.h>
+#include <string.h>
+#include "lmx.h"
+
+typedef struct { lmx_status status; char *msg; } lmxgo_result;
+
+static lmxgo_result lmxgo_finish(lmx_status st) {
+	lmxgo_result r = { st, NULL };
+	if (st != LMX_OK) r.msg = strdup(lmx_last_error());
+	return r;
+}
+
+// Link-time ABI check: a liblmx of another ABI generation has no lmx_abi_1.
+static uint32_t lmxgo_abi(void) { return lmx_abi_1(); }
+
+static lmxgo_result lmxgo_model_load(const char *path, const lmx_model_params *p, lmx_model **out) {
+	return lmxgo_finish(lmx_model_load(path, p, out));
+}
+static lmxgo_result lmxgo_model_free(lmx_model *m) { return lmxgo_finish(lmx_model_free(m)); }
+static lmxgo_result lmxgo_model_info(const lmx_model *m, lmx_model_desc *d) {
+	d->struct_size = sizeof *d;
+	return lmxgo_finish(lmx_model_info(m, d));
+}
+static lmxgo_result lmxgo_session_create(const lmx_model *m, lmx_session **out) {
+	return lmxgo_finish(lmx_session_create(m, out));
+}
+static lmxgo_result lmxgo_session_free(lmx_session *s) { return lmxgo_finish(lmx_session_free(s)); }
+static lmxgo_result lmxgo_session_cancel(const lmx_session *s) { return lmxgo_finish(lmx_session_cancel(s)); }
+static lmxgo_result lmxgo_session_last_result(const lmx_session *s, lmx_finish_reason *f, lmx_metrics *mt) {
+	mt->struct_size = sizeof *mt;
+	return lmxgo_finish(lmx_session_last_result(s, f, mt));
+}
+static lmxgo_result lmxgo_session_stream(lmx_session *s, const char *prompt, const lmx_generate_params *p, lmx_stream **out) {
+	return lmxgo_finish(lmx_session_stream(s, prompt, p, out));
+}
+static lmxgo_result lmxgo_session_stream_chat(lmx_session *s, const lmx_message *msgs, size_t n,
+                                              const lmx_generate_params *p, lmx_stream **out) {
+	return lmxgo_finish(lmx_session_stream_chat(s, msgs, n, NULL, p, out));
+}
+static lmxgo_result lmxgo_stream_next(lmx_stream *st, int32_t *tok, const char **text, size_t *len, bool *done) {
+	return lmxgo_finish(lmx_stream_next(st, tok, text, len, done));
+}
+static lmxgo_result lmxgo_stream_free(lmx_stream *st) { return lmxgo_finish(lmx_stream_free(st)); }
+static lmxgo_result lmxgo_classify(const lmx_model *m, const char *const *prompts, size_t n,
+                                   const lmx_generate_params *p, int32_t *tokens, float *logits) {
+	return lmxgo_finish(lmx_classify(m, prompts, n, p, tokens, logits));
+}
+static lmxgo_result lmxgo_batch_generate(const lmx_model *m, const char *const *prompts, size_t n,
+                                         const lmx_generate_params *p, lmx_batch **out) {
+	return lmxgo_finish(lmx_batch_generate(m, prompts, n, p, out));
+}
+static lmxgo_result lmxgo_batch_get(const lmx_batch *b, size_t i, lmx_batch_item *it) {
+	it->struct_size = sizeof *it;
+	return lmxgo_finish(lmx_batch_get(b, i, it));
+}
+static lmxgo_result lmxgo_batch_metrics(const lmx_batch *b, lmx_metrics *mt) {
+	mt->struct_size = sizeof *mt;
+	return lmxgo_finish(lmx_batch_metrics(b, mt));
+}
+static lmxgo_result lmxgo_batch_free(lmx_batch *b) { return lmxgo_finish(lmx_batch_free(b)); }
+
+// Size-then-fill in one C call: *out is malloc'd (free it) when the status is LMX_OK.
+static lmxgo_result lmxgo_tokenize(const lmx_model *m, const char *text, size_t len, bool add_special,
+                                   int32_t **out, size_t *n) {
+	*out = NULL;
+	lmx_status st = lmx_tokenize(m, text, len, add_special, NULL, 0, n);
+	if (st != LMX_OK) return lmxgo_finish(st);
+	*out = malloc((*n ? *n : 1) * sizeof(int32_t));
+	if (!*out) return (lmxgo_result){ LMX_STATUS_OUT_OF_MEMORY, strdup("malloc failed") };
+	st = lmx_tokenize(m, text, len, add_special, *out, *n, n);
+	if (st != LMX_OK) { free(*out); *out = NULL; }
+	return lmxgo_finish(st);
+}
+static lmxgo_result lmxgo_detokenize(const lmx_model *m, const int32_t *tokens, size_t n, bool skip_special,
+                                     char **out, size_t *len) {
+	*out = NULL;
+	lmx_status st = lmx_detokenize(m, tokens, n, skip_special, NULL, 0, len);
+	if (st != LMX_OK) return lmxgo_finish(st);
+	*out = malloc(*len + 1);
+	if (!*out) return (lmxgo_result){ LMX_STATUS_OUT_OF_MEMORY, strdup("malloc failed") };
+	st = lmx_detokenize(m, tokens, n, skip_special, *out, *len + 1, len);
+	if (st != LMX_OK) { free(*out); *out = NULL; }
+	return lmxgo_finish(st);
+}
+static lmxgo_result lmxgo_chat_template(const lmx_model *m, const lmx_message *msgs, size_t n,
+                                        char **out, size_t *len) {
+	*out = NULL;
+	lmx_status st = lmx_chat_apply_template(m, msgs, n, true, NULL, NULL, 0, len);
+	if (st != LMX_OK) return lmxgo_finish(st);
+	*out = malloc(*len + 1);
+	if (!*out) return (lmxgo_result){ LMX_STATUS_OUT_OF_MEMORY, strdup("malloc failed") };
+	st = lmx_chat_apply_template(m, msgs, n, true, NULL, *out, *len + 1, len);
+	if (st != LMX_OK) { free(*out); *out = NULL; }
+	return lmxgo_finish(st);
+}
+*/
+import "C"
+
+import (
+	"strings"
+	"time"
+	"unsafe"
+
+	"liblmx/go/inference"
+	"liblmx/go/lmx"
+)
+
+type (
+	cModel   = *C.lmx_model
+	cSession = *C.lmx_session
+	cStream  = *C.lmx_stream
+)
+
+// result turns a helper's result into nil or an *lmx.Error, freeing the copied message.
+func result(r C.lmxgo_result) error {
+	if r.status == C.LMX_OK {
+		return nil
+	}
+	msg := ""
+	if r.msg != nil {
+		msg = C.GoString(r.msg)
+		C.free(unsafe.Pointer(r.msg))
+	}
+	return &lmx.Error{Status: lmx.Status(r.status), Message: msg}
+}
+
+func invalid(format string) error {
+	return &lmx.Error{Status: lmx.StatusInvalidArgument, Message: format}
+}
+
+// cString copies s into C memory (free it with C.free). A NUL byte would silently cut the
+// string short in C, so it is refused.
+func cString(s, what string) (*C.char, error) {
+	if strings.IndexByte(s, 0) >= 0 {
+		return nil, invalid(what + " contains a NUL byte")
+	}
+	return C.CString(s), nil
+}
+
+// cStrings is an array of C strings in C memory.
+type cStrings struct {
+	arr **C.char
+	n   int
+}
+
+func newCStrings(ss []string, what string) (*cStrings, error) {
+	cs := &cStrings{}
+	if len(ss) == 0 {
+		return cs, nil
+	}
+	cs.arr = (**C.char)(C.calloc(C.size_t(len(ss)), C.size_t(unsafe.Sizeof((*C.char)(nil)))))
+	items := unsafe.Slice(cs.arr, len(ss))
+	for i, s := range ss {
+		p, err := cString(s, what)
+		if err != nil {
+			cs.free()
+			return nil, err
+		}
+		items[i] = p
+		cs.n = i + 1
+	}
+	return cs, nil
+}
+
+func (cs *cStrings) free() {
+	if cs.arr == nil {
+		return
+	}
+	for _, p := range unsafe.Slice(cs.arr, cs.n) {
+		C.free(unsafe.Pointer(p))
+	}
+	C.free(unsafe.Pointer(cs.arr))
+	cs.arr, cs.n = nil, 0
+}
+
+// cMessages is an lmx_message array in C memory.
+type cMessages struct {
+	arr  *C.lmx_message
+	n    int
+	strs *cStrings // roles and contents, interleaved
+}
+
+func newCMessages(msgs []inference.Message) (*cMessages, error) {
+	flat := make([]string, 0, 2*len(msgs))
+	for _, m := range msgs {
+		flat = append(flat, m.Role, m.Content)
+	}
+	strs, err := newCStrings(flat, "a chat message")
+	if err != nil {
+		return nil, err
+	}
+	cm := &cMessages{n: len(msgs), strs: strs}
+	if len(msgs) > 0 {
+		cm.arr = (*C.lmx_message)(C.calloc(C.size_t(len(msgs)), C.sizeof_lmx_message))
+		items := unsafe.Slice(cm.arr, len(msgs))
+		ptrs := unsafe.Slice(strs.arr, len(flat))
+		for i := range msgs {
+			items[i].role = ptrs[2*i]
+			items[i].content = ptrs[2*i+1]
+		}
+	}
+	return cm, nil
+}
+
+func (cm *cMessages) free() {
+	cm.strs.free()
+	if cm.arr != nil {
+		C.free(unsafe.Pointer(cm.arr))
+		cm.arr = nil
+	}
+}
+
+// genParams are liblmx's generation parameters in Go terms.
+type genParams struct {
+	maxTokens         uint32
+	temperature       float32
+	topK              int32
+	topP              float32
+	minP              float32
+	repetitionPenalty float32
+	seed              uint64
+	useSeed           bool
+	stopTokens        []int32
+	stopStrings       []string
+	ignoreEOS         bool
+}
+
+// cParams is an lmx_generate_params in C memory, with its arrays in C memory too.
+type cParams struct {
+	p      *C.lmx_generate_params
+	tokens *C.int32_t
+	stops  *cStrings
+}
+
+func newCParams(g genParams) (*cParams, error) {
+	stops, err := newCStrings(g.stopStrings, "a stop string")
+	if err != nil {
+		return nil, err
+	}
+	cp := &cParams{stops: stops}
+	cp.p = (*C.lmx_generate_params)(C.malloc(C.sizeof_lmx_generate_params))
+	*cp.p = C.lmx_generate_params_default()
+	p := cp.p
+	p.max_tokens = C.uint32_t(g.maxTokens)
+	p.temperature = C.float(g.temperature)
+	p.top_k = C.int32_t(g.topK)
+	p.top_p = C.float(g.topP)
+	p.min_p = C.float(g.minP)
+	p.repetition_penalty = C.float(g.repetitionPenalty)
+	p.seed = C.uint64_t(g.seed)
+	p.use_seed = C.bool(g.useSeed)
+	p.ignore_eos = C.bool(g.ignoreEOS)
+	if n := len(g.stopTokens); n > 0 {
+		cp.tokens = (*C.int32_t)(C.malloc(C.size_t(n) * C.sizeof_int32_t))
+		copy(unsafe.Slice((*int32)(unsafe.Pointer(cp.tokens)), n), g.stopTokens)
+		p.stop_tokens = cp.tokens
+		p.n_stop_tokens = C.size_t(n)
+	}
+	if stops.n > 0 {
+		p.stop_strings = stops.arr
+		p.n_stop_strings = C.size_t(stops.n)
+	}
+	return cp, nil
+}
+
+func (cp *cParams) free() {
+	cp.stops.free()
+	if cp.tokens != nil {
+		C.free(unsafe.Pointer(cp.tokens))
+		cp.tokens = nil
+	}
+	if cp.p != nil {
+		C.free(unsafe.Pointer(cp.p))
+		cp.p = nil
+	}
+}
+
+// abi is the ABI generation of the linked library.
+func abi() int { return int(C.lmxgo_abi()) }
+
+// modelLoad loads a model on MLX's default device, or with cpu on the CPU (which liblmx makes
+// MLX's default device for the whole process).
+func modelLoad(path string, contextLen uint32, cpu bool) (cModel, error) {
+	cpath, err := cString(path, "the model path")
+	if err != nil {
+		return nil, err
+	}
+	defer C.free(unsafe.Pointer(cpath))
+	p := C.lmx_model_params_default()
+	p.context_length = C.uint32_t(contextLen)
+	if cpu {
+		p.device = C.LMX_DEVICE_CPU
+	}
+	var m cModel
+	// p lives in Go memory and holds no pointers.
+	if err := result(C.lmxgo_model_load(cpath, &p, &m)); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func modelFree(m cModel) error { return result(C.lmxgo_model_free(m)) }
+
+func goName(b []C.char) string { return C.GoString(&b[0]) }
+
+func modelInfo(m cModel) (Description, error) {
+	var d C.lmx_model_desc
+	if err := result(C.lmxgo_model_info(m, &d)); err != nil {
+		return Description{}, err
+	}
+	return Description{
+		Architecture:  goName(d.architecture[:]),
+		ModelType:     goName(d.model_type[:]),
+		ParamCount:    uint64(d.param_count),
+		NumLayers:     int(d.num_layers),
+		HiddenSize:    int(d.hidden_size),
+		NumHeads:      int(d.num_heads),
+		NumKVHeads:    int(d.num_kv_heads),
+		HeadDim:       int(d.head_dim),
+		VocabSize:     int(d.vocab_size),
+		ContextLength: int(d.context_length),
+		QuantBits:     int(d.quant_bits),
+		QuantGroup:    int(d.quant_group_size),
+		DType:         goName(d.dtype[:]),
+		ChatTemplate:  goName(d.chat_template[:]),
+		WeightBytes:   uint64(d.weight_bytes),
+		LoadDuration:  seconds(d.load_seconds),
+		LoadPeakBytes: uint64(d.load_peak_bytes),
+		Backend:       lmx.Backend(goName(d.backend[:])),
+	}, nil
+}
+
+func seconds(s C.double) time.Duration { return time.Duration(float64(s) * float64(time.Second)) }
+
+func goMetrics(mt *C.lmx_metrics) inference.GenerateMetrics {
+	return inference.GenerateMetrics{
+		PromptTokens:        int(mt.prompt_tokens),
+		GeneratedTokens:     int(mt.generated_tokens),
+		PrefillDuration:     seconds(mt.prefill_seconds),
+		DecodeDuration:      seconds(mt.decode_seconds),
+		TotalDuration:       seconds(mt.total_seconds),
+		PrefillTokensPerSec: float64(mt.prefill_tokens_per_second),
+		DecodeTokensPerSec:  float64(mt.decode_tokens_per_second),
+		PeakMemoryBytes:     uint64(mt.peak_memory),
+		ActiveMemoryBytes:   uint64(mt.active_memory),
+	}
+}
+
+func sessionCreate(m cModel) (cSession, error) {
+	var s cSession
+	if err := result(C.lmxgo_session_create(m, &s)); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func sessionFree(s cSession) error { return result(C.lmxgo_session_free(s)) }
+
+func sessionCancel(s cSession) error { return result(C.lmxgo_session_cancel(s)) }
+
+// sessionLastResult gives the session's last metrics and how many prompt tokens it computed
+// (fewer than PromptTokens when its cache held a prefix).
+func sessionLastResult(s cSession) (inference.GenerateMetrics, int, error) {
+	var f C.lmx_finish_reason
+	var mt C.lmx_metrics
+	if err := result(C.lmxgo_session_last_result(s, &f, &mt)); err != nil {
+		return inference.GenerateMetrics{}, 0, err
+	}
+	return goMetrics(&mt), int(mt.prefill_tokens), nil
+}
+
+func streamText(s cSession, prompt string, p *cParams) (cStream, error) {
+	cprompt, err := cString(prompt, "the prompt")
+	if err != nil {
+		return nil, err
+	}
+	defer C.free(unsafe.Pointer(cprompt))
+	var st cStream
+	if err := result(C.lmxgo_session_stream(s, cprompt, p.p, &st)); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func streamChat(s cSession, msgs []inference.Message, p *cParams) (cStream, error) {
+	cm, err := newCMessages(msgs)
+	if err != nil {
+		return nil, err
+	}
+	defer cm.free()
+	var st cStream
+	if err := result(C.lmxgo_session_stream_chat(s, cm.arr, C.size_t(cm.n), p.p, &st)); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// streamNext computes the next piece; the text is copied before the stream's next call can
+// overwrite it.
+func streamNext(st cStream) (tok int32, text string, done bool, err error) {
+	var ctok C.int32_t
+	var ctext *C.char
+	var clen C.size_t
+	var cdone C.bool
+	err = result(C.lmxgo_stream_next(st, &ctok, &ctext, &clen, &cdone))
+	if cdone || err != nil {
+		return 0, "", true, err
+	}
+	return int32(ctok), C.GoStringN(ctext, C.int(clen)), false, nil
+}
+
+func streamFree(st cStream) error { return result(C.lmxgo_stream_free(st)) }
+
+func classify(m cModel, prompts []string, p *cParams, vocab int, wantLogits bool) ([]int32, []float32, error) {
+	cs, err := newCStrings(prompts, "a prompt")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer cs.free()
+	tokens := make([]int32, len(prompts))
+	var logits []float32
+	var logitsPtr *C.float
+	if wantLogits {
+		logits = make([]float32, len(prompts)*vocab)
+		logitsPtr = (*C.float)(unsafe.Pointer(&logits[0]))
+	}
+	r := C.lmxgo_classify(m, cs.arr, C.size_t(cs.n), p.p, (*C.int32_t)(unsafe.Pointer(&tokens[0])), logitsPtr)
+	if err := result(r); err != nil {
+		return nil, nil, err
+	}
+	return tokens, logits, nil
+}
+
+// batchItem is one prompt's result, copied out of the lmx_batch.
+type batchItem struct {
+	err    error
+	tokens []int32
+	text   string
+}
+
+func batchGenerate(m cModel, prompts []string, p *cParams) ([]batchItem, inference.GenerateMetrics, error) {
+	cs, err := newCStrings(prompts, "a prompt")
+	if err != nil {
+		return nil, inference.GenerateMetrics{}, err
+	}
+	defer cs.free()
+	var b *C.lmx_batch
+	if err := result(C.lmxgo_batch_generate(m, cs.arr, C.size_t(cs.n), p.p, &b)); err != nil {
+		return nil, inference.GenerateMetrics{}, err
+	}
+	defer func() { _ = result(C.lmxgo_batch_free(b)) }()
+	items := make([]batchItem, len(prompts))
+	for i := range items {
+		var it C.lmx_batch_item
+		if err := result(C.lmxgo_batch_get(b, C.size_t(i), &it)); err != nil {
+			return nil, inference.GenerateMetrics{}, err
+		}
+		if it.status != C.LMX_OK {
+			items[i].err = &lmx.Error{Status: lmx.Status(it.status), Message: C.GoString(it.error)}
+			continue
+		}
+		if it.n_tokens > 0 {
+			items[i].tokens = append([]int32(nil), unsafe.Slice((*int32)(unsafe.Pointer(it.tokens)), int(it.n_tokens))...)
+		}
+		items[i].text = C.GoStringN(it.text, C.int(it.text_len))
+	}
+	var mt C.lmx_metrics
+	if err := result(C.lmxgo_batch_metrics(b, &mt)); err != nil {
+		return nil, inference.GenerateMetrics{}, err
+	}
+	return items, goMetrics(&mt), nil
+}
+
+func tokenize(m cModel, text string, addSpecial bool) ([]int32, error) {
+	// lmx_tokenize takes a length, so the bytes go as they are (a trailing NUL keeps the
+	// buffer non-empty for an empty text).
+	ctext := C.CBytes(append([]byte(text), 0))
+	defer C.free(ctext)
+	var out *C.int32_t
+	var n C.size_t
+	if err := result(C.lmxgo_tokenize(m, (*C.char)(ctext), C.size_t(len(text)), C.bool(addSpecial), &out, &n)); err != nil {
+		return nil, err
+	}
+	defer C.free(unsafe.Pointer(out))
+	return append([]int32{}, unsafe.Slice((*int32)(unsafe.Pointer(out)), int(n))...), nil
+}
+
+func detokenize(m cModel, ids []int32, skipSpecial bool) (string, error) {
+	if len(ids) == 0 {
+		return "", nil
+	}
+	var out *C.char
+	var n C.size_t
+	// ids is Go memory without pointers, used only during the call.
+	r := C.lmxgo_detokenize(m, (*C.int32_t)(unsafe.Pointer(&ids[0])), C.size_t(len(ids)), C.bool(skipSpecial), &out, &n)
+	if err := result(r); err != nil {
+		return "", err
+	}
+	defer C.free(unsafe.Pointer(out))
+	return C.GoStringN(out, C.int(n)), nil
+}
+
+func chatTemplate(m cModel, msgs []inference.Message) (string, error) {
+	cm, err := newCMessages(msgs)
+	if err != nil {
+		return "", err
+	}
+	defer cm.free()
+	var out *C.char
+	var n C.size_t
+	if err := result(C.lmxgo_chat_template(m, cm.arr, C.size_t(cm.n), &out, &n)); err != nil {
+		return "", err
+	}
+	defer C.free(unsafe.Pointer(out))
+	return C.GoStringN(out, C.int(n)), nil
+}

@@ -1,0 +1,118 @@
+package metal
+
+import (
+	"fmt"
+	"math"
+	"sync"
+
+	"liblmx/go/inference"
+)
+
+// extras are the generation settings liblmx has and inference.GenerateConfig lacks.
+type extras struct {
+	minP         float32
+	seed         uint64
+	useSeed      bool
+	stopStrings  []string
+	systemPrompt string
+	hasSystem    bool
+	ignoreEOS    bool
+}
+
+// applying maps the *inference.GenerateConfig that this package is applying options to, for
+// the duration of that one applyOptions call only, to the extras being collected. An entry
+// exists only while applyOptions runs, so nothing accumulates; a metal option applied to any
+// other config (by inference.ApplyGenerateOpts, or by another backend) finds no entry and
+// does nothing, as an unknown option should.
+var applying sync.Map // *inference.GenerateConfig -> *extras
+
+// extra returns an option that edits the extras collected for the config it is applied to.
+func extra(set func(*extras)) inference.GenerateOption {
+	return func(c *inference.GenerateConfig) {
+		if x, ok := applying.Load(c); ok {
+			set(x.(*extras))
+		}
+	}
+}
+
+// applyOptions is inference.ApplyGenerateOpts that also collects this package's options.
+func applyOptions(opts []inference.GenerateOption) (inference.GenerateConfig, extras) {
+	cfg := new(inference.GenerateConfig)
+	*cfg = inference.ApplyGenerateOpts(nil)
+	var x extras
+	applying.Store(cfg, &x)
+	defer applying.Delete(cfg)
+	for _, o := range opts {
+		if o != nil {
+			o(cfg)
+		}
+	}
+	return *cfg, x
+}
+
+// WithMinP drops tokens whose probability is below p times the most likely token's (in
+// [0, 1); 0 = off).
+func WithMinP(p float32) inference.GenerateOption {
+	return extra(func(x *extras) { x.minP = p })
+}
+
+// WithSeed makes sampling reproducible: the same seed, prompt and options give the same
+// tokens. Without it sampling is seeded randomly.
+func WithSeed(seed uint64) inference.GenerateOption {
+	return extra(func(x *extras) { x.seed, x.useSeed = seed, true })
+}
+
+// WithStopStrings ends generation at any of the strings; no text at or after a stop string
+// is returned.
+func WithStopStrings(stops ...string) inference.GenerateOption {
+	return extra(func(x *extras) { x.stopStrings = append([]string(nil), stops...) })
+}
+
+// WithSystemPrompt puts a system message with this content before the messages of a Chat
+// call. Generate ignores it.
+func WithSystemPrompt(prompt string) inference.GenerateOption {
+	return extra(func(x *extras) { x.systemPrompt, x.hasSystem = prompt, true })
+}
+
+// WithIgnoreEOS keeps generating past the model's end-of-sequence tokens, up to MaxTokens
+// (stop tokens and stop strings still apply): for benchmarks and reference comparisons.
+func WithIgnoreEOS() inference.GenerateOption {
+	return extra(func(x *extras) { x.ignoreEOS = true })
+}
+
+// params maps the contract's settings onto liblmx's. The contract's zero values mean "off"
+// where liblmx's "off" is another number (TopP and RepeatPenalty: 1). MaxTokens <= 0 means
+// "until the context is full". Out-of-range values go to liblmx as they are, which refuses
+// them with LMX_STATUS_INVALID_ARGUMENT and a message naming the setting.
+func params(cfg inference.GenerateConfig, x extras, contextLen int) (genParams, error) {
+	g := genParams{
+		temperature:       cfg.Temperature,
+		topP:              cfg.TopP,
+		minP:              x.minP,
+		repetitionPenalty: cfg.RepeatPenalty,
+		seed:              x.seed,
+		useSeed:           x.useSeed,
+		stopTokens:        cfg.StopTokens,
+		stopStrings:       x.stopStrings,
+		ignoreEOS:         x.ignoreEOS,
+	}
+	switch {
+	case cfg.MaxTokens > math.MaxUint32:
+		g.maxTokens = math.MaxUint32
+	case cfg.MaxTokens > 0:
+		g.maxTokens = uint32(cfg.MaxTokens)
+	default:
+		g.maxTokens = uint32(max(contextLen, 1))
+	}
+	if cfg.TopK < math.MinInt32 || cfg.TopK > math.MaxInt32 {
+		return g, invalid(fmt.Sprintf("top_k %d is out of range", cfg.TopK))
+	}
+	g.topK = int32(cfg.TopK)
+	if g.topP == 0 {
+		g.topP = 1
+	}
+	if g.repetitionPenalty == 0 {
+		g.repetitionPenalty = 1
+	}
+	return g, nil
+}

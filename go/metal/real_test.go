@@ -1,0 +1,106 @@
+package metal
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"liblmx/go/inference"
+)
+
+// realModelDir is where `make real-models` puts SmolLM2-135M-Instruct.
+func realModelDir() string {
+	cache := os.Getenv("LMX_TEST_CACHE")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache", "lmx-test")
+	}
+	return filepath.Join(cache, "smollm2-135m-instruct")
+}
+
+// realModel returns the real model's folder, skipping the test when it is absent, unless
+// LMX_REAL_MODELS=1 demands it. The race detector adds nothing for it: -race runs skip it.
+func realModel(t testing.TB) string {
+	t.Helper()
+	dir := realModelDir()
+	if _, err := os.Stat(filepath.Join(dir, "reference.json")); err != nil {
+		if os.Getenv("LMX_REAL_MODELS") == "1" {
+			t.Fatalf("LMX_REAL_MODELS=1 but %s is missing (run `make real-models`): %v", dir, err)
+		}
+		t.Skipf("%s is absent (set LMX_REAL_MODELS=1 to require it)", dir)
+	}
+	if raceEnabled {
+		t.Skip("the real model runs without -race (the fixtures cover the Go side under -race)")
+	}
+	return dir
+}
+
+// SmolLM2-135M-Instruct through the contract: chat against transformers' greedy
+// continuation, a cancel, and metrics.
+func TestRealModel(t *testing.T) {
+	dir := realModel(t)
+	var ref struct {
+		EOS     int32 `json:"eos_token_id"`
+		NGreedy int   `json:"n_greedy"`
+		Prompts []struct {
+			Messages  []inference.Message `json:"messages"`
+			Rendered  string              `json:"rendered"`
+			PromptIDs []int32             `json:"prompt_ids"`
+			GreedyIDs []int32             `json:"greedy_ids"`
+		} `json:"prompts"`
+	}
+	readJSON(t, filepath.Join(dir, "reference.json"), &ref)
+	m, err := inference.LoadModel(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if info := m.Info(); info.Architecture != "llama" || info.VocabSize != 49152 || info.NumLayers != 30 {
+		t.Fatalf("Info() = %+v", info)
+	}
+
+	for i, p := range ref.Prompts {
+		if i > 0 && testing.Short() {
+			break
+		}
+		ids, text := collect(m.Chat(ctx, p.Messages, inference.WithMaxTokens(ref.NGreedy)))
+		if err := m.Err(); err != nil {
+			t.Fatalf("prompt %d: %v", i, err)
+		}
+		want := untilEOS(p.GreedyIDs, []int32{ref.EOS})
+		if !slices.Equal(ids, want) {
+			t.Fatalf("prompt %d: generated %v\nwant %v", i, ids, want)
+		}
+		mt := m.Metrics()
+		if mt.PromptTokens != len(p.PromptIDs) || mt.GeneratedTokens != len(ids) || mt.DecodeTokensPerSec <= 0 || mt.PeakMemoryBytes == 0 {
+			t.Fatalf("prompt %d: metrics %+v", i, mt)
+		}
+		t.Logf("prompt %d: %q (%d tokens, prefill %.0f tok/s, decode %.1f tok/s)", i, text, len(ids), mt.PrefillTokensPerSec, mt.DecodeTokensPerSec)
+		if i == 0 && !strings.Contains(text, "Paris") {
+			t.Fatalf("the answer %q does not name Paris", text)
+		}
+	}
+
+	// Cancel a long answer after a few tokens.
+	c, cancel := context.WithCancel(ctx)
+	n := 0
+	start := time.Now()
+	for tok := range m.Chat(c, []inference.Message{{Role: "user", Content: "Write a long story about the sea."}}, inference.WithMaxTokens(500)) {
+		if tok.ID >= 0 {
+			n++
+		}
+		if n == 4 {
+			cancel()
+		}
+	}
+	cancel()
+	if !errors.Is(m.Err(), context.Canceled) || n < 4 || n > 5 {
+		t.Fatalf("cancel: %d tokens, Err() = %v", n, m.Err())
+	}
+	t.Logf("cancelled after %d tokens in %v; metrics %+v", n, time.Since(start), m.Metrics())
+}
