@@ -86,6 +86,21 @@ pub struct Generation {
 }
 
 impl Generation {
+    /// Everything that can fail is prepared before the session's state is taken, so an error
+    /// never strands the state outside its session.
+    pub(crate) fn prepare(prompt: &[u32], params: &GenerateParams) -> Result<(Sampler, Option<Array>)> {
+        let sampler = Sampler::new(&params.sampler)?;
+        let history = if sampler.needs_history() {
+            let w = sampler.penalty_window();
+            let recent: Vec<i32> = prompt[prompt.len().saturating_sub(w)..].iter().map(|&t| t as i32).collect();
+            Some(Array::from_slice(&recent, &[1, recent.len() as i32])?)
+        } else {
+            None
+        };
+        Ok((sampler, history))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         model: Arc<Model>,
         mut state: SessionState,
@@ -93,7 +108,9 @@ impl Generation {
         cancel: Arc<AtomicBool>,
         prompt: &[u32],
         params: &GenerateParams,
-    ) -> Result<Generation> {
+        sampler: Sampler,
+        history: Option<Array>,
+    ) -> Generation {
         let started = Instant::now();
         // Reuse what the cache holds: the longest common prefix, leaving at least one prompt
         // token to compute (its logits give the first new token).
@@ -101,8 +118,7 @@ impl Generation {
         keep = keep.min(prompt.len() - 1);
         if keep < state.tokens.len() {
             let drop = (state.tokens.len() - keep) as i32;
-            if state.cache.trimmable() {
-                state.cache.trim(drop)?;
+            if state.cache.trim(drop).is_ok() {
                 state.tokens.truncate(keep);
             } else {
                 state.cache.reset();
@@ -114,22 +130,8 @@ impl Generation {
         if !params.ignore_eos {
             eos.extend(model.tokenizer.eos_ids().iter().copied());
         }
-        let sampler = match Sampler::new(&params.sampler) {
-            Ok(s) => s,
-            Err(e) => {
-                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
-                return Err(e);
-            }
-        };
-        let history = if sampler.needs_history() {
-            let w = sampler.penalty_window();
-            let recent: Vec<i32> = prompt[prompt.len().saturating_sub(w)..].iter().map(|&t| t as i32).collect();
-            Some(Array::from_slice(&recent, &[1, recent.len() as i32])?)
-        } else {
-            None
-        };
         let ctx_limit = model.info.context_length;
-        Ok(Generation {
+        Generation {
             model,
             state: Some(state),
             slot,
@@ -149,7 +151,7 @@ impl Generation {
             ctx_limit,
             text: String::new(),
             params: params.clone(),
-        })
+        }
     }
 
     pub fn finish_reason(&self) -> Option<FinishReason> {

@@ -93,8 +93,9 @@ impl Session {
                 prompt.len()
             )));
         }
+        let (sampler, history) = Generation::prepare(prompt, params)?;
         let state = self.take_state()?;
-        Generation::new(self.model.clone(), state, self.slot.clone(), self.cancel.clone(), prompt, params)
+        Ok(Generation::new(self.model.clone(), state, self.slot.clone(), self.cancel.clone(), prompt, params, sampler, history))
     }
 
     /// Generates after `prompt`, calling `on_token` for each token; it returns false to stop.
