@@ -121,3 +121,53 @@ pub(crate) fn layer_types(cfg: &Config, layers: i32) -> Result<Option<Vec<bool>>
         .collect::<Result<Vec<bool>>>()
         .map(Some)
 }
+
+/// The choices that tell the pre-norm SwiGLU families (Llama, Mistral, Qwen) apart.
+pub(crate) struct PreNorm {
+    pub arch: &'static str,
+    pub qk_norm: bool,
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    /// Per layer: whether it slides a window of `window` tokens.
+    pub sliding: Vec<bool>,
+    pub window: Option<i32>,
+}
+
+/// A spec for a pre-norm decoder with SwiGLU MLPs, `x * w` RMSNorms and one rope.
+pub(crate) fn pre_norm_spec(cfg: &Config, c: &Common, f: PreNorm) -> Result<ModelSpec> {
+    let (rope, factor) = super::rope::RopeParams::read(cfg, None, 10000.0)?.build(c.head_dim, c.max_position)?;
+    let layers = f
+        .sliding
+        .iter()
+        .map(|&slides| super::spec::LayerSpec {
+            attn: super::spec::AttentionSpec {
+                n_heads: c.heads,
+                n_kv_heads: c.kv_heads,
+                head_dim: c.head_dim,
+                qk_norm: f.qk_norm,
+                window: if slides { f.window } else { None },
+                rope: rope.clone(),
+                scale: (c.head_dim as f32).powf(-0.5) * factor,
+                qkv_bias: f.qkv_bias,
+                o_bias: f.o_bias,
+            },
+            mlp: super::spec::MlpKind::SwiGlu,
+            mlp_bias: f.mlp_bias,
+            intermediate: c.intermediate,
+            sandwich_norms: false,
+        })
+        .collect();
+    Ok(ModelSpec {
+        arch: f.arch.to_string(),
+        hidden: c.hidden,
+        vocab: c.vocab,
+        norm_eps: c.norm_eps,
+        norm_style: super::spec::NormStyle::Weight,
+        embed_scale: None,
+        tie_embeddings: cfg.bool("tie_word_embeddings")?.unwrap_or(false),
+        final_logit_softcap: None,
+        max_position: c.max_position,
+        layers,
+    })
+}
