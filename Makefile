@@ -103,8 +103,14 @@ test-c-asan: $(BUILD)/test_abi_asan $(BUILD)/test_model_asan
 	@for m in $(C_MODELS); do echo "test_model (AddressSanitizer) $$m"; \
 	  ASAN_OPTIONS=detect_leaks=1 $(BUILD)/test_model_asan $(FIX)/$$m $$(python3 scripts/ref_ids.py $(FIX)/$$m) || exit 1; done
 
-test-go: lib
-	cd go && go vet ./... && go test -count=1 ./... && go test -count=1 -race ./... && go run ./examples/info
+# Go: vet, the tests (with SmolLM2 required: LMX_REAL_MODELS=1), the tests again under the race
+# detector (fixtures only; the real-model test skips itself there), and the two examples.
+test-go: lib real-models
+	cd go && go vet ./...
+	cd go && LMX_REAL_MODELS=1 go test -count=1 ./...
+	cd go && go test -count=1 -race ./...
+	cd go && go run ./examples/info
+	cd go && LMX_REAL_MODELS=1 go run ./examples/chat $(DEMO_MODEL)
 
 # Regenerates tests/fixtures/ (tiny checkpoints with Hugging Face and mlx-lm reference
 # outputs) with scripts/make_fixtures.py, in the pinned virtualenv .venv-ref.
