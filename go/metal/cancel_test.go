@@ -64,9 +64,23 @@ func TestCancelDuringDecode(t *testing.T) {
 			if !errors.Is(m.Err(), context.Canceled) {
 				t.Fatalf("Err() = %v, want context.Canceled", m.Err())
 			}
-			// The step under way when the cancel came may still deliver its token.
-			if n < 5 || n > 6 {
+			if n != 5 {
 				t.Fatalf("%d tokens after cancelling at the fifth", n)
+			}
+			// The cancel from another goroutine, while a step may be under way.
+			c, cancel = context.WithCancel(ctx)
+			defer cancel()
+			n = 0
+			for tok := range m.Generate(c, "Once upon a time", inference.WithMaxTokens(4000), WithIgnoreEOS()) {
+				if tok.ID >= 0 {
+					n++
+				}
+				if n == 5 {
+					go cancel()
+				}
+			}
+			if !errors.Is(m.Err(), context.Canceled) || n < 5 || n > 100 {
+				t.Fatalf("cancelled from another goroutine: %d tokens, Err() = %v", n, m.Err())
 			}
 			ref := readRef(t, name)
 			if next, _ := collect(m.Generate(ctx, ref.PromptText, inference.WithMaxTokens(5))); !slices.Equal(next, ref.greedy()[:5]) || m.Err() != nil {
@@ -255,7 +269,7 @@ func TestCloseWhileGenerating(t *testing.T) {
 	if !errors.Is(m.Err(), ErrClosed) {
 		t.Fatalf("Err() = %v, want ErrClosed", m.Err())
 	}
-	if n < 3 || n > 4 {
+	if n != 3 {
 		t.Fatalf("%d tokens after Close at the third", n)
 	}
 	select {

@@ -370,6 +370,15 @@ func (m *Model) generate(ctx context.Context, cfg inference.GenerateConfig, x ex
 		}
 	}()
 	for {
+		// The AfterFunc above interrupts a step under way; these checks make the end exact
+		// when the context ends (or Close comes) between two steps, for example in the loop
+		// body: no token is delivered after it.
+		if err := ctx.Err(); err != nil {
+			return metrics, true, err
+		}
+		if m.st.isClosed() {
+			return metrics, true, ErrClosed
+		}
 		tok, text, done, err := streamNext(stream)
 		ended = done
 		if err != nil {
