@@ -48,6 +48,14 @@
 // Err and Metrics describe the last call that finished on the model, whichever goroutine made
 // it; with concurrent calls, read them where the calls are ordered.
 //
+// # Errors
+//
+// Failures are *lmx.Error values carrying liblmx's status and message (which names the file,
+// tensor or setting at fault); match them with errors.Is against lmx.ErrNotFound,
+// lmx.ErrFormat, lmx.ErrInvalidArgument and the other sentinels of liblmx/go/lmx. After a
+// Generate or Chat whose context ended, Err() is the context's error (context.Canceled or
+// context.DeadlineExceeded); after Close, ErrClosed.
+//
 // # Memory
 //
 // Close frees native memory at once (a generation still running frees its session when it

@@ -230,8 +230,9 @@ func Load(path string, opts ...inference.LoadOption) (*Model, error) {
 }
 
 // Close frees the model and its sessions. A generation running meanwhile is cancelled (its
-// Err() is ErrClosed) and frees its session when it ends. Close is idempotent; every call on
-// the model afterwards fails with ErrClosed.
+// Err() is ErrClosed) and frees its session when it ends. Close is idempotent. Afterwards
+// every call that needs the model fails with ErrClosed (Generate and Chat yield nothing and
+// set Err); Info, ModelType, Description, Backend, Metrics and Err still answer.
 func (m *Model) Close() error {
 	m.st.close()
 	m.cleanup.Stop()
