@@ -4,9 +4,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"liblmx/go/inference"
 	"liblmx/go/lmx"
@@ -218,5 +220,36 @@ func TestMemoryFunctions(t *testing.T) {
 	}
 	if d, err := DeviceInfo(); err != nil || d.Backend == "" {
 		t.Fatalf("DeviceInfo = %+v, %v", d, err)
+	}
+}
+
+// A Model dropped without Close is freed by its cleanup (the safety net; Close is the
+// contract): MLX's active memory goes back to where it was.
+func TestCleanupFreesADroppedModel(t *testing.T) {
+	before, err := ActiveMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		m, err := Load(filepath.Join(fixtures, "gemma3"), inference.WithParallelSlots(2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = collect(m.Generate(ctx, "Hello", inference.WithMaxTokens(4)))
+		if a, _ := ActiveMemory(); a <= before {
+			t.Fatalf("active memory %d with the model loaded, %d before", a, before)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runtime.GC()
+		if a, _ := ActiveMemory(); a <= before {
+			return
+		}
+		if time.Now().After(deadline) {
+			a, _ := ActiveMemory()
+			t.Fatalf("active memory %d after dropping the model, %d before", a, before)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
