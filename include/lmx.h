@@ -278,7 +278,7 @@ extern "C" {
 // For each of `n` text prompts, one forward pass and the next token (chosen by `params`,
 // greedy by default; `params` may be NULL), written to `tokens_out[i]` (n entries, not NULL).
 // When `logits_out` is not NULL it receives n x vocab_size float32 logits of each prompt's
-// last position (row-major). Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL,
+// last position (row-major), vocab_size being lmx_model_desc.vocab_size. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL,
 // bad UTF-8, an empty or too long prompt) or LMX_STATUS_MLX; on error nothing is written.
 lmx_status lmx_classify(const lmx_model *model,
                         const char *const *prompts_in,
@@ -306,7 +306,8 @@ size_t lmx_batch_count(const lmx_batch *batch);
 // LMX_STATUS_INVALID_ARGUMENT (NULL, i out of range).
 lmx_status lmx_batch_get(const lmx_batch *batch, size_t i, lmx_batch_item *item_out);
 
-// Writes the whole batch's metrics to `*metrics_out` (not NULL, struct_size set).
+// Writes the whole batch's metrics to `*metrics_out` (not NULL, struct_size set). Returns
+// LMX_OK or LMX_STATUS_INVALID_ARGUMENT (NULL, a bad handle, struct_size too small).
 lmx_status lmx_batch_metrics(const lmx_batch *batch, lmx_metrics *metrics_out);
 
 // Frees a batch result (NULL accepted). Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
@@ -461,6 +462,13 @@ lmx_status lmx_session_stream(lmx_session *session,
                               const char *prompt,
                               const lmx_generate_params *params,
                               lmx_stream **stream_out);
+
+// As lmx_session_stream() with the prompt given as `n` token ids.
+lmx_status lmx_session_stream_tokens(lmx_session *session,
+                                     const int32_t *tokens,
+                                     size_t n,
+                                     const lmx_generate_params *params,
+                                     lmx_stream **stream_out);
 
 // As lmx_session_stream() for a chat (see lmx_session_chat()).
 lmx_status lmx_session_stream_chat(lmx_session *session,

@@ -361,12 +361,20 @@ impl Generation {
         }
     }
 
+    /// Ends a generation that is still running, as cancelled (metrics complete). Nothing more
+    /// will be generated.
+    pub fn stop(&mut self) {
+        if self.finish.is_none() {
+            self.end(FinishReason::Cancelled, false);
+        }
+    }
+
     /// Runs to the end, calling `on_token` for each event; it returns false to stop (the
     /// finish reason is then `Cancelled`).
     pub fn run(mut self, mut on_token: impl FnMut(&Event) -> bool) -> Result<Output> {
         while let Some(ev) = self.next()? {
-            if !on_token(&ev) && self.finish.is_none() {
-                self.end(FinishReason::Cancelled, false);
+            if !on_token(&ev) {
+                self.stop();
                 break;
             }
         }

@@ -25,7 +25,7 @@ fn prompts(model: &crate::model::Model, p: *const *const c_char, n: usize) -> Re
 /// For each of `n` text prompts, one forward pass and the next token (chosen by `params`,
 /// greedy by default; `params` may be NULL), written to `tokens_out[i]` (n entries, not NULL).
 /// When `logits_out` is not NULL it receives n x vocab_size float32 logits of each prompt's
-/// last position (row-major). Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL,
+/// last position (row-major), vocab_size being lmx_model_desc.vocab_size. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL,
 /// bad UTF-8, an empty or too long prompt) or LMX_STATUS_MLX; on error nothing is written.
 #[no_mangle]
 pub extern "C" fn lmx_classify(
@@ -164,7 +164,8 @@ pub extern "C" fn lmx_batch_get(batch: *const lmx_batch, i: usize, item_out: *mu
     })
 }
 
-/// Writes the whole batch's metrics to `*metrics_out` (not NULL, struct_size set).
+/// Writes the whole batch's metrics to `*metrics_out` (not NULL, struct_size set). Returns
+/// LMX_OK or LMX_STATUS_INVALID_ARGUMENT (NULL, a bad handle, struct_size too small).
 #[no_mangle]
 pub extern "C" fn lmx_batch_metrics(batch: *const lmx_batch, metrics_out: *mut lmx_metrics) -> lmx_status {
     status(|| {

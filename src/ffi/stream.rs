@@ -60,6 +60,22 @@ pub extern "C" fn lmx_session_stream(
     })
 }
 
+/// As lmx_session_stream() with the prompt given as `n` token ids.
+#[no_mangle]
+pub extern "C" fn lmx_session_stream_tokens(
+    session: *mut lmx_session,
+    tokens: *const i32,
+    n: usize,
+    params: *const lmx_generate_params,
+    stream_out: *mut *mut lmx_stream,
+) -> lmx_status {
+    status(|| {
+        let s = session_ref(session)?;
+        let ids = super::params::token_ids(tokens, n, "tokens")?;
+        start(s, ids, params, stream_out)
+    })
+}
+
 /// As lmx_session_stream() for a chat (see lmx_session_chat()).
 #[no_mangle]
 pub extern "C" fn lmx_session_stream_chat(
@@ -128,10 +144,7 @@ pub extern "C" fn lmx_stream_next(
 pub extern "C" fn lmx_stream_free(stream: *mut lmx_stream) -> lmx_status {
     status(|| {
         if let Some(mut st) = take_handle(stream, "stream")? {
-            if st.gen.finish_reason().is_none() {
-                *st.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((FinishReason::Cancelled, st.gen.metrics().clone()));
-                st.recorded = true;
-            }
+            st.gen.stop();
             st.record();
         }
         Ok(())
