@@ -116,8 +116,9 @@ test-go: lib real-models
 # outputs) with scripts/make_fixtures.py, in the pinned virtualenv .venv-ref.
 # The reference toolchain (transformers, torch, mlx-lm) for `make references` and the real-model
 # tests. torch from PyPI brings its CUDA libraries: a few GB, installed once.
-REF_PKGS  := torch==2.9.1 transformers==5.23.0 'mlx-lm[cpu]==0.32.2' 'mlx[cpu]==0.32.2' gguf==0.19.0 numpy safetensors
-REF_STAMP := $(ROOT)/.venv-ref/.pinned-1
+REF_PKGS  := torch==2.9.1 transformers==5.23.0 'mlx-lm[cpu]==0.32.2' 'mlx[cpu]==0.32.2' gguf==0.19.0 \
+             accelerate==1.15.0 psutil==7.2.2 numpy safetensors
+REF_STAMP := $(ROOT)/.venv-ref/.pinned-2
 
 $(REF_STAMP):
 	@echo "installing the reference toolchain into .venv-ref (transformers, torch, mlx-lm)"
