@@ -86,10 +86,10 @@ C_LINK  := -L$(TARGET) -llmx -Wl,--disable-new-dtags -Wl,-rpath,$(TARGET) -lpthr
 ASAN    := -fsanitize=address -fno-omit-frame-pointer
 FIX     := $(ROOT)/tests/fixtures
 
-$(BUILD)/%: tests/c/%.c $(HEADER) lib
+$(BUILD)/%: tests/c/%.c tests/c/check.h $(HEADER) lib
 	$(CC) $(C_FLAGS) -O1 -g $< -o $@ $(C_LINK)
 
-$(BUILD)/%_asan: tests/c/%.c $(HEADER) lib
+$(BUILD)/%_asan: tests/c/%.c tests/c/check.h $(HEADER) lib
 	$(CC) $(C_FLAGS) -O1 -g $(ASAN) $< -o $@ $(C_LINK)
 
 C_MODELS := qwen3 gemma3 llama_tied_q4

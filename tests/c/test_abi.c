@@ -7,20 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "lmx.h"
-
-static int passed = 0;
-
-#define CHECK(cond)                                                          \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      fprintf(stderr, "%s:%d: check failed: %s (last error: %s)\n", __FILE__, \
-              __LINE__, #cond, lmx_last_error());                            \
-      printf("%d passed, 1 failed\n", passed);                               \
-      exit(1);                                                               \
-    }                                                                        \
-    passed++;                                                                \
-  } while (0)
 
 static void test_version(void) {
   char expected[64];
