@@ -23,9 +23,10 @@ pub struct ModelInfo {
     /// The dtype the weights are kept and computed in.
     pub dtype: String,
     pub chat_template: String,
-    /// Bytes of weights held by MLX.
+    /// Bytes of the weights the model holds.
     pub weight_bytes: u64,
     pub load_seconds: f64,
-    /// MLX's peak memory during the load, above what was active before it.
+    /// MLX's peak memory during the load, above what was active before it. MLX counts memory
+    /// for the whole process: memory other threads allocate meanwhile counts too.
     pub load_peak_bytes: u64,
 }

@@ -94,7 +94,7 @@ impl Model {
             spec.tie_embeddings = !store.contains(&format!("{head}.weight"));
         }
         let transformer = Transformer::build(spec, &mut store, prefix, head)?;
-        let weight_bytes = memory::active_memory()?.saturating_sub(active_before);
+        let weight_bytes = store.bytes;
         let load_peak_bytes = memory::peak_memory()?.saturating_sub(active_before);
         let param_count = store.params;
         drop(store);

@@ -22,6 +22,8 @@ pub struct WeightStore {
     dtype: Option<Dtype>,
     /// Parameters counted as built (quantized layers count their logical size).
     pub params: u64,
+    /// Bytes of the tensors handed out (what the model keeps).
+    pub bytes: u64,
 }
 
 /// The safetensors files of a model folder: those named by `model.safetensors.index.json`,
@@ -95,7 +97,7 @@ impl WeightStore {
                 tensors.insert(name, (a, i));
             }
         }
-        Ok(WeightStore { tensors, files, used: HashSet::new(), quant, dtype, params: 0 })
+        Ok(WeightStore { tensors, files, used: HashSet::new(), quant, dtype, params: 0, bytes: 0 })
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -143,14 +145,16 @@ impl WeightStore {
     /// A floating-point tensor, converted to the load dtype when one is set.
     pub fn float(&mut self, name: &str, shape: &[i32]) -> Result<Array> {
         let a = self.raw(name, shape, &[Dtype::F32, Dtype::F16, Dtype::BF16])?;
-        match self.dtype {
+        let a = match self.dtype {
             Some(d) if a.dtype()? != d => {
                 let c = ops::astype(&a, d)?;
                 c.eval()?;
-                Ok(c)
+                c
             }
-            _ => Ok(a),
-        }
+            _ => a,
+        };
+        self.bytes += a.nbytes() as u64;
+        Ok(a)
     }
 
     fn quant_for(&self, module: &str) -> Result<QuantParams> {
@@ -180,6 +184,7 @@ impl WeightStore {
             )));
         }
         let w = self.raw(&format!("{module}.weight"), &[rows, cols * p.bits / 32], &[Dtype::U32])?;
+        self.bytes += w.nbytes() as u64;
         let groups = cols / p.group_size;
         let scales = self.float(&format!("{module}.scales"), &[rows, groups])?;
         let biases = self.float(&format!("{module}.biases"), &[rows, groups])?;
