@@ -3,11 +3,11 @@
 //! Layers, each depending only on those before it:
 //! [`mlx`] (safe Rust over mlx-c) -> `model` -> `engine` -> [`ffi`] (the C ABI) and the CLI.
 
+pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod mlx;
 pub mod model;
-pub mod engine;
 
 pub use error::{Error, ErrorKind, Result};
 

@@ -18,7 +18,17 @@ fn generate_json_equals_the_reference_continuation() {
         let src = if r["hf"].is_null() { "mlx_lm" } else { "hf" };
         let want = ids(&r[src]["greedy_ids"]);
         let n = want.len().to_string();
-        let o = lmx(&["generate", "--model", dir.to_str().unwrap(), "--prompt", r["prompt_text"].as_str().unwrap(), "--max-tokens", &n, "--ignore-eos", "--json"]);
+        let o = lmx(&[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt",
+            r["prompt_text"].as_str().unwrap(),
+            "--max-tokens",
+            &n,
+            "--ignore-eos",
+            "--json",
+        ]);
         assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
         let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(ids(&j["tokens"]), want, "{case}");
@@ -32,7 +42,16 @@ fn generate_json_equals_the_reference_continuation() {
 #[test]
 fn generate_streams_text_and_prints_metrics() {
     let dir = fixtures().join("qwen3");
-    let o = lmx(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--chat", "--max-tokens", "5"]);
+    let o = lmx(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "Hello",
+        "--chat",
+        "--max-tokens",
+        "5",
+    ]);
     assert!(o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("prompt tokens") && err.contains("decode") && err.contains("finish:"), "{err}");

@@ -99,14 +99,17 @@ fn seeded_sampling_is_reproducible() {
     p.sampler.top_p = 0.95;
     p.sampler.top_k = 50;
     p.sampler.seed = Some(7);
-    let run = |p: &GenerateParams| Session::new(m.clone()).unwrap().generate(&prompt, p, |_| true).unwrap().tokens;
+    let run =
+        |p: &GenerateParams| Session::new(m.clone()).unwrap().generate(&prompt, p, |_| true).unwrap().tokens;
     let a = run(&p);
     assert_eq!(a, run(&p));
-    let others: Vec<Vec<u32>> = (8..12).map(|seed| {
-        let mut q = p.clone();
-        q.sampler.seed = Some(seed);
-        run(&q)
-    }).collect();
+    let others: Vec<Vec<u32>> = (8..12)
+        .map(|seed| {
+            let mut q = p.clone();
+            q.sampler.seed = Some(seed);
+            run(&q)
+        })
+        .collect();
     assert!(others.iter().any(|o| *o != a), "different seeds all gave the same tokens");
 }
 
@@ -155,10 +158,13 @@ fn stop_strings_never_leak() {
     let mut p = greedy(32);
     p.stop_strings = vec![stop.clone()];
     let mut streamed = String::new();
-    let out = Session::new(m.clone()).unwrap().generate(&prompt, &p, |ev| {
-        streamed.push_str(&ev.text);
-        true
-    }).unwrap();
+    let out = Session::new(m.clone())
+        .unwrap()
+        .generate(&prompt, &p, |ev| {
+            streamed.push_str(&ev.text);
+            true
+        })
+        .unwrap();
     assert_eq!(out.finish, FinishReason::Stop);
     assert_eq!(out.text, expected);
     assert_eq!(streamed, expected);
@@ -183,10 +189,12 @@ fn the_callback_can_stop_generation() {
     let (prompt, _) = reference("llama_tied");
     let mut n = 0;
     let s = Session::new(m).unwrap();
-    let out = s.generate(&prompt, &greedy(30), |_| {
-        n += 1;
-        n < 4
-    }).unwrap();
+    let out = s
+        .generate(&prompt, &greedy(30), |_| {
+            n += 1;
+            n < 4
+        })
+        .unwrap();
     assert_eq!(out.tokens.len(), 4);
     assert_eq!(out.finish, FinishReason::Cancelled);
     // The session is usable afterwards.
@@ -260,14 +268,46 @@ fn bad_parameters_are_invalid_arguments() {
     let (prompt, _) = reference("qwen3");
     let cases: Vec<(&str, GenerateParams)> = vec![
         ("max_tokens", GenerateParams { max_tokens: 0, ..Default::default() }),
-        ("temperature", { let mut p = GenerateParams::default(); p.sampler.temperature = -1.0; p }),
-        ("temperature", { let mut p = GenerateParams::default(); p.sampler.temperature = f32::NAN; p }),
-        ("top_p", { let mut p = GenerateParams::default(); p.sampler.top_p = 0.0; p }),
-        ("top_p", { let mut p = GenerateParams::default(); p.sampler.top_p = 1.5; p }),
-        ("top_k", { let mut p = GenerateParams::default(); p.sampler.top_k = -2; p }),
-        ("min_p", { let mut p = GenerateParams::default(); p.sampler.min_p = 1.0; p }),
-        ("repetition_penalty", { let mut p = GenerateParams::default(); p.sampler.repetition_penalty = 0.0; p }),
-        ("logit_bias", { let mut p = GenerateParams::default(); p.sampler.logit_bias = vec![(999_999, 1.0)]; p }),
+        ("temperature", {
+            let mut p = GenerateParams::default();
+            p.sampler.temperature = -1.0;
+            p
+        }),
+        ("temperature", {
+            let mut p = GenerateParams::default();
+            p.sampler.temperature = f32::NAN;
+            p
+        }),
+        ("top_p", {
+            let mut p = GenerateParams::default();
+            p.sampler.top_p = 0.0;
+            p
+        }),
+        ("top_p", {
+            let mut p = GenerateParams::default();
+            p.sampler.top_p = 1.5;
+            p
+        }),
+        ("top_k", {
+            let mut p = GenerateParams::default();
+            p.sampler.top_k = -2;
+            p
+        }),
+        ("min_p", {
+            let mut p = GenerateParams::default();
+            p.sampler.min_p = 1.0;
+            p
+        }),
+        ("repetition_penalty", {
+            let mut p = GenerateParams::default();
+            p.sampler.repetition_penalty = 0.0;
+            p
+        }),
+        ("logit_bias", {
+            let mut p = GenerateParams::default();
+            p.sampler.logit_bias = vec![(999_999, 1.0)];
+            p
+        }),
         ("stop token", GenerateParams { stop_tokens: vec![1 << 30], ..Default::default() }),
         ("stop strings", GenerateParams { stop_strings: vec![String::new()], ..Default::default() }),
     ];
@@ -317,7 +357,8 @@ fn batch_greedy_equals_one_by_one() {
 fn classify_gives_the_next_token_and_logits() {
     let m = model("mistral");
     let (prompt, want) = reference("mistral");
-    let out = classify(&m, &[prompt.clone(), prompt[..10].to_vec()], &GenerateParams::default(), true).unwrap();
+    let out =
+        classify(&m, &[prompt.clone(), prompt[..10].to_vec()], &GenerateParams::default(), true).unwrap();
     assert_eq!(out[0].token, want[0]);
     let logits = out[0].logits.as_ref().unwrap();
     assert_eq!(logits.len(), m.transformer.spec.vocab as usize);

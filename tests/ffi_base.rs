@@ -4,9 +4,9 @@ use std::ffi::CStr;
 
 use lmx::ffi::device::{lmx_backend, lmx_device, lmx_device_info};
 use lmx::ffi::error::{lmx_last_error, lmx_status_string};
+use lmx::ffi::lmx_status;
 use lmx::ffi::memory::*;
 use lmx::ffi::version::*;
-use lmx::ffi::lmx_status;
 
 fn last_error() -> String {
     unsafe { CStr::from_ptr(lmx_last_error()) }.to_string_lossy().into_owned()
@@ -61,7 +61,11 @@ fn device_info_checks_struct_size_and_fills_the_struct() {
     assert_eq!(lmx_device_info(&mut d), lmx_status::LMX_OK);
     let name = unsafe { CStr::from_ptr(d.name.as_ptr()) }.to_str().unwrap();
     if cfg!(target_os = "linux") {
-        assert_eq!(d.backend as i32 == lmx_backend::LMX_BACKEND_CUDA as i32 || d.backend as i32 == lmx_backend::LMX_BACKEND_CPU as i32, true);
+        assert_eq!(
+            d.backend as i32 == lmx_backend::LMX_BACKEND_CUDA as i32
+                || d.backend as i32 == lmx_backend::LMX_BACKEND_CPU as i32,
+            true
+        );
         assert!(d.memory_size > 0);
     }
     assert!(name.len() < 256);

@@ -32,10 +32,7 @@ fn committed_header_matches_the_ffi_source() {
         return;
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "include/lmx.h is stale: run `make header` and commit the result"
-    );
+    assert!(committed == generated, "include/lmx.h is stale: run `make header` and commit the result");
 }
 
 #[test]
@@ -44,7 +41,8 @@ fn version_macros_equal_cargo_version() {
     assert_eq!(LMX_VERSION_MAJOR.to_string(), env!("CARGO_PKG_VERSION_MAJOR"));
     assert_eq!(LMX_VERSION_MINOR.to_string(), env!("CARGO_PKG_VERSION_MINOR"));
     assert_eq!(LMX_VERSION_PATCH.to_string(), env!("CARGO_PKG_VERSION_PATCH"));
-    let header = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/lmx.h")).unwrap();
+    let header =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/lmx.h")).unwrap();
     assert!(header.contains(&format!("#define LMX_VERSION_MAJOR {}", LMX_VERSION_MAJOR)));
     assert!(header.contains(&format!("#define LMX_VERSION_MINOR {}", LMX_VERSION_MINOR)));
     assert!(header.contains(&format!("#define LMX_VERSION_PATCH {}", LMX_VERSION_PATCH)));

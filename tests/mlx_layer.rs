@@ -70,8 +70,16 @@ fn arithmetic_and_matmul_match_hand_computed_values() {
     // Broadcasting a scalar.
     let two = Array::scalar_f32(2.0);
     assert_eq!(ops::divide(&a, &two).unwrap().to_vec::<f32>().unwrap(), vec![0.5, 1.0, 1.5, 2.0]);
-    close(&ops::sqrt(&b).unwrap().to_vec::<f32>().unwrap(), &[5f32.sqrt(), 6f32.sqrt(), 7f32.sqrt(), 8f32.sqrt()], 1e-6);
-    close(&ops::exp(&arr(&[0.0, 1.0], &[2])).unwrap().to_vec::<f32>().unwrap(), &[1.0, std::f32::consts::E], 1e-6);
+    close(
+        &ops::sqrt(&b).unwrap().to_vec::<f32>().unwrap(),
+        &[5f32.sqrt(), 6f32.sqrt(), 7f32.sqrt(), 8f32.sqrt()],
+        1e-6,
+    );
+    close(
+        &ops::exp(&arr(&[0.0, 1.0], &[2])).unwrap().to_vec::<f32>().unwrap(),
+        &[1.0, std::f32::consts::E],
+        1e-6,
+    );
 }
 
 #[test]
@@ -81,7 +89,10 @@ fn shapes_views_and_reductions() {
     let t = ops::transpose(&a, &[1, 0]).unwrap();
     assert_eq!(t.shape(), vec![3, 2]);
     assert_eq!(t.to_vec::<f32>().unwrap(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
-    assert_eq!(ops::reshape(&a, &[3, 2]).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    assert_eq!(
+        ops::reshape(&a, &[3, 2]).unwrap().to_vec::<f32>().unwrap(),
+        vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    );
     assert_eq!(ops::sum(&a, &[1], false).unwrap().to_vec::<f32>().unwrap(), vec![6.0, 15.0]);
     assert_eq!(ops::mean(&a, &[0], false).unwrap().to_vec::<f32>().unwrap(), vec![2.5, 3.5, 4.5]);
     assert_eq!(ops::max(&a, &[1], true).unwrap().shape(), vec![2, 1]);
@@ -94,7 +105,14 @@ fn shapes_views_and_reductions() {
     assert_eq!(ops::take(&a, &idx, 0).unwrap().to_vec::<f32>().unwrap(), vec![4.0, 5.0, 6.0, 1.0, 2.0, 3.0]);
     let sm = ops::softmax(&arr(&[0.0, 0.0], &[2]), -1, true).unwrap();
     assert_eq!(sm.to_vec::<f32>().unwrap(), vec![0.5, 0.5]);
-    let upd = ops::slice_update(&ops::zeros(&[2, 2], Dtype::F32).unwrap(), &arr(&[9.0, 9.0], &[1, 2]), &[1, 0], &[2, 2], &[1, 1]).unwrap();
+    let upd = ops::slice_update(
+        &ops::zeros(&[2, 2], Dtype::F32).unwrap(),
+        &arr(&[9.0, 9.0], &[1, 2]),
+        &[1, 0],
+        &[2, 2],
+        &[1, 1],
+    )
+    .unwrap();
     assert_eq!(upd.to_vec::<f32>().unwrap(), vec![0.0, 0.0, 9.0, 9.0]);
 }
 
@@ -118,8 +136,16 @@ fn fast_kernels_match_hand_computed_values() {
     close(&ops::rms_norm(&x, Some(&w), 0.0).unwrap().to_vec::<f32>().unwrap(), &[3.0 / r, 8.0 / r], 1e-5);
     // RoPE at position 0 is the identity; at position 1 it rotates the pair by 1 radian.
     let v = arr(&[1.0, 0.0], &[1, 1, 1, 2]);
-    close(&ops::rope(&v, 2, false, Some(10000.0), 1.0, 0, None).unwrap().to_vec::<f32>().unwrap(), &[1.0, 0.0], 1e-6);
-    close(&ops::rope(&v, 2, false, Some(10000.0), 1.0, 1, None).unwrap().to_vec::<f32>().unwrap(), &[1f32.cos(), 1f32.sin()], 1e-6);
+    close(
+        &ops::rope(&v, 2, false, Some(10000.0), 1.0, 0, None).unwrap().to_vec::<f32>().unwrap(),
+        &[1.0, 0.0],
+        1e-6,
+    );
+    close(
+        &ops::rope(&v, 2, false, Some(10000.0), 1.0, 1, None).unwrap().to_vec::<f32>().unwrap(),
+        &[1f32.cos(), 1f32.sin()],
+        1e-6,
+    );
     // Attention over one key returns its value whatever the scores.
     let q = arr(&[1.0, 2.0], &[1, 1, 1, 2]);
     let k = arr(&[3.0, 4.0], &[1, 1, 1, 2]);
@@ -214,7 +240,10 @@ fn corrupt_safetensors_files_give_format_errors_naming_file_and_tensor() {
     let p = write_raw("garbage.safetensors", "{not json", &[]);
     let e = io::load_safetensors(&p).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Format);
-    assert!(e.message.contains("garbage.safetensors") && e.message.contains("corrupt safetensors header"), "{e}");
+    assert!(
+        e.message.contains("garbage.safetensors") && e.message.contains("corrupt safetensors header"),
+        "{e}"
+    );
 
     // A header length beyond the end of the file.
     let p = tmp("short.safetensors");

@@ -96,7 +96,11 @@ fn a_missing_shard_is_not_found() {
     std::fs::remove_file(t.0.join("model-00002-of-00002.safetensors")).unwrap();
     let e = load_err(&t.0);
     assert_eq!(e.kind, ErrorKind::NotFound);
-    assert!(e.message.contains("model-00002-of-00002.safetensors") && e.message.contains("model.safetensors.index.json"), "{e}");
+    assert!(
+        e.message.contains("model-00002-of-00002.safetensors")
+            && e.message.contains("model.safetensors.index.json"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -139,7 +143,10 @@ fn a_quantized_layer_without_a_quantization_block_is_an_error() {
     std::fs::write(&p, serde_json::to_string(&cfg).unwrap()).unwrap();
     let e = load_err(&t.0);
     assert_eq!(e.kind, ErrorKind::Format);
-    assert!(e.message.contains(".scales: the layer is quantized but config.json has no quantization block"), "{e}");
+    assert!(
+        e.message.contains(".scales: the layer is quantized but config.json has no quantization block"),
+        "{e}"
+    );
 }
 
 #[test]

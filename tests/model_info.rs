@@ -39,7 +39,9 @@ fn info_describes_architecture_sizes_quantization_and_template() {
 
 #[test]
 fn a_model_without_a_template_gets_the_builtin_one_for_its_vocabulary() {
-    for (case, builtin) in [("qwen3", "builtin:chatml"), ("gemma3", "builtin:gemma"), ("llama_tied", "builtin:llama3")] {
+    for (case, builtin) in
+        [("qwen3", "builtin:chatml"), ("gemma3", "builtin:gemma"), ("llama_tied", "builtin:llama3")]
+    {
         let t = copy_fixture(case, "notpl");
         let p = t.0.join("tokenizer_config.json");
         let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
@@ -49,7 +51,13 @@ fn a_model_without_a_template_gets_the_builtin_one_for_its_vocabulary() {
         assert_eq!(m.info.chat_template, builtin, "{case}");
         let text = m
             .chat
-            .render(&[lmx::model::Message::new("user", "hi")], true, &Default::default(), m.tokenizer.bos_text(), m.tokenizer.eos_text())
+            .render(
+                &[lmx::model::Message::new("user", "hi")],
+                true,
+                &Default::default(),
+                m.tokenizer.bos_text(),
+                m.tokenizer.eos_text(),
+            )
             .unwrap();
         assert!(text.contains("hi"), "{case}: {text}");
     }

@@ -18,8 +18,13 @@ fn active_memory_beyond_the_cache_is_flat_over_500_decode_steps() {
         let mut baseline = None;
         for step in 0..500 {
             let logits = t.forward(&next, &mut cache).unwrap();
-            let last = ops::slice_axis(&logits, 1, logits.dim(1).unwrap() - 1, logits.dim(1).unwrap()).unwrap();
-            let tok = ops::reshape(&ops::astype(&ops::argmax(&last, -1, false).unwrap(), Dtype::I32).unwrap(), &[1, 1]).unwrap();
+            let last =
+                ops::slice_axis(&logits, 1, logits.dim(1).unwrap() - 1, logits.dim(1).unwrap()).unwrap();
+            let tok = ops::reshape(
+                &ops::astype(&ops::argmax(&last, -1, false).unwrap(), Dtype::I32).unwrap(),
+                &[1, 1],
+            )
+            .unwrap();
             let mut outs = vec![&tok];
             outs.extend(cache.arrays());
             lmx::mlx::eval(&outs).unwrap();

@@ -132,8 +132,20 @@ parity! {
 #[test]
 fn every_fixture_case_is_tested() {
     let listed = [
-        "gemma3", "gemma3_nested", "gemma3_q4", "llama_rope3", "llama_rope3_q4", "llama_tied", "llama_tied_q4",
-        "mistral", "mistral_q4", "qwen2", "qwen2_q4", "qwen3", "qwen3_q4", "qwen3_rope_params",
+        "gemma3",
+        "gemma3_nested",
+        "gemma3_q4",
+        "llama_rope3",
+        "llama_rope3_q4",
+        "llama_tied",
+        "llama_tied_q4",
+        "mistral",
+        "mistral_q4",
+        "qwen2",
+        "qwen2_q4",
+        "qwen3",
+        "qwen3_q4",
+        "qwen3_rope_params",
     ];
     assert_eq!(cases(), listed);
 }

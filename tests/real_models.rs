@@ -59,7 +59,16 @@ fn check(name: &str) {
         let want_prompt = ids(&p["prompt_ids"]);
         let prompt = if let Some(msgs) = p.get("messages").filter(|m| !m.is_null()) {
             let msgs: Vec<Message> = serde_json::from_value(msgs.clone()).unwrap();
-            let text = model.chat.render(&msgs, true, &Default::default(), model.tokenizer.bos_text(), model.tokenizer.eos_text()).unwrap();
+            let text = model
+                .chat
+                .render(
+                    &msgs,
+                    true,
+                    &Default::default(),
+                    model.tokenizer.bos_text(),
+                    model.tokenizer.eos_text(),
+                )
+                .unwrap();
             assert_eq!(text, p["rendered"].as_str().unwrap(), "{name} prompt {i}: rendered chat");
             model.tokenizer.encode(&text, false).unwrap()
         } else {
@@ -82,7 +91,10 @@ fn check(name: &str) {
         let margins = tensors[&format!("prompt{i}.greedy_margins")].to_f32_vec().unwrap();
         let mut got = Vec::new();
         for _ in 0..want.len() {
-            let id = ops::argmax(&ops::astype(&last, Dtype::F32).unwrap(), -1, false).unwrap().to_vec::<u32>().unwrap()[0];
+            let id = ops::argmax(&ops::astype(&last, Dtype::F32).unwrap(), -1, false)
+                .unwrap()
+                .to_vec::<u32>()
+                .unwrap()[0];
             got.push(id);
             let l = t.forward(&Array::from_slice(&[id as i32], &[1, 1]).unwrap(), &mut cache).unwrap();
             last = l;
@@ -90,7 +102,11 @@ fn check(name: &str) {
         if let Some(k) = got.iter().zip(&want).position(|(a, b)| a != b) {
             panic!("{name} prompt {i}: greedy token {k} is {} where the reference has {} (reference margin {:.4})", got[k], want[k], margins[k]);
         }
-        eprintln!("{name} prompt {i}: {} greedy tokens identical: {:?}", want.len(), model.tokenizer.decode(&got, true).unwrap());
+        eprintln!(
+            "{name} prompt {i}: {} greedy tokens identical: {:?}",
+            want.len(),
+            model.tokenizer.decode(&got, true).unwrap()
+        );
     }
 }
 

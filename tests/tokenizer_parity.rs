@@ -24,12 +24,24 @@ fn encode_and_decode_match_transformers() {
     for (case, m, r) in models() {
         for e in r["encode"].as_array().unwrap() {
             let text = e["text"].as_str().unwrap();
-            assert_eq!(m.tokenizer.encode(text, true).unwrap(), ids(&e["ids_with_special"]), "{case}: {text:?} with special tokens");
-            assert_eq!(m.tokenizer.encode(text, false).unwrap(), ids(&e["ids_plain"]), "{case}: {text:?} plain");
+            assert_eq!(
+                m.tokenizer.encode(text, true).unwrap(),
+                ids(&e["ids_with_special"]),
+                "{case}: {text:?} with special tokens"
+            );
+            assert_eq!(
+                m.tokenizer.encode(text, false).unwrap(),
+                ids(&e["ids_plain"]),
+                "{case}: {text:?} plain"
+            );
         }
         for d in r["decode"].as_array().unwrap() {
             let skip = d["skip_special"].as_bool().unwrap();
-            assert_eq!(m.tokenizer.decode(&ids(&d["ids"]), skip).unwrap(), d["text"].as_str().unwrap(), "{case}: decode");
+            assert_eq!(
+                m.tokenizer.decode(&ids(&d["ids"]), skip).unwrap(),
+                d["text"].as_str().unwrap(),
+                "{case}: decode"
+            );
         }
     }
 }
@@ -98,10 +110,8 @@ fn eos_sets_include_end_of_turn_tokens() {
 #[test]
 fn unknown_roles_and_template_errors_are_invalid_arguments() {
     let m = Model::load(&fixtures().join("qwen3"), &LoadParams::default()).unwrap();
-    let e = m
-        .chat
-        .render(&[Message::new("wizard", "hi")], true, &Default::default(), None, None)
-        .unwrap_err();
+    let e =
+        m.chat.render(&[Message::new("wizard", "hi")], true, &Default::default(), None, None).unwrap_err();
     assert_eq!(e.kind, lmx::ErrorKind::InvalidArgument);
     assert!(e.message.contains("unknown role \"wizard\""), "{e}");
 }

@@ -88,7 +88,8 @@ fn metrics_line(m: &Metrics) -> String {
 
 fn generate(a: &Args) -> Result<()> {
     let model = load(a)?;
-    let prompt = a.prompt.as_deref().ok_or_else(|| Error::invalid(format!("--prompt is required\n\n{USAGE}")))?;
+    let prompt =
+        a.prompt.as_deref().ok_or_else(|| Error::invalid(format!("--prompt is required\n\n{USAGE}")))?;
     let session = Session::new(model.clone())?;
     let ids = if a.chat {
         let mut msgs = Vec::new();
@@ -132,13 +133,18 @@ fn chat(a: &Args) -> Result<()> {
     if let Some(s) = &a.system {
         msgs.push(Message::new("system", s));
     }
-    eprintln!("chatting with {} ({}); one message per line, an empty line or end of input quits", model.dir.display(), model.info.architecture);
+    eprintln!(
+        "chatting with {} ({}); one message per line, an empty line or end of input quits",
+        model.dir.display(),
+        model.info.architecture
+    );
     let stdin = std::io::stdin();
     let mut line = String::new();
     loop {
         eprint!("> ");
         line.clear();
-        if stdin.lock().read_line(&mut line).map_err(|e| Error::new(lmx::ErrorKind::Io, e.to_string()))? == 0 {
+        if stdin.lock().read_line(&mut line).map_err(|e| Error::new(lmx::ErrorKind::Io, e.to_string()))? == 0
+        {
             break;
         }
         let text = line.trim_end_matches(['\n', '\r']);

@@ -30,7 +30,9 @@ fn check_prompt(model: &Model, i: usize, p: &[u32]) -> Result<()> {
         return Err(Error::invalid(format!("prompt {i} has no tokens")));
     }
     if let Some(bad) = p.iter().find(|&&t| t as usize >= vocab) {
-        return Err(Error::invalid(format!("prompt {i}: token id {bad} is outside the vocabulary (size {vocab})")));
+        return Err(Error::invalid(format!(
+            "prompt {i}: token id {bad} is outside the vocabulary (size {vocab})"
+        )));
     }
     if p.len() >= model.info.context_length as usize {
         return Err(Error::invalid(format!(
@@ -44,7 +46,12 @@ fn check_prompt(model: &Model, i: usize, p: &[u32]) -> Result<()> {
 
 /// For each prompt, one forward pass and the next token chosen by `params.sampler` (greedy by
 /// default), with the last position's logits when `want_logits`.
-pub fn classify(model: &Model, prompts: &[Vec<u32>], params: &GenerateParams, want_logits: bool) -> Result<Vec<ClassifyOutput>> {
+pub fn classify(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    params: &GenerateParams,
+    want_logits: bool,
+) -> Result<Vec<ClassifyOutput>> {
     params.validate(model.transformer.spec.vocab as usize)?;
     for (i, p) in prompts.iter().enumerate() {
         check_prompt(model, i, p)?;
@@ -59,7 +66,9 @@ pub fn classify(model: &Model, prompts: &[Vec<u32>], params: &GenerateParams, wa
             let mut logits = None;
             for chunk in p.chunks(params.prefill_chunk) {
                 let ids: Vec<i32> = chunk.iter().map(|&t| t as i32).collect();
-                let l = model.transformer.forward(&Array::from_slice(&ids, &[1, ids.len() as i32])?, &mut cache)?;
+                let l = model
+                    .transformer
+                    .forward(&Array::from_slice(&ids, &[1, ids.len() as i32])?, &mut cache)?;
                 let n = l.dim(1)?;
                 logits = Some(ops::reshape(&ops::slice_axis(&l, 1, n - 1, n)?, &[1, -1])?);
                 mlx::eval(&cache.arrays())?;
@@ -129,11 +138,13 @@ pub fn batch_generate(
 ) -> Result<(Vec<Result<BatchOutput>>, Metrics)> {
     params.validate(model.transformer.spec.vocab as usize)?;
     let started = Instant::now();
-    let checks: Vec<Result<()>> = prompts.iter().enumerate().map(|(i, p)| check_prompt(model, i, p)).collect();
+    let checks: Vec<Result<()>> =
+        prompts.iter().enumerate().map(|(i, p)| check_prompt(model, i, p)).collect();
     let live: Vec<usize> = (0..prompts.len()).filter(|&i| checks[i].is_ok()).collect();
     let mut results: Vec<Option<Result<BatchOutput>>> =
         checks.into_iter().map(|c| c.err().map(Err)).collect();
-    let mut metrics = Metrics { prompt_tokens: live.iter().map(|&i| prompts[i].len()).sum(), ..Metrics::default() };
+    let mut metrics =
+        Metrics { prompt_tokens: live.iter().map(|&i| prompts[i].len()).sum(), ..Metrics::default() };
     metrics.prefill_tokens = metrics.prompt_tokens;
     if live.is_empty() {
         return Ok((results.into_iter().map(|r| r.expect("every row failed")).collect(), metrics));
@@ -192,7 +203,8 @@ pub fn batch_generate(
                 let y = sampler.sample(&last, history.as_ref())?;
                 if let Some(h) = &history {
                     let w = h.dim(1)?;
-                    let h2 = ops::concatenate(&[h, &ops::reshape(&ops::astype(&y, Dtype::I32)?, &[b, 1])?], 1)?;
+                    let h2 =
+                        ops::concatenate(&[h, &ops::reshape(&ops::astype(&y, Dtype::I32)?, &[b, 1])?], 1)?;
                     history = Some(ops::slice_axis(&h2, 1, 1, w + 1)?);
                 }
                 y.to_vec::<u32>()
@@ -244,7 +256,11 @@ pub fn batch_generate(
     metrics.active_memory = memory::active_memory().unwrap_or(0);
     metrics.finish_rates();
     for (&i, r) in live.iter().zip(rows) {
-        results[i] = Some(Ok(BatchOutput { tokens: r.tokens, text: r.text, finish: r.done.unwrap_or(FinishReason::Error) }));
+        results[i] = Some(Ok(BatchOutput {
+            tokens: r.tokens,
+            text: r.text,
+            finish: r.done.unwrap_or(FinishReason::Error),
+        }));
     }
     Ok((results.into_iter().map(|r| r.expect("every row has a result")).collect(), metrics))
 }

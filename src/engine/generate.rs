@@ -92,7 +92,8 @@ impl Generation {
         let sampler = Sampler::new(&params.sampler)?;
         let history = if sampler.needs_history() {
             let w = sampler.penalty_window();
-            let recent: Vec<i32> = prompt[prompt.len().saturating_sub(w)..].iter().map(|&t| t as i32).collect();
+            let recent: Vec<i32> =
+                prompt[prompt.len().saturating_sub(w)..].iter().map(|&t| t as i32).collect();
             Some(Array::from_slice(&recent, &[1, recent.len() as i32])?)
         } else {
             None
@@ -145,7 +146,11 @@ impl Generation {
             stop: StopMatcher::new(&params.stop_strings),
             eos,
             finish: None,
-            metrics: Metrics { prompt_tokens: prompt.len(), prefill_tokens: prompt.len() - keep, ..Metrics::default() },
+            metrics: Metrics {
+                prompt_tokens: prompt.len(),
+                prefill_tokens: prompt.len() - keep,
+                ..Metrics::default()
+            },
             started,
             first_token: None,
             ctx_limit,
@@ -173,7 +178,10 @@ impl Generation {
     }
 
     fn stream(&self) -> Result<Arc<mlx::Stream>> {
-        self.state.as_ref().map(|s| s.stream.clone()).ok_or_else(|| Error::internal("generation without a session state"))
+        self.state
+            .as_ref()
+            .map(|s| s.stream.clone())
+            .ok_or_else(|| Error::internal("generation without a session state"))
     }
 
     fn cancelled(&self) -> bool {
@@ -245,7 +253,8 @@ impl Generation {
         self.metrics.generated_tokens = self.generated.len();
         self.metrics.total_seconds = (now - self.started).as_secs_f64();
         self.metrics.prefill_seconds = (first - self.started).as_secs_f64();
-        self.metrics.time_to_first_token = if self.first_token.is_some() { self.metrics.prefill_seconds } else { 0.0 };
+        self.metrics.time_to_first_token =
+            if self.first_token.is_some() { self.metrics.prefill_seconds } else { 0.0 };
         self.metrics.decode_seconds = (now - first).as_secs_f64();
         self.metrics.peak_memory = memory::peak_memory().unwrap_or(0);
         self.metrics.active_memory = memory::active_memory().unwrap_or(0);
@@ -260,7 +269,7 @@ impl Generation {
                 StopCheck::Emit(t) => rest.push_str(&t),
                 StopCheck::Stopped(t) => {
                     self.text.push_str(&t);
-                    return (!t.is_empty()).then(|| Event { id: None, text: t });
+                    return (!t.is_empty()).then_some(Event { id: None, text: t });
                 }
             }
         }
@@ -274,6 +283,7 @@ impl Generation {
     }
 
     /// The next token, or None once generation has ended (see [`finish_reason`](Self::finish_reason)).
+    #[allow(clippy::should_implement_trait)] // fallible, so not an Iterator
     pub fn next(&mut self) -> Result<Option<Event>> {
         if self.finish.is_some() {
             return Ok(None);
@@ -296,69 +306,65 @@ impl Generation {
         if self.cancelled() {
             return Ok(self.end(FinishReason::Cancelled, true));
         }
-        if self.pending.is_none() {
-            if !self.prefill()? {
-                return Ok(self.end(FinishReason::Cancelled, true));
+        if self.pending.is_none() && !self.prefill()? {
+            return Ok(self.end(FinishReason::Cancelled, true));
+        }
+        let y = self.pending.take().ok_or_else(|| Error::internal("no pending token"))?;
+        let offset = self.state.as_ref().map(|s| s.cache.offset()).unwrap_or(0);
+        let more = self.generated.len() + 1 < self.params.max_tokens && offset < self.ctx_limit;
+        let id = {
+            let _lock = compute_lock();
+            if more {
+                let stream = self.stream()?;
+                with_stream(&stream, || -> Result<()> {
+                    // Build and dispatch step n+1 from the still-lazy token n.
+                    let st = self.state.as_mut().expect("state");
+                    let x = ops::reshape(&ops::astype(&y, Dtype::I32)?, &[1, 1])?;
+                    let logits = self.model.transformer.forward(&x, &mut st.cache)?;
+                    let logits = ops::reshape(&logits, &[1, -1])?;
+                    let next = self.sample(&logits)?;
+                    mlx::async_eval(&[&next])?;
+                    self.pending = Some(next);
+                    Ok(())
+                })?;
+            }
+            y.item::<u32>()?
+        };
+        if more {
+            if let Some(st) = self.state.as_mut() {
+                st.tokens.push(id);
             }
         }
-        {
-            let y = self.pending.take().ok_or_else(|| Error::internal("no pending token"))?;
-            let offset = self.state.as_ref().map(|s| s.cache.offset()).unwrap_or(0);
-            let more = self.generated.len() + 1 < self.params.max_tokens && offset < self.ctx_limit;
-            let id = {
-                let _lock = compute_lock();
-                if more {
-                    let stream = self.stream()?;
-                    with_stream(&stream, || -> Result<()> {
-                        // Build and dispatch step n+1 from the still-lazy token n.
-                        let st = self.state.as_mut().expect("state");
-                        let x = ops::reshape(&ops::astype(&y, Dtype::I32)?, &[1, 1])?;
-                        let logits = self.model.transformer.forward(&x, &mut st.cache)?;
-                        let logits = ops::reshape(&logits, &[1, -1])?;
-                        let next = self.sample(&logits)?;
-                        mlx::async_eval(&[&next])?;
-                        self.pending = Some(next);
-                        Ok(())
-                    })?;
-                }
-                y.item::<u32>()?
-            };
-            if more {
-                if let Some(st) = self.state.as_mut() {
-                    st.tokens.push(id);
-                }
-            }
-            if self.first_token.is_none() {
-                self.first_token = Some(Instant::now());
-            }
-            if self.generated.len() % CLEAR_CACHE_EVERY == CLEAR_CACHE_EVERY - 1 {
-                memory::clear_cache()?;
-            }
-            if self.eos.contains(&id) {
-                return Ok(self.end(FinishReason::Stop, true));
-            }
-            self.generated.push(id);
-            let piece = self.decoder.push(&self.model.tokenizer, id)?.unwrap_or_default();
-            let (text, stopped) = match self.stop.push(&piece) {
-                StopCheck::Emit(t) => (t, false),
-                StopCheck::Stopped(t) => (t, true),
-            };
-            self.text.push_str(&text);
-            let ev = Event { id: Some(id), text };
-            if stopped {
-                self.end(FinishReason::Stop, false);
-                return Ok(Some(ev));
-            }
-            if !more {
-                let tail = self.end(FinishReason::Length, true);
-                return Ok(Some(merge(ev, tail)));
-            }
-            if self.cancelled() {
-                let tail = self.end(FinishReason::Cancelled, true);
-                return Ok(Some(merge(ev, tail)));
-            }
+        if self.first_token.is_none() {
+            self.first_token = Some(Instant::now());
+        }
+        if self.generated.len() % CLEAR_CACHE_EVERY == CLEAR_CACHE_EVERY - 1 {
+            memory::clear_cache()?;
+        }
+        if self.eos.contains(&id) {
+            return Ok(self.end(FinishReason::Stop, true));
+        }
+        self.generated.push(id);
+        let piece = self.decoder.push(&self.model.tokenizer, id)?.unwrap_or_default();
+        let (text, stopped) = match self.stop.push(&piece) {
+            StopCheck::Emit(t) => (t, false),
+            StopCheck::Stopped(t) => (t, true),
+        };
+        self.text.push_str(&text);
+        let ev = Event { id: Some(id), text };
+        if stopped {
+            self.end(FinishReason::Stop, false);
             return Ok(Some(ev));
         }
+        if !more {
+            let tail = self.end(FinishReason::Length, true);
+            return Ok(Some(merge(ev, tail)));
+        }
+        if self.cancelled() {
+            let tail = self.end(FinishReason::Cancelled, true);
+            return Ok(Some(merge(ev, tail)));
+        }
+        Ok(Some(ev))
     }
 
     /// Ends a generation that is still running, as cancelled (metrics complete). Nothing more

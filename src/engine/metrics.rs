@@ -30,6 +30,7 @@ impl Metrics {
             if self.prefill_seconds > 0.0 { self.prefill_tokens as f64 / self.prefill_seconds } else { 0.0 };
         // The first token comes out of the prefill; decode produces the rest.
         let decoded = self.generated_tokens.saturating_sub(1);
-        self.decode_tokens_per_second = if self.decode_seconds > 0.0 { decoded as f64 / self.decode_seconds } else { 0.0 };
+        self.decode_tokens_per_second =
+            if self.decode_seconds > 0.0 { decoded as f64 / self.decode_seconds } else { 0.0 };
     }
 }

@@ -105,17 +105,24 @@ impl GenerateParams {
             return Err(Error::invalid(format!("min_p {} must be in [0, 1)", s.min_p)));
         }
         if !s.repetition_penalty.is_finite() || s.repetition_penalty <= 0.0 {
-            return Err(Error::invalid(format!("repetition_penalty {} must be finite and > 0", s.repetition_penalty)));
+            return Err(Error::invalid(format!(
+                "repetition_penalty {} must be finite and > 0",
+                s.repetition_penalty
+            )));
         }
         if !s.presence_penalty.is_finite() || !s.frequency_penalty.is_finite() {
             return Err(Error::invalid("presence_penalty and frequency_penalty must be finite"));
         }
-        if s.penalty_window == 0 && (s.repetition_penalty != 1.0 || s.presence_penalty != 0.0 || s.frequency_penalty != 0.0) {
+        if s.penalty_window == 0
+            && (s.repetition_penalty != 1.0 || s.presence_penalty != 0.0 || s.frequency_penalty != 0.0)
+        {
             return Err(Error::invalid("penalty_window must be at least 1 when a penalty is set"));
         }
         for &(id, bias) in &s.logit_bias {
             if id as usize >= vocab {
-                return Err(Error::invalid(format!("logit_bias: token id {id} is outside the vocabulary (size {vocab})")));
+                return Err(Error::invalid(format!(
+                    "logit_bias: token id {id} is outside the vocabulary (size {vocab})"
+                )));
             }
             if !bias.is_finite() && bias != f32::NEG_INFINITY {
                 return Err(Error::invalid(format!("logit_bias: {bias} for token {id} is not finite")));
@@ -123,7 +130,9 @@ impl GenerateParams {
         }
         for &id in &self.stop_tokens {
             if id as usize >= vocab {
-                return Err(Error::invalid(format!("stop token id {id} is outside the vocabulary (size {vocab})")));
+                return Err(Error::invalid(format!(
+                    "stop token id {id} is outside the vocabulary (size {vocab})"
+                )));
             }
         }
         if self.stop_strings.len() > MAX_STOP_STRINGS {
@@ -131,7 +140,9 @@ impl GenerateParams {
         }
         for st in &self.stop_strings {
             if st.is_empty() || st.len() > MAX_STOP_STRING_BYTES {
-                return Err(Error::invalid(format!("stop strings must be 1 to {MAX_STOP_STRING_BYTES} bytes")));
+                return Err(Error::invalid(format!(
+                    "stop strings must be 1 to {MAX_STOP_STRING_BYTES} bytes"
+                )));
             }
         }
         if self.prefill_chunk == 0 {

@@ -37,7 +37,11 @@ impl Session {
         let cache = KvCache::new(&model.transformer.spec);
         Ok(Session {
             model,
-            slot: Arc::new(Mutex::new(Some(SessionState { cache, tokens: Vec::new(), stream: Arc::new(stream) }))),
+            slot: Arc::new(Mutex::new(Some(SessionState {
+                cache,
+                tokens: Vec::new(),
+                stream: Arc::new(stream),
+            }))),
             cancel: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -84,7 +88,9 @@ impl Session {
             return Err(Error::invalid("the prompt has no tokens"));
         }
         if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::invalid(format!("prompt token id {bad} is outside the vocabulary (size {vocab})")));
+            return Err(Error::invalid(format!(
+                "prompt token id {bad} is outside the vocabulary (size {vocab})"
+            )));
         }
         let ctx = self.model.info.context_length as usize;
         if prompt.len() >= ctx {
@@ -95,11 +101,25 @@ impl Session {
         }
         let (sampler, history) = Generation::prepare(prompt, params)?;
         let state = self.take_state()?;
-        Ok(Generation::new(self.model.clone(), state, self.slot.clone(), self.cancel.clone(), prompt, params, sampler, history))
+        Ok(Generation::new(
+            self.model.clone(),
+            state,
+            self.slot.clone(),
+            self.cancel.clone(),
+            prompt,
+            params,
+            sampler,
+            history,
+        ))
     }
 
     /// Generates after `prompt`, calling `on_token` for each token; it returns false to stop.
-    pub fn generate(&self, prompt: &[u32], params: &GenerateParams, on_token: impl FnMut(&super::Event) -> bool) -> Result<Output> {
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        on_token: impl FnMut(&super::Event) -> bool,
+    ) -> Result<Output> {
         self.start(prompt, params)?.run(on_token)
     }
 
@@ -109,7 +129,11 @@ impl Session {
     }
 
     /// The tokens of a chat, rendered with the model's template and a generation prompt.
-    pub fn chat_tokens(&self, messages: &[Message], extra: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<u32>> {
+    pub fn chat_tokens(
+        &self,
+        messages: &[Message],
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<u32>> {
         if messages.is_empty() {
             return Err(Error::invalid("the chat has no messages"));
         }

@@ -45,7 +45,10 @@ impl StopMatcher {
         let mut hold = 0;
         for s in &self.stops {
             for k in (1..s.len()).rev() {
-                if k <= self.text.len() - self.emitted && s.is_char_boundary(k) && self.text.ends_with(&s[..k]) {
+                if k <= self.text.len() - self.emitted
+                    && s.is_char_boundary(k)
+                    && self.text.ends_with(&s[..k])
+                {
                     hold = hold.max(k);
                     break;
                 }

@@ -142,17 +142,22 @@ pub extern "C" fn lmx_batch_count(batch: *const lmx_batch) -> usize {
 /// Fills `*item_out` (not NULL, struct_size set) with item `i`. Returns LMX_OK or
 /// LMX_STATUS_INVALID_ARGUMENT (NULL, i out of range).
 #[no_mangle]
-pub extern "C" fn lmx_batch_get(batch: *const lmx_batch, i: usize, item_out: *mut lmx_batch_item) -> lmx_status {
+pub extern "C" fn lmx_batch_get(
+    batch: *const lmx_batch,
+    i: usize,
+    item_out: *mut lmx_batch_item,
+) -> lmx_status {
     status(|| {
         let b = handle_ref(batch, "batch")?;
         let o = out(item_out, "item_out")?;
         if o.struct_size < std::mem::size_of::<lmx_batch_item>() {
-            return Err(Error::invalid("item_out->struct_size is too small; set it to sizeof(lmx_batch_item)"));
+            return Err(Error::invalid(
+                "item_out->struct_size is too small; set it to sizeof(lmx_batch_item)",
+            ));
         }
-        let it = b
-            .items
-            .get(i)
-            .ok_or_else(|| Error::invalid(format!("item {i} is out of range (the batch has {})", b.items.len())))?;
+        let it = b.items.get(i).ok_or_else(|| {
+            Error::invalid(format!("item {i} is out of range (the batch has {})", b.items.len()))
+        })?;
         o.status = it.status;
         o.error = it.error.as_ptr();
         o.tokens = it.tokens.as_ptr();

@@ -31,7 +31,10 @@ fn check<T: Handle>(p: *const T, name: &str) -> Result<()> {
     // SAFETY: non-NULL and aligned; the caller promises it came from liblmx. The tag tells a
     // live handle from a freed or foreign one on a best-effort basis.
     if unsafe { (*p).magic() } != T::MAGIC {
-        return Err(Error::invalid(format!("{name} is not a valid {} (freed, or not made by liblmx)", T::NAME)));
+        return Err(Error::invalid(format!(
+            "{name} is not a valid {} (freed, or not made by liblmx)",
+            T::NAME
+        )));
     }
     Ok(())
 }

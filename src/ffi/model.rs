@@ -31,7 +31,11 @@ pub(crate) fn model_ref<'a>(p: *const lmx_model) -> Result<&'a Arc<Model>> {
 /// quantization); LMX_STATUS_IO; LMX_STATUS_OUT_OF_MEMORY; LMX_STATUS_MLX. The message names
 /// the file and the tensor. Loading resets MLX's peak memory counter.
 #[no_mangle]
-pub extern "C" fn lmx_model_load(path: *const c_char, params: *const lmx_model_params, model_out: *mut *mut lmx_model) -> lmx_status {
+pub extern "C" fn lmx_model_load(
+    path: *const c_char,
+    params: *const lmx_model_params,
+    model_out: *mut *mut lmx_model,
+) -> lmx_status {
     status(|| {
         let o = out(model_out, "model_out")?;
         let path = str_arg(path, "path")?;
@@ -47,9 +51,13 @@ pub extern "C" fn lmx_model_load(path: *const c_char, params: *const lmx_model_p
             lmx_dtype::LMX_DTYPE_FLOAT16 => Some(Dtype::F16),
             lmx_dtype::LMX_DTYPE_BFLOAT16 => Some(Dtype::BF16),
         };
-        let lp = LoadParams { context_length: (p.context_length > 0).then_some(p.context_length as i32), dtype };
+        let lp =
+            LoadParams { context_length: (p.context_length > 0).then_some(p.context_length as i32), dtype };
         let model = Model::load(std::path::Path::new(path), &lp)?;
-        *o = into_handle(lmx_model { magic: <lmx_model as super::handle::Handle>::MAGIC, model: Arc::new(model) });
+        *o = into_handle(lmx_model {
+            magic: <lmx_model as super::handle::Handle>::MAGIC,
+            model: Arc::new(model),
+        });
         Ok(())
     })
 }

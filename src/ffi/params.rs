@@ -170,7 +170,7 @@ pub(crate) fn token_ids(p: *const i32, n: usize, name: &str) -> Result<Vec<u32>>
 }
 
 impl lmx_generate_params {
-    pub(crate) fn to_engine(&self) -> Result<GenerateParams> {
+    pub(crate) fn to_engine(self) -> Result<GenerateParams> {
         let stop_strings = slice(self.stop_strings, self.n_stop_strings, "stop_strings")?
             .iter()
             .enumerate()

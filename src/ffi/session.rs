@@ -35,18 +35,23 @@ pub(crate) fn session_ref<'a>(p: *const lmx_session) -> Result<&'a lmx_session> 
 /// valid only during the call; may be empty while a multi-token character or a possible stop
 /// string is held back) and `user_data`. Return 0 to go on, non-zero to stop (the call then
 /// returns LMX_OK with finish reason LMX_FINISH_CANCELLED). Runs on the calling thread.
-pub type lmx_token_callback = Option<extern "C" fn(token: i32, text: *const c_char, len: usize, user_data: *mut c_void) -> i32>;
+pub type lmx_token_callback =
+    Option<extern "C" fn(token: i32, text: *const c_char, len: usize, user_data: *mut c_void) -> i32>;
 
 /// Creates a session on `model` and writes it to `*session_out` (not NULL); free it with
 /// lmx_session_free(). The session keeps the model's weights alive even if the model handle is
 /// freed first. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT or LMX_STATUS_MLX.
 #[no_mangle]
-pub extern "C" fn lmx_session_create(model: *const lmx_model, session_out: *mut *mut lmx_session) -> lmx_status {
+pub extern "C" fn lmx_session_create(
+    model: *const lmx_model,
+    session_out: *mut *mut lmx_session,
+) -> lmx_status {
     status(|| {
         let m = model_ref(model)?;
         let o = out(session_out, "session_out")?;
         let session = Arc::new(Session::new(m.clone())?);
-        *o = into_handle(lmx_session { magic: lmx_session::MAGIC, session, last: Arc::new(Mutex::new(None)) });
+        *o =
+            into_handle(lmx_session { magic: lmx_session::MAGIC, session, last: Arc::new(Mutex::new(None)) });
         Ok(())
     })
 }
@@ -60,7 +65,10 @@ pub extern "C" fn lmx_session_free(session: *mut lmx_session) -> lmx_status {
         if !session.is_null() {
             let s = session_ref(session)?;
             if s.session.cached_tokens().is_err() {
-                return Err(Error::new(ErrorKind::Busy, "the session is generating; cancel it or free its stream first"));
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    "the session is generating; cancel it or free its stream first",
+                ));
             }
         }
         drop(take_handle(session, "session")?);
@@ -91,7 +99,11 @@ pub extern "C" fn lmx_session_cancel(session: *const lmx_session) -> lmx_status 
 /// and its metrics to `*metrics_out` (may be NULL; struct_size set). LMX_FINISH_NONE and zero
 /// metrics before any generation finished. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
 #[no_mangle]
-pub extern "C" fn lmx_session_last_result(session: *const lmx_session, finish_out: *mut lmx_finish_reason, metrics_out: *mut lmx_metrics) -> lmx_status {
+pub extern "C" fn lmx_session_last_result(
+    session: *const lmx_session,
+    finish_out: *mut lmx_finish_reason,
+    metrics_out: *mut lmx_metrics,
+) -> lmx_status {
     status(|| {
         let s = session_ref(session)?;
         let last = s.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -105,7 +117,13 @@ pub extern "C" fn lmx_session_last_result(session: *const lmx_session, finish_ou
 }
 
 /// Runs a generation through the callback and records its result.
-fn run(s: &lmx_session, prompt: Vec<u32>, params: *const lmx_generate_params, cb: lmx_token_callback, user_data: *mut c_void) -> Result<()> {
+fn run(
+    s: &lmx_session,
+    prompt: Vec<u32>,
+    params: *const lmx_generate_params,
+    cb: lmx_token_callback,
+    user_data: *mut c_void,
+) -> Result<()> {
     let p = generate_params(params)?;
     let session = s.session.clone();
     let mut caller_stopped = false;

@@ -34,11 +34,22 @@ impl lmx_stream {
     }
 }
 
-fn start(s: &lmx_session, prompt: Vec<u32>, params: *const lmx_generate_params, stream_out: *mut *mut lmx_stream) -> Result<()> {
+fn start(
+    s: &lmx_session,
+    prompt: Vec<u32>,
+    params: *const lmx_generate_params,
+    stream_out: *mut *mut lmx_stream,
+) -> Result<()> {
     let o = out(stream_out, "stream_out")?;
     let p = generate_params(params)?;
     let gen = s.session.start(&prompt, &p)?;
-    *o = into_handle(lmx_stream { magic: lmx_stream::MAGIC, gen, last: s.last.clone(), text: CString::default(), recorded: false });
+    *o = into_handle(lmx_stream {
+        magic: lmx_stream::MAGIC,
+        gen,
+        last: s.last.clone(),
+        text: CString::default(),
+        recorded: false,
+    });
     Ok(())
 }
 
@@ -110,7 +121,12 @@ pub extern "C" fn lmx_stream_next(
 ) -> lmx_status {
     status(|| {
         let st = handle_mut(stream, "stream")?;
-        let (tok, txt, len, done) = (out(token_out, "token_out")?, out(text_out, "text_out")?, out(len_out, "len_out")?, out(done_out, "done_out")?);
+        let (tok, txt, len, done) = (
+            out(token_out, "token_out")?,
+            out(text_out, "text_out")?,
+            out(len_out, "len_out")?,
+            out(done_out, "done_out")?,
+        );
         let r = st.gen.next();
         st.record();
         match r {

@@ -22,7 +22,8 @@ pub struct lmx_message {
 /// UTF-8 text given as a pointer and a length (no NUL needed).
 pub(crate) fn text_arg<'a>(p: *const c_char, len: usize, name: &str) -> Result<&'a str> {
     let bytes = slice(p as *const u8, len, name)?;
-    std::str::from_utf8(bytes).map_err(|e| Error::invalid(format!("{name} is not valid UTF-8 (byte {})", e.valid_up_to())))
+    std::str::from_utf8(bytes)
+        .map_err(|e| Error::invalid(format!("{name} is not valid UTF-8 (byte {})", e.valid_up_to())))
 }
 
 pub(crate) fn messages(p: *const lmx_message, n: usize) -> Result<Vec<Message>> {
@@ -142,7 +143,13 @@ pub extern "C" fn lmx_chat_apply_template(
         let m = model_ref(model)?;
         let msgs = messages(messages_in, n)?;
         let extra = extra_vars(extra_json)?;
-        let text = m.chat.render(&msgs, add_generation_prompt, &extra, m.tokenizer.bos_text(), m.tokenizer.eos_text())?;
+        let text = m.chat.render(
+            &msgs,
+            add_generation_prompt,
+            &extra,
+            m.tokenizer.bos_text(),
+            m.tokenizer.eos_text(),
+        )?;
         fill_text(&text, buf, capacity, len_out)
     })
 }

@@ -192,10 +192,7 @@ impl Array {
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         let dtype = self.dtype()?;
         if dtype != T::DTYPE {
-            return Err(Error::invalid(format!(
-                "cannot read a {dtype} array as {}",
-                T::DTYPE
-            )));
+            return Err(Error::invalid(format!("cannot read a {dtype} array as {}", T::DTYPE)));
         }
         let _lock = super::compute_lock();
         // A view (transpose, slice, broadcast) has the strides of its source; copy it into a

@@ -118,23 +118,35 @@ impl Device {
                 let mut props = DeviceProperties::default();
                 for i in 0..n {
                     let mut key: *mut std::ffi::c_char = std::ptr::null_mut();
-                    check(unsafe { sys::mlx_vector_string_get(&mut key, keys, i) }, "reading a device info key")?;
+                    check(
+                        unsafe { sys::mlx_vector_string_get(&mut key, keys, i) },
+                        "reading a device info key",
+                    )?;
                     if key.is_null() {
                         continue;
                     }
                     let name = unsafe { CStr::from_ptr(key) }.to_string_lossy().into_owned();
                     let mut is_string = false;
-                    check(unsafe { sys::mlx_device_info_is_string(&mut is_string, info, key) }, "reading device info")?;
+                    check(
+                        unsafe { sys::mlx_device_info_is_string(&mut is_string, info, key) },
+                        "reading device info",
+                    )?;
                     if is_string {
                         let mut v: *const std::ffi::c_char = std::ptr::null();
-                        check(unsafe { sys::mlx_device_info_get_string(&mut v, info, key) }, "reading device info")?;
+                        check(
+                            unsafe { sys::mlx_device_info_get_string(&mut v, info, key) },
+                            "reading device info",
+                        )?;
                         if !v.is_null() {
                             let v = unsafe { CStr::from_ptr(v) }.to_string_lossy().into_owned();
                             props.strings.push((name, v));
                         }
                     } else {
                         let mut v = 0usize;
-                        check(unsafe { sys::mlx_device_info_get_size(&mut v, info, key) }, "reading device info")?;
+                        check(
+                            unsafe { sys::mlx_device_info_get_size(&mut v, info, key) },
+                            "reading device info",
+                        )?;
                         props.sizes.push((name, v as u64));
                     }
                 }
@@ -347,12 +359,7 @@ pub fn describe() -> Result<DeviceSummary> {
     let device = Device::default_device()?;
     let backend = Backend::current()?;
     let props = device.info()?;
-    let name = props
-        .string("device_name")
-        .or_else(|| props.string("name"))
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let name = props.string("device_name").or_else(|| props.string("name")).unwrap_or("").trim().to_string();
     // MLX's CPU backend reports no memory size; the CPU's memory is the system's.
     let memory_size = match props.size("memory_size") {
         Some(m) => m,

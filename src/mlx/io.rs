@@ -70,14 +70,11 @@ pub fn read_header(path: &Path) -> Result<Header> {
     }
     let mut json = vec![0u8; n as usize];
     f.read_exact(&mut json).map_err(|e| Error::io(path, &e))?;
-    let meta: safetensors::tensor::Metadata = serde_json::from_slice(&json)
-        .map_err(|e| file_err(format!("corrupt safetensors header: {e}")))?;
+    let meta: safetensors::tensor::Metadata =
+        serde_json::from_slice(&json).map_err(|e| file_err(format!("corrupt safetensors header: {e}")))?;
 
     let data_size = size - 8 - n;
-    let mut header = Header {
-        metadata: meta.metadata().clone().unwrap_or_default(),
-        ..Header::default()
-    };
+    let mut header = Header { metadata: meta.metadata().clone().unwrap_or_default(), ..Header::default() };
     for (name, info) in meta.tensors() {
         let dtype = dtype_of(info.dtype).ok_or_else(|| {
             Error::unsupported(format!(
@@ -161,7 +158,10 @@ pub fn load_safetensors(path: &Path) -> Result<Loaded> {
     // What MLX mapped must be what the header promised, tensor by tensor.
     for (name, info) in &header.tensors {
         let a = tensors.get(name).ok_or_else(|| {
-            Error::format(format!("{}: tensor {name} is in the header but MLX did not load it", path.display()))
+            Error::format(format!(
+                "{}: tensor {name} is in the header but MLX did not load it",
+                path.display()
+            ))
         })?;
         if a.shape() != info.shape || a.dtype()? != info.dtype {
             return Err(Error::format(format!(
@@ -190,13 +190,22 @@ pub fn save_safetensors(path: &Path, tensors: &[(&str, &Array)], metadata: &[(&s
     let strings = unsafe { sys::mlx_map_string_to_string_new() };
     let r = (|| {
         for (name, a) in tensors {
-            let k = CString::new(*name).map_err(|_| Error::invalid(format!("tensor name {name:?} has a NUL byte")))?;
-            check(unsafe { sys::mlx_map_string_to_array_insert(arrays, k.as_ptr(), a.raw()) }, "building a tensor map")?;
+            let k = CString::new(*name)
+                .map_err(|_| Error::invalid(format!("tensor name {name:?} has a NUL byte")))?;
+            check(
+                unsafe { sys::mlx_map_string_to_array_insert(arrays, k.as_ptr(), a.raw()) },
+                "building a tensor map",
+            )?;
         }
         for (k, v) in metadata {
-            let k = CString::new(*k).map_err(|_| Error::invalid(format!("metadata key {k:?} has a NUL byte")))?;
-            let v = CString::new(*v).map_err(|_| Error::invalid(format!("metadata value {v:?} has a NUL byte")))?;
-            check(unsafe { sys::mlx_map_string_to_string_insert(strings, k.as_ptr(), v.as_ptr()) }, "building metadata")?;
+            let k =
+                CString::new(*k).map_err(|_| Error::invalid(format!("metadata key {k:?} has a NUL byte")))?;
+            let v = CString::new(*v)
+                .map_err(|_| Error::invalid(format!("metadata value {v:?} has a NUL byte")))?;
+            check(
+                unsafe { sys::mlx_map_string_to_string_insert(strings, k.as_ptr(), v.as_ptr()) },
+                "building metadata",
+            )?;
         }
         check(
             unsafe { sys::mlx_save_safetensors(c.as_ptr(), arrays, strings) },

@@ -19,8 +19,8 @@ pub mod transforms;
 pub use array::{Array, Element};
 pub use device::{with_stream, Backend, Device, DeviceKind, Stream};
 pub use dtype::Dtype;
-pub use handler::init;
 pub(crate) use handler::check;
+pub use handler::init;
 pub use transforms::{async_eval, eval};
 
 /// Serializes MLX evaluation across threads; reentrant.

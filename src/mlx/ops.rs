@@ -10,10 +10,7 @@ use super::{check, sys, Array, Dtype};
 use crate::{Error, Result};
 
 /// Runs an mlx-c op that writes one array.
-pub(crate) fn op(
-    what: &str,
-    f: impl FnOnce(&mut sys::mlx_array, sys::mlx_stream) -> c_int,
-) -> Result<Array> {
+pub(crate) fn op(what: &str, f: impl FnOnce(&mut sys::mlx_array, sys::mlx_stream) -> c_int) -> Result<Array> {
     let s = current_raw()?;
     // SAFETY: an empty handle for mlx-c to fill; owned by the Array whatever happens.
     let mut res = Array::from_raw(unsafe { sys::mlx_array_new() });
@@ -265,7 +262,13 @@ pub fn slice_axis(a: &Array, axis: i32, start: i32, stop: i32) -> Result<Array> 
 }
 
 /// A copy of `src` with `src[start:stop:strides] = update`.
-pub fn slice_update(src: &Array, update: &Array, start: &[i32], stop: &[i32], strides: &[i32]) -> Result<Array> {
+pub fn slice_update(
+    src: &Array,
+    update: &Array,
+    start: &[i32],
+    stop: &[i32],
+    strides: &[i32],
+) -> Result<Array> {
     // SAFETY: live handles; slices outlive the call.
     op("slice_update", |r, s| unsafe {
         sys::mlx_slice_update(
@@ -343,7 +346,9 @@ pub fn argpartition(a: &Array, kth: i32, axis: i32) -> Result<Array> {
 
 pub fn cumsum(a: &Array, axis: i32, reverse: bool, inclusive: bool) -> Result<Array> {
     // SAFETY: live handle.
-    op("cumsum", |r, s| unsafe { sys::mlx_cumsum_axis(r, a.raw(), axis, reverse, inclusive, opt_dtype(None), s) })
+    op("cumsum", |r, s| unsafe {
+        sys::mlx_cumsum_axis(r, a.raw(), axis, reverse, inclusive, opt_dtype(None), s)
+    })
 }
 
 pub fn astype(a: &Array, dtype: Dtype) -> Result<Array> {
@@ -375,7 +380,9 @@ pub fn ones(shape: &[i32], dtype: Dtype) -> Result<Array> {
 
 pub fn full(shape: &[i32], value: &Array, dtype: Dtype) -> Result<Array> {
     // SAFETY: live handle; shape outlives the call.
-    op("full", |r, s| unsafe { sys::mlx_full(r, shape.as_ptr(), shape.len(), value.raw(), dtype.to_sys(), s) })
+    op("full", |r, s| unsafe {
+        sys::mlx_full(r, shape.as_ptr(), shape.len(), value.raw(), dtype.to_sys(), s)
+    })
 }
 
 pub fn arange(start: f64, stop: f64, step: f64, dtype: Dtype) -> Result<Array> {
@@ -402,7 +409,15 @@ pub fn quantize(w: &Array, group_size: i32, bits: i32, mode: &str) -> Result<(Ar
     let mut v = VecArray::empty();
     // SAFETY: live handles; the vector is freed by VecArray.
     let rc = unsafe {
-        sys::mlx_quantize(&mut v.0, w.raw(), opt_int(Some(group_size)), opt_int(Some(bits)), mode.as_ptr(), Array::null_raw(), s)
+        sys::mlx_quantize(
+            &mut v.0,
+            w.raw(),
+            opt_int(Some(group_size)),
+            opt_int(Some(bits)),
+            mode.as_ptr(),
+            Array::null_raw(),
+            s,
+        )
     };
     check(rc, "quantize")?;
     let mut parts = v.to_arrays()?.into_iter();
@@ -511,7 +526,17 @@ pub fn rope_dynamic(
 ) -> Result<Array> {
     // SAFETY: live handles or null.
     op("rope", |r, s| unsafe {
-        sys::mlx_fast_rope_dynamic(r, x.raw(), dims, traditional, opt_float(base), scale, offset.raw(), opt_raw(freqs), s)
+        sys::mlx_fast_rope_dynamic(
+            r,
+            x.raw(),
+            dims,
+            traditional,
+            opt_float(base),
+            scale,
+            offset.raw(),
+            opt_raw(freqs),
+            s,
+        )
     })
 }
 
@@ -526,7 +551,13 @@ pub enum AttentionMask<'a> {
 
 /// Fused scaled dot-product attention. q: [B, Hq, L, D]; k, v: [B, Hkv, S, D] with Hq a
 /// multiple of Hkv (grouped-query attention needs no repeat).
-pub fn scaled_dot_product_attention(q: &Array, k: &Array, v: &Array, scale: f32, mask: AttentionMask) -> Result<Array> {
+pub fn scaled_dot_product_attention(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    scale: f32,
+    mask: AttentionMask,
+) -> Result<Array> {
     let (mode, arr) = match mask {
         AttentionMask::None => ("", None),
         AttentionMask::Causal => ("causal", None),

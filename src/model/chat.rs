@@ -68,23 +68,30 @@ fn environment() -> Environment<'static> {
     env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
         Err(minijinja::Error::new(JErr::InvalidOperation, msg))
     });
-    env.add_function("strftime_now", |fmt: String| -> std::result::Result<String, minijinja::Error> { Ok(strftime_now(&fmt)) });
-    // JSON as Python's json.dumps writes it (no HTML escaping), optionally indented.
-    env.add_filter("tojson", |v: Value, indent: Option<usize>| -> std::result::Result<String, minijinja::Error> {
-        let j = serde_json::to_value(&v).map_err(|e| minijinja::Error::new(JErr::InvalidOperation, e.to_string()))?;
-        let s = match indent {
-            Some(n) => {
-                let mut out = Vec::new();
-                let ind = " ".repeat(n);
-                let fmt = serde_json::ser::PrettyFormatter::with_indent(ind.as_bytes());
-                let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-                serde::Serialize::serialize(&j, &mut ser).map_err(|e| minijinja::Error::new(JErr::InvalidOperation, e.to_string()))?;
-                String::from_utf8(out).unwrap_or_default()
-            }
-            None => serde_json::to_string(&j).unwrap_or_default(),
-        };
-        Ok(s)
+    env.add_function("strftime_now", |fmt: String| -> std::result::Result<String, minijinja::Error> {
+        Ok(strftime_now(&fmt))
     });
+    // JSON as Python's json.dumps writes it (no HTML escaping), optionally indented.
+    env.add_filter(
+        "tojson",
+        |v: Value, indent: Option<usize>| -> std::result::Result<String, minijinja::Error> {
+            let j = serde_json::to_value(&v)
+                .map_err(|e| minijinja::Error::new(JErr::InvalidOperation, e.to_string()))?;
+            let s = match indent {
+                Some(n) => {
+                    let mut out = Vec::new();
+                    let ind = " ".repeat(n);
+                    let fmt = serde_json::ser::PrettyFormatter::with_indent(ind.as_bytes());
+                    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+                    serde::Serialize::serialize(&j, &mut ser)
+                        .map_err(|e| minijinja::Error::new(JErr::InvalidOperation, e.to_string()))?;
+                    String::from_utf8(out).unwrap_or_default()
+                }
+                None => serde_json::to_string(&j).unwrap_or_default(),
+            };
+            Ok(s)
+        },
+    );
     env
 }
 
@@ -122,7 +129,12 @@ fn template_from_config(tc: &Config) -> Result<Option<String>> {
 impl ChatTemplate {
     /// The template of the model in `dir`; `has_token` tells which built-in suits the
     /// vocabulary when the model has no template of its own.
-    pub fn load(dir: &Path, tok_cfg: Option<&Config>, arch: &str, has_token: impl Fn(&str) -> bool) -> Result<ChatTemplate> {
+    pub fn load(
+        dir: &Path,
+        tok_cfg: Option<&Config>,
+        arch: &str,
+        has_token: impl Fn(&str) -> bool,
+    ) -> Result<ChatTemplate> {
         let (source, text) = if let Some(t) = tok_cfg.map(template_from_config).transpose()?.flatten() {
             (TemplateSource::TokenizerConfig, t)
         } else if dir.join("chat_template.jinja").exists() {
@@ -173,18 +185,19 @@ impl ChatTemplate {
         for (k, v) in extra {
             ctx.insert(k.clone(), v.clone());
         }
-        ctx.insert("messages".into(), serde_json::to_value(messages).map_err(|e| Error::internal(e.to_string()))?);
+        ctx.insert(
+            "messages".into(),
+            serde_json::to_value(messages).map_err(|e| Error::internal(e.to_string()))?,
+        );
         ctx.insert("add_generation_prompt".into(), add_generation_prompt.into());
         ctx.entry("bos_token").or_insert_with(|| bos_token.unwrap_or("").into());
         ctx.entry("eos_token").or_insert_with(|| eos_token.unwrap_or("").into());
-        environment()
-            .render_str(&self.text, Value::from_serialize(&ctx))
-            .map_err(|e| {
-                let detail = match e.kind() {
-                    JErr::InvalidOperation => e.detail().unwrap_or("template error").to_string(),
-                    _ => e.to_string(),
-                };
-                Error::invalid(format!("chat template ({}): {detail}", self.source))
-            })
+        environment().render_str(&self.text, Value::from_serialize(&ctx)).map_err(|e| {
+            let detail = match e.kind() {
+                JErr::InvalidOperation => e.detail().unwrap_or("template error").to_string(),
+                _ => e.to_string(),
+            };
+            Error::invalid(format!("chat template ({}): {detail}", self.source))
+        })
     }
 }

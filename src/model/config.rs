@@ -102,9 +102,9 @@ impl Config {
     pub fn object(&self, key: &str) -> Result<Option<Config>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => Config::from_value(&self.path, v)
-                .map(Some)
-                .ok_or_else(|| self.bad(key, "expected an object")),
+            Some(v) => {
+                Config::from_value(&self.path, v).map(Some).ok_or_else(|| self.bad(key, "expected an object"))
+            }
         }
     }
 }

@@ -57,7 +57,9 @@ impl Model {
         }
         if let Some(d) = params.dtype {
             if !matches!(d, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
-                return Err(Error::invalid(format!("dtype {d} is not a float type (float32, float16, bfloat16)")));
+                return Err(Error::invalid(format!(
+                    "dtype {d} is not a float type (float32, float16, bfloat16)"
+                )));
             }
         }
         let cfg_path = dir.join("config.json");
@@ -117,7 +119,8 @@ impl Model {
                 s.vocab
             )));
         }
-        let chat = ChatTemplate::load(dir, tok_cfg.as_ref(), &s.arch, |t| tokenizer.token_to_id(t).is_some())?;
+        let chat =
+            ChatTemplate::load(dir, tok_cfg.as_ref(), &s.arch, |t| tokenizer.token_to_id(t).is_some())?;
 
         let first = &s.layers[0].attn;
         let max_pos = s.max_position.unwrap_or(4096);

@@ -38,7 +38,10 @@ fn params(cfg: &Config, base: Option<QuantParams>) -> Result<QuantParams> {
         }
     }
     if ![2, 3, 4, 5, 6, 8].contains(&bits) {
-        return Err(Error::unsupported(format!("{}: quantization bits {bits} is not supported", cfg.path.display())));
+        return Err(Error::unsupported(format!(
+            "{}: quantization bits {bits} is not supported",
+            cfg.path.display()
+        )));
     }
     if ![32, 64, 128].contains(&group_size) {
         return Err(Error::unsupported(format!(

@@ -66,7 +66,10 @@ impl RopeParams {
             }
             "llama3" => {
                 let periods = llama3_periods(dims, self.base, sc)?;
-                Ok((Rope::Periods { dims, periods: Array::from_slice(&periods, &[periods.len() as i32])? }, 1.0))
+                Ok((
+                    Rope::Periods { dims, periods: Array::from_slice(&periods, &[periods.len() as i32])? },
+                    1.0,
+                ))
             }
             "yarn" => {
                 let (periods, mscale) = yarn_periods(dims, self.base, sc, max_position)?;
@@ -121,10 +124,8 @@ fn llama3_periods(dims: i32, base: f64, sc: &Config) -> Result<Vec<f32>> {
 /// linear ramp between; returns the periods and the attention magnitude correction.
 fn yarn_periods(dims: i32, base: f64, sc: &Config, max_position: Option<i32>) -> Result<(Vec<f32>, f64)> {
     let factor = sc.req_f64("factor")?;
-    let orig = sc
-        .f64("original_max_position_embeddings")?
-        .or(max_position.map(|m| m as f64))
-        .unwrap_or(4096.0);
+    let orig =
+        sc.f64("original_max_position_embeddings")?.or(max_position.map(|m| m as f64)).unwrap_or(4096.0);
     let beta_fast = sc.f64("beta_fast")?.unwrap_or(32.0);
     let beta_slow = sc.f64("beta_slow")?.unwrap_or(1.0);
     let mscale_cfg = sc.f64("mscale")?.unwrap_or(1.0);
@@ -156,7 +157,9 @@ impl Rope {
     /// Rotates `x` ([B, H, L, D]) for positions offset..offset+L.
     pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
         match self {
-            Rope::Standard { dims, base, scale } => ops::rope(x, *dims, false, Some(*base), *scale, offset, None),
+            Rope::Standard { dims, base, scale } => {
+                ops::rope(x, *dims, false, Some(*base), *scale, offset, None)
+            }
             Rope::Periods { dims, periods } => ops::rope(x, *dims, false, None, 1.0, offset, Some(periods)),
             Rope::Dynamic { dims, base, max_position, factor } => {
                 let len = x.dim(-2)? + offset;
@@ -172,8 +175,12 @@ impl Rope {
     /// As [`apply`](Self::apply) with one start position per batch row ([B] int32).
     pub fn apply_rows(&self, x: &Array, offsets: &Array) -> Result<Array> {
         match self {
-            Rope::Standard { dims, base, scale } => ops::rope_dynamic(x, *dims, false, Some(*base), *scale, offsets, None),
-            Rope::Periods { dims, periods } => ops::rope_dynamic(x, *dims, false, None, 1.0, offsets, Some(periods)),
+            Rope::Standard { dims, base, scale } => {
+                ops::rope_dynamic(x, *dims, false, Some(*base), *scale, offsets, None)
+            }
+            Rope::Periods { dims, periods } => {
+                ops::rope_dynamic(x, *dims, false, None, 1.0, offsets, Some(periods))
+            }
             Rope::Dynamic { .. } => Err(Error::unsupported("dynamic rope scaling with per-row positions")),
         }
     }

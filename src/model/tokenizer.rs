@@ -22,25 +22,40 @@ fn token_text(cfg: &Config, key: &str) -> Result<Option<String>> {
     match cfg.get(key) {
         None => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(serde_json::Value::Object(o)) => Ok(o.get("content").and_then(|c| c.as_str()).map(str::to_string)),
+        Some(serde_json::Value::Object(o)) => {
+            Ok(o.get("content").and_then(|c| c.as_str()).map(str::to_string))
+        }
         Some(_) => Err(Error::format(format!("{}: {key}: expected a string", cfg.path.display()))),
     }
 }
 
 /// End-of-turn markers that, when a chat template uses them, end generation.
-const END_OF_TURN: &[&str] = &["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|end_of_text|>", "</s>"];
+const END_OF_TURN: &[&str] =
+    &["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|end_of_text|>", "</s>"];
 
 impl Tokenizer {
     /// Loads `tokenizer.json` from `dir`, with `tokenizer_config.json` (may be absent), the
     /// model config and `generation_config.json` (may be absent) for BOS and EOS.
-    pub fn load(dir: &Path, model_cfg: &Config, tok_cfg: Option<&Config>, template: Option<&str>) -> Result<Tokenizer> {
+    pub fn load(
+        dir: &Path,
+        model_cfg: &Config,
+        tok_cfg: Option<&Config>,
+        template: Option<&str>,
+    ) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
         if !path.exists() {
             return Err(Error::not_found(format!("{}: no such file", path.display())));
         }
         let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| Error::format(format!("{}: {e}", path.display())))?;
-        let mut t = Tokenizer { inner, bos: None, bos_text: None, eos_text: None, add_bos: None, eos: BTreeSet::new() };
+        let mut t = Tokenizer {
+            inner,
+            bos: None,
+            bos_text: None,
+            eos_text: None,
+            add_bos: None,
+            eos: BTreeSet::new(),
+        };
         if let Some(tc) = tok_cfg {
             t.bos_text = token_text(tc, "bos_token")?;
             t.eos_text = token_text(tc, "eos_token")?;
@@ -81,10 +96,8 @@ impl Tokenizer {
     /// its config say (BOS where the model uses one); BOS is never doubled, even when the text
     /// itself starts with the BOS token.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, add_special)
-            .map_err(|e| Error::internal(format!("tokenizing: {e}")))?;
+        let enc =
+            self.inner.encode(text, add_special).map_err(|e| Error::internal(format!("tokenizing: {e}")))?;
         let mut ids = enc.get_ids().to_vec();
         if let Some(bos) = self.bos {
             if add_special && self.add_bos == Some(true) && ids.first() != Some(&bos) {
@@ -103,9 +116,7 @@ impl Tokenizer {
         if let Some(bad) = ids.iter().find(|&&i| i >= n) {
             return Err(Error::invalid(format!("token id {bad} is outside the vocabulary (size {n})")));
         }
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(|e| Error::internal(format!("detokenizing: {e}")))
+        self.inner.decode(ids, skip_special).map_err(|e| Error::internal(format!("detokenizing: {e}")))
     }
 
     /// Vocabulary size, added tokens included.

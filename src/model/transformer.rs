@@ -92,7 +92,8 @@ pub struct RowPad {
 /// the sliding window applied where the layer has one. Queries are columns offset..offset+L.
 fn batch_mask(pad: &[i32], offset: i32, len: i32, keys: i32, window: Option<i32>) -> Result<Array> {
     let b = pad.len() as i32;
-    let q = ops::reshape(&ops::arange(offset as f64, (offset + len) as f64, 1.0, Dtype::I32)?, &[1, 1, len, 1])?;
+    let q =
+        ops::reshape(&ops::arange(offset as f64, (offset + len) as f64, 1.0, Dtype::I32)?, &[1, 1, len, 1])?;
     let k = ops::reshape(&ops::arange(0.0, keys as f64, 1.0, Dtype::I32)?, &[1, 1, 1, keys])?;
     let p = Array::from_slice(pad, &[b, 1, 1, 1])?;
     let mut m = ops::logical_and(&ops::less_equal(&k, &q)?, &ops::greater_equal(&k, &p)?)?;
@@ -103,7 +104,14 @@ fn batch_mask(pad: &[i32], offset: i32, len: i32, keys: i32, window: Option<i32>
 }
 
 impl Attention {
-    fn forward(&self, x: &Array, cache: &mut KvCache, layer: usize, eps: f32, rows: Option<&RowPad>) -> Result<Array> {
+    fn forward(
+        &self,
+        x: &Array,
+        cache: &mut KvCache,
+        layer: usize,
+        eps: f32,
+        rows: Option<&RowPad>,
+    ) -> Result<Array> {
         let s = &self.spec;
         let shape = x.shape();
         let (b, l) = (shape[0], shape[1]);
@@ -171,11 +179,8 @@ impl Transformer {
             layers.push(Self::block(store, ls, &format!("{prefix}layers.{i}."), h, &spec)?);
         }
         let norm = store.norm(&format!("{prefix}norm.weight"), h, style)?;
-        let lm_head = if spec.tie_embeddings {
-            None
-        } else {
-            Some(store.linear(head, h, spec.vocab, false)?)
-        };
+        let lm_head =
+            if spec.tie_embeddings { None } else { Some(store.linear(head, h, spec.vocab, false)?) };
         Ok(Transformer { spec, embed_tokens, embed_scale, layers, norm, lm_head })
     }
 
@@ -188,8 +193,14 @@ impl Transformer {
             k_proj: store.linear(&format!("{p}self_attn.k_proj"), h, kvd, a.qkv_bias)?,
             v_proj: store.linear(&format!("{p}self_attn.v_proj"), h, kvd, a.qkv_bias)?,
             o_proj: store.linear(&format!("{p}self_attn.o_proj"), qd, h, a.o_bias)?,
-            q_norm: a.qk_norm.then(|| store.norm(&format!("{p}self_attn.q_norm.weight"), a.head_dim, style)).transpose()?,
-            k_norm: a.qk_norm.then(|| store.norm(&format!("{p}self_attn.k_norm.weight"), a.head_dim, style)).transpose()?,
+            q_norm: a
+                .qk_norm
+                .then(|| store.norm(&format!("{p}self_attn.q_norm.weight"), a.head_dim, style))
+                .transpose()?,
+            k_norm: a
+                .qk_norm
+                .then(|| store.norm(&format!("{p}self_attn.k_norm.weight"), a.head_dim, style))
+                .transpose()?,
             spec: a.clone(),
         };
         let mlp = Mlp {
@@ -222,7 +233,11 @@ impl Transformer {
     /// [`KvCache::new_batch`], which keeps every position so padding can be masked.
     pub fn forward_padded(&self, tokens: &Array, cache: &mut KvCache, rows: &RowPad) -> Result<Array> {
         if rows.pad.len() as i32 != tokens.dim(0)? {
-            return Err(Error::invalid(format!("{} padding entries for {} rows", rows.pad.len(), tokens.dim(0)?)));
+            return Err(Error::invalid(format!(
+                "{} padding entries for {} rows",
+                rows.pad.len(),
+                tokens.dim(0)?
+            )));
         }
         let h = self.hidden(tokens, cache, Some(rows))?;
         self.logits(&h)
@@ -240,7 +255,13 @@ impl Transformer {
             x = ops::multiply(&x, sc)?;
         }
         for (i, b) in self.layers.iter().enumerate() {
-            let r = b.self_attn.forward(&ops::rms_norm(&x, Some(&b.input_layernorm), eps)?, cache, i, eps, rows)?;
+            let r = b.self_attn.forward(
+                &ops::rms_norm(&x, Some(&b.input_layernorm), eps)?,
+                cache,
+                i,
+                eps,
+                rows,
+            )?;
             match (&b.pre_feedforward_layernorm, &b.post_feedforward_layernorm) {
                 (Some(pre), Some(post)) => {
                     let hmid = ops::add(&x, &ops::rms_norm(&r, Some(&b.post_attention_layernorm), eps)?)?;

@@ -41,7 +41,10 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 Error::format(format!("{}: weight_map: {tensor}: expected a file name", index.display()))
             })?;
             if f.contains('/') || f.contains("..") {
-                return Err(Error::format(format!("{}: weight_map: {tensor}: bad file name {f:?}", index.display())));
+                return Err(Error::format(format!(
+                    "{}: weight_map: {tensor}: bad file name {f:?}",
+                    index.display()
+                )));
             }
             if !files.iter().any(|x| x == f) {
                 files.push(f.to_string());
@@ -173,7 +176,12 @@ impl WeightStore {
     }
 
     /// Packed weights, scales and biases of a quantized [rows, cols] matrix.
-    fn quantized(&mut self, module: &str, rows: i32, cols: i32) -> Result<(Array, Array, Array, QuantParams)> {
+    fn quantized(
+        &mut self,
+        module: &str,
+        rows: i32,
+        cols: i32,
+    ) -> Result<(Array, Array, Array, QuantParams)> {
         let p = self.quant_for(module)?;
         if cols % p.group_size != 0 || (cols * p.bits) % 32 != 0 {
             return Err(Error::format(format!(
@@ -255,8 +263,17 @@ impl WeightStore {
 /// A linear layer: `x @ W.T + b`.
 pub enum Linear {
     /// `wt` is the transposed view of the [out, in] weight (no copy).
-    Dense { wt: Array, bias: Option<Array> },
-    Quantized { w: Array, scales: Array, biases: Array, bias: Option<Array>, p: QuantParams },
+    Dense {
+        wt: Array,
+        bias: Option<Array>,
+    },
+    Quantized {
+        w: Array,
+        scales: Array,
+        biases: Array,
+        bias: Option<Array>,
+        p: QuantParams,
+    },
 }
 
 impl Linear {
@@ -264,7 +281,16 @@ impl Linear {
         let (y, bias) = match self {
             Linear::Dense { wt, bias } => (ops::matmul(x, wt)?, bias),
             Linear::Quantized { w, scales, biases, bias, p } => (
-                ops::quantized_matmul(x, w, scales, Some(biases), true, p.group_size, p.bits, QuantParams::MODE)?,
+                ops::quantized_matmul(
+                    x,
+                    w,
+                    scales,
+                    Some(biases),
+                    true,
+                    p.group_size,
+                    p.bits,
+                    QuantParams::MODE,
+                )?,
                 bias,
             ),
         };
@@ -307,9 +333,16 @@ impl Embedding {
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
         match self {
             Embedding::Dense { w } => ops::matmul(x, &ops::transpose(w, &[1, 0])?),
-            Embedding::Quantized { w, scales, biases, p } => {
-                ops::quantized_matmul(x, w, scales, Some(biases), true, p.group_size, p.bits, QuantParams::MODE)
-            }
+            Embedding::Quantized { w, scales, biases, p } => ops::quantized_matmul(
+                x,
+                w,
+                scales,
+                Some(biases),
+                true,
+                p.group_size,
+                p.bits,
+                QuantParams::MODE,
+            ),
         }
     }
 

@@ -30,18 +30,19 @@ pub fn spec(cfg: &Config) -> Result<ModelSpec> {
     let (global_rope, gfactor) =
         RopeParams::read(cfg, Some("full_attention"), 1_000_000.0)?.build(c.head_dim, c.max_position)?;
     // Local layers rotate with their own base and no scaling.
-    let local = match cfg.object("rope_parameters")?.and_then(|p| p.obj.contains_key("sliding_attention").then_some(p)) {
+    let local = match cfg
+        .object("rope_parameters")?
+        .and_then(|p| p.obj.contains_key("sliding_attention").then_some(p))
+    {
         Some(_) => RopeParams::read(cfg, Some("sliding_attention"), 10_000.0)?,
-        None => RopeParams {
-            base: cfg.f64("rope_local_base_freq")?.unwrap_or(10_000.0),
-            scaling: None,
-        },
+        None => RopeParams { base: cfg.f64("rope_local_base_freq")?.unwrap_or(10_000.0), scaling: None },
     };
     let (local_rope, lfactor) = local.build(c.head_dim, c.max_position)?;
     let layers = sliding
         .into_iter()
         .map(|slides| {
-            let (rope, factor) = if slides { (local_rope.clone(), lfactor) } else { (global_rope.clone(), gfactor) };
+            let (rope, factor) =
+                if slides { (local_rope.clone(), lfactor) } else { (global_rope.clone(), gfactor) };
             LayerSpec {
                 attn: AttentionSpec {
                     n_heads: c.heads,

@@ -17,13 +17,17 @@ pub fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
         None => vec![model_type == "mistral" && window.is_some(); c.layers as usize],
     };
     let arch = if model_type == "mistral" { "mistral" } else { "llama" };
-    pre_norm_spec(cfg, &c, PreNorm {
-        arch,
-        qk_norm: false,
-        qkv_bias: attention_bias,
-        o_bias: attention_bias,
-        mlp_bias: cfg.bool("mlp_bias")?.unwrap_or(false),
-        sliding,
-        window,
-    })
+    pre_norm_spec(
+        cfg,
+        &c,
+        PreNorm {
+            arch,
+            qk_norm: false,
+            qkv_bias: attention_bias,
+            o_bias: attention_bias,
+            mlp_bias: cfg.bool("mlp_bias")?.unwrap_or(false),
+            sliding,
+            window,
+        },
+    )
 }

@@ -136,7 +136,8 @@ pub(crate) struct PreNorm {
 
 /// A spec for a pre-norm decoder with SwiGLU MLPs, `x * w` RMSNorms and one rope.
 pub(crate) fn pre_norm_spec(cfg: &Config, c: &Common, f: PreNorm) -> Result<ModelSpec> {
-    let (rope, factor) = super::rope::RopeParams::read(cfg, None, 10000.0)?.build(c.head_dim, c.max_position)?;
+    let (rope, factor) =
+        super::rope::RopeParams::read(cfg, None, 10000.0)?.build(c.head_dim, c.max_position)?;
     let layers = f
         .sliding
         .iter()

@@ -30,13 +30,17 @@ pub fn spec(cfg: &Config, version: Version) -> Result<ModelSpec> {
         }
         None => vec![false; c.layers as usize],
     };
-    pre_norm_spec(cfg, &c, PreNorm {
-        arch,
-        qk_norm: version == Version::Qwen3,
-        qkv_bias,
-        o_bias,
-        mlp_bias: false,
-        sliding,
-        window: cfg.int("sliding_window")?,
-    })
+    pre_norm_spec(
+        cfg,
+        &c,
+        PreNorm {
+            arch,
+            qk_norm: version == Version::Qwen3,
+            qkv_bias,
+            o_bias,
+            mlp_bias: false,
+            sliding,
+            window: cfg.int("sliding_window")?,
+        },
+    )
 }
