@@ -140,6 +140,6 @@ clean:
 	cargo clean
 	rm -f $(BUILD)/test_abi $(BUILD)/test_abi_asan $(BUILD)/test_model $(BUILD)/test_model_asan
 
-# Also removes the virtualenv and mlx-c build (the next `make` reinstalls them).
+# Also removes the virtualenvs and the mlx-c build (the next `make` reinstalls them).
 distclean: clean
-	rm -rf $(BUILD) $(VENV)
+	rm -rf $(BUILD) $(VENV) $(ROOT)/.venv-ref
