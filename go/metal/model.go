@@ -430,12 +430,17 @@ func measured(mt inference.GenerateMetrics, prefilled int, started, first time.T
 	return mt
 }
 
-// Classify computes, for each prompt, one forward pass and the next token, chosen as the
-// options say (greedy by default). With inference.WithLogits each result carries the
-// VocabSize logits of the prompt's last position. ctx is checked before the call; liblmx
-// cannot interrupt a classification once started.
-func (m *Model) Classify(ctx context.Context, prompts []string, opts ...inference.GenerateOption) ([]inference.ClassifyResult, error) {
-	defer runtime.KeepAlive(m)
+// batchCall is what Classify and BatchGenerate hold for the length of one call.
+type batchCall struct {
+	m   *Model
+	h   cModel
+	cfg inference.GenerateConfig
+	cp  *cParams
+}
+
+// beginBatch checks ctx, applies the options and takes the model handle. A nil call with a
+// nil error means there is nothing to do (no prompts).
+func (m *Model) beginBatch(ctx context.Context, prompts []string, opts []inference.GenerateOption) (*batchCall, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -444,19 +449,38 @@ func (m *Model) Classify(ctx context.Context, prompts []string, opts ...inferenc
 	if err != nil {
 		return nil, err
 	}
-	defer m.st.doneModel()
 	if len(prompts) == 0 {
+		m.st.doneModel()
 		return nil, nil
 	}
 	g, err := params(cfg, x, m.desc.ContextLength)
-	if err != nil {
+	if err == nil {
+		var cp *cParams
+		if cp, err = newCParams(g); err == nil {
+			return &batchCall{m: m, h: h, cfg: cfg, cp: cp}, nil
+		}
+	}
+	m.st.doneModel()
+	return nil, err
+}
+
+func (c *batchCall) end() {
+	c.cp.free()
+	c.m.st.doneModel()
+}
+
+// Classify computes, for each prompt, one forward pass and the next token, chosen as the
+// options say (greedy by default). With inference.WithLogits each result carries the
+// VocabSize logits of the prompt's last position. ctx is checked before the call; liblmx
+// cannot interrupt a classification once started.
+func (m *Model) Classify(ctx context.Context, prompts []string, opts ...inference.GenerateOption) ([]inference.ClassifyResult, error) {
+	defer runtime.KeepAlive(m)
+	call, err := m.beginBatch(ctx, prompts, opts)
+	if call == nil {
 		return nil, err
 	}
-	cp, err := newCParams(g)
-	if err != nil {
-		return nil, err
-	}
-	defer cp.free()
+	defer call.end()
+	h, cfg, cp := call.h, call.cfg, call.cp
 	started := time.Now()
 	tokens, logits, err := classify(h, prompts, cp, m.desc.VocabSize, cfg.ReturnLogits)
 	if err != nil {
@@ -498,27 +522,12 @@ func (m *Model) Classify(ctx context.Context, prompts []string, opts ...inferenc
 // once started.
 func (m *Model) BatchGenerate(ctx context.Context, prompts []string, opts ...inference.GenerateOption) ([]inference.BatchResult, error) {
 	defer runtime.KeepAlive(m)
-	if err := ctx.Err(); err != nil {
+	call, err := m.beginBatch(ctx, prompts, opts)
+	if call == nil {
 		return nil, err
 	}
-	cfg, x := applyOptions(opts)
-	h, err := m.st.useModel()
-	if err != nil {
-		return nil, err
-	}
-	defer m.st.doneModel()
-	if len(prompts) == 0 {
-		return nil, nil
-	}
-	g, err := params(cfg, x, m.desc.ContextLength)
-	if err != nil {
-		return nil, err
-	}
-	cp, err := newCParams(g)
-	if err != nil {
-		return nil, err
-	}
-	defer cp.free()
+	defer call.end()
+	h, cp := call.h, call.cp
 	items, mt, err := batchGenerate(h, prompts, cp)
 	if err != nil {
 		return nil, err
