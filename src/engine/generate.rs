@@ -328,7 +328,12 @@ impl Generation {
                     Ok(())
                 })?;
             }
-            y.item::<u32>()?
+            let wait = Instant::now();
+            let id = y.item::<u32>()?;
+            if self.first_token.is_some() {
+                self.metrics.decode_wait_seconds += wait.elapsed().as_secs_f64();
+            }
+            id
         };
         if more {
             if let Some(st) = self.state.as_mut() {

@@ -18,6 +18,9 @@ pub struct Metrics {
     pub total_seconds: f64,
     pub prefill_tokens_per_second: f64,
     pub decode_tokens_per_second: f64,
+    /// Seconds of `decode_seconds` spent waiting for the device to produce a token; the rest
+    /// is host work (building and dispatching steps, detokenizing, the caller's callback).
+    pub decode_wait_seconds: f64,
     /// MLX peak memory during the call, in bytes.
     pub peak_memory: u64,
     /// MLX active memory at the end of the call, in bytes.

@@ -205,6 +205,7 @@ impl Array {
         if p.is_null() {
             return Err(Error::internal("MLX returned no data for an evaluated array"));
         }
+        super::count_host_read(n);
         Ok(unsafe { std::slice::from_raw_parts(p, n) }.to_vec())
     }
 
@@ -219,7 +220,16 @@ impl Array {
             return Err(Error::invalid(format!("item() of an array of shape {:?}", self.shape())));
         }
         let a = if self.dtype()? == T::DTYPE { self.clone() } else { ops::astype(self, T::DTYPE)? };
-        Ok(a.to_vec::<T>()?[0])
+        let _lock = super::compute_lock();
+        a.eval()?;
+        // SAFETY: a is evaluated, of dtype T, with one element; the data pointer (offset
+        // included) points at it whatever the strides.
+        let p = unsafe { T::data(a.raw) };
+        if p.is_null() {
+            return Err(Error::internal("MLX returned no data for an evaluated array"));
+        }
+        super::count_host_read(1);
+        Ok(unsafe { *p })
     }
 
     /// MLX's text rendering of the array (evaluates it).

@@ -360,8 +360,9 @@ pub fn describe() -> Result<DeviceSummary> {
     let backend = Backend::current()?;
     let props = device.info()?;
     let name = props.string("device_name").or_else(|| props.string("name")).unwrap_or("").trim().to_string();
-    // MLX's CPU backend reports no memory size; the CPU's memory is the system's.
-    let memory_size = match props.size("memory_size") {
+    // Metal says `memory_size`, CUDA `total_memory`; MLX's CPU backend reports no memory
+    // size, and the CPU's memory is the system's.
+    let memory_size = match props.size("memory_size").or_else(|| props.size("total_memory")) {
         Some(m) => m,
         None if backend == Backend::Cpu => system_memory(),
         None => 0,

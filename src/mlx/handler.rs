@@ -42,6 +42,7 @@ pub fn init() {
     INIT.call_once(|| {
         // SAFETY: the handler and destructor are valid for the whole process.
         unsafe { sys::mlx_set_error_handler(Some(on_error), std::ptr::null_mut(), Some(keep_data)) };
+        super::exit::install();
     });
 }
 

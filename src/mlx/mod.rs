@@ -8,6 +8,7 @@
 pub mod array;
 pub mod device;
 pub mod dtype;
+mod exit;
 mod handler;
 pub mod io;
 pub mod memory;
@@ -37,3 +38,16 @@ pub fn compute_lock() -> lock::ComputeGuard {
 }
 
 mod lock;
+
+static HOST_READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn count_host_read(elements: usize) {
+    HOST_READS.fetch_add(elements as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Array elements this process has copied from MLX to the host so far ([`Array::to_vec`],
+/// [`Array::item`]). Lets tests prove that generation reads back token ids only, never a
+/// vocabulary-sized row of logits.
+pub fn host_reads() -> u64 {
+    HOST_READS.load(std::sync::atomic::Ordering::Relaxed)
+}

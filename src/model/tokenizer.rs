@@ -3,12 +3,25 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::config::Config;
 use crate::{Error, Result};
 
+/// Calls into the `tokenizers` crate whose cost grows with the vocabulary (in 0.22,
+/// `get_vocab_size(true)` builds the whole vocabulary as a map). They happen at load only;
+/// the count lets tests prove that nothing per token does one.
+static VOCAB_SCANS: AtomicU64 = AtomicU64::new(0);
+
+/// How many vocabulary-sized tokenizer calls this process has made (see [`Tokenizer`]).
+pub fn vocabulary_scans() -> u64 {
+    VOCAB_SCANS.load(Ordering::Relaxed)
+}
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// Vocabulary size with added tokens, read once at load.
+    vocab: usize,
     bos: Option<u32>,
     bos_text: Option<String>,
     eos_text: Option<String>,
@@ -48,8 +61,11 @@ impl Tokenizer {
         }
         let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| Error::format(format!("{}: {e}", path.display())))?;
+        VOCAB_SCANS.fetch_add(1, Ordering::Relaxed);
+        let vocab = inner.get_vocab_size(true);
         let mut t = Tokenizer {
             inner,
+            vocab,
             bos: None,
             bos_text: None,
             eos_text: None,
@@ -112,16 +128,16 @@ impl Tokenizer {
 
     /// Text of `ids`; with `skip_special`, special tokens are left out.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        let n = self.vocab_size() as u32;
+        let n = self.vocab as u32;
         if let Some(bad) = ids.iter().find(|&&i| i >= n) {
             return Err(Error::invalid(format!("token id {bad} is outside the vocabulary (size {n})")));
         }
         self.inner.decode(ids, skip_special).map_err(|e| Error::internal(format!("detokenizing: {e}")))
     }
 
-    /// Vocabulary size, added tokens included.
+    /// Vocabulary size, added tokens included (read at load: O(1)).
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {

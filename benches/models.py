@@ -1,0 +1,143 @@
+"""Benchmark inputs: random-weight checkpoints of real model shapes, saved as mlx-lm saves them,
+with real tokenizers, and fixed random prompts.
+
+    python benches/models.py tokenizers OUT_DIR     (here, with .venv-ref: needs transformers)
+    python benches/models.py model SHAPE DTYPE BITS TOKENIZERS_DIR OUT_DIR   (needs mlx-lm)
+
+Tokenizers: SmolLM2's and Gemma 3's come from the real-model cache that scripts/real_models.py
+fills; Qwen's is rebuilt by transformers from `ggml-vocab-qwen2.gguf`, the vocabulary file that
+ships in llama.cpp's sources (the PyPI sdist of llama-cpp-python): Qwen2's vocabulary, which
+Qwen3 shares (151,936 ids). Nothing is fetched from a model hub.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+# Real configs (the fields the model classes read), by shape name.
+SHAPES = {
+    "smollm2-135m": dict(
+        family="smollm2", model_type="llama", hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
+        num_key_value_heads=3, intermediate_size=1536, vocab_size=49152, rms_norm_eps=1e-5, rope_theta=100000.0,
+        tie_word_embeddings=True, head_dim=64, max_position_embeddings=8192),
+    "qwen3-0.6b": dict(
+        family="qwen3", model_type="qwen3", hidden_size=1024, num_hidden_layers=28, num_attention_heads=16,
+        num_key_value_heads=8, intermediate_size=3072, vocab_size=151936, rms_norm_eps=1e-6,
+        rope_theta=1000000.0, tie_word_embeddings=True, head_dim=128, max_position_embeddings=40960),
+    "qwen3-4b": dict(
+        family="qwen3", model_type="qwen3", hidden_size=2560, num_hidden_layers=36, num_attention_heads=32,
+        num_key_value_heads=8, intermediate_size=9728, vocab_size=151936, rms_norm_eps=1e-6,
+        rope_theta=1000000.0, tie_word_embeddings=True, head_dim=128, max_position_embeddings=40960),
+    "gemma3-1b": dict(
+        family="gemma3", model_type="gemma3_text", hidden_size=1152, num_hidden_layers=26,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=256, intermediate_size=6912,
+        vocab_size=262144, rms_norm_eps=1e-6, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+        sliding_window=512, sliding_window_pattern=6, query_pre_attn_scalar=256,
+        max_position_embeddings=32768, tie_word_embeddings=True),
+}
+
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"]
+CACHE = Path(os.environ.get("LMX_TEST_CACHE") or Path.home() / ".cache" / "lmx-test").expanduser()
+LLAMA_CPP_SDIST = "llama-cpp-python==0.3.36"
+QWEN_VOCAB = "vendor/llama.cpp/models/ggml-vocab-qwen2.gguf"
+
+
+def folder_name(shape, dtype, bits):
+    return f"{shape}-{dtype}" + (f"-q{bits}" if bits else "")
+
+
+def qwen_tokenizer(out: Path):
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers import AutoTokenizer
+
+    dl = CACHE / "dl"
+    dl.mkdir(parents=True, exist_ok=True)
+    sdists = list(dl.glob("llama_cpp_python-*.tar.gz"))
+    if not sdists:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        LLAMA_CPP_SDIST, "-d", str(dl)], check=True)
+        sdists = list(dl.glob("llama_cpp_python-*.tar.gz"))
+    vocab_dir = CACHE / "vocab"
+    vocab_dir.mkdir(parents=True, exist_ok=True)
+    gguf = vocab_dir / "ggml-vocab-qwen2.gguf"
+    if not gguf.exists():
+        with tarfile.open(sdists[0]) as t:
+            member = next(m for m in t.getmembers() if m.name.endswith(QWEN_VOCAB))
+            with t.extractfile(member) as src, open(gguf, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    tok = AutoTokenizer.from_pretrained(str(vocab_dir), gguf_file=gguf.name)
+    tok.save_pretrained(str(out))
+
+
+def make_tokenizers(out: Path):
+    for family, src in [("smollm2", CACHE / "smollm2-135m-instruct"), ("gemma3", CACHE / "gemma3-270m")]:
+        dst = out / family
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in TOKENIZER_FILES:
+            if (src / f).exists():
+                shutil.copy(src / f, dst / f)
+        if not (dst / "tokenizer.json").exists():
+            raise SystemExit(f"{src}: no tokenizer.json (run `make real-models` first)")
+    qwen = out / "qwen3"
+    if not (qwen / "tokenizer.json").exists():
+        qwen_tokenizer(qwen)
+    for family in ["smollm2", "qwen3", "gemma3"]:
+        print(f"{out / family}: {(out / family / 'tokenizer.json').stat().st_size} bytes")
+
+
+def make_model(shape: str, dtype: str, bits: int, tokenizers: Path, out_root: Path) -> Path:
+    """The folder for (shape, dtype, bits), made unless it exists. Weights are random (fixed
+    seed), in `dtype`; with bits, quantized by mlx-lm (affine, groups of 64)."""
+    out = out_root / folder_name(shape, dtype, bits)
+    if (out / "config.json").exists():
+        return out
+    import importlib
+
+    import mlx.core as mx
+    from mlx_lm.utils import quantize_model, save_config, save_model
+
+    cfg = dict(SHAPES[shape])
+    family = cfg.pop("family")
+    mod = importlib.import_module(f"mlx_lm.models.{cfg['model_type']}")
+    mx.random.seed(0)
+    model = mod.Model(mod.ModelArgs.from_dict(cfg))
+    model.set_dtype(getattr(mx, dtype))
+    mx.eval(model.parameters())
+    if bits:
+        model, cfg = quantize_model(model, cfg, group_size=64, bits=bits)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(tmp, model)
+    cfg["torch_dtype"] = dtype
+    save_config(cfg, tmp / "config.json")
+    for f in TOKENIZER_FILES:
+        src = tokenizers / family / f
+        if src.exists():
+            shutil.copy(src, tmp / f)
+    tmp.rename(out)
+    return out
+
+
+def prompt_ids(shape: str, length: int, tokenizers: Path, seed: int = 7):
+    """`length` token ids drawn uniformly (fixed seed) from the ordinary vocabulary of the
+    shape's tokenizer (special tokens excluded)."""
+    import random
+
+    family = SHAPES[shape]["family"]
+    with open(tokenizers / family / "tokenizer.json") as f:
+        n = len(json.load(f)["model"]["vocab"])
+    rng = random.Random(f"{shape}:{length}:{seed}")
+    return [rng.randrange(3, n) for _ in range(length)]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "tokenizers":
+        make_tokenizers(Path(sys.argv[2]))
+    elif len(sys.argv) == 7 and sys.argv[1] == "model":
+        print(make_model(sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5]), Path(sys.argv[6])))
+    else:
+        raise SystemExit(__doc__)
