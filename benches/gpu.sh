@@ -6,6 +6,10 @@
 #       liblmx against mlx-lm (benches/compare.py); results in $OUT/bench-*.jsonl and .md
 #   benches/gpu.sh exits N CASE
 #       N fresh `lmx generate` processes on one model; counts the ones that fail or abort
+#   benches/gpu.sh ops [ops_host_cost.py options]
+#       host cost of single MLX ops in a pipelined loop
+#   benches/gpu.sh lmx CASE LEN [KEY=VALUE...]
+#       one lmx-bench process (prompt of LEN tokens) with extra environment
 #   benches/gpu.sh classify CASE BATCHES [classify.py options...]
 #       sentences per second of liblmx's classify and of mlx-lm's padded batches
 #
@@ -50,6 +54,18 @@ case "$cmd" in
       fi
     done
     echo "exits: $n fresh processes of lmx generate, $fails failed, $aborts aborted at exit"
+    ;;
+  ops)
+    python3 benches/ops_host_cost.py "$@"
+    ;;
+  lmx)
+    # One lmx-bench process on CASE at prompt length LEN, with extra KEY=VALUE environment.
+    m=$(model_dir "$1") || exit 1
+    shape=${1%%:*} len=$2
+    shift 2
+    python3 -c "import json,sys,pathlib; sys.path.insert(0,'benches'); import models; \
+print(json.dumps([models.prompt_ids('$shape', $len, pathlib.Path('/tmp/tok'))]))" >/tmp/p.json || exit 1
+    env "$@" .gpu/lmx-bench --model "$m" --prompts /tmp/p.json --gen 128 --reps 2
     ;;
   classify)
     m=$(model_dir "$1") || exit 1

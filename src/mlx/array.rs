@@ -249,3 +249,55 @@ impl Array {
         r
     }
 }
+
+/// `[in, out]` row-major float32 matrix holding the transposes of `parts` (each `[out_i, in]`,
+/// float32) side by side: column block i is part i. Written with a blocked transpose straight
+/// into a new MLX buffer: MLX's own CPU copy of a transposed matrix runs at about 0.5 GB/s.
+/// CPU only (the buffer is written through its host pointer). None when a part is not a
+/// float32 matrix with `input` columns.
+pub fn transpose_concat_f32(parts: &[&Array], input: i32) -> Result<Option<Array>> {
+    const TILE: usize = 32;
+    let mut rows = Vec::with_capacity(parts.len());
+    for p in parts {
+        let s = p.shape();
+        if p.dtype()? != Dtype::F32 || s.len() != 2 || s[1] != input || input <= 0 {
+            return Ok(None);
+        }
+        rows.push(s[0] as usize);
+    }
+    let cols = input as usize;
+    let total: usize = rows.iter().sum();
+    let _lock = super::compute_lock();
+    let out = ops::zeros(&[input, total as i32], Dtype::F32)?;
+    out.eval()?;
+    // SAFETY: `out` is evaluated, row-contiguous float32 with cols * total elements, and not
+    // shared: nothing else reads or writes its buffer while this function runs.
+    let dst = unsafe { f32::data(out.raw()) } as *mut f32;
+    if dst.is_null() {
+        return Err(Error::internal("MLX returned no data for an evaluated array"));
+    }
+    let mut at = 0;
+    for (p, &r) in parts.iter().zip(&rows) {
+        let c = ops::contiguous(p)?;
+        c.eval()?;
+        // SAFETY: c is evaluated, row-contiguous float32 with r * cols elements.
+        let src = unsafe { f32::data(c.raw()) };
+        if src.is_null() {
+            return Err(Error::internal("MLX returned no data for an evaluated array"));
+        }
+        for i0 in (0..r).step_by(TILE) {
+            let i1 = (i0 + TILE).min(r);
+            for j0 in (0..cols).step_by(TILE) {
+                for j in j0..(j0 + TILE).min(cols) {
+                    for i in i0..i1 {
+                        // SAFETY: i < r and j < cols bound the source; j < cols and
+                        // at + i < total bound the destination.
+                        unsafe { *dst.add(j * total + at + i) = *src.add(i * cols + j) };
+                    }
+                }
+            }
+        }
+        at += r;
+    }
+    Ok(Some(out))
+}

@@ -20,7 +20,9 @@ pub struct LoadParams {
     /// Longest sequence (prompt plus generated tokens) to allow; default: the model's
     /// `max_position_embeddings`.
     pub context_length: Option<i32>,
-    /// Convert floating-point weights to this dtype; default: keep the checkpoint's.
+    /// Convert floating-point weights to this dtype. Default: the checkpoint's, except that a
+    /// bfloat16 or float16 checkpoint loaded for the CPU computes in float32 (MLX's CPU
+    /// backend is several times slower in half precision).
     pub dtype: Option<Dtype>,
 }
 
@@ -79,6 +81,8 @@ impl Model {
         let active_before = memory::active_memory()?;
         memory::reset_peak_memory()?;
         let mut store = WeightStore::open(dir, quant, params.dtype)?;
+        let on_cpu = crate::mlx::Device::default_device()?.kind == crate::mlx::DeviceKind::Cpu;
+        store.set_layout(on_cpu);
         let (prefix, head) = LAYOUTS
             .iter()
             .find(|(p, _)| store.contains(&format!("{p}embed_tokens.weight")))
@@ -91,6 +95,14 @@ impl Model {
                         .unwrap_or_default()
                 ))
             })?;
+        if params.dtype.is_none() && on_cpu {
+            // MLX's CPU backend has BLAS only for float32; bfloat16 and float16 matmuls run
+            // several times slower there, so a half-precision checkpoint computes in float32.
+            let norm = format!("{prefix}norm.weight");
+            if matches!(store.dtype_of(&norm), Some(Dtype::BF16) | Some(Dtype::F16)) {
+                store.set_dtype(Some(Dtype::F32));
+            }
+        }
         if !text_cfg.has("tie_word_embeddings") && !cfg.has("tie_word_embeddings") {
             // No word from the config: a checkpoint without a head ties it to the embeddings.
             spec.tie_embeddings = !store.contains(&format!("{head}.weight"));

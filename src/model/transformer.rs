@@ -3,14 +3,13 @@
 
 use super::cache::KvCache;
 use super::spec::{AttentionSpec, LayerSpec, MlpKind, ModelSpec};
-use super::weights::{Embedding, Linear, WeightStore};
-use crate::mlx::{ops, Array, Dtype};
+use super::weights::{Embedding, Linear, Projections, WeightStore};
+use crate::mlx::{compile, ops, Array, Dtype};
 use crate::{Error, Result};
 
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj and v_proj.
+    qkv: Projections,
     o_proj: Linear,
     q_norm: Option<Array>,
     k_norm: Option<Array>,
@@ -18,8 +17,8 @@ struct Attention {
 }
 
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate_proj and up_proj.
+    gate_up: Projections,
     down_proj: Linear,
     kind: MlpKind,
 }
@@ -61,14 +60,26 @@ fn silu(x: &Array) -> Result<Array> {
     ops::multiply(x, &ops::sigmoid(x)?)
 }
 
+/// `silu(gate) * up`, compiled into one kernel on a GPU.
+fn swiglu(a: &[Array]) -> Result<Vec<Array>> {
+    Ok(vec![ops::multiply(&silu(&a[0])?, &a[1])?])
+}
+
+/// `gelu_tanh(gate) * up`, compiled into one kernel on a GPU.
+fn geglu_tanh(a: &[Array]) -> Result<Vec<Array>> {
+    Ok(vec![ops::multiply(&gelu_tanh(&a[0])?, &a[1])?])
+}
+
 impl Mlp {
     fn forward(&self, x: &Array) -> Result<Array> {
-        let g = self.gate_proj.forward(x)?;
-        let act = match self.kind {
-            MlpKind::SwiGlu => silu(&g)?,
-            MlpKind::GeGluTanh => gelu_tanh(&g)?,
+        let gu = self.gate_up.forward(x)?;
+        let (g, u) = (&gu[0], &gu[1]);
+        let f = match self.kind {
+            MlpKind::SwiGlu => swiglu,
+            MlpKind::GeGluTanh => geglu_tanh,
         };
-        self.down_proj.forward(&ops::multiply(&act, &self.up_proj.forward(x)?)?)
+        let h = compile::call(f, &[g, u])?.pop().ok_or_else(|| Error::internal("no activation output"))?;
+        self.down_proj.forward(&h)
     }
 }
 
@@ -115,8 +126,9 @@ impl Attention {
         let s = &self.spec;
         let shape = x.shape();
         let (b, l) = (shape[0], shape[1]);
-        let heads = |p: &Linear, n: i32, norm: &Option<Array>| -> Result<Array> {
-            let y = ops::reshape(&p.forward(x)?, &[b, l, n, s.head_dim])?;
+        let qkv = self.qkv.forward(x)?;
+        let heads = |y: &Array, n: i32, norm: &Option<Array>| -> Result<Array> {
+            let y = ops::reshape(y, &[b, l, n, s.head_dim])?;
             let y = match norm {
                 Some(w) => ops::rms_norm(&y, Some(w), eps)?,
                 None => y,
@@ -124,8 +136,8 @@ impl Attention {
             ops::transpose(&y, &[0, 2, 1, 3])
         };
         let offset = cache.offset();
-        let q = heads(&self.q_proj, s.n_heads, &self.q_norm)?;
-        let k = heads(&self.k_proj, s.n_kv_heads, &self.k_norm)?;
+        let q = heads(&qkv[0], s.n_heads, &self.q_norm)?;
+        let k = heads(&qkv[1], s.n_kv_heads, &self.k_norm)?;
         let (q, k) = match rows {
             None => (s.rope.apply(&q, offset)?, s.rope.apply(&k, offset)?),
             Some(r) => {
@@ -135,7 +147,7 @@ impl Attention {
                 (s.rope.apply_rows(&q, &starts)?, s.rope.apply_rows(&k, &starts)?)
             }
         };
-        let v = heads(&self.v_proj, s.n_kv_heads, &None)?;
+        let v = heads(&qkv[2], s.n_kv_heads, &None)?;
         let att = cache.update(layer, &k, &v)?;
         let mask_arr;
         let mask = if let Some(r) = rows {
@@ -189,9 +201,12 @@ impl Transformer {
         let style = spec.norm_style;
         let (qd, kvd) = (a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim);
         let self_attn = Attention {
-            q_proj: store.linear(&format!("{p}self_attn.q_proj"), h, qd, a.qkv_bias)?,
-            k_proj: store.linear(&format!("{p}self_attn.k_proj"), h, kvd, a.qkv_bias)?,
-            v_proj: store.linear(&format!("{p}self_attn.v_proj"), h, kvd, a.qkv_bias)?,
+            qkv: store.projections(
+                &["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}self_attn.{n}")),
+                h,
+                &[qd, kvd, kvd],
+                a.qkv_bias,
+            )?,
             o_proj: store.linear(&format!("{p}self_attn.o_proj"), qd, h, a.o_bias)?,
             q_norm: a
                 .qk_norm
@@ -204,8 +219,12 @@ impl Transformer {
             spec: a.clone(),
         };
         let mlp = Mlp {
-            gate_proj: store.linear(&format!("{p}mlp.gate_proj"), h, ls.intermediate, ls.mlp_bias)?,
-            up_proj: store.linear(&format!("{p}mlp.up_proj"), h, ls.intermediate, ls.mlp_bias)?,
+            gate_up: store.projections(
+                &["gate_proj", "up_proj"].map(|n| format!("{p}mlp.{n}")),
+                h,
+                &[ls.intermediate, ls.intermediate],
+                ls.mlp_bias,
+            )?,
             down_proj: store.linear(&format!("{p}mlp.down_proj"), ls.intermediate, h, ls.mlp_bias)?,
             kind: ls.mlp,
         };
@@ -299,7 +318,7 @@ impl Transformer {
         let q = self
             .layers
             .first()
-            .and_then(|b| b.self_attn.q_proj.quant())
+            .and_then(|b| b.self_attn.qkv.quant())
             .or_else(|| self.embed_tokens.quant())?;
         Some((q.bits, q.group_size))
     }

@@ -1,0 +1,122 @@
+//! MLX's compiler for the small elementwise pieces of a forward pass (activations): traced
+//! once, replayed as one fused kernel instead of one kernel per op.
+//!
+//! A compiled function replays the primitives it was traced with, streams included, so one
+//! is traced per stream (the stream's index is a constant of the compilation, which keys
+//! MLX's compile cache). Only on a GPU: MLX's CPU backend compiles fused kernels with the
+//! system's C++ compiler at run time, which a host machine may not have, and on the CPU
+//! elementwise ops cost little beside the matrix products.
+
+use std::collections::HashMap;
+use std::ffi::{c_int, c_void};
+use std::sync::{Arc, Mutex};
+
+use super::device::current_raw;
+use super::ops::VecArray;
+use super::{check, sys, Array};
+use crate::{Error, Result};
+
+/// A function of arrays that can be compiled.
+pub type ArrayFn = fn(&[Array]) -> Result<Vec<Array>>;
+
+/// An mlx-c closure, freed on drop.
+struct Closure(sys::mlx_closure);
+
+// SAFETY: a closure is an immutable std::function; liblmx calls it under the compute lock.
+unsafe impl Send for Closure {}
+unsafe impl Sync for Closure {}
+
+impl Drop for Closure {
+    fn drop(&mut self) {
+        // SAFETY: owned handle, freed once.
+        unsafe { sys::mlx_closure_free(self.0) };
+    }
+}
+
+extern "C" fn trampoline(res: *mut sys::mlx_vector_array, input: sys::mlx_vector_array, payload: *mut c_void) -> c_int {
+    // Called from C++ while MLX traces: must not unwind.
+    let run = || -> Result<()> {
+        // SAFETY: the payload is the boxed ArrayFn made in `compile`, alive with the closure.
+        let f: ArrayFn = unsafe { *(payload as *const ArrayFn) };
+        let borrowed = std::mem::ManuallyDrop::new(VecArray(input));
+        let inputs = borrowed.to_arrays()?;
+        let outputs = f(&inputs)?;
+        let v = VecArray::new(&outputs.iter().collect::<Vec<_>>());
+        // SAFETY: res is the vector mlx-c passed; v is copied into it.
+        check(unsafe { sys::mlx_vector_array_set(res, v.0) }, "returning compiled outputs")
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(Ok(())) => 0,
+        _ => 1,
+    }
+}
+
+extern "C" fn free_payload(payload: *mut c_void) {
+    // SAFETY: made by Box::into_raw in `compile`, freed once by mlx-c's closure.
+    drop(unsafe { Box::from_raw(payload as *mut ArrayFn) });
+}
+
+fn compile(f: ArrayFn, id: usize, stream_index: i32) -> Result<Closure> {
+    let payload = Box::into_raw(Box::new(f)) as *mut c_void;
+    // SAFETY: mlx-c takes the payload and frees it with free_payload.
+    let fun = Closure(unsafe { sys::mlx_closure_new_func_payload(Some(trampoline), payload, Some(free_payload)) });
+    if fun.0.ctx.is_null() {
+        return Err(Error::internal("MLX could not make a closure"));
+    }
+    // SAFETY: an empty handle for mlx-c to fill.
+    let mut out = Closure(unsafe { sys::mlx_closure_new() });
+    let constants = [stream_index as u64];
+    // SAFETY: live handles; constants outlive the call.
+    check(
+        unsafe { sys::mlx_detail_compile(&mut out.0, fun.0, id, true, constants.as_ptr(), constants.len()) },
+        "compiling",
+    )?;
+    Ok(out)
+}
+
+/// `f` compiled for the current stream (shapeless: any shapes of the traced ranks and
+/// dtypes reuse it), or None where liblmx does not compile (the CPU).
+fn compiled_for_current(f: ArrayFn) -> Result<Option<Arc<Closure>>> {
+    static CACHE: Mutex<Option<HashMap<(usize, i32), Arc<Closure>>>> = Mutex::new(None);
+    let s = current_raw()?;
+    let mut index = 0;
+    // SAFETY: live stream handle, valid out pointer.
+    check(unsafe { sys::mlx_stream_get_index(&mut index, s) }, "reading a stream's index")?;
+    let id = f as usize;
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let map = cache.get_or_insert_with(HashMap::new);
+    if let Some(c) = map.get(&(id, index)) {
+        return Ok(Some(c.clone()));
+    }
+    if stream_on_cpu(s)? {
+        return Ok(None);
+    }
+    let c = Arc::new(compile(f, id, index)?);
+    map.insert((id, index), c.clone());
+    Ok(Some(c))
+}
+
+fn stream_on_cpu(s: sys::mlx_stream) -> Result<bool> {
+    // SAFETY: the device handle is freed below.
+    let mut dev = unsafe { sys::mlx_device_new() };
+    let mut t = sys::mlx_device_type__MLX_CPU;
+    let r = check(unsafe { sys::mlx_stream_get_device(&mut dev, s) }, "reading a stream's device")
+        .and_then(|_| check(unsafe { sys::mlx_device_get_type(&mut t, dev) }, "reading a device type"));
+    unsafe { sys::mlx_device_free(dev) };
+    r.map(|_| t == sys::mlx_device_type__MLX_CPU)
+}
+
+/// Runs `f` on `inputs`: compiled into fused kernels on a GPU, as plain ops on the CPU.
+pub fn call(f: ArrayFn, inputs: &[&Array]) -> Result<Vec<Array>> {
+    let _lock = super::compute_lock();
+    let Some(c) = compiled_for_current(f)? else {
+        let owned: Vec<Array> = inputs.iter().map(|a| (*a).clone()).collect();
+        return f(&owned);
+    };
+    let v = VecArray::new(inputs);
+    let mut out = VecArray::empty();
+    // SAFETY: live closure and vectors; mlx-c fills `out` in place (freed on drop).
+    let rc = unsafe { sys::mlx_closure_apply(&mut out.0, c.0, v.0) };
+    check(rc, "running a compiled function")?;
+    out.to_arrays()
+}
