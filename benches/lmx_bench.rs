@@ -84,12 +84,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Largest resident set of this process so far, in bytes.
+/// Largest resident set of this process so far, in bytes (VmHWM; 0 where /proc has none).
 fn max_rss() -> u64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    ru.ru_maxrss as u64 * if cfg!(target_os = "macos") { 1 } else { 1024 }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 fn run_once(session: &Session, prompt: &[u32], p: &GenerateParams) -> Result<Metrics> {

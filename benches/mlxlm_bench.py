@@ -12,7 +12,6 @@ the fields lmx-bench prints.
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -20,6 +19,18 @@ import time
 import mlx.core as mx
 from mlx_lm import load
 from mlx_lm.generate import generate_step
+
+
+def max_rss():
+    """Largest resident set of this process so far, in bytes (VmHWM; 0 where /proc has none)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def run_once(model, prompt, gen):
@@ -79,7 +90,7 @@ def main():
                     decode_tps=statistics.median(r[1] for r in runs),
                     host_ms_per_token=None,
                     peak_bytes=mx.get_peak_memory(),
-                    max_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                    max_rss_bytes=max_rss(),
                 )
             ),
             flush=True,
