@@ -37,6 +37,7 @@ FIELDS = [
     ("peak_bytes", "peak MLX MiB", False),
     ("max_rss_bytes", "max RSS MiB", False),
     ("host_ms_per_token", "host ms/token", False),
+    ("wait_ms_per_token", "device wait ms/token", False),
 ]
 
 

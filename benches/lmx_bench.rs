@@ -17,8 +17,10 @@ use lmx::model::{LoadParams, Model};
 use lmx::{Error, Result};
 
 const USAGE: &str = "usage: lmx-bench --model DIR --prompts FILE.json [--gen N] [--reps N] [--warmup N]
-                 [--dtype float32|bfloat16|float16] [--chunk N]
-FILE.json is a JSON list of prompts, each a list of token ids.";
+                 [--dtype float32|bfloat16|float16] [--chunk N] [--classify B1,B2,...]
+FILE.json is a JSON list of prompts, each a list of token ids. With --classify, every prompt is
+classified (one forward pass, greedy next token) in calls of B prompts, for each batch size B,
+and the lines give sentences per second.";
 
 struct Args {
     model: PathBuf,
@@ -28,6 +30,7 @@ struct Args {
     warmup: usize,
     dtype: Option<Dtype>,
     chunk: Option<usize>,
+    classify: Vec<usize>,
 }
 
 fn parse() -> Result<Args> {
@@ -42,6 +45,7 @@ fn parse() -> Result<Args> {
         warmup: 1,
         dtype: None,
         chunk: None,
+        classify: Vec::new(),
     };
     let num = |v: Option<&String>, f: &str| -> Result<usize> {
         v.and_then(|s| s.parse().ok()).ok_or_else(|| Error::invalid(format!("{f} needs a number\n{USAGE}")))
@@ -54,6 +58,13 @@ fn parse() -> Result<Args> {
             "--reps" => a.reps = num(it.next(), f)?,
             "--warmup" => a.warmup = num(it.next(), f)?,
             "--chunk" => a.chunk = Some(num(it.next(), f)?),
+            "--classify" => {
+                a.classify = it
+                    .next()
+                    .map(|v| v.split(',').map(|x| x.parse::<usize>().ok().filter(|&b| b > 0)).collect())
+                    .flatten()
+                    .ok_or_else(|| Error::invalid(format!("--classify needs batch sizes\n{USAGE}")))?;
+            }
             "--dtype" => {
                 let d = it.next().map(String::as_str).unwrap_or("");
                 a.dtype = Some(match d {
@@ -122,6 +133,9 @@ fn run() -> Result<()> {
     let lp = LoadParams { dtype: a.dtype, ..Default::default() };
     let model = Arc::new(Model::load(&a.model, &lp)?);
     let load_s = t0.elapsed().as_secs_f64();
+    if !a.classify.is_empty() {
+        return classify(&a, &model, &prompts, load_s);
+    }
     let session = Session::new(model.clone())?;
     let mut p = GenerateParams { max_tokens: a.gen, ignore_eos: true, ..Default::default() };
     if let Some(c) = a.chunk {
@@ -156,8 +170,40 @@ fn run() -> Result<()> {
             "prefill_tps": med(|m| m.prefill_tokens_per_second),
             "decode_tps": med(|m| m.decode_tokens_per_second),
             "host_ms_per_token": host_ms,
+            "wait_ms_per_token": med(|m| m.decode_wait_seconds * 1e3 / (m.generated_tokens.saturating_sub(1).max(1)) as f64),
             "peak_bytes": memory::peak_memory()?,
             "max_rss_bytes": max_rss(),
+        });
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Sentences per second of `classify` at each batch size: a warm-up call, then `reps` passes
+/// over every prompt in calls of B prompts; the median pass.
+fn classify(a: &Args, model: &Model, prompts: &[Vec<u32>], load_s: f64) -> Result<()> {
+    let p = GenerateParams::default();
+    for &b in &a.classify {
+        let b = b.min(prompts.len());
+        lmx::engine::classify(model, &prompts[..b], &p, false)?;
+        let mut secs = Vec::new();
+        for _ in 0..a.reps {
+            let t = Instant::now();
+            for chunk in prompts.chunks(b) {
+                lmx::engine::classify(model, chunk, &p, false)?;
+            }
+            secs.push(t.elapsed().as_secs_f64());
+        }
+        let line = serde_json::json!({
+            "impl": "liblmx",
+            "device": Device::default_device()?.to_string(),
+            "model": a.model.display().to_string(),
+            "batch": b,
+            "prompts": prompts.len(),
+            "mean_prompt_len": prompts.iter().map(Vec::len).sum::<usize>() as f64 / prompts.len() as f64,
+            "sentences_per_s": prompts.len() as f64 / median(secs),
+            "load_s": load_s,
+            "peak_bytes": memory::peak_memory()?,
         });
         println!("{line}");
     }

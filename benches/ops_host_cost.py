@@ -31,7 +31,15 @@ def kinds():
     g = mx.random.normal((1, 1, inter)).astype(dt)
     mx.eval(x, w, w3, wq, sq, bq, wq3, sq3, bq3, nw, q, k, v, buf, g)
     swiglu = mx.compile(lambda a, b: nn_silu(a) * b, shapeless=True)
+    # Qwen3-4B's MLP up projections (gate and up fused): where decode reads the most bytes.
+    H4, I4 = 2560, 2 * 9728
+    x4 = mx.random.normal((1, 1, H4)).astype(dt)
+    w4 = (mx.random.normal((I4, H4)) * 0.02).astype(dt)
+    wq4, sq4, bq4 = mx.quantize(w4, group_size=64, bits=4)
+    mx.eval(x4, w4, wq4, sq4, bq4)
     return {
+        "matmul_2560x19456_slice": (x4, lambda y: (y @ w4.T)[..., :H4]),
+        "qmm4_2560x19456_slice": (x4, lambda y: mx.quantized_matmul(y, wq4, sq4, bq4, True, 64, 4)[..., :H4]),
         "add": (x, lambda y: y + x),
         "multiply_scalar": (x, lambda y: y * 0.5),
         "rms_norm": (x, lambda y: mx.fast.rms_norm(y, nw, 1e-6)),

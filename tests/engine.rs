@@ -368,6 +368,43 @@ fn classify_gives_the_next_token_and_logits() {
 }
 
 #[test]
+fn classify_batches_give_each_prompt_the_token_it_gets_alone() {
+    for case in ["llama_tied", "qwen2", "qwen3", "gemma3", "gemma3_q4", "mistral_q4"] {
+        let m = model(case);
+        let (prompt, _) = reference(case);
+        // Lengths 2..=len in one call: rows are padded, and with a prefill chunk of 4 the
+        // longer ones take several passes.
+        let prompts: Vec<Vec<u32>> =
+            (0..12).map(|i| prompt[..2 + i * (prompt.len() - 2) / 11].to_vec()).collect();
+        let params = GenerateParams { prefill_chunk: 4, ..Default::default() };
+        let out = classify(&m, &prompts, &params, false).unwrap();
+        assert_eq!(out.len(), prompts.len());
+        for (p, o) in prompts.iter().zip(&out) {
+            let single = Session::new(m.clone()).unwrap().generate(p, &greedy(1), |_| true).unwrap();
+            assert_eq!(o.token, single.tokens[0], "{case}: prompt of {} tokens", p.len());
+        }
+    }
+}
+
+#[test]
+fn classify_splits_many_prompts_into_batches_and_keeps_their_order() {
+    // 700 prompts of 12-20 tokens: more positions than one forward pass takes (8192).
+    let m = model("qwen3");
+    let (prompt, _) = reference("qwen3");
+    let prompts: Vec<Vec<u32>> = (0..700)
+        .map(|i| {
+            let n = 12 + i % 9;
+            (0..n).map(|j| prompt[(i * 7 + j * 3) % prompt.len()]).collect()
+        })
+        .collect();
+    let all = classify(&m, &prompts, &GenerateParams::default(), false).unwrap();
+    for (i, p) in prompts.iter().enumerate().step_by(23) {
+        let alone = classify(&m, std::slice::from_ref(p), &GenerateParams::default(), false).unwrap();
+        assert_eq!(all[i].token, alone[0].token, "prompt {i}");
+    }
+}
+
+#[test]
 fn a_generation_can_move_between_threads_at_every_step() {
     // As a Go program's calls do: each step may run on another OS thread.
     let m = model("gemma3");

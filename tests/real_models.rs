@@ -13,33 +13,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
 use lmx::mlx::{memory, ops, Array, Dtype};
 use lmx::model::{KvCache, LoadParams, Message, Model};
 
 const TOL: f32 = 2e-3;
-
-fn cache_dir() -> PathBuf {
-    match std::env::var_os("LMX_TEST_CACHE") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/lmx-test"),
-    }
-}
-
-/// The model folder, or None (skip) when it is not prepared and not required.
-fn folder(name: &str) -> Option<PathBuf> {
-    let dir = cache_dir().join(name);
-    if dir.join("reference.json").exists() {
-        return Some(dir);
-    }
-    if std::env::var("LMX_REAL_MODELS").as_deref() == Ok("1") {
-        panic!("{} is not prepared: run `make real-models`", dir.display());
-    }
-    eprintln!("skipping {name}: {} not prepared (make real-models)", dir.display());
-    None
-}
 
 fn check(name: &str) {
     let Some(dir) = folder(name) else { return };

@@ -44,8 +44,16 @@ fn check_prompt(model: &Model, i: usize, p: &[u32]) -> Result<()> {
     Ok(())
 }
 
+/// Most token positions (rows x columns, padding included) one classification forward pass
+/// computes.
+const CLASSIFY_TOKENS: usize = 8192;
+
 /// For each prompt, one forward pass and the next token chosen by `params.sampler` (greedy by
-/// default), with the last position's logits when `want_logits`.
+/// default), with the last position's logits when `want_logits`. Prompts run in left-padded
+/// batches (sorted by length, so little is padding) of up to [`CLASSIFY_TOKENS`] positions;
+/// the output head runs on each row's last position only. Every prompt gets the token it
+/// would get alone: greedy rows share one argmax, and a sampled row draws with its own
+/// sampler (seeded alike for every prompt).
 pub fn classify(
     model: &Model,
     prompts: &[Vec<u32>],
@@ -57,38 +65,102 @@ pub fn classify(
         check_prompt(model, i, p)?;
     }
     let stream = Stream::new(Device::default_device()?)?;
-    let mut out = Vec::with_capacity(prompts.len());
-    for p in prompts {
-        let _lock = compute_lock();
-        let r = with_stream(&stream, || -> Result<ClassifyOutput> {
-            let mut sampler = Sampler::new(&params.sampler)?;
-            let mut cache = KvCache::new(&model.transformer.spec);
-            let mut logits = None;
-            for chunk in p.chunks(params.prefill_chunk) {
-                let ids: Vec<i32> = chunk.iter().map(|&t| t as i32).collect();
-                let l = model
-                    .transformer
-                    .forward(&Array::from_slice(&ids, &[1, ids.len() as i32])?, &mut cache)?;
-                let n = l.dim(1)?;
-                logits = Some(ops::reshape(&ops::slice_axis(&l, 1, n - 1, n)?, &[1, -1])?);
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&i| prompts[i].len());
+    let mut results: Vec<Option<ClassifyOutput>> = vec![None; prompts.len()];
+    let mut start = 0;
+    while start < order.len() {
+        // Rows are sorted by length: the group's longest is its last.
+        let mut end = start + 1;
+        while end < order.len() && (end + 1 - start) * prompts[order[end]].len() <= CLASSIFY_TOKENS {
+            end += 1;
+        }
+        let group = &order[start..end];
+        let outs = classify_group(model, &stream, group.iter().map(|&i| prompts[i].as_slice()), params, want_logits)?;
+        for (&i, o) in group.iter().zip(outs) {
+            results[i] = Some(o);
+        }
+        start = end;
+    }
+    results.into_iter().map(|r| r.ok_or_else(|| Error::internal("a prompt was not classified"))).collect()
+}
+
+/// One left-padded batch of [`classify`].
+fn classify_group<'a>(
+    model: &Model,
+    stream: &Stream,
+    prompts: impl Iterator<Item = &'a [u32]>,
+    params: &GenerateParams,
+    want_logits: bool,
+) -> Result<Vec<ClassifyOutput>> {
+    let prompts: Vec<&[u32]> = prompts.collect();
+    let b = prompts.len();
+    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    let pad: Vec<i32> = prompts.iter().map(|p| (longest - p.len()) as i32).collect();
+    let mut flat = Vec::with_capacity(b * longest);
+    for (p, &n) in prompts.iter().zip(&pad) {
+        flat.extend(std::iter::repeat_n(0i32, n as usize));
+        flat.extend(p.iter().map(|&t| t as i32));
+    }
+    let rows = RowPad { pad };
+    // Columns per forward pass: the whole batch within the token budget, and no more than
+    // prefill_chunk.
+    let cols = (CLASSIFY_TOKENS / b).clamp(1, params.prefill_chunk.max(1));
+    let probe = Sampler::new(&params.sampler)?;
+    let shared = params.sampler.temperature == 0.0 && !probe.needs_history();
+    let _lock = compute_lock();
+    with_stream(stream, || -> Result<Vec<ClassifyOutput>> {
+        let mut cache = KvCache::new_batch(&model.transformer.spec);
+        let mut logits = None;
+        let mut at = 0;
+        while at < longest {
+            let n = cols.min(longest - at);
+            let mut part = Vec::with_capacity(b * n);
+            for r in 0..b {
+                part.extend_from_slice(&flat[r * longest + at..r * longest + at + n]);
+            }
+            let ids = Array::from_slice(&part, &[b as i32, n as i32])?;
+            let l = model.transformer.forward_last(&ids, &mut cache, Some(&rows))?;
+            at += n;
+            if at < longest {
                 mlx::eval(&cache.arrays())?;
             }
-            let logits = logits.ok_or_else(|| Error::internal("empty prompt"))?;
-            let history = if sampler.needs_history() {
-                let w = sampler.penalty_window();
-                let recent: Vec<i32> = p[p.len().saturating_sub(w)..].iter().map(|&t| t as i32).collect();
-                Some(Array::from_slice(&recent, &[1, recent.len() as i32])?)
-            } else {
-                None
-            };
-            let token = sampler.sample(&logits, history.as_ref())?.item::<u32>()?;
-            let logits = if want_logits { Some(logits.to_f32_vec()?) } else { None };
-            let text = model.tokenizer.decode(&[token], params.skip_special_tokens)?;
-            Ok(ClassifyOutput { token, text, logits })
-        })?;
-        out.push(r);
-    }
-    Ok(out)
+            logits = Some(l);
+        }
+        let logits = logits.ok_or_else(|| Error::internal("empty batch"))?;
+        let tokens: Vec<u32> = if shared {
+            let mut s = Sampler::new(&params.sampler)?;
+            s.sample(&logits, None)?.to_vec::<u32>()?
+        } else {
+            let mut t = Vec::with_capacity(b);
+            for (r, p) in prompts.iter().enumerate() {
+                let mut s = Sampler::new(&params.sampler)?;
+                let history = if s.needs_history() {
+                    let w = s.penalty_window();
+                    let recent: Vec<i32> = p[p.len().saturating_sub(w)..].iter().map(|&x| x as i32).collect();
+                    Some(Array::from_slice(&recent, &[1, recent.len() as i32])?)
+                } else {
+                    None
+                };
+                let row = ops::slice_axis(&logits, 0, r as i32, r as i32 + 1)?;
+                t.push(s.sample(&row, history.as_ref())?.item::<u32>()?);
+            }
+            t
+        };
+        let all = if want_logits { Some(logits.to_f32_vec()?) } else { None };
+        let vocab = logits.dim(1)? as usize;
+        tokens
+            .iter()
+            .enumerate()
+            .map(|(r, &token)| {
+                Ok(ClassifyOutput {
+                    token,
+                    text: model.tokenizer.decode(&[token], params.skip_special_tokens)?,
+                    logits: all.as_ref().map(|a| a[r * vocab..(r + 1) * vocab].to_vec()),
+                })
+            })
+            .collect()
+    })
 }
 
 /// One prompt's result in a batch.
@@ -197,9 +269,7 @@ pub fn batch_generate(
         let ids: Vec<u32> = {
             let _lock = compute_lock();
             with_stream(&stream, || -> Result<Vec<u32>> {
-                let logits = model.transformer.forward_padded(&input, &mut cache, &rowpad)?;
-                let n = logits.dim(1)?;
-                let last = ops::reshape(&ops::slice_axis(&logits, 1, n - 1, n)?, &[b, -1])?;
+                let last = model.transformer.forward_last(&input, &mut cache, Some(&rowpad))?;
                 let y = sampler.sample(&last, history.as_ref())?;
                 if let Some(h) = &history {
                     let w = h.dim(1)?;

@@ -193,10 +193,9 @@ impl Generation {
         let st = self.state.as_mut().ok_or_else(|| Error::internal("generation without a session state"))?;
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
         let x = Array::from_slice(&ids, &[1, ids.len() as i32])?;
-        let logits = self.model.transformer.forward(&x, &mut st.cache)?;
+        let logits = self.model.transformer.forward_last(&x, &mut st.cache, None)?;
         st.tokens.extend_from_slice(tokens);
-        let l = logits.dim(1)?;
-        ops::reshape(&ops::slice_axis(&logits, 1, l - 1, l)?, &[1, -1])
+        Ok(logits)
     }
 
     fn sample(&mut self, logits: &Array) -> Result<Array> {
@@ -319,9 +318,9 @@ impl Generation {
                 with_stream(&stream, || -> Result<()> {
                     // Build and dispatch step n+1 from the still-lazy token n.
                     let st = self.state.as_mut().expect("state");
-                    let x = ops::reshape(&ops::astype(&y, Dtype::I32)?, &[1, 1])?;
-                    let logits = self.model.transformer.forward(&x, &mut st.cache)?;
-                    let logits = ops::reshape(&logits, &[1, -1])?;
+                    // Token ids index the embedding as they are (uint32): no conversion.
+                    let x = ops::reshape(&y, &[1, 1])?;
+                    let logits = self.model.transformer.forward_last(&x, &mut st.cache, None)?;
                     let next = self.sample(&logits)?;
                     mlx::async_eval(&[&next])?;
                     self.pending = Some(next);

@@ -90,6 +90,12 @@ impl Sampler {
 
     /// The next token of each row: [B] uint32, lazy.
     pub fn sample(&mut self, logits: &Array, history: Option<&Array>) -> Result<Array> {
+        let plain = self.bias.is_none() && (history.is_none() || !self.needs_history());
+        if self.p.temperature == 0.0 && plain {
+            // Greedy with nothing to adjust: the argmax of the logits as they are (converting
+            // to float32 first changes no value, only costs a kernel per token).
+            return ops::argmax(logits, -1, false);
+        }
         let logits = self.adjust(ops::astype(logits, Dtype::F32)?, history)?;
         let p = &self.p;
         if p.temperature == 0.0 {

@@ -262,6 +262,26 @@ impl Transformer {
         self.logits(&h)
     }
 
+    /// Logits [B, vocab] of the last position only (the head runs on one position per row,
+    /// not on all L); otherwise as [`forward`](Self::forward) or, with `rows`,
+    /// [`forward_padded`](Self::forward_padded).
+    pub fn forward_last(&self, tokens: &Array, cache: &mut KvCache, rows: Option<&RowPad>) -> Result<Array> {
+        if let Some(r) = rows {
+            if r.pad.len() as i32 != tokens.dim(0)? {
+                return Err(Error::invalid(format!(
+                    "{} padding entries for {} rows",
+                    r.pad.len(),
+                    tokens.dim(0)?
+                )));
+            }
+        }
+        let h = self.hidden(tokens, cache, rows)?;
+        let l = h.dim(1)?;
+        let b = h.dim(0)?;
+        let logits = self.logits(&ops::slice_axis(&h, 1, l - 1, l)?)?;
+        ops::reshape(&logits, &[b, -1])
+    }
+
     /// The final hidden states [B, L, hidden] (after the last norm).
     pub fn hidden(&self, tokens: &Array, cache: &mut KvCache, rows: Option<&RowPad>) -> Result<Array> {
         if tokens.ndim() != 2 {

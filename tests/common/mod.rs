@@ -22,6 +22,28 @@ pub fn cases() -> Vec<String> {
     v
 }
 
+/// Where `make real-models` puts the real checkpoints.
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("LMX_TEST_CACHE") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/lmx-test"),
+    }
+}
+
+/// A real model folder, or None (skip) when it is not prepared and not required
+/// (LMX_REAL_MODELS=1 requires it).
+pub fn folder(name: &str) -> Option<PathBuf> {
+    let dir = cache_dir().join(name);
+    if dir.join("reference.json").exists() {
+        return Some(dir);
+    }
+    if std::env::var("LMX_REAL_MODELS").as_deref() == Ok("1") {
+        panic!("{} is not prepared: run `make real-models`", dir.display());
+    }
+    eprintln!("skipping {name}: {} not prepared (make real-models)", dir.display());
+    None
+}
+
 pub fn json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
