@@ -65,7 +65,7 @@ case "$cmd" in
     shift 2
     python3 -c "import json,sys,pathlib; sys.path.insert(0,'benches'); import models; \
 print(json.dumps([models.prompt_ids('$shape', $len, pathlib.Path('/tmp/tok'))]))" >/tmp/p.json || exit 1
-    env "$@" .gpu/lmx-bench --model "$m" --prompts /tmp/p.json --gen 128 --reps 2
+    env "$@" "${LMX_BENCH:-.gpu/lmx-bench}" --model "$m" --prompts /tmp/p.json --gen 128 --reps 2
     ;;
   classify)
     m=$(model_dir "$1") || exit 1
