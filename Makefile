@@ -24,11 +24,24 @@ JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 # Debian packages: libclang for bindgen, OpenBLAS for MLX's matmuls (see README).
 APT_PKGS  := libclang-dev libopenblas0-pthread
 APT_STAMP := $(BUILD)/.apt-stamp
-MLX_STAMP := $(VENV)/.mlx-$(MLX_VER)
+
+# Which MLX runs: `cuda` (the mlx-cuda-13 wheel) on Linux where nvidia-smi reports a driver
+# for CUDA 13 or later, else `cpu` (mlx-cpu). LMX_MLX=cpu|cuda overrides; LMX_MLX_WHEELS=DIR
+# installs from a folder of wheels with no index (offline). mlx-c is compiled against the CPU
+# package's headers either way (the C++ API is the same; the CUDA package's CMake files ask
+# for a CUDA toolkit, which running the library does not need).
+LMX_MLX   ?= $(shell [ "$$(uname -s)" = Linux ] && v=$$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -1) && [ -n "$$v" ] && [ "$$v" -ge 13 ] && echo cuda || echo cpu)
+ifeq ($(filter $(LMX_MLX),cpu cuda),)
+$(error LMX_MLX must be cpu or cuda, not "$(LMX_MLX)")
+endif
+MLX_PKG   := $(if $(filter cuda,$(LMX_MLX)),mlx[cuda13],mlx[cpu])
+PIP_FROM  := $(if $(LMX_MLX_WHEELS),--no-index --find-links $(abspath $(LMX_MLX_WHEELS)))
+MLX_STAMP := $(VENV)/.mlx-$(MLX_VER)-$(LMX_MLX)
+MLX_HDRS  := $(BUILD)/mlx-headers
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps lib demo test test-rust test-c test-c-asan test-go header clean distclean references real-models
+.PHONY: all deps lib demo test test-rust test-c test-c-asan test-go header clean distclean references real-models bench
 
 all: lib demo
 
@@ -44,16 +57,22 @@ $(APT_STAMP): Makefile
 	@touch $@
 
 $(MLX_STAMP):
-	@echo "installing mlx[cpu]==$(MLX_VER) into .venv"
+	@echo "installing $(MLX_PKG)==$(MLX_VER) into .venv"
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check 'mlx[cpu]==$(MLX_VER)'
+	@rm -f $(VENV)/.mlx-*
+	@$(PY) -m pip uninstall -q -y mlx-cpu mlx-cuda-12 mlx-cuda-13 >/dev/null 2>&1 || true
+	@$(PY) -m pip install -q --disable-pip-version-check $(PIP_FROM) '$(MLX_PKG)==$(MLX_VER)'
+	@rm -rf $(MLX_HDRS)
+	@if [ $(LMX_MLX) = cuda ]; then \
+	  $(PY) -m pip install -q --disable-pip-version-check --no-deps $(PIP_FROM) --target $(MLX_HDRS) 'mlx-cpu==$(MLX_VER)'; \
+	fi
 	@touch $@
 
 # mlx-c from the source packaged in the mlx-sys crate, found through cargo metadata.
 $(MLXC_LIB): $(MLX_STAMP) scripts/format_compat.h Cargo.toml | $(APT_STAMP)
 	@cargo fetch -q
 	@src=$$(cargo metadata --format-version 1 | $(PY) -c 'import json,sys; m=[p for p in json.load(sys.stdin)["packages"] if p["name"]=="mlx-sys"]; print(m[0]["manifest_path"].rsplit("/",1)[0] + "/src/mlx-c")'); \
-	prefix=$$($(PY) -m mlx --cmake-dir); \
+	if [ $(LMX_MLX) = cuda ]; then prefix=$(MLX_HDRS)/mlx; else prefix=$$($(PY) -m mlx --cmake-dir); fi; \
 	echo "building mlx-c from $$src against MLX in $$prefix"; \
 	cmake -S "$$src" -B $(MLXC_DIR) -DMLX_C_USE_SYSTEM_MLX=ON -DBUILD_SHARED_LIBS=OFF \
 	  -DMLX_C_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$$prefix" \
@@ -135,6 +154,19 @@ references: $(REF_STAMP)
 # A no-op once done.
 real-models: $(REF_STAMP)
 	@.venv-ref/bin/python scripts/real_models.py
+
+# Benchmarks, not tests: liblmx beside mlx-lm on this machine's CPU, same folders, same prompt
+# ids, same BLAS (benches/README.md). Options for benches/compare.py go in BENCH_ARGS.
+BENCH_DIR  := $(BUILD)/bench
+OPENBLAS   := $(shell ldconfig -p 2>/dev/null | awk '/libopenblas\.so\.0 /{print $$NF; exit}')
+BENCH_ARGS ?=
+
+bench: lib real-models
+	.venv-ref/bin/python benches/models.py tokenizers $(BENCH_DIR)/tok
+	.venv-ref/bin/python benches/compare.py \
+	  --cases smollm2-135m:float32:0,smollm2-135m:float32:4,qwen3-0.6b:float32:0 \
+	  --tokenizers $(BENCH_DIR)/tok --models $(BENCH_DIR)/models --prompt-lens 512,2048 --pairs 3 \
+	  $(if $(OPENBLAS),--same-blas $(OPENBLAS)) --out $(BENCH_DIR)/cpu.jsonl --md $(BENCH_DIR)/cpu.md $(BENCH_ARGS)
 
 clean:
 	cargo clean

@@ -126,18 +126,16 @@ impl Attention {
         let s = &self.spec;
         let shape = x.shape();
         let (b, l) = (shape[0], shape[1]);
-        let qkv = self.qkv.forward(x)?;
-        let heads = |y: &Array, n: i32, norm: &Option<Array>| -> Result<Array> {
-            let y = ops::reshape(y, &[b, l, n, s.head_dim])?;
-            let y = match norm {
-                Some(w) => ops::rms_norm(&y, Some(w), eps)?,
-                None => y,
-            };
-            ops::transpose(&y, &[0, 2, 1, 3])
+        let qkv = self.qkv.forward_heads(x, &[s.n_heads, s.n_kv_heads, s.n_kv_heads], s.head_dim)?;
+        let norm = |y: &Array, w: &Option<Array>| -> Result<Array> {
+            match w {
+                Some(w) => ops::rms_norm(y, Some(w), eps),
+                None => Ok(y.clone()),
+            }
         };
         let offset = cache.offset();
-        let q = heads(&qkv[0], s.n_heads, &self.q_norm)?;
-        let k = heads(&qkv[1], s.n_kv_heads, &self.k_norm)?;
+        let q = norm(&qkv[0], &self.q_norm)?;
+        let k = norm(&qkv[1], &self.k_norm)?;
         let (q, k) = match rows {
             None => (s.rope.apply(&q, offset)?, s.rope.apply(&k, offset)?),
             Some(r) => {
@@ -147,7 +145,7 @@ impl Attention {
                 (s.rope.apply_rows(&q, &starts)?, s.rope.apply_rows(&k, &starts)?)
             }
         };
-        let v = heads(&qkv[2], s.n_kv_heads, &None)?;
+        let v = qkv[2].clone();
         let att = cache.update(layer, &k, &v)?;
         let mask_arr;
         let mask = if let Some(r) = rows {

@@ -487,6 +487,33 @@ impl Projections {
         }
     }
 
+    /// Each layer's output split into attention heads, `[B, heads[i], L, head_dim]` (a view
+    /// where possible), for layers whose output widths are `heads[i] * head_dim`. Fused layers
+    /// are split once: one reshape and one transpose for all of them, then a slice each.
+    pub fn forward_heads(&self, x: &Array, heads: &[i32], head_dim: i32) -> Result<Vec<Array>> {
+        let shape = x.shape();
+        let (b, l) = (shape[0], shape[1]);
+        match self {
+            Projections::Fused { lin, .. } => {
+                let total: i32 = heads.iter().sum();
+                let y = ops::reshape(&lin.forward(x)?, &[b, l, total, head_dim])?;
+                let y = ops::transpose(&y, &[0, 2, 1, 3])?;
+                let mut out = Vec::with_capacity(heads.len());
+                let mut at = 0;
+                for &n in heads {
+                    out.push(ops::slice_axis(&y, 1, at, at + n)?);
+                    at += n;
+                }
+                Ok(out)
+            }
+            Projections::Separate(parts) => parts
+                .iter()
+                .zip(heads)
+                .map(|(p, &n)| ops::transpose(&ops::reshape(&p.forward(x)?, &[b, l, n, head_dim])?, &[0, 2, 1, 3]))
+                .collect(),
+        }
+    }
+
     /// Quantization of the first layer, if quantized.
     pub fn quant(&self) -> Option<QuantParams> {
         match self {
