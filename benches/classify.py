@@ -57,9 +57,11 @@ def mlxlm(model_dir, prompts, batches, reps):
             for i in range(0, len(prompts), b):
                 run(prompts[i:i + b]).tolist()
             secs.append(time.perf_counter() - t)
-        out.append(dict(impl="mlx-lm", device=str(mx.default_device()), model=model_dir, batch=b,
-                        prompts=len(prompts), sentences_per_s=len(prompts) / statistics.median(secs),
-                        peak_bytes=mx.get_peak_memory()))
+        r = dict(impl="mlx-lm", device=str(mx.default_device()), model=model_dir, batch=b,
+                 prompts=len(prompts), sentences_per_s=len(prompts) / statistics.median(secs),
+                 peak_bytes=mx.get_peak_memory())
+        print(json.dumps(r), flush=True)
+        out.append(r)
     return out
 
 
@@ -78,28 +80,28 @@ def main():
     prompts = prompts_for(a.model, a.prompts)
     rows = []
     if a.side == "mlx-lm":
-        for r in mlxlm(a.model, prompts, batches, a.reps):
-            print(json.dumps(r), flush=True)
+        mlxlm(a.model, prompts, batches, a.reps)
         return
     tmp = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
     json.dump(prompts, tmp)
     tmp.close()
     pfile = tmp.name
-    p = subprocess.run([a.lmx_bench, "--model", a.model, "--prompts", pfile, "--classify", a.batches,
-                        "--reps", str(a.reps)], capture_output=True, text=True)
-    if p.returncode:
-        sys.exit(p.stdout + p.stderr)
+    def lines(cmd, env=None):
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        for x in p.stdout:
+            if x.startswith("{"):
+                print(x.strip(), flush=True)
+                rows.append(json.loads(x))
+        if p.wait():
+            sys.exit(f"failed: {cmd}")
+
+    lines([a.lmx_bench, "--model", a.model, "--prompts", pfile, "--classify", a.batches, "--reps", str(a.reps)])
     os.unlink(pfile)
-    rows += [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
     env = dict(os.environ)
     if a.same_blas:
         env["LD_PRELOAD"] = a.same_blas
-    p = subprocess.run([sys.executable, __file__, "--model", a.model, "--batches", a.batches, "--prompts",
-                        str(a.prompts), "--reps", str(a.reps), "--side", "mlx-lm"], capture_output=True, text=True,
-                       env=env)
-    if p.returncode:
-        sys.exit(p.stdout + p.stderr)
-    rows += [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
+    lines([sys.executable, __file__, "--model", a.model, "--batches", a.batches, "--prompts", str(a.prompts),
+           "--reps", str(a.reps), "--side", "mlx-lm"], env)
     if a.out:
         with open(a.out, "a") as f:
             for r in rows:

@@ -9,6 +9,7 @@ use super::metrics::Metrics;
 use super::params::GenerateParams;
 use super::sampling::Sampler;
 use super::stop::{StopCheck, StopMatcher};
+use crate::mlx::device::shared_stream;
 use crate::mlx::{self, compute_lock, memory, ops, with_stream, Array, Device, Dtype, Stream};
 use crate::model::transformer::RowPad;
 use crate::model::{KvCache, Model, StreamDecoder};
@@ -64,7 +65,9 @@ pub fn classify(
     for (i, p) in prompts.iter().enumerate() {
         check_prompt(model, i, p)?;
     }
-    let stream = Stream::new(Device::default_device()?)?;
+    // liblmx's shared stream: MLX keeps a thread (and on CUDA a device stream) for every
+    // stream ever made, so a call must not make its own.
+    let stream = shared_stream(Device::default_device()?)?;
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&i| prompts[i].len());
     let mut results: Vec<Option<ClassifyOutput>> = vec![None; prompts.len()];
@@ -76,7 +79,7 @@ pub fn classify(
             end += 1;
         }
         let group = &order[start..end];
-        let outs = classify_group(model, &stream, group.iter().map(|&i| prompts[i].as_slice()), params, want_logits)?;
+        let outs = classify_group(model, stream, group.iter().map(|&i| prompts[i].as_slice()), params, want_logits)?;
         for (&i, o) in group.iter().zip(outs) {
             results[i] = Some(o);
         }
@@ -246,7 +249,7 @@ pub fn batch_generate(
         })
         .collect();
 
-    let stream = Stream::new(Device::default_device()?)?;
+    let stream = shared_stream(Device::default_device()?)?;
     let mut sampler = Sampler::new(&params.sampler)?;
     let mut cache = KvCache::new_batch(&model.transformer.spec);
     let rowpad = RowPad { pad: pad.clone() };
@@ -268,7 +271,7 @@ pub fn batch_generate(
     loop {
         let ids: Vec<u32> = {
             let _lock = compute_lock();
-            with_stream(&stream, || -> Result<Vec<u32>> {
+            with_stream(stream, || -> Result<Vec<u32>> {
                 let last = model.transformer.forward_last(&input, &mut cache, Some(&rowpad))?;
                 let y = sampler.sample(&last, history.as_ref())?;
                 if let Some(h) = &history {
