@@ -99,6 +99,38 @@ pub struct RowPad {
     pub pad: Vec<i32>,
 }
 
+/// What every layer of one padded-batch forward pass shares, made once per pass: each row's
+/// first rope position, and the masks (one per window size among the layers).
+struct Padded {
+    starts: Array,
+    masks: Vec<(Option<i32>, Array)>,
+}
+
+impl Padded {
+    fn new(rows: &RowPad, layers: &[Block], offset: i32, len: i32) -> Result<Padded> {
+        // Each row's positions start after its padding.
+        let starts: Vec<i32> = rows.pad.iter().map(|p| offset - p).collect();
+        let starts = Array::from_slice(&starts, &[starts.len() as i32])?;
+        let mut masks: Vec<(Option<i32>, Array)> = Vec::new();
+        for b in layers {
+            let w = b.self_attn.spec.window;
+            if !masks.iter().any(|(x, _)| *x == w) {
+                // A batch cache keeps every position: the keys are all offset + len columns.
+                masks.push((w, batch_mask(&rows.pad, offset, len, offset + len, w)?));
+            }
+        }
+        Ok(Padded { starts, masks })
+    }
+
+    fn mask(&self, window: Option<i32>) -> Result<&Array> {
+        self.masks
+            .iter()
+            .find(|(w, _)| *w == window)
+            .map(|(_, m)| m)
+            .ok_or_else(|| Error::internal("no mask for a layer's window"))
+    }
+}
+
 /// A [B, 1, L, S] boolean mask for a left-padded batch: causal, padding columns hidden, and
 /// the sliding window applied where the layer has one. Queries are columns offset..offset+L.
 fn batch_mask(pad: &[i32], offset: i32, len: i32, keys: i32, window: Option<i32>) -> Result<Array> {
@@ -121,7 +153,7 @@ impl Attention {
         cache: &mut KvCache,
         layer: usize,
         eps: f32,
-        rows: Option<&RowPad>,
+        padded: Option<&Padded>,
     ) -> Result<Array> {
         let s = &self.spec;
         let shape = x.shape();
@@ -136,21 +168,15 @@ impl Attention {
         let offset = cache.offset();
         let q = norm(&qkv[0], &self.q_norm)?;
         let k = norm(&qkv[1], &self.k_norm)?;
-        let (q, k) = match rows {
+        let (q, k) = match padded {
             None => (s.rope.apply(&q, offset)?, s.rope.apply(&k, offset)?),
-            Some(r) => {
-                // Each row's positions start after its padding.
-                let starts: Vec<i32> = r.pad.iter().map(|p| offset - p).collect();
-                let starts = Array::from_slice(&starts, &[starts.len() as i32])?;
-                (s.rope.apply_rows(&q, &starts)?, s.rope.apply_rows(&k, &starts)?)
-            }
+            Some(p) => (s.rope.apply_rows(&q, &p.starts)?, s.rope.apply_rows(&k, &p.starts)?),
         };
         let v = qkv[2].clone();
         let att = cache.update(layer, &k, &v)?;
         let mask_arr;
-        let mask = if let Some(r) = rows {
-            mask_arr = batch_mask(&r.pad, offset, l, att.keys.dim(2)?, s.window)?;
-            ops::AttentionMask::Array(&mask_arr)
+        let mask = if let Some(p) = padded {
+            ops::AttentionMask::Array(p.mask(s.window)?)
         } else if l == 1 {
             ops::AttentionMask::None
         } else {
@@ -291,13 +317,14 @@ impl Transformer {
         if let Some(sc) = &self.embed_scale {
             x = ops::multiply(&x, sc)?;
         }
+        let padded = rows.map(|r| Padded::new(r, &self.layers, cache.offset(), l)).transpose()?;
         for (i, b) in self.layers.iter().enumerate() {
             let r = b.self_attn.forward(
                 &ops::rms_norm(&x, Some(&b.input_layernorm), eps)?,
                 cache,
                 i,
                 eps,
-                rows,
+                padded.as_ref(),
             )?;
             match (&b.pre_feedforward_layernorm, &b.post_feedforward_layernorm) {
                 (Some(pre), Some(post)) => {
