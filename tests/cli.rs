@@ -40,6 +40,28 @@ fn generate_json_equals_the_reference_continuation() {
 }
 
 #[test]
+fn generation_needs_no_cxx_compiler() {
+    // On the CPU, MLX builds fused kernels with g++ at run time when it finds one; without it
+    // (and without kernels cached by an earlier process) the same tokens come from plain ops.
+    let dir = fixtures().join("gemma3");
+    let r = json(&dir.join("reference.json"));
+    let src = if r["hf"].is_null() { "mlx_lm" } else { "hf" };
+    let want = ids(&r[src]["greedy_ids"]);
+    let tmp = TempDir::new("nocxx");
+    let o = Command::new(env!("CARGO_BIN_EXE_lmx"))
+        .args(["generate", "--model", dir.to_str().unwrap(), "--prompt"])
+        .arg(r["prompt_text"].as_str().unwrap())
+        .args(["--max-tokens", &want.len().to_string(), "--ignore-eos", "--json"])
+        .env("PATH", &tmp.0)
+        .env("TMPDIR", &tmp.0)
+        .output()
+        .expect("lmx runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(ids(&j["tokens"]), want);
+}
+
+#[test]
 fn generate_streams_text_and_prints_metrics() {
     let dir = fixtures().join("qwen3");
     let o = lmx(&[

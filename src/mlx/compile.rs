@@ -3,9 +3,10 @@
 //!
 //! A compiled function replays the primitives it was traced with, streams included, so one
 //! is traced per stream (the stream's index is a constant of the compilation, which keys
-//! MLX's compile cache). Only on a GPU: MLX's CPU backend compiles fused kernels with the
-//! system's C++ compiler at run time, which a host machine may not have, and on the CPU
-//! elementwise ops cost little beside the matrix products.
+//! MLX's compile cache). On the CPU, MLX builds fused kernels with the system's C++ compiler
+//! at run time (and caches them on disk); a machine may have none, so the first compiled call
+//! on a CPU stream is a probe on tiny inputs, and if it fails the functions run as plain ops
+//! for the rest of the process.
 
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
@@ -88,10 +89,10 @@ fn compiled_for_current(f: ArrayFn) -> Result<Option<Arc<Closure>>> {
     if let Some(c) = map.get(&(id, index)) {
         return Ok(Some(c.clone()));
     }
-    if stream_on_cpu(s)? {
+    let c = Arc::new(compile(f, id, index)?);
+    if stream_on_cpu(s)? && !cpu_compiles(&c) {
         return Ok(None);
     }
-    let c = Arc::new(compile(f, id, index)?);
     map.insert((id, index), c.clone());
     Ok(Some(c))
 }
@@ -106,7 +107,26 @@ fn stream_on_cpu(s: sys::mlx_stream) -> Result<bool> {
     r.map(|_| t == sys::mlx_device_type__MLX_CPU)
 }
 
-/// Runs `f` on `inputs`: compiled into fused kernels on a GPU, as plain ops on the CPU.
+/// Whether MLX can build compiled kernels on the CPU here: `c` (a function of two arrays of
+/// one shape) run on tiny inputs and evaluated. Asked once per process.
+fn cpu_compiles(c: &Closure) -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        let probe = || -> Result<()> {
+            let a = Array::from_slice(&[0.5f32; 8], &[1, 8])?;
+            let v = VecArray::new(&[&a, &a]);
+            let mut out = VecArray::empty();
+            // SAFETY: live closure and vectors; mlx-c fills `out` in place.
+            check(unsafe { sys::mlx_closure_apply(&mut out.0, c.0, v.0) }, "running a compiled function")?;
+            let outs = out.to_arrays()?;
+            super::eval(&outs.iter().collect::<Vec<_>>())
+        };
+        probe().is_ok()
+    })
+}
+
+/// Runs `f` on `inputs`: compiled into fused kernels where MLX can build them, else as plain
+/// ops.
 pub fn call(f: ArrayFn, inputs: &[&Array]) -> Result<Vec<Array>> {
     let _lock = super::compute_lock();
     let Some(c) = compiled_for_current(f)? else {
