@@ -61,8 +61,7 @@ fn parse() -> Result<Args> {
             "--classify" => {
                 a.classify = it
                     .next()
-                    .map(|v| v.split(',').map(|x| x.parse::<usize>().ok().filter(|&b| b > 0)).collect())
-                    .flatten()
+                    .and_then(|v| v.split(',').map(|x| x.parse::<usize>().ok().filter(|&b| b > 0)).collect())
                     .ok_or_else(|| Error::invalid(format!("--classify needs batch sizes\n{USAGE}")))?;
             }
             "--dtype" => {
@@ -109,7 +108,11 @@ fn run_once(session: &Session, prompt: &[u32], p: &GenerateParams) -> Result<Met
     session.reset()?;
     let out = session.generate(prompt, p, |_| true)?;
     if out.tokens.len() != p.max_tokens {
-        return Err(Error::internal(format!("generated {} tokens, expected {}", out.tokens.len(), p.max_tokens)));
+        return Err(Error::internal(format!(
+            "generated {} tokens, expected {}",
+            out.tokens.len(),
+            p.max_tokens
+        )));
     }
     Ok(out.metrics)
 }
@@ -127,8 +130,8 @@ fn main() -> std::process::ExitCode {
 fn run() -> Result<()> {
     let a = parse()?;
     let text = std::fs::read_to_string(&a.prompts).map_err(|e| Error::io(&a.prompts, &e))?;
-    let prompts: Vec<Vec<u32>> = serde_json::from_str(&text)
-        .map_err(|e| Error::format(format!("{}: {e}", a.prompts.display())))?;
+    let prompts: Vec<Vec<u32>> =
+        serde_json::from_str(&text).map_err(|e| Error::format(format!("{}: {e}", a.prompts.display())))?;
     let t0 = Instant::now();
     let lp = LoadParams { dtype: a.dtype, ..Default::default() };
     let model = Arc::new(Model::load(&a.model, &lp)?);
@@ -153,7 +156,8 @@ fn run() -> Result<()> {
         }
         let med = |f: fn(&Metrics) -> f64| median(runs.iter().map(f).collect());
         let host_ms = med(|m| {
-            (m.decode_seconds - m.decode_wait_seconds) * 1e3 / (m.generated_tokens.saturating_sub(1).max(1)) as f64
+            (m.decode_seconds - m.decode_wait_seconds) * 1e3
+                / (m.generated_tokens.saturating_sub(1).max(1)) as f64
         });
         let line = serde_json::json!({
             "impl": "liblmx",

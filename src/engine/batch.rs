@@ -79,7 +79,8 @@ pub fn classify(
             end += 1;
         }
         let group = &order[start..end];
-        let outs = classify_group(model, stream, group.iter().map(|&i| prompts[i].as_slice()), params, want_logits)?;
+        let outs =
+            classify_group(model, stream, group.iter().map(|&i| prompts[i].as_slice()), params, want_logits)?;
         for (&i, o) in group.iter().zip(outs) {
             results[i] = Some(o);
         }

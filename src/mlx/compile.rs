@@ -34,7 +34,11 @@ impl Drop for Closure {
     }
 }
 
-extern "C" fn trampoline(res: *mut sys::mlx_vector_array, input: sys::mlx_vector_array, payload: *mut c_void) -> c_int {
+extern "C" fn trampoline(
+    res: *mut sys::mlx_vector_array,
+    input: sys::mlx_vector_array,
+    payload: *mut c_void,
+) -> c_int {
     // Called from C++ while MLX traces: must not unwind.
     let run = || -> Result<()> {
         // SAFETY: the payload is the boxed ArrayFn made in `compile`, alive with the closure.
@@ -60,7 +64,8 @@ extern "C" fn free_payload(payload: *mut c_void) {
 fn compile(f: ArrayFn, id: usize, stream_index: i32) -> Result<Closure> {
     let payload = Box::into_raw(Box::new(f)) as *mut c_void;
     // SAFETY: mlx-c takes the payload and frees it with free_payload.
-    let fun = Closure(unsafe { sys::mlx_closure_new_func_payload(Some(trampoline), payload, Some(free_payload)) });
+    let fun =
+        Closure(unsafe { sys::mlx_closure_new_func_payload(Some(trampoline), payload, Some(free_payload)) });
     if fun.0.ctx.is_null() {
         return Err(Error::internal("MLX could not make a closure"));
     }
@@ -78,7 +83,9 @@ fn compile(f: ArrayFn, id: usize, stream_index: i32) -> Result<Closure> {
 /// `f` compiled for the current stream (shapeless: any shapes of the traced ranks and
 /// dtypes reuse it), or None where liblmx does not compile (the CPU).
 fn compiled_for_current(f: ArrayFn) -> Result<Option<Arc<Closure>>> {
-    static CACHE: Mutex<Option<HashMap<(usize, i32), Arc<Closure>>>> = Mutex::new(None);
+    /// Compiled closures by (function, stream index).
+    type Cache = HashMap<(usize, i32), Arc<Closure>>;
+    static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
     let s = current_raw()?;
     let mut index = 0;
     // SAFETY: live stream handle, valid out pointer.

@@ -292,7 +292,8 @@ impl WeightStore {
             let wt = match crate::mlx::array::transpose_concat_f32(&refs, input)? {
                 Some(wt) => wt,
                 None => {
-                    let views = refs.iter().map(|w| ops::transpose(w, &[1, 0])).collect::<Result<Vec<_>>>()?;
+                    let views =
+                        refs.iter().map(|w| ops::transpose(w, &[1, 0])).collect::<Result<Vec<_>>>()?;
                     ops::concatenate(&views.iter().collect::<Vec<_>>(), 1)?
                 }
             };
@@ -442,7 +443,9 @@ impl Linear {
         };
         let arrays: Vec<&Array> = match &fused {
             Linear::Dense { wt, bias } => std::iter::once(wt).chain(bias).collect(),
-            Linear::Quantized { w, scales, biases, bias, .. } => [w, scales, biases].into_iter().chain(bias).collect(),
+            Linear::Quantized { w, scales, biases, bias, .. } => {
+                [w, scales, biases].into_iter().chain(bias).collect()
+            }
         };
         crate::mlx::eval(&arrays)?;
         Ok(Some(fused))
@@ -509,7 +512,9 @@ impl Projections {
             Projections::Separate(parts) => parts
                 .iter()
                 .zip(heads)
-                .map(|(p, &n)| ops::transpose(&ops::reshape(&p.forward(x)?, &[b, l, n, head_dim])?, &[0, 2, 1, 3]))
+                .map(|(p, &n)| {
+                    ops::transpose(&ops::reshape(&p.forward(x)?, &[b, l, n, head_dim])?, &[0, 2, 1, 3])
+                })
                 .collect(),
         }
     }
@@ -532,7 +537,12 @@ pub enum Embedding {
     Columns {
         wt: Array,
     },
-    Quantized { w: Array, scales: Array, biases: Array, p: QuantParams },
+    Quantized {
+        w: Array,
+        scales: Array,
+        biases: Array,
+        p: QuantParams,
+    },
 }
 
 impl Embedding {
