@@ -8,7 +8,6 @@
 //! on a CPU stream is a probe on tiny inputs, and if it fails the functions run as plain ops
 //! for the rest of the process.
 
-use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 use std::sync::{Arc, Mutex};
 
@@ -80,28 +79,68 @@ fn compile(f: ArrayFn, id: usize, stream_index: i32) -> Result<Closure> {
     Ok(out)
 }
 
-/// `f` compiled for the current stream (shapeless: any shapes of the traced ranks and
-/// dtypes reuse it), or None where liblmx does not compile (the CPU).
-fn compiled_for_current(f: ArrayFn) -> Result<Option<Arc<Closure>>> {
-    /// Compiled closures by (function, stream index).
-    type Cache = HashMap<(usize, i32), Arc<Closure>>;
-    static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
-    let s = current_raw()?;
-    let mut index = 0;
-    // SAFETY: live stream handle, valid out pointer.
-    check(unsafe { sys::mlx_stream_get_index(&mut index, s) }, "reading a stream's index")?;
-    let id = f as usize;
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    let map = cache.get_or_insert_with(HashMap::new);
-    if let Some(c) = map.get(&(id, index)) {
-        return Ok(Some(c.clone()));
+/// A function compiled for one stream, with the key of its entry in MLX's compile cache.
+struct Entry {
+    f: usize,
+    stream: i32,
+    id: usize,
+    closure: Arc<Closure>,
+}
+
+/// Every compiled function, by function and stream. An entry (and MLX's cache entry, which
+/// holds the traced graph and its constants) lives as long as its stream: see [`release`].
+static ENTRIES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+/// Forgets what was compiled for the stream with index `stream`: called when liblmx drops a
+/// stream, so that a process making sessions one after another does not keep one traced
+/// graph per session that ever ran.
+pub(crate) fn release(stream: i32) {
+    let _lock = super::compute_lock();
+    let gone: Vec<Entry> = {
+        let mut entries = ENTRIES.lock().unwrap_or_else(|p| p.into_inner());
+        let (gone, keep) = std::mem::take(&mut *entries).into_iter().partition(|e| e.stream == stream);
+        *entries = keep;
+        gone
+    };
+    if gone.is_empty() {
+        return;
     }
-    let c = Arc::new(compile(f, id, index)?);
-    if stream_on_cpu(s)? && !cpu_compiles(&c) {
+    // SAFETY: the cache handle is freed below; erasing an id MLX no longer has is a no-op.
+    unsafe {
+        let mut cache = sys::mlx_compile_cache_new();
+        if sys::mlx_detail_compile_cache(&mut cache) == 0 {
+            for e in &gone {
+                sys::mlx_detail_compile_erase(cache, e.id);
+            }
+        }
+        sys::mlx_compile_cache_free(cache);
+    }
+}
+
+/// `f` compiled for the current stream (shapeless: any shapes of the traced ranks and
+/// dtypes reuse it), or None where it runs as plain ops (a CPU without a working compiler).
+fn compiled_for_current(f: ArrayFn) -> Result<Option<Arc<Closure>>> {
+    static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    let s = current_raw()?;
+    let mut stream = 0;
+    // SAFETY: live stream handle, valid out pointer.
+    check(unsafe { sys::mlx_stream_get_index(&mut stream, s) }, "reading a stream's index")?;
+    let key = f as usize;
+    let mut entries = ENTRIES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(e) = entries.iter().find(|e| e.f == key && e.stream == stream) {
+        return Ok(Some(e.closure.clone()));
+    }
+    let on_cpu = stream_on_cpu(s)?;
+    if on_cpu && CPU_COMPILES.get() == Some(&false) {
         return Ok(None);
     }
-    map.insert((id, index), c.clone());
-    Ok(Some(c))
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let closure = Arc::new(compile(f, id, stream)?);
+    if on_cpu && !cpu_compiles(&closure) {
+        return Ok(None);
+    }
+    entries.push(Entry { f: key, stream, id, closure: closure.clone() });
+    Ok(Some(closure))
 }
 
 fn stream_on_cpu(s: sys::mlx_stream) -> Result<bool> {
@@ -114,11 +153,12 @@ fn stream_on_cpu(s: sys::mlx_stream) -> Result<bool> {
     r.map(|_| t == sys::mlx_device_type__MLX_CPU)
 }
 
+static CPU_COMPILES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
 /// Whether MLX can build compiled kernels on the CPU here: `c` (a function of two arrays of
 /// one shape) run on tiny inputs and evaluated. Asked once per process.
 fn cpu_compiles(c: &Closure) -> bool {
-    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(|| {
+    *CPU_COMPILES.get_or_init(|| {
         let probe = || -> Result<()> {
             let a = Array::from_slice(&[0.5f32; 8], &[1, 8])?;
             let v = VecArray::new(&[&a, &a]);

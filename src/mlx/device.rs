@@ -197,6 +197,11 @@ unsafe impl Sync for Stream {}
 
 impl Drop for Stream {
     fn drop(&mut self) {
+        let mut index = 0;
+        // SAFETY: live handle, valid out pointer.
+        if unsafe { sys::mlx_stream_get_index(&mut index, self.raw) } == 0 {
+            super::compile::release(index);
+        }
         // SAFETY: owned handle, freed once.
         unsafe { sys::mlx_stream_free(self.raw) };
     }
