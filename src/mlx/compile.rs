@@ -3,7 +3,11 @@
 //!
 //! A compiled function replays the primitives it was traced with, streams included, so one
 //! is traced per stream (the stream's index is a constant of the compilation, which keys
-//! MLX's compile cache). On the CPU, MLX builds fused kernels with the system's C++ compiler
+//! MLX's compile cache). MLX's compile cache is per thread: each thread that calls a
+//! compiled function traces it into its own cache, and an entry can only be erased through a
+//! handle to the cache that holds it. So every entry remembers the caches of the threads that
+//! ran it, and dropping a stream erases the stream's functions from all of them (a Go
+//! program drops models on its cleanup goroutine, whatever OS thread ran them). On the CPU, MLX builds fused kernels with the system's C++ compiler
 //! at run time (and caches them on disk); a machine may have none, so the first compiled call
 //! on a CPU stream is a probe on tiny inputs, and if it fails the functions run as plain ops
 //! for the rest of the process.
@@ -79,12 +83,62 @@ fn compile(f: ArrayFn, id: usize, stream_index: i32) -> Result<Closure> {
     Ok(out)
 }
 
-/// A function compiled for one stream, with the key of its entry in MLX's compile cache.
+/// A handle to one thread's compile cache (a weak reference: erasing through it after the
+/// thread ended does nothing).
+struct Cache(sys::mlx_compile_cache);
+
+// SAFETY: a weak pointer to a cache whose erase takes MLX's own lock; used under ENTRIES' lock.
+unsafe impl Send for Cache {}
+
+impl Cache {
+    /// The calling thread's compile cache.
+    fn current() -> Result<Cache> {
+        // SAFETY: an empty handle for mlx-c to fill, owned by the returned Cache.
+        let mut c = Cache(unsafe { sys::mlx_compile_cache_new() });
+        check(unsafe { sys::mlx_detail_compile_cache(&mut c.0) }, "reading the compile cache")?;
+        Ok(c)
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        // SAFETY: owned handle, freed once.
+        unsafe { sys::mlx_compile_cache_free(self.0) };
+    }
+}
+
+/// A function compiled for one stream, with the key of its entries in MLX's compile caches
+/// and the caches (by thread) that may hold one.
 struct Entry {
     f: usize,
     stream: i32,
     id: usize,
     closure: Arc<Closure>,
+    caches: Vec<(std::thread::ThreadId, Cache)>,
+}
+
+impl Drop for Entry {
+    /// Erases the entry's traced graphs (and their constants) from every cache that may hold
+    /// one.
+    fn drop(&mut self) {
+        for (_, cache) in &self.caches {
+            // SAFETY: a live handle; erasing from a cache whose thread ended, or an id the
+            // cache does not hold, does nothing.
+            unsafe { sys::mlx_detail_compile_erase(cache.0, self.id) };
+        }
+    }
+}
+
+impl Entry {
+    /// Notes that the calling thread is about to run this entry (and so trace it into its
+    /// own cache).
+    fn note_thread(&mut self) -> Result<()> {
+        let me = std::thread::current().id();
+        if !self.caches.iter().any(|(t, _)| *t == me) {
+            self.caches.push((me, Cache::current()?));
+        }
+        Ok(())
+    }
 }
 
 /// Every compiled function, by function and stream. An entry (and MLX's cache entry, which
@@ -102,19 +156,7 @@ pub(crate) fn release(stream: i32) {
         *entries = keep;
         gone
     };
-    if gone.is_empty() {
-        return;
-    }
-    // SAFETY: the cache handle is freed below; erasing an id MLX no longer has is a no-op.
-    unsafe {
-        let mut cache = sys::mlx_compile_cache_new();
-        if sys::mlx_detail_compile_cache(&mut cache) == 0 {
-            for e in &gone {
-                sys::mlx_detail_compile_erase(cache, e.id);
-            }
-        }
-        sys::mlx_compile_cache_free(cache);
-    }
+    drop(gone);
 }
 
 /// `f` compiled for the current stream (shapeless: any shapes of the traced ranks and
@@ -127,7 +169,8 @@ fn compiled_for_current(f: ArrayFn) -> Result<Option<Arc<Closure>>> {
     check(unsafe { sys::mlx_stream_get_index(&mut stream, s) }, "reading a stream's index")?;
     let key = f as usize;
     let mut entries = ENTRIES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(e) = entries.iter().find(|e| e.f == key && e.stream == stream) {
+    if let Some(e) = entries.iter_mut().find(|e| e.f == key && e.stream == stream) {
+        e.note_thread()?;
         return Ok(Some(e.closure.clone()));
     }
     let on_cpu = stream_on_cpu(s)?;
@@ -136,10 +179,12 @@ fn compiled_for_current(f: ArrayFn) -> Result<Option<Arc<Closure>>> {
     }
     let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let closure = Arc::new(compile(f, id, stream)?);
+    let mut entry = Entry { f: key, stream, id, closure: closure.clone(), caches: Vec::new() };
+    entry.note_thread()?;
     if on_cpu && !cpu_compiles(&closure) {
         return Ok(None);
     }
-    entries.push(Entry { f: key, stream, id, closure: closure.clone() });
+    entries.push(entry);
     Ok(Some(closure))
 }
 
