@@ -9,8 +9,8 @@ use super::metrics::Metrics;
 use super::params::GenerateParams;
 use super::sampling::Sampler;
 use super::stop::{StopCheck, StopMatcher};
-use crate::mlx::device::shared_stream;
-use crate::mlx::{self, compute_lock, memory, ops, with_stream, Array, Device, Dtype, Stream};
+use crate::mlx::device::pooled_stream;
+use crate::mlx::{self, compute_lock, memory, ops, with_stream, Array, Dtype, Stream};
 use crate::model::transformer::RowPad;
 use crate::model::{KvCache, Model, StreamDecoder};
 use crate::{Error, Result};
@@ -65,9 +65,9 @@ pub fn classify(
     for (i, p) in prompts.iter().enumerate() {
         check_prompt(model, i, p)?;
     }
-    // liblmx's shared stream: MLX keeps a thread (and on CUDA a device stream) for every
-    // stream ever made, so a call must not make its own.
-    let stream = shared_stream(Device::default_device()?)?;
+    // A pooled stream: MLX keeps a thread (and on CUDA a device stream) for every stream
+    // ever made, so a call must not make its own.
+    let stream = pooled_stream(model.device)?;
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&i| prompts[i].len());
     let mut results: Vec<Option<ClassifyOutput>> = vec![None; prompts.len()];
@@ -79,8 +79,13 @@ pub fn classify(
             end += 1;
         }
         let group = &order[start..end];
-        let outs =
-            classify_group(model, stream, group.iter().map(|&i| prompts[i].as_slice()), params, want_logits)?;
+        let outs = classify_group(
+            model,
+            &stream,
+            group.iter().map(|&i| prompts[i].as_slice()),
+            params,
+            want_logits,
+        )?;
         for (&i, o) in group.iter().zip(outs) {
             results[i] = Some(o);
         }
@@ -250,7 +255,7 @@ pub fn batch_generate(
         })
         .collect();
 
-    let stream = shared_stream(Device::default_device()?)?;
+    let stream = pooled_stream(model.device)?;
     let mut sampler = Sampler::new(&params.sampler)?;
     let mut cache = KvCache::new_batch(&model.transformer.spec);
     let rowpad = RowPad { pad: pad.clone() };
@@ -272,7 +277,7 @@ pub fn batch_generate(
     loop {
         let ids: Vec<u32> = {
             let _lock = compute_lock();
-            with_stream(stream, || -> Result<Vec<u32>> {
+            with_stream(&stream, || -> Result<Vec<u32>> {
                 let last = model.transformer.forward_last(&input, &mut cache, Some(&rowpad))?;
                 let y = sampler.sample(&last, history.as_ref())?;
                 if let Some(h) = &history {

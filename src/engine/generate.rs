@@ -177,7 +177,7 @@ impl Generation {
         &self.text
     }
 
-    fn stream(&self) -> Result<Arc<mlx::Stream>> {
+    fn stream(&self) -> Result<Arc<mlx::device::StreamLease>> {
         self.state
             .as_ref()
             .map(|s| s.stream.clone())

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::generate::{Generation, Output};
 use super::params::GenerateParams;
-use crate::mlx::{Device, Stream};
+use crate::mlx::device::{pooled_stream, StreamLease};
 use crate::model::{KvCache, Message, Model};
 use crate::{Error, ErrorKind, Result};
 
@@ -20,7 +20,7 @@ pub(crate) struct SessionState {
     pub cache: KvCache,
     /// The tokens whose keys and values the cache holds, in order.
     pub tokens: Vec<u32>,
-    pub stream: Arc<Stream>,
+    pub stream: Arc<StreamLease>,
 }
 
 pub struct Session {
@@ -31,9 +31,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new session on `model`, with its own MLX stream on the default device.
+    /// A new session on `model`, computing on a pooled stream of the model's device.
     pub fn new(model: Arc<Model>) -> Result<Session> {
-        let stream = Stream::new(Device::default_device()?)?;
+        let stream = pooled_stream(model.device)?;
         let cache = KvCache::new(&model.transformer.spec);
         Ok(Session {
             model,

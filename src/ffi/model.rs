@@ -40,19 +40,22 @@ pub extern "C" fn lmx_model_load(
         let o = out(model_out, "model_out")?;
         let path = str_arg(path, "path")?;
         let p = read_struct(params, "params", lmx_model_params_default())?;
-        match p.device {
-            lmx_device_kind::LMX_DEVICE_DEFAULT => {}
-            lmx_device_kind::LMX_DEVICE_CPU => Device::CPU.set_default()?,
-            lmx_device_kind::LMX_DEVICE_GPU => Device::GPU.set_default()?,
-        }
+        let device = match p.device {
+            lmx_device_kind::LMX_DEVICE_DEFAULT => None,
+            lmx_device_kind::LMX_DEVICE_CPU => Some(Device::CPU),
+            lmx_device_kind::LMX_DEVICE_GPU => Some(Device::GPU),
+        };
         let dtype = match p.dtype {
             lmx_dtype::LMX_DTYPE_DEFAULT => None,
             lmx_dtype::LMX_DTYPE_FLOAT32 => Some(Dtype::F32),
             lmx_dtype::LMX_DTYPE_FLOAT16 => Some(Dtype::F16),
             lmx_dtype::LMX_DTYPE_BFLOAT16 => Some(Dtype::BF16),
         };
-        let lp =
-            LoadParams { context_length: (p.context_length > 0).then_some(p.context_length as i32), dtype };
+        let lp = LoadParams {
+            context_length: (p.context_length > 0).then_some(p.context_length as i32),
+            dtype,
+            device,
+        };
         let model = Model::load(std::path::Path::new(path), &lp)?;
         *o = into_handle(lmx_model {
             magic: <lmx_model as super::handle::Handle>::MAGIC,

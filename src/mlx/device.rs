@@ -273,6 +273,68 @@ pub fn shared_stream(device: Device) -> Result<&'static Stream> {
     Ok(cell.get_or_init(|| s))
 }
 
+/// How many streams [`pooled_stream`] keeps per device.
+pub const STREAMS_PER_DEVICE: usize = 4;
+
+type Pool = Vec<(Device, Vec<std::sync::Arc<Stream>>)>;
+static POOL: std::sync::Mutex<Pool> = std::sync::Mutex::new(Vec::new());
+
+/// A stream from the pool, held by a session or a call. When the last lease of a stream
+/// goes, what was compiled for it is released, so that no session's traced graphs outlive
+/// every session.
+pub struct StreamLease(std::sync::Arc<Stream>);
+
+impl std::ops::Deref for StreamLease {
+    type Target = Stream;
+    fn deref(&self) -> &Stream {
+        &self.0
+    }
+}
+
+impl Drop for StreamLease {
+    fn drop(&mut self) {
+        // Lock order: compute, then pool (pooled_stream takes only the pool's).
+        let _compute = super::compute_lock();
+        let _pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if std::sync::Arc::strong_count(&self.0) == 2 {
+            let mut index = 0;
+            // SAFETY: live handle, valid out pointer.
+            if unsafe { sys::mlx_stream_get_index(&mut index, self.0.raw) } == 0 {
+                super::compile::release(index);
+            }
+        }
+    }
+}
+
+/// A stream on `device` from a pool of at most [`STREAMS_PER_DEVICE`], reused for the life
+/// of the process: MLX starts an OS thread (and, on CUDA, a device stream) for every stream
+/// made and keeps it until exit, so a stream per session or per call would grow the process
+/// without bound. A new stream is made while the pool is not full and every stream in it is
+/// leased; otherwise the least leased one is shared (all evaluation is serialized by the
+/// compute lock, so separate streams only let queued device work of separate sessions
+/// overlap).
+pub fn pooled_stream(device: Device) -> Result<StreamLease> {
+    use std::sync::Arc;
+    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    let idx = match pool.iter().position(|(d, _)| *d == device) {
+        Some(i) => i,
+        None => {
+            pool.push((device, Vec::new()));
+            pool.len() - 1
+        }
+    };
+    let streams = &mut pool[idx].1;
+    let least = streams.iter().min_by_key(|s| Arc::strong_count(s)).cloned();
+    match least {
+        Some(s) if Arc::strong_count(&s) == 2 || streams.len() >= STREAMS_PER_DEVICE => Ok(StreamLease(s)),
+        _ => {
+            let s = Arc::new(Stream::new(device)?);
+            streams.push(s.clone());
+            Ok(StreamLease(s))
+        }
+    }
+}
+
 /// The raw handle of this thread's current stream: the one [`with_stream`] set, or liblmx's
 /// shared stream on the default device.
 pub(crate) fn current_raw() -> Result<sys::mlx_stream> {

@@ -11,7 +11,8 @@ use super::quant::QuantConfig;
 use super::tokenizer::Tokenizer;
 use super::transformer::Transformer;
 use super::weights::WeightStore;
-use crate::mlx::{memory, Dtype};
+use crate::mlx::device::shared_stream;
+use crate::mlx::{memory, with_stream, Device, DeviceKind, Dtype};
 use crate::{Error, Result};
 
 /// Options for [`Model::load`].
@@ -24,6 +25,9 @@ pub struct LoadParams {
     /// bfloat16 or float16 checkpoint loaded for the CPU computes in float32 (MLX's CPU
     /// backend is several times slower in half precision).
     pub dtype: Option<Dtype>,
+    /// The device that keeps the weights and computes; default: MLX's default device (the
+    /// GPU where MLX has one). Chosen per model: nothing process-wide changes.
+    pub device: Option<Device>,
 }
 
 /// A loaded model: the transformer, its tokenizer and chat template.
@@ -33,6 +37,8 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     pub chat: ChatTemplate,
     pub info: ModelInfo,
+    /// Where the weights live and every session of the model computes.
+    pub device: Device,
 }
 
 /// Where a checkpoint keeps its decoder and head: plain, or inside a multimodal wrapper.
@@ -70,48 +76,27 @@ impl Model {
         }
         let cfg = Config::read(&cfg_path)?;
         let model_type = cfg.str("model_type")?.unwrap_or("").to_string();
-        let mut spec = arch::spec_for(&cfg)?;
+        let spec = arch::spec_for(&cfg)?;
         let text_cfg = match cfg.object("text_config")? {
             Some(t) => t,
             None => cfg.clone(),
         };
         let quant = QuantConfig::read(&cfg)?;
 
-        let _compute = crate::mlx::compute_lock();
-        let active_before = memory::active_memory()?;
-        memory::reset_peak_memory()?;
-        let mut store = WeightStore::open(dir, quant, params.dtype)?;
-        let on_cpu = crate::mlx::Device::default_device()?.kind == crate::mlx::DeviceKind::Cpu;
-        store.set_layout(on_cpu);
-        let (prefix, head) = LAYOUTS
-            .iter()
-            .find(|(p, _)| store.contains(&format!("{p}embed_tokens.weight")))
-            .copied()
-            .ok_or_else(|| {
-                Error::format(format!(
-                    "missing tensor model.embed_tokens.weight (looked in {})",
-                    super::weights::weight_files(dir)
-                        .map(|f| f.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))
-                        .unwrap_or_default()
-                ))
-            })?;
-        if params.dtype.is_none() && on_cpu {
-            // MLX's CPU backend has BLAS only for float32; bfloat16 and float16 matmuls run
-            // several times slower there, so a half-precision checkpoint computes in float32.
-            let norm = format!("{prefix}norm.weight");
-            if matches!(store.dtype_of(&norm), Some(Dtype::BF16) | Some(Dtype::F16)) {
-                store.set_dtype(Some(Dtype::F32));
-            }
+        let device = match params.device {
+            Some(d) => d,
+            None => Device::default_device()?,
+        };
+        if !device.is_available() {
+            return Err(Error::unsupported(format!("{device} is not available in this MLX build")));
         }
-        if !text_cfg.has("tie_word_embeddings") && !cfg.has("tie_word_embeddings") {
-            // No word from the config: a checkpoint without a head ties it to the embeddings.
-            spec.tie_embeddings = !store.contains(&format!("{head}.weight"));
-        }
-        let transformer = Transformer::build(spec, &mut store, prefix, head)?;
-        let weight_bytes = store.bytes;
-        let load_peak_bytes = memory::peak_memory()?.saturating_sub(active_before);
-        let param_count = store.params;
-        drop(store);
+        // Weights are built on a stream of the model's device. No lock is held across the
+        // load: each evaluation takes the compute lock for itself, so other sessions go on
+        // decoding meanwhile (and the peak measured here then includes their work).
+        let stream = shared_stream(device)?;
+        let (transformer, weight_bytes, load_peak_bytes, param_count) = with_stream(stream, || {
+            Self::load_weights(dir, &cfg, &text_cfg, spec, quant, params.dtype, device)
+        })?;
 
         let tok_cfg_path = dir.join("tokenizer_config.json");
         let tok_cfg = if tok_cfg_path.exists() { Some(Config::read(&tok_cfg_path)?) } else { None };
@@ -156,6 +141,54 @@ impl Model {
             load_seconds: start.elapsed().as_secs_f64(),
             load_peak_bytes,
         };
-        Ok(Model { dir: dir.to_path_buf(), transformer, tokenizer, chat, info })
+        Ok(Model { dir: dir.to_path_buf(), transformer, tokenizer, chat, info, device })
+    }
+
+    /// Opens the weight files and builds the transformer on the current stream: the
+    /// transformer, the weights' bytes, the peak memory of the load, the parameter count.
+    fn load_weights(
+        dir: &Path,
+        cfg: &Config,
+        text_cfg: &Config,
+        mut spec: super::spec::ModelSpec,
+        quant: Option<QuantConfig>,
+        dtype: Option<Dtype>,
+        device: Device,
+    ) -> Result<(Transformer, u64, u64, u64)> {
+        let active_before = memory::active_memory()?;
+        memory::reset_peak_memory()?;
+        let mut store = WeightStore::open(dir, quant, dtype)?;
+        let on_cpu = device.kind == DeviceKind::Cpu;
+        store.set_layout(on_cpu);
+        let (prefix, head) = LAYOUTS
+            .iter()
+            .find(|(p, _)| store.contains(&format!("{p}embed_tokens.weight")))
+            .copied()
+            .ok_or_else(|| {
+                Error::format(format!(
+                    "missing tensor model.embed_tokens.weight (looked in {})",
+                    super::weights::weight_files(dir)
+                        .map(|f| f.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default()
+                ))
+            })?;
+        if dtype.is_none() && on_cpu {
+            // MLX's CPU backend has BLAS only for float32; bfloat16 and float16 matmuls run
+            // several times slower there, so a half-precision checkpoint computes in float32.
+            let norm = format!("{prefix}norm.weight");
+            if matches!(store.dtype_of(&norm), Some(Dtype::BF16) | Some(Dtype::F16)) {
+                store.set_dtype(Some(Dtype::F32));
+            }
+        }
+        if !text_cfg.has("tie_word_embeddings") && !cfg.has("tie_word_embeddings") {
+            // No word from the config: a checkpoint without a head ties it to the embeddings.
+            spec.tie_embeddings = !store.contains(&format!("{head}.weight"));
+        }
+        let transformer = Transformer::build(spec, &mut store, prefix, head)?;
+        let weight_bytes = store.bytes;
+        let load_peak_bytes = memory::peak_memory()?.saturating_sub(active_before);
+        let param_count = store.params;
+        drop(store);
+        Ok((transformer, weight_bytes, load_peak_bytes, param_count))
     }
 }
