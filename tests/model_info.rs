@@ -31,7 +31,7 @@ fn info_describes_architecture_sizes_quantization_and_template() {
     let mlp = 2 * (h * inter + inter) + inter * h + h;
     assert_eq!(dense.info.param_count, 2 * v * h + 2 * (attn + mlp + 2 * h) + h);
 
-    let p = LoadParams { context_length: Some(64), dtype: Some(lmx::mlx::Dtype::BF16) };
+    let p = LoadParams { context_length: Some(64), dtype: Some(lmx::mlx::Dtype::BF16), device: None };
     let bf = Model::load(&fixtures().join("qwen3"), &p).unwrap();
     assert_eq!(bf.info.context_length, 64);
     assert_eq!(bf.info.dtype, "bfloat16");
