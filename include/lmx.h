@@ -6,6 +6,20 @@
  * are written through *_out pointers only on success; lmx_last_error() gives the calling
  * thread's last message. Each function's comment says who owns what and whether NULL is
  * accepted.
+ *
+ * Structs that cross the API start with struct_size, the caller's sizeof: initialize input
+ * structs with their _init function (or the LMX_*_INIT macros below) and set struct_size of
+ * output structs to sizeof. A struct from an older header is read as its prefix over the
+ * defaults; one from a newer header is accepted when the fields this library lacks are zero;
+ * outputs are written up to the smaller of the two sizes. Enumerations and flags inside
+ * structs are integers, checked on every call (a bad value is LMX_STATUS_INVALID_ARGUMENT).
+ *
+ * Handles (lmx_model *, lmx_session *, ...) are opaque values, not addresses: every call
+ * looks them up, so a NULL, freed or mistyped handle is LMX_STATUS_INVALID_ARGUMENT.
+ *
+ * The caller's responsibility, and nothing else: pointers passed with a size or count point
+ * to that much readable (or, for outputs, writable) memory; strings are NUL-terminated; a
+ * buffer is not freed or written by another thread while a call uses it.
  */
 
 #ifndef LMX_H
@@ -20,6 +34,12 @@
 
 // Maximum lengths (NUL included) of the strings in lmx_model_desc.
 #define LMX_NAME_MAX 64
+
+// Most stop strings in lmx_generate_params.
+#define LMX_MAX_STOP_STRINGS 64
+
+// Longest stop string, in bytes (each must have at least 1).
+#define LMX_MAX_STOP_STRING_BYTES 1024
 
 // Major version; equals Cargo.toml's (a test checks).
 #define LMX_VERSION_MAJOR 0
@@ -85,25 +105,12 @@ typedef enum {
   LMX_BACKEND_CUDA = 2,
 } lmx_backend;
 
-// Floating-point type to keep and compute weights in.
-typedef enum {
-  // The checkpoint's own.
-  LMX_DTYPE_DEFAULT = 0,
-  LMX_DTYPE_FLOAT32 = 1,
-  LMX_DTYPE_FLOAT16 = 2,
-  LMX_DTYPE_BFLOAT16 = 3,
-} lmx_dtype;
-
-// Which device computes.
-typedef enum {
-  // MLX's default: the GPU where MLX has one, else the CPU.
-  LMX_DEVICE_DEFAULT = 0,
-  LMX_DEVICE_CPU = 1,
-  LMX_DEVICE_GPU = 2,
-} lmx_device_kind;
-
 // The results of lmx_batch_generate() (opaque). Read-only; thread-safe to read.
 typedef struct lmx_batch lmx_batch;
+
+// A cancellation token (opaque): put it in lmx_generate_params.cancel, then
+// lmx_cancel_request() stops every call running with it. Thread-safe.
+typedef struct lmx_cancel lmx_cancel;
 
 // A loaded model (opaque). Thread-safe: any number of threads may use one model at once.
 typedef struct lmx_model lmx_model;
@@ -118,16 +125,17 @@ typedef struct lmx_session lmx_session;
 // threads); lmx_session_cancel() on its session may come from any thread.
 typedef struct lmx_stream lmx_stream;
 
-// How generation runs. Get defaults from lmx_generate_params_default(); all pointers are
-// borrowed for the duration of the call only.
+// How generation runs. Initialize with lmx_generate_params_init() (or
+// LMX_GENERATE_PARAMS_INIT), then set what you need; all pointers are borrowed for the
+// duration of the call only.
 typedef struct {
-  // sizeof(lmx_generate_params).
+  // sizeof(lmx_generate_params) as the caller's header declares it.
   size_t struct_size;
   // Most tokens to generate (> 0). Default 256.
   uint32_t max_tokens;
-  // 0 = greedy. Must be >= 0. Default 0.
+  // 0 = greedy. Must be >= 0 and finite. Default 0.
   float temperature;
-  // 0 = off. Default 0.
+  // 0 = off; otherwise keep the k most likely tokens (k >= 0). Default 0.
   int32_t top_k;
   // In (0, 1]; 1 = off. Default 1.
   float top_p;
@@ -135,32 +143,38 @@ typedef struct {
   float min_p;
   // > 0; 1 = off. Default 1.
   float repetition_penalty;
-  // Default 0.
+  // Added to the logit of every token in the penalty window once. Default 0.
   float presence_penalty;
-  // Default 0.
+  // Added per occurrence in the penalty window. Default 0.
   float frequency_penalty;
   // Recent tokens (prompt included) the penalties look at. Default 64.
   uint32_t penalty_window;
-  // Used when use_seed is true; otherwise sampling is seeded randomly.
+  // Used when use_seed is 1; otherwise sampling is seeded randomly.
   uint64_t seed;
-  bool use_seed;
+  // 0 or 1. Default 0.
+  uint8_t use_seed;
+  // Do not stop at the model's EOS tokens: 0 or 1. Default 0.
+  uint8_t ignore_eos;
+  // Leave special tokens out of the text: 0 or 1. Default 1.
+  uint8_t skip_special_tokens;
   // Extra token ids that end generation (n_stop_tokens of them; may be NULL when 0).
   const int32_t *stop_tokens;
   size_t n_stop_tokens;
-  // Strings that end generation (NUL-terminated UTF-8; n_stop_strings of them). No text
-  // at or past a stop string is ever delivered.
+  // Strings that end generation (NUL-terminated UTF-8; n_stop_strings of them, at most
+  // LMX_MAX_STOP_STRINGS, each 1 to LMX_MAX_STOP_STRING_BYTES bytes). No text at or past
+  // a stop string is ever delivered.
   const char *const *stop_strings;
   size_t n_stop_strings;
-  // Logit bias: n_logit_bias token ids and the values added to their logits.
+  // Logit bias: n_logit_bias token ids and the finite values added to their logits.
   const int32_t *logit_bias_tokens;
   const float *logit_bias_values;
   size_t n_logit_bias;
   // Prompt tokens per forward pass (> 0). Default 2048.
   uint32_t prefill_chunk;
-  // Do not stop at the model's EOS tokens. Default false.
-  bool ignore_eos;
-  // Leave special tokens out of the text. Default true.
-  bool skip_special_tokens;
+  // A cancellation token (may be NULL): lmx_cancel_request() on it stops this call after
+  // the current prefill chunk or step. The way to cancel lmx_batch_generate() and
+  // lmx_classify(); sessions also have lmx_session_cancel().
+  const lmx_cancel *cancel;
 } lmx_generate_params;
 
 // One prompt's result. Pointers are owned by the lmx_batch and valid until lmx_batch_free().
@@ -180,17 +194,26 @@ typedef struct {
 } lmx_batch_item;
 
 // Measurements of one call. Set struct_size to sizeof(lmx_metrics) before passing it.
+// Times are seconds, rates tokens per second, memory bytes.
 typedef struct {
   size_t struct_size;
+  // Tokens of the prompt.
   uint64_t prompt_tokens;
   // Prompt tokens computed (fewer than prompt_tokens when the session's cache held a prefix).
   uint64_t prefill_tokens;
+  // Tokens generated.
   uint64_t generated_tokens;
+  // Seconds from the call's start to the first generated token.
   double time_to_first_token;
+  // Seconds computing the prompt.
   double prefill_seconds;
+  // Seconds generating after the first token.
   double decode_seconds;
+  // Seconds of the whole call.
   double total_seconds;
+  // prefill_tokens / prefill_seconds.
   double prefill_tokens_per_second;
+  // Tokens per second after the first one.
   double decode_tokens_per_second;
   // MLX peak memory (bytes) during the call.
   uint64_t peak_memory;
@@ -216,14 +239,24 @@ typedef struct {
   uint64_t recommended_working_set;
 } lmx_device;
 
-// Options for lmx_model_load(). Get defaults from lmx_model_params_default().
+// Floating-point type to keep and compute weights in: one of the LMX_DTYPE_* values.
+typedef int32_t lmx_dtype;
+
+// Which device computes: one of the LMX_DEVICE_* values.
+typedef int32_t lmx_device_kind;
+
+// Options for lmx_model_load(). Initialize with lmx_model_params_init() (or
+// LMX_MODEL_PARAMS_INIT), then set what you need.
 typedef struct {
-  // sizeof(lmx_model_params).
+  // sizeof(lmx_model_params) as the caller's header declares it.
   size_t struct_size;
-  // Longest sequence (prompt + generated tokens); 0 = the model's max_position_embeddings.
+  // Longest sequence in tokens (prompt + generated); 0 = the model's
+  // max_position_embeddings. At most 2^31 - 1.
   uint32_t context_length;
+  // An LMX_DTYPE_* value. Default LMX_DTYPE_DEFAULT.
   lmx_dtype dtype;
-  // Makes this device MLX's default for the whole process before loading.
+  // An LMX_DEVICE_* value: where this model's weights live and its sessions compute.
+  // Nothing process-wide changes. Default LMX_DEVICE_DEFAULT.
   lmx_device_kind device;
 } lmx_model_params;
 
@@ -234,24 +267,32 @@ typedef struct {
   char architecture[LMX_NAME_MAX];
   // config.json's model_type.
   char model_type[LMX_NAME_MAX];
+  // Parameters (weights) in the checkpoint, a quantized matrix counted at its full size.
   uint64_t param_count;
   int32_t num_layers;
   int32_t hidden_size;
   int32_t num_heads;
   int32_t num_kv_heads;
   int32_t head_dim;
+  // Rows of the embedding and output matrices (token ids are below it).
   int32_t vocab_size;
+  // Longest sequence in tokens, prompt and generated together (lmx_model_params's, or the
+  // model's max_position_embeddings).
   int32_t context_length;
-  // 0 for a dense model.
+  // Bits per quantized weight; 0 for a dense model.
   int32_t quant_bits;
+  // Weights per quantization group; 0 for a dense model.
   int32_t quant_group_size;
-  // "float32", "bfloat16" or "float16".
+  // "float32", "bfloat16" or "float16": what the model computes in.
   char dtype[LMX_NAME_MAX];
   // Where the chat template came from: "tokenizer_config.json", "chat_template.jinja" or
   // "builtin:<name>".
   char chat_template[LMX_NAME_MAX];
+  // Bytes of the weights as loaded.
   uint64_t weight_bytes;
+  // Seconds the load took.
   double load_seconds;
+  // Bytes: MLX's peak memory during the load above what was in use before it.
   uint64_t load_peak_bytes;
   // The backend computing: "cpu", "metal" or "cuda".
   char backend[LMX_NAME_MAX];
@@ -265,11 +306,29 @@ typedef struct {
 typedef int32_t (*lmx_token_callback)(int32_t token, const char *text, size_t len, void *user_data);
 
 // A chat message: role ("system", "user", "assistant" or "tool") and content, both
-// NUL-terminated UTF-8, borrowed for the call.
+// NUL-terminated UTF-8, borrowed for the call. Set struct_size to sizeof(lmx_message) in
+// every element of an array (liblmx steps through the array by it).
 typedef struct {
+  size_t struct_size;
   const char *role;
   const char *content;
 } lmx_message;
+
+// The checkpoint's own (on the CPU, a half-precision checkpoint computes in float32).
+#define LMX_DTYPE_DEFAULT 0
+
+#define LMX_DTYPE_FLOAT32 1
+
+#define LMX_DTYPE_FLOAT16 2
+
+#define LMX_DTYPE_BFLOAT16 3
+
+// MLX's default: the GPU where MLX has one, else the CPU.
+#define LMX_DEVICE_DEFAULT 0
+
+#define LMX_DEVICE_CPU 1
+
+#define LMX_DEVICE_GPU 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -313,7 +372,22 @@ lmx_status lmx_batch_metrics(const lmx_batch *batch, lmx_metrics *metrics_out);
 // Frees a batch result (NULL accepted). Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
 lmx_status lmx_batch_free(lmx_batch *batch);
 
-// Fills `*out` (not NULL; `out->struct_size` must be at least sizeof(lmx_device)) with the
+// Makes a cancellation token and writes it to `*cancel_out` (not NULL); free it with
+// lmx_cancel_free(). Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_cancel_create(lmx_cancel **cancel_out);
+
+// Asks every call running with this token, and every later one, to stop: a generation ends
+// after its current prefill chunk or step with LMX_STATUS_CANCELLED (lmx_batch_generate():
+// the rows still running end with LMX_FINISH_CANCELLED); lmx_classify() returns
+// LMX_STATUS_CANCELLED before its next batch. A token stays requested: make a new one for new
+// work. Any thread, any time. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_cancel_request(const lmx_cancel *cancel);
+
+// Frees a token (NULL accepted); calls running with it keep it until they return. Returns
+// LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_cancel_free(lmx_cancel *cancel);
+
+// Fills `*out_info` (not NULL; struct_size set to the caller's sizeof(lmx_device)) with the
 // default device's backend, name and memory. Thread-safe. Returns LMX_OK,
 // LMX_STATUS_INVALID_ARGUMENT (NULL or struct_size too small), or LMX_STATUS_MLX.
 lmx_status lmx_device_info(lmx_device *out_info);
@@ -369,12 +443,14 @@ lmx_status lmx_clear_cache(void);
 
 // Loads the model in folder `path` (NUL-terminated UTF-8): config.json, *.safetensors,
 // tokenizer.json, tokenizer_config.json. `params` may be NULL (defaults). On success writes a
-// new handle to `*model_out` (not NULL), to be freed with lmx_model_free(). Thread-safe.
-// Returns LMX_OK; LMX_STATUS_INVALID_ARGUMENT (NULL, bad UTF-8, bad params);
+// new handle to `*model_out` (not NULL), to be freed with lmx_model_free(). Thread-safe; the
+// file work runs without blocking other models' and sessions' computation. Returns LMX_OK;
+// LMX_STATUS_INVALID_ARGUMENT (NULL, bad UTF-8, bad params, a path that is not a folder);
 // LMX_STATUS_NOT_FOUND (missing folder or file); LMX_STATUS_FORMAT (corrupt or inconsistent
 // files, missing tensors, wrong shapes); LMX_STATUS_UNSUPPORTED (architecture, dtype,
-// quantization); LMX_STATUS_IO; LMX_STATUS_OUT_OF_MEMORY; LMX_STATUS_MLX. The message names
-// the file and the tensor. Loading resets MLX's peak memory counter.
+// quantization, a device this MLX build lacks); LMX_STATUS_IO; LMX_STATUS_OUT_OF_MEMORY;
+// LMX_STATUS_MLX. The message names the file and the tensor. Loading resets MLX's peak
+// memory counter.
 lmx_status lmx_model_load(const char *path, const lmx_model_params *params, lmx_model **model_out);
 
 // Frees a model handle. NULL is accepted. Sessions made from the model keep its weights
@@ -382,15 +458,21 @@ lmx_status lmx_model_load(const char *path, const lmx_model_params *params, lmx_
 // LMX_OK, or LMX_STATUS_INVALID_ARGUMENT for a pointer that is not a live model.
 lmx_status lmx_model_free(lmx_model *model);
 
-// Fills `*desc_out` (not NULL, struct_size set) with what `model` is. Thread-safe. Returns
-// LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+// Fills `*desc_out` (not NULL, struct_size set to the caller's sizeof(lmx_model_desc)) with
+// what `model` is. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL, a bad
+// handle or struct_size) or LMX_STATUS_MLX (MLX could not name its backend).
 lmx_status lmx_model_info(const lmx_model *model, lmx_model_desc *desc_out);
 
-// The default model parameters (struct_size set).
-lmx_model_params lmx_model_params_default(void);
+// Writes the default model parameters into `*params` (not NULL), a struct of `size` bytes
+// (pass sizeof(lmx_model_params)), and sets its struct_size to `size`. Returns LMX_OK or
+// LMX_STATUS_INVALID_ARGUMENT (NULL, a size below sizeof(size_t) or above 65536).
+lmx_status lmx_model_params_init(lmx_model_params *params, size_t size);
 
-// The default generation parameters (struct_size set): greedy, 256 tokens.
-lmx_generate_params lmx_generate_params_default(void);
+// Writes the default generation parameters (greedy, 256 tokens) into `*params` (not NULL),
+// a struct of `size` bytes (pass sizeof(lmx_generate_params)), and sets its struct_size to
+// `size`. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT (NULL, a size below sizeof(size_t)
+// or above 65536).
+lmx_status lmx_generate_params_init(lmx_generate_params *params, size_t size);
 
 // Creates a session on `model` and writes it to `*session_out` (not NULL); free it with
 // lmx_session_free(). The session keeps the model's weights alive even if the model handle is
@@ -406,15 +488,16 @@ lmx_status lmx_session_free(lmx_session *session);
 // LMX_STATUS_INVALID_ARGUMENT.
 lmx_status lmx_session_reset(lmx_session *session);
 
-// Asks the session's running generation (or, when none runs, its next one) to stop after the
-// current prefill chunk or token; the generate call then returns LMX_STATUS_CANCELLED. Callable
-// from any thread at any time, including from a token callback. Returns LMX_OK or
-// LMX_STATUS_INVALID_ARGUMENT.
+// Asks the session's running generation to stop after the current prefill chunk or token;
+// the generate call then returns LMX_STATUS_CANCELLED. With no generation running it does
+// nothing (a later generation is not affected). Callable from any thread at any time,
+// including from a token callback. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
 lmx_status lmx_session_cancel(const lmx_session *session);
 
 // Writes how the session's last finished generation ended to `*finish_out` (may be NULL)
 // and its metrics to `*metrics_out` (may be NULL; struct_size set). LMX_FINISH_NONE and zero
-// metrics before any generation finished. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+// metrics before any generation finished. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT
+// (a bad handle or metrics struct_size; nothing is written then).
 lmx_status lmx_session_last_result(const lmx_session *session,
                                    lmx_finish_reason *finish_out,
                                    lmx_metrics *metrics_out);
@@ -546,3 +629,7 @@ uint32_t lmx_abi_1(void);
 #endif  // __cplusplus
 
 #endif  /* LMX_H */
+
+/* Initializes a params struct with liblmx's defaults for the caller's struct size. */
+#define LMX_MODEL_PARAMS_INIT(p) lmx_model_params_init((p), sizeof *(p))
+#define LMX_GENERATE_PARAMS_INIT(p) lmx_generate_params_init((p), sizeof *(p))

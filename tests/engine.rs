@@ -340,7 +340,7 @@ fn batch_greedy_equals_one_by_one() {
         let m = model(case);
         let (prompt, _) = reference(case);
         let prompts = vec![prompt.clone(), prompt[..9].to_vec(), prompt[4..].to_vec(), vec![]];
-        let (out, metrics) = batch_generate(&m, &prompts, &greedy(10), None).unwrap();
+        let (out, metrics) = batch_generate(&m, &prompts, &greedy(10)).unwrap();
         assert!(matches!(&out[3], Err(e) if e.kind == ErrorKind::InvalidArgument));
         for (i, p) in prompts[..3].iter().enumerate() {
             let single = Session::new(m.clone()).unwrap().generate(p, &greedy(10), |_| true).unwrap();

@@ -27,7 +27,7 @@ fn round(model: &Arc<Model>, params: &GenerateParams, prompt: &[u32]) {
     assert_eq!(out.tokens.len(), params.max_tokens);
     let c = classify(model, &[prompt.to_vec(), prompt[..2].to_vec()], params, false).unwrap();
     assert_eq!(c.len(), 2);
-    let (b, _) = batch_generate(model, &[prompt.to_vec()], params, None).unwrap();
+    let (b, _) = batch_generate(model, &[prompt.to_vec()], params).unwrap();
     assert_eq!(b[0].as_ref().unwrap().tokens.len(), params.max_tokens);
 }
 

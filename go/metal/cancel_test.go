@@ -281,3 +281,37 @@ func TestCloseWhileGenerating(t *testing.T) {
 		t.Fatal("the waiting call did not end")
 	}
 }
+
+// A context that ends during BatchGenerate or Classify stops liblmx's call (a cancellation
+// token requested from Go) and the call returns the context's error.
+func TestCancelBatchAndClassify(t *testing.T) {
+	m := load(t, "qwen3", inference.WithContextLen(16384))
+	prompts := []string{"The keeper counted", "Once upon a time", "Hello", "Ships"}
+	c, cancel := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	res, err := m.BatchGenerate(c, prompts, inference.WithMaxTokens(12000))
+	if !errors.Is(err, context.Canceled) || res != nil {
+		t.Fatalf("BatchGenerate after a cancel: %d results, %v", len(res), err)
+	}
+	t.Logf("the batch returned %v after the start", time.Since(start))
+	// Many prompts of 700 tokens: several passes of liblmx's classify batches.
+	long := strings.Repeat("The keeper counted 37 grey ships. ", 70)
+	many := make([]string, 400)
+	for i := range many {
+		many[i] = long
+	}
+	c2, cancel2 := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, cancel2)
+	out, err := m.Classify(c2, many)
+	if !errors.Is(err, context.Canceled) || out != nil {
+		t.Fatalf("Classify after a cancel: %d results, %v", len(out), err)
+	}
+	// Both still work afterwards.
+	if res, err := m.BatchGenerate(ctx, prompts[:2], inference.WithMaxTokens(3)); err != nil || len(res[0].Tokens) == 0 {
+		t.Fatalf("BatchGenerate afterwards: %v", err)
+	}
+	if out, err := m.Classify(ctx, prompts); err != nil || len(out) != len(prompts) {
+		t.Fatalf("Classify afterwards: %v", err)
+	}
+}

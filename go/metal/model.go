@@ -471,8 +471,8 @@ func (c *batchCall) end() {
 
 // Classify computes, for each prompt, one forward pass and the next token, chosen as the
 // options say (greedy by default). With inference.WithLogits each result carries the
-// VocabSize logits of the prompt's last position. ctx is checked before the call; liblmx
-// cannot interrupt a classification once started.
+// VocabSize logits of the prompt's last position. When ctx ends during the call, liblmx stops
+// before its next batch of prompts and Classify returns ctx's error.
 func (m *Model) Classify(ctx context.Context, prompts []string, opts ...inference.GenerateOption) ([]inference.ClassifyResult, error) {
 	defer runtime.KeepAlive(m)
 	call, err := m.beginBatch(ctx, prompts, opts)
@@ -481,8 +481,16 @@ func (m *Model) Classify(ctx context.Context, prompts []string, opts ...inferenc
 	}
 	defer call.end()
 	h, cfg, cp := call.h, call.cfg, call.cp
+	stop, err := watchCancel(ctx, cp)
+	if err != nil {
+		return nil, err
+	}
 	started := time.Now()
 	tokens, logits, err := classify(h, prompts, cp, m.desc.VocabSize, cfg.ReturnLogits)
+	stop()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -518,8 +526,8 @@ func (m *Model) Classify(ctx context.Context, prompts []string, opts ...inferenc
 // whole batch (greedy results equal one-by-one generation). A prompt that cannot run (empty,
 // or longer than the context) gets its own error in its result; the call fails only when
 // none can run for a reason common to all (bad options, an MLX error). It does not use the
-// ParallelSlots sessions. ctx is checked before the call; liblmx cannot interrupt a batch
-// once started.
+// ParallelSlots sessions. When ctx ends during the call, liblmx stops after the current step
+// and BatchGenerate returns ctx's error.
 func (m *Model) BatchGenerate(ctx context.Context, prompts []string, opts ...inference.GenerateOption) ([]inference.BatchResult, error) {
 	defer runtime.KeepAlive(m)
 	call, err := m.beginBatch(ctx, prompts, opts)
@@ -528,7 +536,15 @@ func (m *Model) BatchGenerate(ctx context.Context, prompts []string, opts ...inf
 	}
 	defer call.end()
 	h, cp := call.h, call.cp
+	stop, err := watchCancel(ctx, cp)
+	if err != nil {
+		return nil, err
+	}
 	items, mt, err := batchGenerate(h, prompts, cp)
+	stop()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -70,6 +70,13 @@ static lmxgo_result lmxgo_batch_metrics(const lmx_batch *b, lmx_metrics *mt) {
 	return lmxgo_finish(lmx_batch_metrics(b, mt));
 }
 static lmxgo_result lmxgo_batch_free(lmx_batch *b) { return lmxgo_finish(lmx_batch_free(b)); }
+static lmxgo_result lmxgo_cancel_create(lmx_cancel **out) { return lmxgo_finish(lmx_cancel_create(out)); }
+static lmxgo_result lmxgo_generate_params_init(lmx_generate_params *p) {
+	return lmxgo_finish(lmx_generate_params_init(p, sizeof *p));
+}
+static lmxgo_result lmxgo_model_params_init(lmx_model_params *p) {
+	return lmxgo_finish(lmx_model_params_init(p, sizeof *p));
+}
 
 // Size-then-fill in one C call: *out is malloc'd (free it) when the status is LMX_OK.
 static lmxgo_result lmxgo_tokenize(const lmx_model *m, const char *text, size_t len, bool add_special,
@@ -109,6 +116,7 @@ static lmxgo_result lmxgo_chat_template(const lmx_model *m, const lmx_message *m
 import "C"
 
 import (
+	"context"
 	"strings"
 	"time"
 	"unsafe"
@@ -207,6 +215,7 @@ func newCMessages(msgs []inference.Message) (*cMessages, error) {
 		items := unsafe.Slice(cm.arr, len(msgs))
 		ptrs := unsafe.Slice(strs.arr, len(flat))
 		for i := range msgs {
+			items[i].struct_size = C.sizeof_lmx_message
 			items[i].role = ptrs[2*i]
 			items[i].content = ptrs[2*i+1]
 		}
@@ -251,7 +260,10 @@ func newCParams(g genParams) (*cParams, error) {
 	}
 	cp := &cParams{stops: stops}
 	cp.p = (*C.lmx_generate_params)(C.malloc(C.sizeof_lmx_generate_params))
-	*cp.p = C.lmx_generate_params_default()
+	if err := result(C.lmxgo_generate_params_init(cp.p)); err != nil {
+		cp.free()
+		return nil, err
+	}
 	p := cp.p
 	p.max_tokens = C.uint32_t(g.maxTokens)
 	p.temperature = C.float(g.temperature)
@@ -260,8 +272,8 @@ func newCParams(g genParams) (*cParams, error) {
 	p.min_p = C.float(g.minP)
 	p.repetition_penalty = C.float(g.repetitionPenalty)
 	p.seed = C.uint64_t(g.seed)
-	p.use_seed = C.bool(g.useSeed)
-	p.ignore_eos = C.bool(g.ignoreEOS)
+	p.use_seed = cFlag(g.useSeed)
+	p.ignore_eos = cFlag(g.ignoreEOS)
 	if n := len(g.stopTokens); n > 0 {
 		cp.tokens = (*C.int32_t)(C.malloc(C.size_t(n) * C.sizeof_int32_t))
 		copy(unsafe.Slice((*int32)(unsafe.Pointer(cp.tokens)), n), g.stopTokens)
@@ -290,15 +302,52 @@ func (cp *cParams) free() {
 // abi is the ABI generation of the linked library.
 func abi() int { return int(C.lmxgo_abi()) }
 
-// modelLoad loads a model on MLX's default device, or with cpu on the CPU (which liblmx makes
-// MLX's default device for the whole process).
+// cFlag is a C flag field: 0 or 1.
+func cFlag(b bool) C.uint8_t {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// watchCancel gives p a cancellation token that is requested when ctx ends, so liblmx stops
+// the call it is passed to (classify and batch generation) after the current step. stop,
+// always called once the call returned, ends the watch and frees the token.
+func watchCancel(ctx context.Context, p *cParams) (stop func(), err error) {
+	var c *C.lmx_cancel
+	if err := result(C.lmxgo_cancel_create(&c)); err != nil {
+		return nil, err
+	}
+	p.p.cancel = c
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		select {
+		case <-ctx.Done():
+			C.lmx_cancel_request(c)
+		case <-done:
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		p.p.cancel = nil
+		C.lmx_cancel_free(c)
+	}, nil
+}
+
+// modelLoad loads a model on MLX's default device, or with cpu on the CPU (for this model
+// only).
 func modelLoad(path string, contextLen uint32, cpu bool) (cModel, error) {
 	cpath, err := cString(path, "the model path")
 	if err != nil {
 		return nil, err
 	}
 	defer C.free(unsafe.Pointer(cpath))
-	p := C.lmx_model_params_default()
+	var p C.lmx_model_params
+	if err := result(C.lmxgo_model_params_init(&p)); err != nil {
+		return nil, err
+	}
 	p.context_length = C.uint32_t(contextLen)
 	if cpu {
 		p.device = C.LMX_DEVICE_CPU

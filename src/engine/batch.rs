@@ -1,7 +1,6 @@
 //! Batches: classification (one forward pass per prompt) and generation of several prompts
 //! in one forward pass per step, left-padded with per-row masks and positions.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::generate::FinishReason;
@@ -73,6 +72,9 @@ pub fn classify(
     let mut results: Vec<Option<ClassifyOutput>> = vec![None; prompts.len()];
     let mut start = 0;
     while start < order.len() {
+        if params.cancel.as_ref().is_some_and(|c| c.is_requested()) {
+            return Err(Error::cancelled());
+        }
         // Rows are sorted by length: the group's longest is its last.
         let mut end = start + 1;
         while end < order.len() && (end + 1 - start) * prompts[order[end]].len() <= CLASSIFY_TOKENS {
@@ -209,13 +211,12 @@ impl Row {
 
 /// Generates after every prompt at once: one forward pass per step for the whole batch. A
 /// prompt that cannot run (empty, too long, bad ids) gets its own error and the others go on.
-/// Greedy results equal one-by-one generation. `cancel`, when set, stops every row (their
-/// finish reason becomes `Cancelled`).
+/// Greedy results equal one-by-one generation. `params.cancel`, when requested, stops every
+/// row still running after the current step (their finish reason becomes `Cancelled`).
 pub fn batch_generate(
     model: &Model,
     prompts: &[Vec<u32>],
     params: &GenerateParams,
-    cancel: Option<&AtomicBool>,
 ) -> Result<(Vec<Result<BatchOutput>>, Metrics)> {
     params.validate(model.transformer.spec.vocab as usize)?;
     let started = Instant::now();
@@ -312,7 +313,7 @@ pub fn batch_generate(
                 r.finish(FinishReason::Length, tok, true);
             }
         }
-        if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+        if params.cancel.as_ref().is_some_and(|c| c.is_requested()) {
             for r in rows.iter_mut().filter(|r| r.done.is_none()) {
                 r.finish(FinishReason::Cancelled, tok, true);
             }

@@ -3,10 +3,10 @@
 //! handles a token.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::cancel::Cancel;
 use super::metrics::Metrics;
 use super::params::GenerateParams;
 use super::sampling::Sampler;
@@ -64,7 +64,11 @@ pub struct Generation {
     model: Arc<Model>,
     state: Option<SessionState>,
     slot: Arc<Mutex<Option<SessionState>>>,
-    cancel: Arc<AtomicBool>,
+    /// This generation's own token (what Session::cancel requests), and the caller's.
+    cancel: Cancel,
+    caller_cancel: Option<Cancel>,
+    /// The session's record of its running generation's token, cleared when this ends.
+    current: Arc<Mutex<Option<Cancel>>>,
     params: GenerateParams,
     sampler: Sampler,
     /// Prompt tokens not yet in the cache.
@@ -106,7 +110,8 @@ impl Generation {
         model: Arc<Model>,
         mut state: SessionState,
         slot: Arc<Mutex<Option<SessionState>>>,
-        cancel: Arc<AtomicBool>,
+        cancel: Cancel,
+        current: Arc<Mutex<Option<Cancel>>>,
         prompt: &[u32],
         params: &GenerateParams,
         sampler: Sampler,
@@ -136,7 +141,9 @@ impl Generation {
             model,
             state: Some(state),
             slot,
+            caller_cancel: params.cancel.clone(),
             cancel,
+            current,
             sampler,
             to_prefill: prompt[keep..].to_vec(),
             history,
@@ -185,7 +192,7 @@ impl Generation {
     }
 
     fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::SeqCst)
+        self.cancel.is_requested() || self.caller_cancel.as_ref().is_some_and(Cancel::is_requested)
     }
 
     /// Feeds `tokens` ([1, L]) and returns the logits of the last position, [1, V].
@@ -412,10 +419,15 @@ fn merge(mut ev: Event, tail: Option<Event>) -> Event {
 
 impl Drop for Generation {
     fn drop(&mut self) {
-        // Hand the cache back to the session and consume any cancel request.
+        // First forget this generation's token (a cancel from now on finds nothing running
+        // and does nothing), then hand the cache back to the session.
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref() == Some(&self.cancel) {
+            *current = None;
+        }
+        drop(current);
         if let Some(st) = self.state.take() {
             *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(st);
         }
-        self.cancel.store(false, Ordering::SeqCst);
     }
 }

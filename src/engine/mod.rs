@@ -3,6 +3,7 @@
 //! [`crate::mlx::compute_lock`] and releases it while handing tokens to callers.
 
 pub mod batch;
+pub mod cancel;
 pub mod generate;
 pub mod metrics;
 pub mod params;
@@ -11,6 +12,7 @@ pub mod session;
 pub mod stop;
 
 pub use batch::{batch_generate, classify, BatchOutput, ClassifyOutput};
+pub use cancel::Cancel;
 pub use generate::{Event, FinishReason, Generation};
 pub use metrics::Metrics;
 pub use params::{GenerateParams, SamplerParams};

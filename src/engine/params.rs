@@ -64,6 +64,8 @@ pub struct GenerateParams {
     pub prefill_chunk: usize,
     /// Leave special tokens out of the text.
     pub skip_special_tokens: bool,
+    /// Stops the call when requested (checked between prefill chunks and decode steps).
+    pub cancel: Option<super::Cancel>,
 }
 
 impl Default for GenerateParams {
@@ -76,6 +78,7 @@ impl Default for GenerateParams {
             ignore_eos: false,
             prefill_chunk: 2048,
             skip_special_tokens: true,
+            cancel: None,
         }
     }
 }

@@ -6,9 +6,9 @@
 //! serialized step by step (prefill chunk, decode step) by the compute lock, so they take
 //! turns and never share a cache. [`Session::cancel`] may be called from any thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::cancel::Cancel;
 use super::generate::{Generation, Output};
 use super::params::GenerateParams;
 use crate::mlx::device::{pooled_stream, StreamLease};
@@ -27,7 +27,8 @@ pub struct Session {
     model: Arc<Model>,
     /// None while a generation has the state.
     slot: Arc<Mutex<Option<SessionState>>>,
-    cancel: Arc<AtomicBool>,
+    /// The running generation's cancellation token; None while nothing runs.
+    current: Arc<Mutex<Option<Cancel>>>,
 }
 
 impl Session {
@@ -42,7 +43,7 @@ impl Session {
                 tokens: Vec::new(),
                 stream: Arc::new(stream),
             }))),
-            cancel: Arc::new(AtomicBool::new(false)),
+            current: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -74,10 +75,13 @@ impl Session {
         Ok(slot.as_ref().ok_or_else(Self::busy)?.tokens.clone())
     }
 
-    /// Asks the running generation (or, if none runs, the next one to start) to stop at its
-    /// next check: after the current prefill chunk or decoded token. Any thread.
+    /// Asks the running generation to stop at its next check: after the current prefill
+    /// chunk or decoded token. Does nothing when no generation runs (a later one is not
+    /// affected). Any thread.
     pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::SeqCst);
+        if let Some(c) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            c.request();
+        }
     }
 
     /// Starts generating after `prompt` (token ids). Tokens come from [`Generation::next`].
@@ -101,11 +105,14 @@ impl Session {
         }
         let (sampler, history) = Generation::prepare(prompt, params)?;
         let state = self.take_state()?;
+        let cancel = Cancel::new();
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(cancel.clone());
         Ok(Generation::new(
             self.model.clone(),
             state,
             self.slot.clone(),
-            self.cancel.clone(),
+            cancel,
+            self.current.clone(),
             prompt,
             params,
             sampler,

@@ -3,11 +3,12 @@
 use std::ffi::{c_char, CString};
 
 use super::boundary::{out, status, str_arg};
-use super::handle::{handle_ref, handle_type, into_handle, take_handle, Handle};
+use super::handle::{handle_ref, handle_type, into_handle, take_handle};
 use super::lmx_status;
 use super::model::{lmx_model, model_ref};
 use super::params::{generate_params, lmx_generate_params, slice};
 use super::result::{lmx_finish_reason, lmx_metrics, write_metrics};
+use super::sized::{write_out, CStruct};
 use crate::engine::{batch_generate, classify, Metrics};
 use crate::{Error, Result};
 
@@ -41,13 +42,13 @@ pub extern "C" fn lmx_classify(
         if tokens_out.is_null() {
             return Err(Error::invalid("tokens_out is NULL"));
         }
-        let ps = prompts(m, prompts_in, n)?;
+        let ps = prompts(&m, prompts_in, n)?;
         let p = generate_params(params)?;
-        let results = classify(m, &ps, &p, !logits_out.is_null())?;
+        let results = classify(&m, &ps, &p, !logits_out.is_null())?;
         let vocab = m.transformer.spec.vocab as usize;
         for (i, r) in results.iter().enumerate() {
             // SAFETY: the caller promises n entries in tokens_out and n * vocab in logits_out.
-            unsafe { *tokens_out.add(i) = r.token as i32 };
+            unsafe { std::ptr::write_unaligned(tokens_out.add(i), r.token as i32) };
             if let Some(l) = &r.logits {
                 unsafe { std::ptr::copy_nonoverlapping(l.as_ptr(), logits_out.add(i * vocab), vocab) };
             }
@@ -66,14 +67,14 @@ struct Item {
 
 /// The results of lmx_batch_generate() (opaque). Read-only; thread-safe to read.
 pub struct lmx_batch {
-    magic: u64,
     items: Vec<Item>,
     metrics: Metrics,
 }
-handle_type!(lmx_batch, 0x6c6d_785f_6261_7431, "lmx_batch");
+handle_type!(lmx_batch, 4);
 
 /// One prompt's result. Pointers are owned by the lmx_batch and valid until lmx_batch_free().
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct lmx_batch_item {
     /// Set by the caller to sizeof(lmx_batch_item).
     pub struct_size: usize,
@@ -87,6 +88,11 @@ pub struct lmx_batch_item {
     pub text: *const c_char,
     pub text_len: usize,
     pub finish: lmx_finish_reason,
+}
+
+// SAFETY: repr(C), struct_size first. Output only (not AnyBits: it holds enums).
+unsafe impl CStruct for lmx_batch_item {
+    const NAME: &'static str = "lmx_batch_item";
 }
 
 /// Generates after each of `n` text prompts at once, one forward pass per step for the whole
@@ -106,9 +112,9 @@ pub extern "C" fn lmx_batch_generate(
     status(|| {
         let m = model_ref(model)?;
         let o = out(batch_out, "batch_out")?;
-        let ps = prompts(m, prompts_in, n)?;
+        let ps = prompts(&m, prompts_in, n)?;
         let p = generate_params(params)?;
-        let (results, metrics) = batch_generate(m, &ps, &p, None)?;
+        let (results, metrics) = batch_generate(&m, &ps, &p)?;
         let items = results
             .into_iter()
             .map(|r| match r {
@@ -128,7 +134,7 @@ pub extern "C" fn lmx_batch_generate(
                 },
             })
             .collect();
-        *o = into_handle(lmx_batch { magic: lmx_batch::MAGIC, items, metrics });
+        o.set(into_handle(lmx_batch { items, metrics }));
         Ok(())
     })
 }
@@ -149,23 +155,20 @@ pub extern "C" fn lmx_batch_get(
 ) -> lmx_status {
     status(|| {
         let b = handle_ref(batch, "batch")?;
-        let o = out(item_out, "item_out")?;
-        if o.struct_size < std::mem::size_of::<lmx_batch_item>() {
-            return Err(Error::invalid(
-                "item_out->struct_size is too small; set it to sizeof(lmx_batch_item)",
-            ));
-        }
         let it = b.items.get(i).ok_or_else(|| {
             Error::invalid(format!("item {i} is out of range (the batch has {})", b.items.len()))
         })?;
-        o.status = it.status;
-        o.error = it.error.as_ptr();
-        o.tokens = it.tokens.as_ptr();
-        o.n_tokens = it.tokens.len();
-        o.text = it.text.as_ptr();
-        o.text_len = it.text.as_bytes().len();
-        o.finish = it.finish;
-        Ok(())
+        let v = lmx_batch_item {
+            struct_size: std::mem::size_of::<lmx_batch_item>(),
+            status: it.status,
+            error: it.error.as_ptr(),
+            tokens: it.tokens.as_ptr(),
+            n_tokens: it.tokens.len(),
+            text: it.text.as_ptr(),
+            text_len: it.text.as_bytes().len(),
+            finish: it.finish,
+        };
+        write_out(item_out, "item_out", &v)
     })
 }
 
@@ -175,9 +178,6 @@ pub extern "C" fn lmx_batch_get(
 pub extern "C" fn lmx_batch_metrics(batch: *const lmx_batch, metrics_out: *mut lmx_metrics) -> lmx_status {
     status(|| {
         let b = handle_ref(batch, "batch")?;
-        if metrics_out.is_null() {
-            return Err(Error::invalid("metrics_out is NULL"));
-        }
         write_metrics(metrics_out, &b.metrics)
     })
 }

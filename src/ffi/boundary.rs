@@ -48,17 +48,30 @@ pub(crate) fn value<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// A required out pointer.
-pub(crate) fn out<'a, T>(p: *mut T, name: &str) -> Result<&'a mut T> {
-    // SAFETY: the caller promises p is NULL or valid for writes (documented per function).
-    unsafe { p.as_mut() }.ok_or_else(|| Error::invalid(format!("{name} is NULL")))
+/// A place in caller memory to write a result to. Written through the raw pointer (never a
+/// Rust reference to caller memory, which may hold anything before the write).
+pub(crate) struct Out<T>(*mut T);
+
+impl<T> Out<T> {
+    pub(crate) fn set(&self, v: T) {
+        // SAFETY: the caller promises a writable place (documented per function); the write
+        // needs no alignment and reads nothing.
+        unsafe { std::ptr::write_unaligned(self.0, v) }
+    }
 }
 
-/// Writes through an optional out pointer.
+/// A required out pointer.
+pub(crate) fn out<T>(p: *mut T, name: &str) -> Result<Out<T>> {
+    if p.is_null() {
+        return Err(Error::invalid(format!("{name} is NULL")));
+    }
+    Ok(Out(p))
+}
+
+/// Writes through an optional out pointer (NULL: not wanted).
 pub(crate) fn write_opt<T>(p: *mut T, v: T) {
-    // SAFETY: as above; NULL means "not wanted".
-    if let Some(slot) = unsafe { p.as_mut() } {
-        *slot = v;
+    if !p.is_null() {
+        Out(p).set(v);
     }
 }
 

@@ -2,10 +2,10 @@
 
 use std::ffi::c_char;
 
-use super::boundary::{out, status};
+use super::boundary::status;
 use super::lmx_status;
+use super::sized::{write_out, CStruct};
 use crate::mlx::Backend;
-use crate::Error;
 
 /// Which MLX backend computes.
 #[repr(C)]
@@ -25,6 +25,7 @@ pub const LMX_DEVICE_NAME_MAX: usize = 256;
 /// A description of the device MLX computes on. Set `struct_size` to
 /// `sizeof(lmx_device)` before passing it to lmx_device_info().
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct lmx_device {
     /// Set by the caller to sizeof(lmx_device).
     pub struct_size: usize,
@@ -41,33 +42,33 @@ pub struct lmx_device {
     pub recommended_working_set: u64,
 }
 
-/// Fills `*out` (not NULL; `out->struct_size` must be at least sizeof(lmx_device)) with the
+// SAFETY: repr(C), struct_size first. Output only.
+unsafe impl CStruct for lmx_device {
+    const NAME: &'static str = "lmx_device";
+}
+
+/// Fills `*out_info` (not NULL; struct_size set to the caller's sizeof(lmx_device)) with the
 /// default device's backend, name and memory. Thread-safe. Returns LMX_OK,
 /// LMX_STATUS_INVALID_ARGUMENT (NULL or struct_size too small), or LMX_STATUS_MLX.
 #[no_mangle]
 pub extern "C" fn lmx_device_info(out_info: *mut lmx_device) -> lmx_status {
     status(|| {
-        let o = out(out_info, "out_info")?;
-        if o.struct_size < std::mem::size_of::<lmx_device>() {
-            return Err(Error::invalid(format!(
-                "out_info->struct_size is {}; set it to sizeof(lmx_device) ({})",
-                o.struct_size,
-                std::mem::size_of::<lmx_device>()
-            )));
-        }
         let info = crate::mlx::device::describe()?;
-        o.backend = match info.backend {
-            Backend::Cpu => lmx_backend::LMX_BACKEND_CPU,
-            Backend::Metal => lmx_backend::LMX_BACKEND_METAL,
-            Backend::Cuda => lmx_backend::LMX_BACKEND_CUDA,
+        let mut o = lmx_device {
+            struct_size: std::mem::size_of::<lmx_device>(),
+            backend: match info.backend {
+                Backend::Cpu => lmx_backend::LMX_BACKEND_CPU,
+                Backend::Metal => lmx_backend::LMX_BACKEND_METAL,
+                Backend::Cuda => lmx_backend::LMX_BACKEND_CUDA,
+            },
+            index: info.device.index,
+            name: [0; LMX_DEVICE_NAME_MAX],
+            memory_size: info.memory_size,
+            recommended_working_set: info.recommended_working_set,
         };
-        o.index = info.device.index;
-        o.name = [0; LMX_DEVICE_NAME_MAX];
         for (slot, b) in o.name.iter_mut().zip(info.name.bytes().take(LMX_DEVICE_NAME_MAX - 1)) {
             *slot = b as c_char;
         }
-        o.memory_size = info.memory_size;
-        o.recommended_working_set = info.recommended_working_set;
-        Ok(())
+        write_out(out_info, "out_info", &o)
     })
 }

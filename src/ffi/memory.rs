@@ -45,7 +45,7 @@ pub extern "C" fn lmx_set_wired_limit(limit: usize, previous_out: *mut usize) ->
 pub extern "C" fn lmx_get_memory_limit(out_bytes: *mut usize) -> lmx_status {
     status(|| {
         let o = out(out_bytes, "out_bytes")?;
-        *o = memory::memory_limit()? as usize;
+        o.set(memory::memory_limit()? as usize);
         Ok(())
     })
 }
@@ -56,7 +56,7 @@ pub extern "C" fn lmx_get_memory_limit(out_bytes: *mut usize) -> lmx_status {
 pub extern "C" fn lmx_get_active_memory(out_bytes: *mut usize) -> lmx_status {
     status(|| {
         let o = out(out_bytes, "out_bytes")?;
-        *o = memory::active_memory()? as usize;
+        o.set(memory::active_memory()? as usize);
         Ok(())
     })
 }
@@ -68,7 +68,7 @@ pub extern "C" fn lmx_get_active_memory(out_bytes: *mut usize) -> lmx_status {
 pub extern "C" fn lmx_get_peak_memory(out_bytes: *mut usize) -> lmx_status {
     status(|| {
         let o = out(out_bytes, "out_bytes")?;
-        *o = memory::peak_memory()? as usize;
+        o.set(memory::peak_memory()? as usize);
         Ok(())
     })
 }
@@ -79,7 +79,7 @@ pub extern "C" fn lmx_get_peak_memory(out_bytes: *mut usize) -> lmx_status {
 pub extern "C" fn lmx_get_cache_memory(out_bytes: *mut usize) -> lmx_status {
     status(|| {
         let o = out(out_bytes, "out_bytes")?;
-        *o = memory::cache_memory()? as usize;
+        o.set(memory::cache_memory()? as usize);
         Ok(())
     })
 }

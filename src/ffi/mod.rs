@@ -4,12 +4,13 @@
 //! boundary. `include/lmx.h` is generated from these modules by cbindgen.
 
 #![allow(non_camel_case_types)]
-// Every export takes raw pointers from C and checks them (NULL, struct_size, handle tags)
-// before use; marking them `unsafe` would mean nothing to a C caller.
+// Every export takes raw pointers from C and checks them (NULL, struct_size, handles looked up
+// in their tables) before use; marking them `unsafe` would mean nothing to a C caller.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod batch;
 pub(crate) mod boundary;
+pub mod cancel;
 pub mod device;
 pub mod error;
 pub(crate) mod handle;
@@ -18,6 +19,7 @@ pub mod model;
 pub mod params;
 pub mod result;
 pub mod session;
+pub(crate) mod sized;
 pub mod stream;
 pub mod text;
 pub mod version;

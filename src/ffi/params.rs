@@ -2,56 +2,69 @@
 
 use std::ffi::c_char;
 
-use super::boundary::str_arg;
+use super::boundary::{status, str_arg};
+use super::cancel::lmx_cancel;
+use super::lmx_status;
+use super::sized::{flag, init, read_in, AnyBits, CStruct};
 use crate::engine::{GenerateParams, SamplerParams};
+use crate::mlx::{Device, Dtype};
+use crate::model::LoadParams;
 use crate::{Error, Result};
 
-/// Floating-point type to keep and compute weights in.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum lmx_dtype {
-    /// The checkpoint's own.
-    LMX_DTYPE_DEFAULT = 0,
-    LMX_DTYPE_FLOAT32 = 1,
-    LMX_DTYPE_FLOAT16 = 2,
-    LMX_DTYPE_BFLOAT16 = 3,
-}
+/// Floating-point type to keep and compute weights in: one of the LMX_DTYPE_* values.
+pub type lmx_dtype = i32;
+/// The checkpoint's own (on the CPU, a half-precision checkpoint computes in float32).
+pub const LMX_DTYPE_DEFAULT: lmx_dtype = 0;
+pub const LMX_DTYPE_FLOAT32: lmx_dtype = 1;
+pub const LMX_DTYPE_FLOAT16: lmx_dtype = 2;
+pub const LMX_DTYPE_BFLOAT16: lmx_dtype = 3;
 
-/// Which device computes.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum lmx_device_kind {
-    /// MLX's default: the GPU where MLX has one, else the CPU.
-    LMX_DEVICE_DEFAULT = 0,
-    LMX_DEVICE_CPU = 1,
-    LMX_DEVICE_GPU = 2,
-}
+/// Which device computes: one of the LMX_DEVICE_* values.
+pub type lmx_device_kind = i32;
+/// MLX's default: the GPU where MLX has one, else the CPU.
+pub const LMX_DEVICE_DEFAULT: lmx_device_kind = 0;
+pub const LMX_DEVICE_CPU: lmx_device_kind = 1;
+pub const LMX_DEVICE_GPU: lmx_device_kind = 2;
 
-/// Options for lmx_model_load(). Get defaults from lmx_model_params_default().
+/// Most stop strings in lmx_generate_params.
+pub const LMX_MAX_STOP_STRINGS: usize = 64;
+/// Longest stop string, in bytes (each must have at least 1).
+pub const LMX_MAX_STOP_STRING_BYTES: usize = 1024;
+const _: () = assert!(
+    LMX_MAX_STOP_STRINGS == crate::engine::params::MAX_STOP_STRINGS
+        && LMX_MAX_STOP_STRING_BYTES == crate::engine::params::MAX_STOP_STRING_BYTES
+);
+
+/// Options for lmx_model_load(). Initialize with lmx_model_params_init() (or
+/// LMX_MODEL_PARAMS_INIT), then set what you need.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct lmx_model_params {
-    /// sizeof(lmx_model_params).
+    /// sizeof(lmx_model_params) as the caller's header declares it.
     pub struct_size: usize,
-    /// Longest sequence (prompt + generated tokens); 0 = the model's max_position_embeddings.
+    /// Longest sequence in tokens (prompt + generated); 0 = the model's
+    /// max_position_embeddings. At most 2^31 - 1.
     pub context_length: u32,
+    /// An LMX_DTYPE_* value. Default LMX_DTYPE_DEFAULT.
     pub dtype: lmx_dtype,
-    /// Makes this device MLX's default for the whole process before loading.
+    /// An LMX_DEVICE_* value: where this model's weights live and its sessions compute.
+    /// Nothing process-wide changes. Default LMX_DEVICE_DEFAULT.
     pub device: lmx_device_kind,
 }
 
-/// How generation runs. Get defaults from lmx_generate_params_default(); all pointers are
-/// borrowed for the duration of the call only.
+/// How generation runs. Initialize with lmx_generate_params_init() (or
+/// LMX_GENERATE_PARAMS_INIT), then set what you need; all pointers are borrowed for the
+/// duration of the call only.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct lmx_generate_params {
-    /// sizeof(lmx_generate_params).
+    /// sizeof(lmx_generate_params) as the caller's header declares it.
     pub struct_size: usize,
     /// Most tokens to generate (> 0). Default 256.
     pub max_tokens: u32,
-    /// 0 = greedy. Must be >= 0. Default 0.
+    /// 0 = greedy. Must be >= 0 and finite. Default 0.
     pub temperature: f32,
-    /// 0 = off. Default 0.
+    /// 0 = off; otherwise keep the k most likely tokens (k >= 0). Default 0.
     pub top_k: i32,
     /// In (0, 1]; 1 = off. Default 1.
     pub top_p: f32,
@@ -59,48 +72,63 @@ pub struct lmx_generate_params {
     pub min_p: f32,
     /// > 0; 1 = off. Default 1.
     pub repetition_penalty: f32,
-    /// Default 0.
+    /// Added to the logit of every token in the penalty window once. Default 0.
     pub presence_penalty: f32,
-    /// Default 0.
+    /// Added per occurrence in the penalty window. Default 0.
     pub frequency_penalty: f32,
     /// Recent tokens (prompt included) the penalties look at. Default 64.
     pub penalty_window: u32,
-    /// Used when use_seed is true; otherwise sampling is seeded randomly.
+    /// Used when use_seed is 1; otherwise sampling is seeded randomly.
     pub seed: u64,
-    pub use_seed: bool,
+    /// 0 or 1. Default 0.
+    pub use_seed: u8,
+    /// Do not stop at the model's EOS tokens: 0 or 1. Default 0.
+    pub ignore_eos: u8,
+    /// Leave special tokens out of the text: 0 or 1. Default 1.
+    pub skip_special_tokens: u8,
     /// Extra token ids that end generation (n_stop_tokens of them; may be NULL when 0).
     pub stop_tokens: *const i32,
     pub n_stop_tokens: usize,
-    /// Strings that end generation (NUL-terminated UTF-8; n_stop_strings of them). No text
-    /// at or past a stop string is ever delivered.
+    /// Strings that end generation (NUL-terminated UTF-8; n_stop_strings of them, at most
+    /// LMX_MAX_STOP_STRINGS, each 1 to LMX_MAX_STOP_STRING_BYTES bytes). No text at or past
+    /// a stop string is ever delivered.
     pub stop_strings: *const *const c_char,
     pub n_stop_strings: usize,
-    /// Logit bias: n_logit_bias token ids and the values added to their logits.
+    /// Logit bias: n_logit_bias token ids and the finite values added to their logits.
     pub logit_bias_tokens: *const i32,
     pub logit_bias_values: *const f32,
     pub n_logit_bias: usize,
     /// Prompt tokens per forward pass (> 0). Default 2048.
     pub prefill_chunk: u32,
-    /// Do not stop at the model's EOS tokens. Default false.
-    pub ignore_eos: bool,
-    /// Leave special tokens out of the text. Default true.
-    pub skip_special_tokens: bool,
+    /// A cancellation token (may be NULL): lmx_cancel_request() on it stops this call after
+    /// the current prefill chunk or step. The way to cancel lmx_batch_generate() and
+    /// lmx_classify(); sessions also have lmx_session_cancel().
+    pub cancel: *const lmx_cancel,
 }
 
-/// The default model parameters (struct_size set).
-#[no_mangle]
-pub extern "C" fn lmx_model_params_default() -> lmx_model_params {
+// SAFETY: repr(C), struct_size first, only integers, floats and raw pointers.
+unsafe impl CStruct for lmx_model_params {
+    const NAME: &'static str = "lmx_model_params";
+}
+// SAFETY: as above.
+unsafe impl AnyBits for lmx_model_params {}
+// SAFETY: as above.
+unsafe impl CStruct for lmx_generate_params {
+    const NAME: &'static str = "lmx_generate_params";
+}
+// SAFETY: as above.
+unsafe impl AnyBits for lmx_generate_params {}
+
+fn model_defaults() -> lmx_model_params {
     lmx_model_params {
         struct_size: std::mem::size_of::<lmx_model_params>(),
         context_length: 0,
-        dtype: lmx_dtype::LMX_DTYPE_DEFAULT,
-        device: lmx_device_kind::LMX_DEVICE_DEFAULT,
+        dtype: LMX_DTYPE_DEFAULT,
+        device: LMX_DEVICE_DEFAULT,
     }
 }
 
-/// The default generation parameters (struct_size set): greedy, 256 tokens.
-#[no_mangle]
-pub extern "C" fn lmx_generate_params_default() -> lmx_generate_params {
+fn generate_defaults() -> lmx_generate_params {
     let d = GenerateParams::default();
     lmx_generate_params {
         struct_size: std::mem::size_of::<lmx_generate_params>(),
@@ -114,7 +142,9 @@ pub extern "C" fn lmx_generate_params_default() -> lmx_generate_params {
         frequency_penalty: d.sampler.frequency_penalty,
         penalty_window: d.sampler.penalty_window as u32,
         seed: 0,
-        use_seed: false,
+        use_seed: 0,
+        ignore_eos: d.ignore_eos as u8,
+        skip_special_tokens: d.skip_special_tokens as u8,
         stop_tokens: std::ptr::null(),
         n_stop_tokens: 0,
         stop_strings: std::ptr::null(),
@@ -123,27 +153,58 @@ pub extern "C" fn lmx_generate_params_default() -> lmx_generate_params {
         logit_bias_values: std::ptr::null(),
         n_logit_bias: 0,
         prefill_chunk: d.prefill_chunk as u32,
-        ignore_eos: d.ignore_eos,
-        skip_special_tokens: d.skip_special_tokens,
+        cancel: std::ptr::null(),
     }
 }
 
-/// Reads a struct the caller sized: NULL gives `default`; a struct_size other than ours is
-/// refused (the struct has only one version so far).
-pub(crate) fn read_struct<T: Copy>(p: *const T, name: &str, default: T) -> Result<T> {
-    if p.is_null() {
-        return Ok(default);
-    }
-    // SAFETY: the caller promises a readable struct; struct_size is its first field.
-    let size = unsafe { *(p as *const usize) };
-    if size != std::mem::size_of::<T>() {
-        return Err(Error::invalid(format!(
-            "{name}->struct_size is {size}; expected {} (initialize it with the *_default() function)",
-            std::mem::size_of::<T>()
-        )));
-    }
-    // SAFETY: as above, with the size checked.
-    Ok(unsafe { *p })
+/// Writes the default model parameters into `*params` (not NULL), a struct of `size` bytes
+/// (pass sizeof(lmx_model_params)), and sets its struct_size to `size`. Returns LMX_OK or
+/// LMX_STATUS_INVALID_ARGUMENT (NULL, a size below sizeof(size_t) or above 65536).
+#[no_mangle]
+pub extern "C" fn lmx_model_params_init(params: *mut lmx_model_params, size: usize) -> lmx_status {
+    status(|| init(params, size, "params", &model_defaults()))
+}
+
+/// Writes the default generation parameters (greedy, 256 tokens) into `*params` (not NULL),
+/// a struct of `size` bytes (pass sizeof(lmx_generate_params)), and sets its struct_size to
+/// `size`. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT (NULL, a size below sizeof(size_t)
+/// or above 65536).
+#[no_mangle]
+pub extern "C" fn lmx_generate_params_init(params: *mut lmx_generate_params, size: usize) -> lmx_status {
+    status(|| init(params, size, "params", &generate_defaults()))
+}
+
+/// Model parameters from C (NULL: defaults), validated.
+pub(crate) fn model_params(p: *const lmx_model_params) -> Result<LoadParams> {
+    let p = read_in(p, "params", model_defaults())?;
+    let dtype = match p.dtype {
+        LMX_DTYPE_DEFAULT => None,
+        LMX_DTYPE_FLOAT32 => Some(Dtype::F32),
+        LMX_DTYPE_FLOAT16 => Some(Dtype::F16),
+        LMX_DTYPE_BFLOAT16 => Some(Dtype::BF16),
+        v => {
+            return Err(Error::invalid(format!(
+                "params->dtype is {v}; it must be an LMX_DTYPE_* value (0 to 3)"
+            )))
+        }
+    };
+    let device = match p.device {
+        LMX_DEVICE_DEFAULT => None,
+        LMX_DEVICE_CPU => Some(Device::CPU),
+        LMX_DEVICE_GPU => Some(Device::GPU),
+        v => {
+            return Err(Error::invalid(format!(
+                "params->device is {v}; it must be an LMX_DEVICE_* value (0 to 2)"
+            )))
+        }
+    };
+    let context_length = match p.context_length {
+        0 => None,
+        n => Some(i32::try_from(n).map_err(|_| {
+            Error::invalid(format!("params->context_length is {n}; at most {} is allowed", i32::MAX))
+        })?),
+    };
+    Ok(LoadParams { context_length, dtype, device })
 }
 
 /// A C array (NULL allowed only when `n` is 0).
@@ -171,13 +232,18 @@ pub(crate) fn token_ids(p: *const i32, n: usize, name: &str) -> Result<Vec<u32>>
 
 impl lmx_generate_params {
     pub(crate) fn to_engine(self) -> Result<GenerateParams> {
-        let stop_strings = slice(self.stop_strings, self.n_stop_strings, "stop_strings")?
+        let stop_strings = slice(self.stop_strings, self.n_stop_strings, "params->stop_strings")?
             .iter()
             .enumerate()
-            .map(|(i, &s)| str_arg(s, &format!("stop_strings[{i}]")).map(str::to_string))
+            .map(|(i, &s)| str_arg(s, &format!("params->stop_strings[{i}]")).map(str::to_string))
             .collect::<Result<Vec<String>>>()?;
-        let bias_ids = token_ids(self.logit_bias_tokens, self.n_logit_bias, "logit_bias_tokens")?;
-        let bias_vals = slice(self.logit_bias_values, self.n_logit_bias, "logit_bias_values")?;
+        let bias_ids = token_ids(self.logit_bias_tokens, self.n_logit_bias, "params->logit_bias_tokens")?;
+        let bias_vals = slice(self.logit_bias_values, self.n_logit_bias, "params->logit_bias_values")?;
+        let cancel = if self.cancel.is_null() {
+            None
+        } else {
+            Some(super::cancel::cancel_ref(self.cancel, "params->cancel")?.flag.clone())
+        };
         Ok(GenerateParams {
             max_tokens: self.max_tokens as usize,
             sampler: SamplerParams {
@@ -190,18 +256,19 @@ impl lmx_generate_params {
                 frequency_penalty: self.frequency_penalty,
                 penalty_window: self.penalty_window as usize,
                 logit_bias: bias_ids.into_iter().zip(bias_vals.iter().copied()).collect(),
-                seed: self.use_seed.then_some(self.seed),
+                seed: flag(self.use_seed, "params->use_seed")?.then_some(self.seed),
             },
-            stop_tokens: token_ids(self.stop_tokens, self.n_stop_tokens, "stop_tokens")?,
+            stop_tokens: token_ids(self.stop_tokens, self.n_stop_tokens, "params->stop_tokens")?,
             stop_strings,
-            ignore_eos: self.ignore_eos,
+            ignore_eos: flag(self.ignore_eos, "params->ignore_eos")?,
             prefill_chunk: self.prefill_chunk as usize,
-            skip_special_tokens: self.skip_special_tokens,
+            skip_special_tokens: flag(self.skip_special_tokens, "params->skip_special_tokens")?,
+            cancel,
         })
     }
 }
 
-/// Reads optional generation parameters.
+/// Generation parameters from C (NULL: defaults), converted.
 pub(crate) fn generate_params(p: *const lmx_generate_params) -> Result<GenerateParams> {
-    read_struct(p, "params", lmx_generate_params_default())?.to_engine()
+    read_in(p, "params", generate_defaults())?.to_engine()
 }

@@ -1,5 +1,6 @@
 //! Finish reasons and metrics as the C API reports them.
 
+use super::sized::{write_out, CStruct};
 use crate::engine::{FinishReason, Metrics};
 
 /// Why a generation ended.
@@ -29,24 +30,38 @@ impl From<FinishReason> for lmx_finish_reason {
 }
 
 /// Measurements of one call. Set struct_size to sizeof(lmx_metrics) before passing it.
+/// Times are seconds, rates tokens per second, memory bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct lmx_metrics {
     pub struct_size: usize,
+    /// Tokens of the prompt.
     pub prompt_tokens: u64,
     /// Prompt tokens computed (fewer than prompt_tokens when the session's cache held a prefix).
     pub prefill_tokens: u64,
+    /// Tokens generated.
     pub generated_tokens: u64,
+    /// Seconds from the call's start to the first generated token.
     pub time_to_first_token: f64,
+    /// Seconds computing the prompt.
     pub prefill_seconds: f64,
+    /// Seconds generating after the first token.
     pub decode_seconds: f64,
+    /// Seconds of the whole call.
     pub total_seconds: f64,
+    /// prefill_tokens / prefill_seconds.
     pub prefill_tokens_per_second: f64,
+    /// Tokens per second after the first one.
     pub decode_tokens_per_second: f64,
     /// MLX peak memory (bytes) during the call.
     pub peak_memory: u64,
     /// MLX active memory (bytes) at its end.
     pub active_memory: u64,
+}
+
+// SAFETY: repr(C), struct_size first, only integers and floats.
+unsafe impl CStruct for lmx_metrics {
+    const NAME: &'static str = "lmx_metrics";
 }
 
 impl lmx_metrics {
@@ -68,18 +83,7 @@ impl lmx_metrics {
     }
 }
 
-/// Writes metrics to an optional out struct, checking its struct_size.
+/// Writes metrics to the caller's struct (not NULL), sized by its struct_size.
 pub(crate) fn write_metrics(p: *mut lmx_metrics, m: &Metrics) -> crate::Result<()> {
-    // SAFETY: the caller promises NULL or a writable struct.
-    if let Some(o) = unsafe { p.as_mut() } {
-        if o.struct_size < std::mem::size_of::<lmx_metrics>() {
-            return Err(crate::Error::invalid(format!(
-                "metrics_out->struct_size is {}; set it to sizeof(lmx_metrics) ({})",
-                o.struct_size,
-                std::mem::size_of::<lmx_metrics>()
-            )));
-        }
-        *o = lmx_metrics::from_engine(m);
-    }
-    Ok(())
+    write_out(p, "metrics_out", &lmx_metrics::from_engine(m))
 }

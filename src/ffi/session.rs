@@ -4,7 +4,7 @@ use std::ffi::{c_char, c_void, CString};
 use std::sync::{Arc, Mutex};
 
 use super::boundary::{out, status, str_arg};
-use super::handle::{handle_ref, handle_type, into_handle, take_handle, Handle};
+use super::handle::{handle_ref, handle_type, into_handle, take_handle_if};
 use super::lmx_status;
 use super::model::{lmx_model, model_ref};
 use super::params::{generate_params, lmx_generate_params, token_ids};
@@ -20,13 +20,12 @@ pub(crate) type LastResult = Arc<Mutex<Option<(FinishReason, Metrics)>>>;
 /// at a time per session (another call meanwhile gets LMX_STATUS_BUSY); separate sessions may
 /// generate from separate threads at once. lmx_session_cancel() may be called from any thread.
 pub struct lmx_session {
-    magic: u64,
     pub(crate) session: Arc<Session>,
     pub(crate) last: LastResult,
 }
-handle_type!(lmx_session, 0x6c6d_785f_7365_7331, "lmx_session");
+handle_type!(lmx_session, 2);
 
-pub(crate) fn session_ref<'a>(p: *const lmx_session) -> Result<&'a lmx_session> {
+pub(crate) fn session_ref(p: *const lmx_session) -> Result<Arc<lmx_session>> {
     handle_ref(p, "session")
 }
 
@@ -49,9 +48,8 @@ pub extern "C" fn lmx_session_create(
     status(|| {
         let m = model_ref(model)?;
         let o = out(session_out, "session_out")?;
-        let session = Arc::new(Session::new(m.clone())?);
-        *o =
-            into_handle(lmx_session { magic: lmx_session::MAGIC, session, last: Arc::new(Mutex::new(None)) });
+        let session = Arc::new(Session::new(m)?);
+        o.set(into_handle(lmx_session { session, last: Arc::new(Mutex::new(None)) }));
         Ok(())
     })
 }
@@ -62,16 +60,16 @@ pub extern "C" fn lmx_session_create(
 #[no_mangle]
 pub extern "C" fn lmx_session_free(session: *mut lmx_session) -> lmx_status {
     status(|| {
-        if !session.is_null() {
-            let s = session_ref(session)?;
+        let freed = take_handle_if(session, "session", |s| {
             if s.session.cached_tokens().is_err() {
                 return Err(Error::new(
                     ErrorKind::Busy,
                     "the session is generating; cancel it or free its stream first",
                 ));
             }
-        }
-        drop(take_handle(session, "session")?);
+            Ok(())
+        })?;
+        drop(freed);
         Ok(())
     })
 }
@@ -83,10 +81,10 @@ pub extern "C" fn lmx_session_reset(session: *mut lmx_session) -> lmx_status {
     status(|| session_ref(session)?.session.reset())
 }
 
-/// Asks the session's running generation (or, when none runs, its next one) to stop after the
-/// current prefill chunk or token; the generate call then returns LMX_STATUS_CANCELLED. Callable
-/// from any thread at any time, including from a token callback. Returns LMX_OK or
-/// LMX_STATUS_INVALID_ARGUMENT.
+/// Asks the session's running generation to stop after the current prefill chunk or token;
+/// the generate call then returns LMX_STATUS_CANCELLED. With no generation running it does
+/// nothing (a later generation is not affected). Callable from any thread at any time,
+/// including from a token callback. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
 #[no_mangle]
 pub extern "C" fn lmx_session_cancel(session: *const lmx_session) -> lmx_status {
     status(|| {
@@ -97,7 +95,8 @@ pub extern "C" fn lmx_session_cancel(session: *const lmx_session) -> lmx_status 
 
 /// Writes how the session's last finished generation ended to `*finish_out` (may be NULL)
 /// and its metrics to `*metrics_out` (may be NULL; struct_size set). LMX_FINISH_NONE and zero
-/// metrics before any generation finished. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+/// metrics before any generation finished. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT
+/// (a bad handle or metrics struct_size; nothing is written then).
 #[no_mangle]
 pub extern "C" fn lmx_session_last_result(
     session: *const lmx_session,
@@ -108,11 +107,14 @@ pub extern "C" fn lmx_session_last_result(
         let s = session_ref(session)?;
         let last = s.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (finish, metrics) = match last {
-            Some((f, m)) => (f.into(), m),
+            Some((f, m)) => (lmx_finish_reason::from(f), m),
             None => (lmx_finish_reason::LMX_FINISH_NONE, Metrics::default()),
         };
+        if !metrics_out.is_null() {
+            write_metrics(metrics_out, &metrics)?;
+        }
         super::boundary::write_opt(finish_out, finish);
-        write_metrics(metrics_out, &metrics)
+        Ok(())
     })
 }
 
@@ -175,7 +177,7 @@ pub extern "C" fn lmx_session_generate(
         let s = session_ref(session)?;
         let text = str_arg(prompt, "prompt")?;
         let ids = s.session.text_tokens(text)?;
-        run(s, ids, params, callback, user_data)
+        run(&s, ids, params, callback, user_data)
     })
 }
 
@@ -192,7 +194,7 @@ pub extern "C" fn lmx_session_generate_tokens(
     status(|| {
         let s = session_ref(session)?;
         let ids = token_ids(tokens, n, "tokens")?;
-        run(s, ids, params, callback, user_data)
+        run(&s, ids, params, callback, user_data)
     })
 }
 
@@ -215,6 +217,6 @@ pub extern "C" fn lmx_session_chat(
         let s = session_ref(session)?;
         let msgs = messages(messages_in, n)?;
         let ids = s.session.chat_tokens(&msgs, &extra_vars(extra_json)?)?;
-        run(s, ids, params, callback, user_data)
+        run(&s, ids, params, callback, user_data)
     })
 }

@@ -1,29 +1,46 @@
 //! The pull API: generation one token per call.
 
 use std::ffi::{c_char, CString};
+use std::sync::Mutex;
 
 use super::boundary::{out, status, str_arg};
-use super::handle::{handle_mut, handle_type, into_handle, take_handle, Handle};
+use super::handle::{handle_ref, handle_type, into_handle, take_handle};
 use super::lmx_status;
 use super::params::{generate_params, lmx_generate_params};
 use super::session::{lmx_session, session_ref, LastResult};
 use super::text::{extra_vars, lmx_message, messages};
 use crate::engine::{FinishReason, Generation};
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// A generation in progress, pulled one token at a time with lmx_stream_next() (opaque).
 /// While it exists its session is busy. Use it from one thread at a time (it may move between
 /// threads); lmx_session_cancel() on its session may come from any thread.
 pub struct lmx_stream {
-    magic: u64,
+    inner: Mutex<Pull>,
+}
+handle_type!(lmx_stream, 3);
+
+struct Pull {
     gen: Generation,
     last: LastResult,
     text: CString,
     recorded: bool,
 }
-handle_type!(lmx_stream, 0x6c6d_785f_7374_7231, "lmx_stream");
 
 impl lmx_stream {
+    /// The stream's state; BUSY while another thread is inside a call on it.
+    fn pull(&self) -> Result<std::sync::MutexGuard<'_, Pull>> {
+        match self.inner.try_lock() {
+            Ok(g) => Ok(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                Err(Error::new(ErrorKind::Busy, "another thread is calling lmx_stream_next on this stream"))
+            }
+        }
+    }
+}
+
+impl Pull {
     fn record(&mut self) {
         if !self.recorded {
             if let Some(f) = self.gen.finish_reason() {
@@ -43,13 +60,9 @@ fn start(
     let o = out(stream_out, "stream_out")?;
     let p = generate_params(params)?;
     let gen = s.session.start(&prompt, &p)?;
-    *o = into_handle(lmx_stream {
-        magic: lmx_stream::MAGIC,
-        gen,
-        last: s.last.clone(),
-        text: CString::default(),
-        recorded: false,
-    });
+    o.set(into_handle(lmx_stream {
+        inner: Mutex::new(Pull { gen, last: s.last.clone(), text: CString::default(), recorded: false }),
+    }));
     Ok(())
 }
 
@@ -67,7 +80,7 @@ pub extern "C" fn lmx_session_stream(
     status(|| {
         let s = session_ref(session)?;
         let ids = s.session.text_tokens(str_arg(prompt, "prompt")?)?;
-        start(s, ids, params, stream_out)
+        start(&s, ids, params, stream_out)
     })
 }
 
@@ -83,7 +96,7 @@ pub extern "C" fn lmx_session_stream_tokens(
     status(|| {
         let s = session_ref(session)?;
         let ids = super::params::token_ids(tokens, n, "tokens")?;
-        start(s, ids, params, stream_out)
+        start(&s, ids, params, stream_out)
     })
 }
 
@@ -100,7 +113,7 @@ pub extern "C" fn lmx_session_stream_chat(
     status(|| {
         let s = session_ref(session)?;
         let ids = s.session.chat_tokens(&messages(messages_in, n)?, &extra_vars(extra_json)?)?;
-        start(s, ids, params, stream_out)
+        start(&s, ids, params, stream_out)
     })
 }
 
@@ -120,7 +133,8 @@ pub extern "C" fn lmx_stream_next(
     done_out: *mut bool,
 ) -> lmx_status {
     status(|| {
-        let st = handle_mut(stream, "stream")?;
+        let handle = handle_ref(stream, "stream")?;
+        let mut st = handle.pull()?;
         let (tok, txt, len, done) = (
             out(token_out, "token_out")?,
             out(text_out, "text_out")?,
@@ -132,21 +146,21 @@ pub extern "C" fn lmx_stream_next(
         match r {
             Ok(Some(ev)) => {
                 st.text = CString::new(ev.text.replace('\0', "")).unwrap_or_default();
-                *tok = ev.id.map(|i| i as i32).unwrap_or(-1);
-                *txt = st.text.as_ptr();
-                *len = st.text.as_bytes().len();
-                *done = false;
+                tok.set(ev.id.map(|i| i as i32).unwrap_or(-1));
+                txt.set(st.text.as_ptr());
+                len.set(st.text.as_bytes().len());
+                done.set(false);
                 Ok(())
             }
             Ok(None) => {
-                *done = true;
+                done.set(true);
                 if st.gen.finish_reason() == Some(FinishReason::Cancelled) {
                     return Err(Error::cancelled());
                 }
                 Ok(())
             }
             Err(e) => {
-                *done = true;
+                done.set(true);
                 Err(e)
             }
         }
@@ -159,7 +173,10 @@ pub extern "C" fn lmx_stream_next(
 #[no_mangle]
 pub extern "C" fn lmx_stream_free(stream: *mut lmx_stream) -> lmx_status {
     status(|| {
-        if let Some(mut st) = take_handle(stream, "stream")? {
+        if let Some(h) = take_handle(stream, "stream")? {
+            // A call still inside lmx_stream_next on another thread holds the state; it ends
+            // the generation when it returns and drops the last reference.
+            let mut st = h.inner.lock().unwrap_or_else(|p| p.into_inner());
             st.gen.stop();
             st.record();
         }

@@ -7,17 +7,27 @@ use super::boundary::{out, status, str_arg};
 use super::lmx_status;
 use super::model::{lmx_model, model_ref};
 use super::params::{slice, token_ids};
+use super::sized::{read_array, AnyBits, CStruct};
 use crate::model::Message;
 use crate::{Error, Result};
 
 /// A chat message: role ("system", "user", "assistant" or "tool") and content, both
-/// NUL-terminated UTF-8, borrowed for the call.
+/// NUL-terminated UTF-8, borrowed for the call. Set struct_size to sizeof(lmx_message) in
+/// every element of an array (liblmx steps through the array by it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct lmx_message {
+    pub struct_size: usize,
     pub role: *const c_char,
     pub content: *const c_char,
 }
+
+// SAFETY: repr(C), struct_size first, only raw pointers.
+unsafe impl CStruct for lmx_message {
+    const NAME: &'static str = "lmx_message";
+}
+// SAFETY: as above.
+unsafe impl AnyBits for lmx_message {}
 
 /// UTF-8 text given as a pointer and a length (no NUL needed).
 pub(crate) fn text_arg<'a>(p: *const c_char, len: usize, name: &str) -> Result<&'a str> {
@@ -27,7 +37,12 @@ pub(crate) fn text_arg<'a>(p: *const c_char, len: usize, name: &str) -> Result<&
 }
 
 pub(crate) fn messages(p: *const lmx_message, n: usize) -> Result<Vec<Message>> {
-    slice(p, n, "messages")?
+    let none = lmx_message {
+        struct_size: std::mem::size_of::<lmx_message>(),
+        role: std::ptr::null(),
+        content: std::ptr::null(),
+    };
+    read_array(p, n, "messages", none)?
         .iter()
         .enumerate()
         .map(|(i, m)| {
@@ -54,11 +69,12 @@ pub(crate) fn extra_vars(p: *const c_char) -> Result<serde_json::Map<String, ser
 
 /// Writes `s` and a NUL to `buf` when `capacity` > its length; always writes the length.
 pub(crate) fn fill_text(s: &str, buf: *mut c_char, capacity: usize, len_out: *mut usize) -> Result<()> {
-    *out(len_out, "len_out")? = s.len();
+    let len = out(len_out, "len_out")?;
+    if capacity > 0 && buf.is_null() {
+        return Err(Error::invalid(format!("buf is NULL but capacity is {capacity}")));
+    }
+    len.set(s.len());
     if capacity > s.len() {
-        if buf.is_null() {
-            return Err(Error::invalid("buf is NULL but capacity is not 0"));
-        }
         // SAFETY: the caller promises `capacity` writable bytes.
         unsafe {
             std::ptr::copy_nonoverlapping(s.as_ptr(), buf as *mut u8, s.len());
@@ -87,15 +103,15 @@ pub extern "C" fn lmx_tokenize(
         let m = model_ref(model)?;
         let text = text_arg(text, len, "text")?;
         let n = out(n_out, "n_out")?;
+        if capacity > 0 && tokens.is_null() {
+            return Err(Error::invalid(format!("tokens is NULL but capacity is {capacity}")));
+        }
         let ids = m.tokenizer.encode(text, add_special)?;
-        *n = ids.len();
-        if capacity >= ids.len() && !ids.is_empty() {
-            if tokens.is_null() {
-                return Err(Error::invalid("tokens is NULL but capacity is not 0"));
-            }
+        n.set(ids.len());
+        if capacity >= ids.len() {
             for (i, &id) in ids.iter().enumerate() {
                 // SAFETY: the caller promises `capacity` writable ids.
-                unsafe { *tokens.add(i) = id as i32 };
+                unsafe { std::ptr::write_unaligned(tokens.add(i), id as i32) };
             }
         }
         Ok(())

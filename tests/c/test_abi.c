@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "check.h"
@@ -69,9 +70,14 @@ static void test_bad_arguments(void) {
 
   lmx_device d;
   memset(&d, 0, sizeof d);
-  d.struct_size = 8; /* an older, smaller struct */
+  d.struct_size = 4; /* not a size */
   CHECK(lmx_device_info(&d) == LMX_STATUS_INVALID_ARGUMENT);
   CHECK(strstr(lmx_last_error(), "struct_size") != NULL);
+  /* An older, smaller struct gets its prefix and nothing past it. */
+  memset(&d, 0x77, sizeof d);
+  d.struct_size = offsetof(lmx_device, name);
+  CHECK(lmx_device_info(&d) == LMX_OK);
+  CHECK(d.struct_size == offsetof(lmx_device, name) && (unsigned char)d.name[0] == 0x77);
 
   size_t v;
   CHECK(lmx_get_active_memory(&v) == LMX_OK);

@@ -16,6 +16,8 @@
 
 static const char *model_dir;
 
+#define MSG(role, content) {sizeof(lmx_message), (role), (content)}
+
 typedef struct {
   int n;
   int stop_after;
@@ -36,10 +38,11 @@ static void test_load_and_info(lmx_model **out) {
   CHECK_ERR(lmx_model_load(NULL, NULL, &m), LMX_STATUS_INVALID_ARGUMENT, "path is NULL");
   CHECK_ERR(lmx_model_load(model_dir, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "model_out is NULL");
   CHECK_ERR(lmx_model_load("/no/such/model", NULL, &m), LMX_STATUS_NOT_FOUND, "/no/such/model");
-  lmx_model_params p = lmx_model_params_default();
+  lmx_model_params p;
+  CHECK(LMX_MODEL_PARAMS_INIT(&p) == LMX_OK);
   p.struct_size = 3;
   CHECK_ERR(lmx_model_load(model_dir, &p, &m), LMX_STATUS_INVALID_ARGUMENT, "struct_size");
-  p = lmx_model_params_default();
+  CHECK(LMX_MODEL_PARAMS_INIT(&p) == LMX_OK);
   p.context_length = 4096;
   CHECK(lmx_model_load(model_dir, &p, &m) == LMX_OK);
   CHECK(m != NULL);
@@ -85,17 +88,19 @@ static void test_text(lmx_model *m) {
   CHECK_ERR(lmx_detokenize(m, &bad_id, 1, true, NULL, 0, &len), LMX_STATUS_INVALID_ARGUMENT, "outside the vocabulary");
   CHECK_ERR(lmx_tokenize(m, "x", 1, true, NULL, 0, NULL), LMX_STATUS_INVALID_ARGUMENT, "n_out is NULL");
 
-  lmx_message msgs[2] = {{"system", "Be brief."}, {"user", "Hello!"}};
+  lmx_message msgs[2] = {MSG("system", "Be brief."), MSG("user", "Hello!")};
   CHECK(lmx_chat_apply_template(m, msgs, 2, true, NULL, NULL, 0, &len) == LMX_OK);
   buf = malloc(len + 1);
-  CHECK(lmx_chat_apply_template(m, msgs, 2, true, "{\"enable_thinking\": false}", buf, len + 1, &len) == LMX_OK ||
-        1); /* extra variables are optional for templates that ignore them */
+  /* Extra variables are passed to the template (one that does not use them ignores them). */
+  size_t len2 = 0;
+  CHECK(lmx_chat_apply_template(m, msgs, 2, true, "{\"enable_thinking\": false}", NULL, 0, &len2) == LMX_OK);
+  CHECK(len2 > 0);
   CHECK(lmx_chat_apply_template(m, msgs, 2, true, NULL, buf, len + 1, &len) == LMX_OK);
   CHECK(strstr(buf, "Hello!") != NULL);
   free(buf);
-  lmx_message bad_role = {"wizard", "hi"};
+  lmx_message bad_role = MSG("wizard", "hi");
   CHECK_ERR(lmx_chat_apply_template(m, &bad_role, 1, true, NULL, NULL, 0, &len), LMX_STATUS_INVALID_ARGUMENT, "unknown role");
-  lmx_message null_content = {"user", NULL};
+  lmx_message null_content = MSG("user", NULL);
   CHECK_ERR(lmx_chat_apply_template(m, &null_content, 1, true, NULL, NULL, 0, &len), LMX_STATUS_INVALID_ARGUMENT, "messages[0].content is NULL");
   CHECK_ERR(lmx_chat_apply_template(m, msgs, 2, true, "[1,2]", NULL, 0, &len), LMX_STATUS_INVALID_ARGUMENT, "extra_json");
 }
@@ -103,7 +108,8 @@ static void test_text(lmx_model *m) {
 static void test_generate(lmx_model *m) {
   lmx_session *s = NULL;
   CHECK(lmx_session_create(m, &s) == LMX_OK);
-  lmx_generate_params p = lmx_generate_params_default();
+  lmx_generate_params p;
+  CHECK(LMX_GENERATE_PARAMS_INIT(&p) == LMX_OK);
   p.max_tokens = 12;
   p.ignore_eos = true;
 
@@ -184,7 +190,7 @@ static void test_generate(lmx_model *m) {
   CHECK(f == LMX_FINISH_CANCELLED);
 
   /* Chat through the template. */
-  lmx_message msgs[1] = {{"user", "Tell me about the ships."}};
+  lmx_message msgs[1] = {MSG("user", "Tell me about the ships.")};
   memset(&c, 0, sizeof c);
   CHECK(lmx_session_chat(s, msgs, 1, NULL, &p, collect, &c) == LMX_OK);
   CHECK(c.n > 0);
@@ -248,7 +254,7 @@ static void test_generate(lmx_model *m) {
   CHECK_ERR(lmx_session_generate(s, bad_utf8, &p, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "not valid UTF-8");
   CHECK_ERR(lmx_session_generate(NULL, "x", &p, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "session is NULL");
   CHECK_ERR(lmx_session_generate(s, NULL, &p, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "prompt is NULL");
-  lmx_message unknown = {"wizard", "hi"};
+  lmx_message unknown = MSG("wizard", "hi");
   CHECK_ERR(lmx_session_chat(s, &unknown, 1, NULL, &p, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "unknown role");
   int32_t neg = -5;
   CHECK_ERR(lmx_session_generate_tokens(s, &neg, 1, &p, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "negative");
@@ -285,7 +291,8 @@ static void test_cancel(lmx_model *m) {
   size_t n = 3000;
   int32_t *ids = malloc(n * sizeof *ids);
   for (size_t i = 0; i < n; i++) ids[i] = (int32_t)(10 + (i * 7) % 300);
-  lmx_generate_params p = lmx_generate_params_default();
+  lmx_generate_params p;
+  CHECK(LMX_GENERATE_PARAMS_INIT(&p) == LMX_OK);
   p.max_tokens = 4;
   p.prefill_chunk = 16;
   canceller c = {s, 100};
@@ -304,7 +311,8 @@ static void test_cancel(lmx_model *m) {
   printf("cancelled a %zu-token prefill after %.3f s\n", n, took);
 
   /* Cancel during decode, through the pull API, from another thread. */
-  lmx_generate_params d = lmx_generate_params_default();
+  lmx_generate_params d;
+  CHECK(LMX_GENERATE_PARAMS_INIT(&d) == LMX_OK);
   d.max_tokens = 400;
   d.ignore_eos = true;
   lmx_stream *stream = NULL;
@@ -340,7 +348,8 @@ static void test_cancel(lmx_model *m) {
 
 static void test_batch(lmx_model *m) {
   const char *prompts[3] = {"The keeper counted", "Once upon a time there was", "Hello"};
-  lmx_generate_params p = lmx_generate_params_default();
+  lmx_generate_params p;
+  CHECK(LMX_GENERATE_PARAMS_INIT(&p) == LMX_OK);
   p.max_tokens = 8;
   p.ignore_eos = true;
   lmx_batch *b = NULL;
@@ -395,7 +404,9 @@ static void *work(void *arg) {
   lmx_session *s = NULL;
   w->st = lmx_session_create(w->m, &s);
   if (w->st != LMX_OK) return NULL;
-  lmx_generate_params p = lmx_generate_params_default();
+  lmx_generate_params p;
+  w->st = LMX_GENERATE_PARAMS_INIT(&p);
+  if (w->st != LMX_OK) return NULL;
   p.max_tokens = 10;
   p.ignore_eos = true;
   w->st = lmx_session_generate(s, "The keeper counted 37 grey ships", &p, collect, &w->out);
@@ -425,7 +436,8 @@ static void test_session_after_model_free(void) {
   lmx_session *s = NULL;
   CHECK(lmx_session_create(m, &s) == LMX_OK);
   CHECK(lmx_model_free(m) == LMX_OK);
-  lmx_generate_params p = lmx_generate_params_default();
+  lmx_generate_params p;
+  CHECK(LMX_GENERATE_PARAMS_INIT(&p) == LMX_OK);
   p.max_tokens = 3;
   p.ignore_eos = true;
   collected a;
@@ -433,6 +445,194 @@ static void test_session_after_model_free(void) {
   CHECK(lmx_session_generate(s, "Hello", &p, collect, &a) == LMX_OK);
   CHECK(a.n == 3);
   CHECK(lmx_session_free(s) == LMX_OK);
+}
+
+/* Structs from an older header (a prefix of today's) and from a newer one (today's plus a
+ * field) work unchanged; the older layouts here end where a field of today's starts. */
+typedef struct {
+  size_t struct_size;
+  uint32_t max_tokens;
+  float temperature;
+  int32_t top_k;
+  float top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty;
+  uint32_t penalty_window;
+  uint64_t seed;
+} old_generate_params;
+
+typedef struct {
+  lmx_generate_params base;
+  uint64_t new_option;
+} future_generate_params;
+
+typedef struct {
+  size_t struct_size;
+  uint32_t context_length;
+  lmx_dtype dtype;
+} old_model_params;
+
+typedef struct {
+  size_t struct_size;
+  uint64_t prompt_tokens, prefill_tokens, generated_tokens;
+} old_metrics;
+
+typedef struct {
+  lmx_message m;
+  const char *name; /* a field a later header might add */
+} future_message;
+
+static void test_struct_sizes(lmx_model *m) {
+  lmx_session *s = NULL;
+  CHECK(lmx_session_create(m, &s) == LMX_OK);
+  lmx_generate_params now;
+  CHECK(LMX_GENERATE_PARAMS_INIT(&now) == LMX_OK);
+  CHECK(now.struct_size == sizeof now && now.max_tokens == 256 && now.skip_special_tokens == 1);
+  now.max_tokens = 6;
+  collected a, b;
+  memset(&a, 0, sizeof a);
+  CHECK(lmx_session_generate(s, "The keeper counted", &now, collect, &a) == LMX_OK);
+
+  /* Older: the fields it lacks take liblmx's defaults. */
+  old_generate_params old;
+  memset(&old, 0, sizeof old);
+  old.struct_size = sizeof old;
+  old.max_tokens = 6;
+  old.top_p = 1.0f;
+  old.repetition_penalty = 1.0f;
+  old.penalty_window = 64;
+  memset(&b, 0, sizeof b);
+  CHECK(lmx_session_reset(s) == LMX_OK);
+  CHECK(lmx_session_generate(s, "The keeper counted", (const lmx_generate_params *)&old, collect, &b) == LMX_OK);
+  CHECK(a.n == b.n && memcmp(a.ids, b.ids, sizeof(int32_t) * (size_t)a.n) == 0 && strcmp(a.text, b.text) == 0);
+
+  /* Newer: initialized for its size (the unknown tail zeroed), accepted while that stays 0. */
+  future_generate_params fut;
+  memset(&fut, 0xab, sizeof fut);
+  CHECK(lmx_generate_params_init(&fut.base, sizeof fut) == LMX_OK);
+  CHECK(fut.base.struct_size == sizeof fut && fut.new_option == 0 && fut.base.max_tokens == 256);
+  fut.base.max_tokens = 6;
+  memset(&b, 0, sizeof b);
+  CHECK(lmx_session_reset(s) == LMX_OK);
+  CHECK(lmx_session_generate(s, "The keeper counted", &fut.base, collect, &b) == LMX_OK);
+  CHECK(a.n == b.n && memcmp(a.ids, b.ids, sizeof(int32_t) * (size_t)a.n) == 0);
+  fut.new_option = 1;
+  CHECK_ERR(lmx_session_generate(s, "x", &fut.base, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "newer");
+  CHECK_ERR(lmx_generate_params_init(&now, 4), LMX_STATUS_INVALID_ARGUMENT, "size 4");
+  CHECK_ERR(lmx_generate_params_init(NULL, sizeof now), LMX_STATUS_INVALID_ARGUMENT, "NULL");
+
+  /* Output structs: an older one gets its prefix and nothing past it; a newer one's tail is
+   * zeroed; struct_size stays the caller's. */
+  struct {
+    old_metrics m;
+    uint64_t guard;
+  } om;
+  memset(&om, 0, sizeof om);
+  om.m.struct_size = sizeof om.m;
+  om.guard = 0x5eed;
+  CHECK(lmx_session_last_result(s, NULL, (lmx_metrics *)&om.m) == LMX_OK);
+  CHECK(om.m.struct_size == sizeof om.m && om.m.generated_tokens > 0 && om.guard == 0x5eed);
+  struct {
+    lmx_metrics m;
+    uint64_t extra;
+  } fm;
+  memset(&fm, 0xcd, sizeof fm);
+  fm.m.struct_size = sizeof fm;
+  CHECK(lmx_session_last_result(s, NULL, &fm.m) == LMX_OK);
+  CHECK(fm.m.struct_size == sizeof fm && fm.extra == 0 && fm.m.generated_tokens == om.m.generated_tokens);
+
+  /* Model params: older (no device field), and enums and flags out of range. */
+  old_model_params omp = {sizeof omp, 100, LMX_DTYPE_DEFAULT};
+  lmx_model *m2 = NULL;
+  CHECK(lmx_model_load(model_dir, (const lmx_model_params *)&omp, &m2) == LMX_OK);
+  lmx_model_desc d = {.struct_size = sizeof d};
+  CHECK(lmx_model_info(m2, &d) == LMX_OK && d.context_length == 100);
+  CHECK(lmx_model_free(m2) == LMX_OK);
+  lmx_model_params mp;
+  CHECK(LMX_MODEL_PARAMS_INIT(&mp) == LMX_OK);
+  mp.dtype = 7;
+  CHECK_ERR(lmx_model_load(model_dir, &mp, &m2), LMX_STATUS_INVALID_ARGUMENT, "dtype is 7");
+  mp.dtype = LMX_DTYPE_DEFAULT;
+  mp.device = -1;
+  CHECK_ERR(lmx_model_load(model_dir, &mp, &m2), LMX_STATUS_INVALID_ARGUMENT, "device is -1");
+  mp.device = LMX_DEVICE_DEFAULT;
+  mp.context_length = 3000000000u;
+  CHECK_ERR(lmx_model_load(model_dir, &mp, &m2), LMX_STATUS_INVALID_ARGUMENT, "context_length");
+  lmx_generate_params flags = now;
+  flags.use_seed = 2;
+  CHECK_ERR(lmx_session_generate(s, "x", &flags, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "use_seed is 2");
+  flags = now;
+  flags.ignore_eos = 255;
+  CHECK_ERR(lmx_session_generate(s, "x", &flags, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "ignore_eos is 255");
+
+  /* Messages are stepped through by their struct_size. */
+  future_message fmsgs[2] = {{MSG("system", "Be brief."), NULL}, {MSG("user", "Hello!"), NULL}};
+  fmsgs[0].m.struct_size = fmsgs[1].m.struct_size = sizeof(future_message);
+  lmx_message msgs[2] = {MSG("system", "Be brief."), MSG("user", "Hello!")};
+  size_t l1 = 0, l2 = 0;
+  CHECK(lmx_chat_apply_template(m, msgs, 2, true, NULL, NULL, 0, &l1) == LMX_OK);
+  CHECK(lmx_chat_apply_template(m, &fmsgs[0].m, 2, true, NULL, NULL, 0, &l2) == LMX_OK);
+  CHECK(l1 == l2);
+  fmsgs[1].name = "b";
+  CHECK_ERR(lmx_chat_apply_template(m, &fmsgs[0].m, 2, true, NULL, NULL, 0, &l2), LMX_STATUS_INVALID_ARGUMENT, "messages[1] is a newer");
+  fmsgs[1].name = NULL;
+  fmsgs[1].m.struct_size = sizeof(lmx_message);
+  CHECK_ERR(lmx_chat_apply_template(m, &fmsgs[0].m, 2, true, NULL, NULL, 0, &l2), LMX_STATUS_INVALID_ARGUMENT, "messages[1]");
+  CHECK(lmx_session_free(s) == LMX_OK);
+}
+
+/* Handles are looked up, never read: freed, mistyped and made-up ones are named errors. */
+static void test_handles(lmx_model *m) {
+  lmx_session *s = NULL;
+  CHECK(lmx_session_create(m, &s) == LMX_OK);
+  CHECK(lmx_session_free(s) == LMX_OK);
+  CHECK_ERR(lmx_session_generate(s, "x", NULL, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "freed");
+  CHECK_ERR(lmx_session_free(s), LMX_STATUS_INVALID_ARGUMENT, "freed");
+  CHECK_ERR(lmx_session_reset((lmx_session *)m), LMX_STATUS_INVALID_ARGUMENT, "is an lmx_model");
+  CHECK_ERR(lmx_session_cancel((lmx_session *)(uintptr_t)0x1234), LMX_STATUS_INVALID_ARGUMENT, "not a handle");
+  void *heap = calloc(1, 64);
+  CHECK_ERR(lmx_model_free((lmx_model *)heap), LMX_STATUS_INVALID_ARGUMENT, "not a handle");
+  free(heap);
+  /* A new session does not answer to the freed one's handle. */
+  lmx_session *s2 = NULL;
+  CHECK(lmx_session_create(m, &s2) == LMX_OK);
+  CHECK(s2 != s);
+  CHECK_ERR(lmx_session_reset(s), LMX_STATUS_INVALID_ARGUMENT, "freed");
+  CHECK(lmx_session_free(s2) == LMX_OK);
+}
+
+/* Cancellation tokens stop batches and classification; a session cancel with nothing running
+ * does nothing. */
+static void test_cancel_tokens(lmx_model *m) {
+  lmx_cancel *c = NULL;
+  CHECK(lmx_cancel_create(&c) == LMX_OK);
+  const char *prompts[2] = {"The keeper counted", "Hello"};
+  lmx_generate_params p;
+  CHECK(LMX_GENERATE_PARAMS_INIT(&p) == LMX_OK);
+  p.max_tokens = 50;
+  p.ignore_eos = true;
+  p.cancel = c;
+  int32_t tokens[2];
+  CHECK(lmx_classify(m, prompts, 2, &p, tokens, NULL) == LMX_OK);
+  CHECK(lmx_cancel_request(c) == LMX_OK);
+  CHECK_ERR(lmx_classify(m, prompts, 2, &p, tokens, NULL), LMX_STATUS_CANCELLED, "cancelled");
+  lmx_batch *b = NULL;
+  CHECK(lmx_batch_generate(m, prompts, 2, &p, &b) == LMX_OK);
+  for (size_t i = 0; i < 2; i++) {
+    lmx_batch_item it = {.struct_size = sizeof it};
+    CHECK(lmx_batch_get(b, i, &it) == LMX_OK);
+    CHECK(it.finish == LMX_FINISH_CANCELLED && it.n_tokens < 50);
+  }
+  CHECK(lmx_batch_free(b) == LMX_OK);
+  lmx_session *s = NULL;
+  CHECK(lmx_session_create(m, &s) == LMX_OK);
+  CHECK_ERR(lmx_session_generate(s, "Hello", &p, NULL, NULL), LMX_STATUS_CANCELLED, "cancelled");
+  p.cancel = NULL;
+  CHECK(lmx_session_cancel(s) == LMX_OK); /* nothing runs: no effect on the next call */
+  collected a;
+  memset(&a, 0, sizeof a);
+  CHECK(lmx_session_generate(s, "Hello", &p, collect, &a) == LMX_OK && a.n == 50);
+  CHECK(lmx_session_free(s) == LMX_OK);
+  CHECK(lmx_cancel_free(c) == LMX_OK);
+  CHECK_ERR(lmx_cancel_request(c), LMX_STATUS_INVALID_ARGUMENT, "freed");
 }
 
 /* Parses "1,2,3" into ids; returns the count. */
@@ -454,7 +654,8 @@ static void test_reference(lmx_model *m, const char *prompt_ids, const char *wan
   CHECK(np > 0 && nw > 0);
   lmx_session *s = NULL;
   CHECK(lmx_session_create(m, &s) == LMX_OK);
-  lmx_generate_params p = lmx_generate_params_default();
+  lmx_generate_params p;
+  CHECK(LMX_GENERATE_PARAMS_INIT(&p) == LMX_OK);
   p.max_tokens = (uint32_t)nw;
   p.ignore_eos = true;
   collected a;
@@ -479,6 +680,9 @@ int main(int argc, char **argv) {
   test_cancel(m);
   test_batch(m);
   test_threads(m);
+  test_struct_sizes(m);
+  test_handles(m);
+  test_cancel_tokens(m);
   CHECK(lmx_model_free(m) == LMX_OK);
   CHECK(lmx_model_free(NULL) == LMX_OK);
   test_session_after_model_free();
