@@ -21,8 +21,9 @@ CC        ?= cc
 UNAME     := $(shell uname -s)
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 
-# Debian packages: libclang for bindgen, OpenBLAS for MLX's matmuls (see README).
-APT_PKGS  := libclang-dev libopenblas0-pthread
+# Debian packages: libclang for bindgen, OpenBLAS for MLX's matmuls, pkg-config for the Go
+# packages and programs that link liblmx (see README).
+APT_PKGS  := libclang-dev libopenblas0-pthread pkg-config
 APT_STAMP := $(BUILD)/.apt-stamp
 
 # Which MLX runs: `cuda` (the mlx-cuda-13 wheel) on Linux where nvidia-smi reports a driver
@@ -41,7 +42,17 @@ MLX_HDRS  := $(BUILD)/mlx-headers
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps lib demo test test-rust test-c test-c-asan test-go header clean distclean references real-models bench
+.PHONY: all deps lib demo test test-rust test-c test-c-asan test-go test-install install header clean distclean references real-models bench
+
+VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+# MLX's lib folder in the virtualenv (found once it is installed).
+MLX_LIBDIR = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/mlx/lib))
+# lmx.pc for the build tree: the Go packages link through `#cgo pkg-config: lmx`, and every Go
+# command here finds it through PKG_CONFIG_PATH.
+PC_DIR    := $(BUILD)/pkgconfig
+export PKG_CONFIG_PATH := $(PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
+PREFIX    ?= /usr/local
+DESTDIR   ?=
 
 all: lib demo
 
@@ -83,6 +94,17 @@ $(MLXC_LIB): $(MLX_STAMP) scripts/format_compat.h Cargo.toml | $(APT_STAMP)
 # cargo decides what is stale; with nothing changed it builds nothing.
 lib: deps
 	@cargo build --release -q
+	@ln -sf liblmx.so $(TARGET)/liblmx.so.$(firstword $(subst ., ,$(VERSION)))
+	@mkdir -p $(PC_DIR)
+	@scripts/lmx_pc.sh $(VERSION) $(TARGET) $(ROOT)/include $(MLX_LIBDIR) > $(PC_DIR)/lmx.pc.tmp
+	@mv $(PC_DIR)/lmx.pc.tmp $(PC_DIR)/lmx.pc
+
+# Installs the library (liblmx.so.$(VERSION) with its soname link liblmx.so.MAJOR, and
+# liblmx.a), include/lmx/{lmx.h,module.modulemap}, lib/pkgconfig/lmx.pc, bin/lmx and MLX's
+# runtime into $(DESTDIR)$(PREFIX) (default /usr/local). Programs then build with
+# `pkg-config --cflags --libs lmx`, Go modules through the packages' `#cgo pkg-config: lmx`.
+install: lib
+	scripts/install.sh "$(DESTDIR)$(PREFIX)" "$(PREFIX)" $(VERSION) $(TARGET) $(MLX_LIBDIR)
 
 DEMO_MODEL := $(or $(LMX_TEST_CACHE),$(HOME)/.cache/lmx-test)/smollm2-135m-instruct
 
@@ -95,7 +117,12 @@ demo: lib real-models
 header: deps
 	LMX_UPDATE_HEADER=1 cargo test --release -q --test header committed_header
 
-test: test-rust test-c test-c-asan test-go
+test: test-rust test-c test-c-asan test-go test-install
+
+# Installs into a temporary prefix and builds a C program and a Go module from outside this
+# repository against it, through pkg-config only (tests/install/run.sh).
+test-install: lib
+	tests/install/run.sh $(VERSION) $(TARGET) $(MLX_LIBDIR) $(FIX)/qwen3
 
 test-rust: deps real-models
 	LMX_REAL_MODELS=1 cargo test --release

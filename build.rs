@@ -96,8 +96,15 @@ mod linux {
         println!("cargo:rustc-link-lib=dylib=stdc++");
         // RPATH, not RUNPATH, so that libmlx.so's own dependencies resolve too, and so that
         // programs linking liblmx.so find MLX with no LD_LIBRARY_PATH.
+        // `make install` copies MLX's runtime next to the library (lib/lmx/mlx/lib), so an
+        // installed liblmx.so or lmx finds it there first; the build tree's copy is the
+        // fallback (what a build that is not installed uses).
         println!("cargo:rustc-link-arg=-Wl,--disable-new-dtags");
+        println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/lmx/mlx/lib:$ORIGIN/../lib/lmx/mlx/lib");
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", mlx_lib.display());
+        // The shared library's soname carries the major version: liblmx.so.MAJOR.
+        let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap_or_else(|_| "0".into());
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,liblmx.so.{major}");
         println!("cargo:rustc-env=LMX_MLX_LIB_DIR={}", mlx_lib.display());
 
         println!("cargo:rerun-if-env-changed=LMX_OPENBLAS");

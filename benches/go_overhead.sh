@@ -6,6 +6,7 @@
 #   MODEL_DIR default: the tiny qwen3 fixture (per-token overhead shows most there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PKG_CONFIG_PATH=$PWD/build/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 dir=${1:-tests/fixtures/qwen3}
 rounds=${2:-5}
 name=fixture

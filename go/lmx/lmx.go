@@ -8,8 +8,7 @@
 package lmx
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: -L${SRCDIR}/../../target/release -llmx -Wl,-rpath,${SRCDIR}/../../target/release -Wl,--disable-new-dtags
+#cgo pkg-config: lmx
 #include <stdlib.h>
 #include <string.h>
 #include "lmx.h"
