@@ -331,7 +331,41 @@ fn generation_stops_at_the_context_length() {
     let (prompt, _) = reference("qwen3");
     let out = Session::new(m).unwrap().generate(&prompt, &greedy(100), |_| true).unwrap();
     assert_eq!(out.finish, FinishReason::Length);
-    assert_eq!(prompt.len() + out.tokens.len(), 31, "the prompt plus tokens fill the context");
+    assert_eq!(prompt.len() + out.tokens.len(), 30, "the prompt plus tokens fill the context exactly");
+}
+
+#[test]
+fn batch_rows_stop_at_their_own_context_length() {
+    let p = LoadParams { context_length: Some(30), ..Default::default() };
+    let m = Arc::new(Model::load(&fixtures().join("qwen3"), &p).unwrap());
+    let (prompt, _) = reference("qwen3");
+    let prompts = vec![prompt.clone(), prompt[..5].to_vec()];
+    let (out, _) = batch_generate(&m, &prompts, &greedy(100)).unwrap();
+    for (p, r) in prompts.iter().zip(&out) {
+        let r = r.as_ref().unwrap();
+        assert_eq!(r.finish, FinishReason::Length);
+        assert_eq!(p.len() + r.tokens.len(), 30, "a {}-token prompt", p.len());
+        let single = Session::new(m.clone()).unwrap().generate(p, &greedy(100), |_| true).unwrap();
+        assert_eq!(r.tokens, single.tokens);
+    }
+}
+
+#[test]
+fn batch_penalties_see_each_rows_whole_window() {
+    // Rows shorter and longer than the window, with penalties: each row's tokens are the ones
+    // it gets alone (the window is not cut to the shortest prompt).
+    let m = model("qwen3");
+    let (prompt, _) = reference("qwen3");
+    let mut params = greedy(12);
+    params.sampler.repetition_penalty = 1.5;
+    params.sampler.frequency_penalty = 0.5;
+    params.sampler.penalty_window = 10;
+    let prompts = vec![prompt.clone(), prompt[..4].to_vec(), prompt[2..].to_vec()];
+    let (out, _) = batch_generate(&m, &prompts, &params).unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let single = Session::new(m.clone()).unwrap().generate(p, &params, |_| true).unwrap();
+        assert_eq!(out[i].as_ref().unwrap().tokens, single.tokens, "row {i}");
+    }
 }
 
 #[test]

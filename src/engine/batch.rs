@@ -183,6 +183,7 @@ pub struct BatchOutput {
 }
 
 struct Row {
+    prompt_len: usize,
     done: Option<FinishReason>,
     tokens: Vec<u32>,
     text: String,
@@ -247,7 +248,8 @@ pub fn batch_generate(
     }
     let mut rows: Vec<Row> = live
         .iter()
-        .map(|_| Row {
+        .map(|&i| Row {
+            prompt_len: prompts[i].len(),
             done: None,
             tokens: Vec::new(),
             text: String::new(),
@@ -260,13 +262,17 @@ pub fn batch_generate(
     let mut sampler = Sampler::new(&params.sampler)?;
     let mut cache = KvCache::new_batch(&model.transformer.spec);
     let rowpad = RowPad { pad: pad.clone() };
-    // Penalty history: the last tokens every row has (bounded by the shortest prompt).
-    let shortest = live.iter().map(|&i| prompts[i].len()).min().unwrap_or(0);
+    // Penalty history: each row's last `window` tokens, a row with fewer left-padded with an
+    // id no penalty counts (the vocabulary size), as one generating alone would see.
     let mut history = if sampler.needs_history() {
-        let w = sampler.penalty_window().min(shortest);
+        sampler.allow_padded_history();
+        let w = sampler.penalty_window();
+        let none = model.transformer.spec.vocab;
         let mut h = Vec::with_capacity(live.len() * w);
         for &i in &live {
-            h.extend(prompts[i][prompts[i].len() - w..].iter().map(|&t| t as i32));
+            let have = prompts[i].len().min(w);
+            h.extend(std::iter::repeat_n(none, w - have));
+            h.extend(prompts[i][prompts[i].len() - have..].iter().map(|&t| t as i32));
         }
         Some(Array::from_slice(&h, &[b, w as i32])?)
     } else {
@@ -309,7 +315,9 @@ pub fn batch_generate(
                     continue;
                 }
             }
-            if r.tokens.len() >= params.max_tokens || cache.offset() >= ctx {
+            // The row's own sequence (its prompt and tokens), not the padded batch's, meets
+            // the context length.
+            if r.tokens.len() >= params.max_tokens || r.prompt_len + r.tokens.len() >= ctx as usize {
                 r.finish(FinishReason::Length, tok, true);
             }
         }

@@ -317,7 +317,9 @@ impl Generation {
         }
         let y = self.pending.take().ok_or_else(|| Error::internal("no pending token"))?;
         let offset = self.state.as_ref().map(|s| s.cache.offset()).unwrap_or(0);
-        let more = self.generated.len() + 1 < self.params.max_tokens && offset < self.ctx_limit;
+        // The cache holds the sequence but the token being emitted: another token fits while
+        // the sequence with it (offset + 2) stays within the context length.
+        let more = self.generated.len() + 1 < self.params.max_tokens && offset + 2 <= self.ctx_limit;
         let id = {
             let _lock = compute_lock();
             if more {

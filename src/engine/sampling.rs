@@ -10,6 +10,9 @@ pub struct Sampler {
     p: SamplerParams,
     key: Option<Array>,
     bias: Option<(Array, Array)>,
+    /// Whether histories may hold the padding id V (vocabulary size): rows of a batch with
+    /// fewer tokens than the window.
+    padded_history: bool,
 }
 
 fn scalar(v: f32) -> Array {
@@ -42,7 +45,7 @@ impl Sampler {
             let n = ids.len() as i32;
             Some((Array::from_slice(&ids, &[1, n])?, Array::from_slice(&vals, &[1, n])?))
         };
-        Ok(Sampler { p: p.clone(), key, bias })
+        Ok(Sampler { p: p.clone(), key, bias, padded_history: false })
     }
 
     /// Whether the penalties need the recent token history.
@@ -52,6 +55,12 @@ impl Sampler {
 
     pub fn penalty_window(&self) -> usize {
         self.p.penalty_window
+    }
+
+    /// Lets histories hold the vocabulary size as a padding id that no penalty counts (a
+    /// batch's rows with fewer tokens than the window are left-padded with it).
+    pub fn allow_padded_history(&mut self) {
+        self.padded_history = true;
     }
 
     /// Applies bias and penalties to float32 logits [B, V]; `history` is [B, n] int32 (recent
@@ -65,6 +74,12 @@ impl Sampler {
             logits = ops::put_along_axis(&logits, &ids, &ops::add(&cur, vals)?, -1)?;
         }
         let Some(h) = history.filter(|_| self.needs_history()) else { return Ok(logits) };
+        let vocab = logits.dim(1)?;
+        if self.padded_history {
+            // A column for the padding id: penalties land there and are cut off below.
+            let b = logits.dim(0)?;
+            logits = ops::concatenate(&[&logits, &ops::zeros(&[b, 1], Dtype::F32)?], 1)?;
+        }
         let p = &self.p;
         if p.repetition_penalty != 1.0 {
             let g = ops::take_along_axis(&logits, h, -1)?;
@@ -84,6 +99,9 @@ impl Sampler {
                 &ops::multiply(&counts, &scalar(p.frequency_penalty))?,
             )?;
             logits = ops::subtract(&logits, &pen)?;
+        }
+        if self.padded_history {
+            logits = ops::slice_axis(&logits, 1, 0, vocab)?;
         }
         Ok(logits)
     }

@@ -1,7 +1,7 @@
 //! The panic boundary and argument checks shared by every export.
 //!
 //! Each `extern "C"` function runs its body through [`status`] or [`value`]: the thread's last
-//! error is cleared on entry, an `Err` becomes its status code and message, and a panic becomes
+//! error is cleared on entry (and again after a success), an `Err` becomes its status code and message, and a panic becomes
 //! `LMX_STATUS_PANIC` instead of unwinding into C (which would abort the host process).
 
 use std::ffi::{c_char, CStr};
@@ -24,7 +24,12 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 pub(crate) fn status(f: impl FnOnce() -> Result<()>) -> lmx_status {
     clear_last_error();
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(())) => lmx_status::LMX_OK,
+        Ok(Ok(())) => {
+            // A callback may have made a failing call on this thread meanwhile: a success
+            // leaves no message behind.
+            clear_last_error();
+            lmx_status::LMX_OK
+        }
         Ok(Err(e)) => {
             set_last_error(&e.message);
             status_of(e.kind)

@@ -635,6 +635,40 @@ static void test_cancel_tokens(lmx_model *m) {
   CHECK_ERR(lmx_cancel_request(c), LMX_STATUS_INVALID_ARGUMENT, "freed");
 }
 
+/* A callback whose own liblmx call fails does not leave that message behind a successful
+ * generation; outputs of a failed call are not written. */
+static int32_t failing_nested_call(int32_t token, const char *text, size_t len, void *ud) {
+  (void)token, (void)text, (void)len, (void)ud;
+  size_t v;
+  (void)lmx_tokenize(NULL, "x", 1, false, NULL, 0, &v); /* fails: model is NULL */
+  return 0;
+}
+
+static void test_contracts(lmx_model *m) {
+  lmx_session *s = NULL;
+  CHECK(lmx_session_create(m, &s) == LMX_OK);
+  lmx_generate_params p;
+  CHECK(LMX_GENERATE_PARAMS_INIT(&p) == LMX_OK);
+  p.max_tokens = 3;
+  CHECK(lmx_session_generate(s, "Hello", &p, failing_nested_call, NULL) == LMX_OK);
+  CHECK(strcmp(lmx_last_error(), "") == 0);
+  CHECK(lmx_session_free(s) == LMX_OK);
+
+  size_t n = 12345;
+  CHECK_ERR(lmx_tokenize(m, "Hello", 5, true, NULL, 8, &n), LMX_STATUS_INVALID_ARGUMENT, "tokens is NULL");
+  CHECK(n == 12345);
+  const char bad[] = {'a', (char)0xff};
+  CHECK_ERR(lmx_tokenize(m, bad, 2, true, NULL, 0, &n), LMX_STATUS_INVALID_ARGUMENT, "UTF-8");
+  CHECK(n == 12345);
+  int32_t ids[2] = {1, 2};
+  size_t len = 777;
+  CHECK_ERR(lmx_detokenize(m, ids, 2, true, NULL, 8, &len), LMX_STATUS_INVALID_ARGUMENT, "buf is NULL");
+  CHECK(len == 777);
+  int32_t bad_id = -3;
+  CHECK_ERR(lmx_detokenize(m, &bad_id, 1, true, NULL, 0, &len), LMX_STATUS_INVALID_ARGUMENT, "negative");
+  CHECK(len == 777);
+}
+
 /* Parses "1,2,3" into ids; returns the count. */
 static size_t parse_ids(const char *s, int32_t *ids, size_t cap) {
   size_t n = 0;
@@ -683,6 +717,7 @@ int main(int argc, char **argv) {
   test_struct_sizes(m);
   test_handles(m);
   test_cancel_tokens(m);
+  test_contracts(m);
   CHECK(lmx_model_free(m) == LMX_OK);
   CHECK(lmx_model_free(NULL) == LMX_OK);
   test_session_after_model_free();
