@@ -90,3 +90,33 @@ pub(crate) fn str_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
         .to_str()
         .map_err(|e| Error::invalid(format!("{name} is not valid UTF-8 (byte {})", e.valid_up_to())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::error::lmx_last_error;
+
+    fn last_error() -> String {
+        // SAFETY: never NULL, valid until this thread's next call.
+        unsafe { CStr::from_ptr(lmx_last_error()) }.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn an_mlx_error_becomes_a_status_and_its_message() {
+        let st = status(|| {
+            let a = crate::mlx::Array::from_slice(&[1.0f32; 6], &[2, 3])?;
+            crate::mlx::ops::matmul(&a, &a).map(|_| ())
+        });
+        assert_eq!(st, lmx_status::LMX_STATUS_MLX);
+        assert!(last_error().contains("[matmul]"), "{}", last_error());
+    }
+
+    #[test]
+    fn a_panic_becomes_a_status_not_an_abort() {
+        let st = status(|| panic!("boom"));
+        assert_eq!(st, lmx_status::LMX_STATUS_PANIC);
+        assert!(last_error().contains("boom"));
+        assert_eq!(value(7, || panic!("again")), 7);
+        assert!(last_error().contains("again"));
+    }
+}

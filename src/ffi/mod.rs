@@ -25,10 +25,3 @@ pub mod text;
 pub mod version;
 
 pub use error::lmx_status;
-
-/// The panic boundary every export uses, exposed so that tests can drive it with failing and
-/// panicking bodies. Not part of the C ABI.
-#[doc(hidden)]
-pub fn boundary_for_tests(f: impl FnOnce() -> crate::Result<()>) -> lmx_status {
-    boundary::status(f)
-}
