@@ -133,12 +133,6 @@ impl Array {
         Array { raw: unsafe { sys::mlx_array_new_int(v) } }
     }
 
-    pub fn scalar_bool(v: bool) -> Array {
-        init();
-        // SAFETY: plain constructor.
-        Array { raw: unsafe { sys::mlx_array_new_bool(v) } }
-    }
-
     pub fn ndim(&self) -> usize {
         // SAFETY: live handle.
         unsafe { sys::mlx_array_ndim(self.raw) }

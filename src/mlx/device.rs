@@ -93,16 +93,6 @@ impl Device {
         }
     }
 
-    /// Makes this the process-wide default device.
-    pub fn set_default(self) -> Result<()> {
-        if !self.is_available() {
-            return Err(Error::unsupported(format!("{self} is not available in this MLX build")));
-        }
-        let dev = self.raw();
-        // SAFETY: live handle.
-        check(unsafe { sys::mlx_set_default_device(dev.0) }, "setting the default device")
-    }
-
     /// Device properties MLX reports (for example `device_name`, `memory_size`), as strings
     /// and sizes. Keys differ per backend.
     pub fn info(self) -> Result<DeviceProperties> {
@@ -223,30 +213,11 @@ impl Stream {
         Ok(Stream { raw })
     }
 
-    /// The calling thread's default stream of `device` (usable only on this thread).
-    pub fn default_for(device: Device) -> Result<Stream> {
-        if !device.is_available() {
-            return Err(Error::unsupported(format!("{device} is not available in this MLX build")));
-        }
-        let dev = device.raw();
-        // SAFETY: the out handle starts empty; owned by the returned Stream.
-        let mut raw = unsafe { sys::mlx_stream_new() };
-        let s = Stream { raw };
-        check(unsafe { sys::mlx_get_default_stream(&mut raw, dev.0) }, "getting the default stream")?;
-        std::mem::forget(s);
-        Ok(Stream { raw })
-    }
-
     pub fn device(&self) -> Result<Device> {
         let mut dev = RawDevice(unsafe { sys::mlx_device_new() });
         // SAFETY: live handles.
         check(unsafe { sys::mlx_stream_get_device(&mut dev.0, self.raw) }, "reading a stream's device")?;
         Device::from_raw(&dev)
-    }
-
-    /// Waits for everything queued on this stream.
-    pub fn synchronize(&self) -> Result<()> {
-        check(unsafe { sys::mlx_synchronize(self.raw) }, "synchronizing a stream")
     }
 
     pub(crate) fn raw(&self) -> sys::mlx_stream {

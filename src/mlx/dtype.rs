@@ -74,10 +74,6 @@ impl Dtype {
         }
     }
 
-    pub fn is_float(self) -> bool {
-        matches!(self, Dtype::F16 | Dtype::F32 | Dtype::F64 | Dtype::BF16)
-    }
-
     /// The name used by safetensors headers and by `config.json` (`torch_dtype`).
     pub fn name(self) -> &'static str {
         match self {

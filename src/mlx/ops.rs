@@ -175,27 +175,6 @@ pub fn transpose(a: &Array, axes: &[i32]) -> Result<Array> {
     op("transpose", |r, s| unsafe { sys::mlx_transpose_axes(r, a.raw(), axes.as_ptr(), axes.len(), s) })
 }
 
-/// Reverses all axes (a 2-D transpose).
-pub fn transpose_all(a: &Array) -> Result<Array> {
-    // SAFETY: as above.
-    op("transpose", |r, s| unsafe { sys::mlx_transpose(r, a.raw(), s) })
-}
-
-pub fn swapaxes(a: &Array, axis1: i32, axis2: i32) -> Result<Array> {
-    // SAFETY: as above.
-    op("swapaxes", |r, s| unsafe { sys::mlx_swapaxes(r, a.raw(), axis1, axis2, s) })
-}
-
-pub fn expand_dims(a: &Array, axes: &[i32]) -> Result<Array> {
-    // SAFETY: as above.
-    op("expand_dims", |r, s| unsafe { sys::mlx_expand_dims_axes(r, a.raw(), axes.as_ptr(), axes.len(), s) })
-}
-
-pub fn squeeze(a: &Array, axes: &[i32]) -> Result<Array> {
-    // SAFETY: as above.
-    op("squeeze", |r, s| unsafe { sys::mlx_squeeze_axes(r, a.raw(), axes.as_ptr(), axes.len(), s) })
-}
-
 pub fn broadcast_to(a: &Array, shape: &[i32]) -> Result<Array> {
     // SAFETY: as above.
     op("broadcast_to", |r, s| unsafe { sys::mlx_broadcast_to(r, a.raw(), shape.as_ptr(), shape.len(), s) })
@@ -210,12 +189,6 @@ pub fn concatenate(arrays: &[&Array], axis: i32) -> Result<Array> {
     let v = VecArray::new(arrays);
     // SAFETY: live vector.
     op("concatenate", |r, s| unsafe { sys::mlx_concatenate_axis(r, v.0, axis, s) })
-}
-
-pub fn stack(arrays: &[&Array], axis: i32) -> Result<Array> {
-    let v = VecArray::new(arrays);
-    // SAFETY: live vector.
-    op("stack", |r, s| unsafe { sys::mlx_stack_axis(r, v.0, axis, s) })
 }
 
 /// Splits along `axis` at the given indices.
@@ -378,27 +351,9 @@ pub fn ones(shape: &[i32], dtype: Dtype) -> Result<Array> {
     op("ones", |r, s| unsafe { sys::mlx_ones(r, shape.as_ptr(), shape.len(), dtype.to_sys(), s) })
 }
 
-pub fn full(shape: &[i32], value: &Array, dtype: Dtype) -> Result<Array> {
-    // SAFETY: live handle; shape outlives the call.
-    op("full", |r, s| unsafe {
-        sys::mlx_full(r, shape.as_ptr(), shape.len(), value.raw(), dtype.to_sys(), s)
-    })
-}
-
 pub fn arange(start: f64, stop: f64, step: f64, dtype: Dtype) -> Result<Array> {
     // SAFETY: plain op.
     op("arange", |r, s| unsafe { sys::mlx_arange(r, start, stop, step, dtype.to_sys(), s) })
-}
-
-/// Lower-triangular ones of shape [n, m] (below and on diagonal `k`).
-pub fn tri(n: i32, m: i32, k: i32, dtype: Dtype) -> Result<Array> {
-    // SAFETY: plain op.
-    op("tri", |r, s| unsafe { sys::mlx_tri(r, n, m, k, dtype.to_sys(), s) })
-}
-
-pub fn clip(a: &Array, lo: Option<&Array>, hi: Option<&Array>) -> Result<Array> {
-    // SAFETY: live handles or null for "no bound".
-    op("clip", |r, s| unsafe { sys::mlx_clip(r, a.raw(), opt_raw(lo), opt_raw(hi), s) })
 }
 
 /// Quantizes `w` ([out, in]) in groups along its last axis: returns (packed weights, scales,
@@ -488,13 +443,6 @@ pub fn quantized_matmul(
 pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Array> {
     // SAFETY: live handles or null.
     op("rms_norm", |r, s| unsafe { sys::mlx_fast_rms_norm(r, x.raw(), opt_raw(weight), eps, s) })
-}
-
-pub fn layer_norm(x: &Array, weight: Option<&Array>, bias: Option<&Array>, eps: f32) -> Result<Array> {
-    // SAFETY: live handles or null.
-    op("layer_norm", |r, s| unsafe {
-        sys::mlx_fast_layer_norm(r, x.raw(), opt_raw(weight), opt_raw(bias), eps, s)
-    })
 }
 
 /// Rotary position embedding over the last axis of `x` ([..., seq, dims]), positions

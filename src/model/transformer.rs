@@ -272,20 +272,6 @@ impl Transformer {
         self.logits(&h)
     }
 
-    /// As [`forward`](Self::forward) for a left-padded batch. The cache must come from
-    /// [`KvCache::new_batch`], which keeps every position so padding can be masked.
-    pub fn forward_padded(&self, tokens: &Array, cache: &mut KvCache, rows: &RowPad) -> Result<Array> {
-        if rows.pad.len() as i32 != tokens.dim(0)? {
-            return Err(Error::invalid(format!(
-                "{} padding entries for {} rows",
-                rows.pad.len(),
-                tokens.dim(0)?
-            )));
-        }
-        let h = self.hidden(tokens, cache, Some(rows))?;
-        self.logits(&h)
-    }
-
     /// Logits [B, vocab] of the last position only (the head runs on one position per row,
     /// not on all L); otherwise as [`forward`](Self::forward) or, with `rows`,
     /// [`forward_padded`](Self::forward_padded).

@@ -344,13 +344,6 @@ impl WeightStore {
         }
     }
 
-    /// Names of tensors the model did not use, sorted.
-    pub fn unused(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.tensors.keys().filter(|k| !self.used.contains(*k)).cloned().collect();
-        v.sort();
-        v
-    }
-
     /// The dtype of a floating tensor (the checkpoint's compute dtype).
     pub fn dtype_of(&self, name: &str) -> Option<Dtype> {
         self.tensors.get(name).and_then(|(a, _)| a.as_ref()?.dtype().ok())
