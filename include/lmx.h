@@ -191,6 +191,12 @@ typedef struct {
   const char *text;
   size_t text_len;
   lmx_finish_reason finish;
+  // n_tokens entries: the bytes of `text` delivered once each token was generated, as a
+  // stream would deliver them (a character split over tokens, or text that may begin a
+  // stop string, is held back until it is settled). Token i's piece is
+  // text[text_ends[i-1] .. text_ends[i]]; text past text_ends[n_tokens - 1] was released
+  // when the row ended. NULL when n_tokens is 0.
+  const size_t *text_ends;
 } lmx_batch_item;
 
 // Measurements of one call. Set struct_size to sizeof(lmx_metrics) before passing it.

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"iter"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"liblmx/go/inference"
 	"liblmx/go/lmx"
@@ -554,50 +552,12 @@ func (m *Model) BatchGenerate(ctx context.Context, prompts []string, opts ...inf
 			out[i].Err = it.err
 			continue
 		}
-		texts, err := pieces(h, it.tokens, it.text)
-		if err != nil {
-			out[i].Err = err
-			continue
-		}
 		out[i].Tokens = make([]inference.Token, len(it.tokens))
 		for j, id := range it.tokens {
-			out[i].Tokens[j] = inference.Token{ID: id, Text: texts[j]}
+			out[i].Tokens[j] = inference.Token{ID: id, Text: it.pieces[j]}
 		}
 	}
 	m.setMetrics(mt)
-	return out, nil
-}
-
-// pieces splits a generated text over its tokens as a stream would have delivered it: each
-// token gets what decoding the tokens so far adds, an incomplete UTF-8 character being held
-// back for the next token. The pieces join to text (which may end early at a stop string).
-func pieces(h cModel, ids []int32, text string) ([]string, error) {
-	out := make([]string, len(ids))
-	prev := ""
-	for i := range ids {
-		full, err := detokenize(h, ids[:i+1], true)
-		if err != nil {
-			return nil, err
-		}
-		if strings.HasSuffix(full, string(utf8.RuneError)) || !strings.HasPrefix(full, prev) {
-			continue
-		}
-		out[i], prev = full[len(prev):], full
-	}
-	// Clamp to the text liblmx returned: a stop string cuts it short.
-	used := 0
-	for i, p := range out {
-		switch {
-		case used >= len(text):
-			out[i] = ""
-		case used+len(p) > len(text):
-			out[i] = text[used:]
-		}
-		used += len(out[i])
-	}
-	if used < len(text) && len(out) > 0 {
-		out[len(out)-1] += text[used:]
-	}
 	return out, nil
 }
 

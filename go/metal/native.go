@@ -495,7 +495,9 @@ func classify(m cModel, prompts []string, p *cParams, vocab int, wantLogits bool
 type batchItem struct {
 	err    error
 	tokens []int32
-	text   string
+	// pieces[i] is token i's text as a stream would have delivered it; they join to the
+	// row's text.
+	pieces []string
 }
 
 func batchGenerate(m cModel, prompts []string, p *cParams) ([]batchItem, inference.GenerateMetrics, error) {
@@ -519,10 +521,20 @@ func batchGenerate(m cModel, prompts []string, p *cParams) ([]batchItem, inferen
 			items[i].err = &lmx.Error{Status: lmx.Status(it.status), Message: C.GoString(it.error)}
 			continue
 		}
-		if it.n_tokens > 0 {
-			items[i].tokens = append([]int32(nil), unsafe.Slice((*int32)(unsafe.Pointer(it.tokens)), int(it.n_tokens))...)
+		text := C.GoStringN(it.text, C.int(it.text_len))
+		n := int(it.n_tokens)
+		if n > 0 {
+			items[i].tokens = append([]int32(nil), unsafe.Slice((*int32)(unsafe.Pointer(it.tokens)), n)...)
+			ends := unsafe.Slice((*C.size_t)(unsafe.Pointer(it.text_ends)), n)
+			items[i].pieces = make([]string, n)
+			start := 0
+			for j, e := range ends {
+				end := min(int(e), len(text))
+				items[i].pieces[j], start = text[start:end], end
+			}
+			// Text released when the row ended belongs to its last token.
+			items[i].pieces[n-1] += text[start:]
 		}
-		items[i].text = C.GoStringN(it.text, C.int(it.text_len))
 	}
 	var mt C.lmx_metrics
 	if err := result(C.lmxgo_batch_metrics(b, &mt)); err != nil {

@@ -179,6 +179,10 @@ fn classify_group<'a>(
 pub struct BatchOutput {
     pub tokens: Vec<u32>,
     pub text: String,
+    /// Bytes of `text` delivered once each token was generated (as a stream would deliver
+    /// them: a character split over tokens, or text that may begin a stop string, is held
+    /// back). Text past the last entry was released when the row ended.
+    pub text_ends: Vec<usize>,
     pub finish: FinishReason,
 }
 
@@ -187,6 +191,7 @@ struct Row {
     done: Option<FinishReason>,
     tokens: Vec<u32>,
     text: String,
+    text_ends: Vec<usize>,
     decoder: StreamDecoder,
     stop: StopMatcher,
 }
@@ -253,6 +258,7 @@ pub fn batch_generate(
             done: None,
             tokens: Vec::new(),
             text: String::new(),
+            text_ends: Vec::new(),
             decoder: StreamDecoder::new(params.skip_special_tokens),
             stop: StopMatcher::new(&params.stop_strings),
         })
@@ -308,9 +314,13 @@ pub fn batch_generate(
             r.tokens.push(id);
             let piece = r.decoder.push(tok, id)?.unwrap_or_default();
             match r.stop.push(&piece) {
-                StopCheck::Emit(t) => r.text.push_str(&t),
+                StopCheck::Emit(t) => {
+                    r.text.push_str(&t);
+                    r.text_ends.push(r.text.len());
+                }
                 StopCheck::Stopped(t) => {
                     r.text.push_str(&t);
+                    r.text_ends.push(r.text.len());
                     r.finish(FinishReason::Stop, tok, false);
                     continue;
                 }
@@ -347,6 +357,7 @@ pub fn batch_generate(
         results[i] = Some(Ok(BatchOutput {
             tokens: r.tokens,
             text: r.text,
+            text_ends: r.text_ends,
             finish: r.done.unwrap_or(FinishReason::Error),
         }));
     }

@@ -57,11 +57,19 @@ pub extern "C" fn lmx_classify(
     })
 }
 
+fn nul_terminated(s: String) -> Vec<u8> {
+    let mut v = s.into_bytes();
+    v.push(0);
+    v
+}
+
 struct Item {
     status: lmx_status,
     error: CString,
     tokens: Vec<i32>,
-    text: CString,
+    text_ends: Vec<usize>,
+    /// The text's bytes and a NUL.
+    text: Vec<u8>,
     finish: lmx_finish_reason,
 }
 
@@ -88,6 +96,12 @@ pub struct lmx_batch_item {
     pub text: *const c_char,
     pub text_len: usize,
     pub finish: lmx_finish_reason,
+    /// n_tokens entries: the bytes of `text` delivered once each token was generated, as a
+    /// stream would deliver them (a character split over tokens, or text that may begin a
+    /// stop string, is held back until it is settled). Token i's piece is
+    /// text[text_ends[i-1] .. text_ends[i]]; text past text_ends[n_tokens - 1] was released
+    /// when the row ended. NULL when n_tokens is 0.
+    pub text_ends: *const usize,
 }
 
 // SAFETY: repr(C), struct_size first. Output only (not AnyBits: it holds enums).
@@ -122,14 +136,16 @@ pub extern "C" fn lmx_batch_generate(
                     status: lmx_status::LMX_OK,
                     error: CString::default(),
                     tokens: b.tokens.iter().map(|&t| t as i32).collect(),
-                    text: CString::new(b.text.replace('\0', "")).unwrap_or_default(),
+                    text_ends: b.text_ends,
+                    text: nul_terminated(b.text),
                     finish: b.finish.into(),
                 },
                 Err(e) => Item {
                     status: super::error::status_of(e.kind),
                     error: CString::new(e.message.replace('\0', "?")).unwrap_or_default(),
                     tokens: Vec::new(),
-                    text: CString::default(),
+                    text_ends: Vec::new(),
+                    text: vec![0],
                     finish: lmx_finish_reason::LMX_FINISH_ERROR,
                 },
             })
@@ -164,9 +180,10 @@ pub extern "C" fn lmx_batch_get(
             error: it.error.as_ptr(),
             tokens: it.tokens.as_ptr(),
             n_tokens: it.tokens.len(),
-            text: it.text.as_ptr(),
-            text_len: it.text.as_bytes().len(),
+            text: it.text.as_ptr() as *const c_char,
+            text_len: it.text.len() - 1,
             finish: it.finish,
+            text_ends: if it.text_ends.is_empty() { std::ptr::null() } else { it.text_ends.as_ptr() },
         };
         write_out(item_out, "item_out", &v)
     })

@@ -367,6 +367,9 @@ static void test_batch(lmx_model *m) {
     CHECK(lmx_session_generate(s, prompts[i], &p, collect, &one) == LMX_OK);
     CHECK(one.n == 8 && memcmp(one.ids, it.tokens, 8 * sizeof(int32_t)) == 0);
     CHECK(strcmp(one.text, it.text) == 0);
+    CHECK(it.text_ends != NULL);
+    for (size_t j = 0; j < it.n_tokens; j++)
+      CHECK(it.text_ends[j] <= it.text_len && (j == 0 || it.text_ends[j] >= it.text_ends[j - 1]));
   }
   lmx_batch_item it = {.struct_size = sizeof it};
   CHECK_ERR(lmx_batch_get(b, 3, &it), LMX_STATUS_INVALID_ARGUMENT, "out of range");
