@@ -11,7 +11,7 @@ use super::stop::{StopCheck, StopMatcher};
 use crate::mlx::device::pooled_stream;
 use crate::mlx::{self, compute_lock, memory, ops, with_stream, Array, Dtype, Stream};
 use crate::model::transformer::RowPad;
-use crate::model::{KvCache, Model, StreamDecoder};
+use crate::model::{Model, StreamDecoder};
 use crate::{Error, Result};
 
 /// The next token after one prompt.
@@ -25,23 +25,7 @@ pub struct ClassifyOutput {
 
 /// Checks a prompt against the model; the error names the prompt.
 fn check_prompt(model: &Model, i: usize, p: &[u32]) -> Result<()> {
-    let vocab = model.transformer.spec.vocab as usize;
-    if p.is_empty() {
-        return Err(Error::invalid(format!("prompt {i} has no tokens")));
-    }
-    if let Some(bad) = p.iter().find(|&&t| t as usize >= vocab) {
-        return Err(Error::invalid(format!(
-            "prompt {i}: token id {bad} is outside the vocabulary (size {vocab})"
-        )));
-    }
-    if p.len() >= model.info.context_length as usize {
-        return Err(Error::invalid(format!(
-            "prompt {i} has {} tokens; the context length is {}",
-            p.len(),
-            model.info.context_length
-        )));
-    }
-    Ok(())
+    model.check_prompt(p, &format!("prompt {i}"))
 }
 
 /// Most token positions (rows x columns, padding included) one classification forward pass
@@ -60,7 +44,7 @@ pub fn classify(
     params: &GenerateParams,
     want_logits: bool,
 ) -> Result<Vec<ClassifyOutput>> {
-    params.validate(model.transformer.spec.vocab as usize)?;
+    params.validate(model.vocab())?;
     for (i, p) in prompts.iter().enumerate() {
         check_prompt(model, i, p)?;
     }
@@ -121,7 +105,7 @@ fn classify_group<'a>(
     let shared = params.sampler.temperature == 0.0 && !probe.needs_history();
     let _lock = compute_lock();
     with_stream(stream, || -> Result<Vec<ClassifyOutput>> {
-        let mut cache = KvCache::new_batch(&model.transformer.spec);
+        let mut cache = model.new_batch_cache();
         let mut logits = None;
         let mut at = 0;
         while at < longest {
@@ -166,7 +150,7 @@ fn classify_group<'a>(
             .map(|(r, &token)| {
                 Ok(ClassifyOutput {
                     token,
-                    text: model.tokenizer.decode(&[token], params.skip_special_tokens)?,
+                    text: model.decode(&[token], params.skip_special_tokens)?,
                     logits: all.as_ref().map(|a| a[r * vocab..(r + 1) * vocab].to_vec()),
                 })
             })
@@ -224,7 +208,7 @@ pub fn batch_generate(
     prompts: &[Vec<u32>],
     params: &GenerateParams,
 ) -> Result<(Vec<Result<BatchOutput>>, Metrics)> {
-    params.validate(model.transformer.spec.vocab as usize)?;
+    params.validate(model.vocab())?;
     let started = Instant::now();
     let checks: Vec<Result<()>> =
         prompts.iter().enumerate().map(|(i, p)| check_prompt(model, i, p)).collect();
@@ -247,10 +231,7 @@ pub fn batch_generate(
         flat.extend(std::iter::repeat_n(0i32, p as usize));
         flat.extend(prompts[i].iter().map(|&t| t as i32));
     }
-    let mut eos: std::collections::HashSet<u32> = params.stop_tokens.iter().copied().collect();
-    if !params.ignore_eos {
-        eos.extend(tok.eos_ids().iter().copied());
-    }
+    let eos = model.stop_ids(&params.stop_tokens, params.ignore_eos);
     let mut rows: Vec<Row> = live
         .iter()
         .map(|&i| Row {
@@ -266,14 +247,14 @@ pub fn batch_generate(
 
     let stream = pooled_stream(model.device)?;
     let mut sampler = Sampler::new(&params.sampler)?;
-    let mut cache = KvCache::new_batch(&model.transformer.spec);
+    let mut cache = model.new_batch_cache();
     let rowpad = RowPad { pad: pad.clone() };
     // Penalty history: each row's last `window` tokens, a row with fewer left-padded with an
     // id no penalty counts (the vocabulary size), as one generating alone would see.
     let mut history = if sampler.needs_history() {
         sampler.allow_padded_history();
         let w = sampler.penalty_window();
-        let none = model.transformer.spec.vocab;
+        let none = model.vocab() as i32;
         let mut h = Vec::with_capacity(live.len() * w);
         for &i in &live {
             let have = prompts[i].len().min(w);
@@ -284,7 +265,7 @@ pub fn batch_generate(
     } else {
         None
     };
-    let ctx = model.info.context_length;
+    let ctx = model.context_length();
     let mut input = Array::from_slice(&flat, &[b, longest])?;
     let mut first = None;
     loop {
@@ -327,7 +308,7 @@ pub fn batch_generate(
             }
             // The row's own sequence (its prompt and tokens), not the padded batch's, meets
             // the context length.
-            if r.tokens.len() >= params.max_tokens || r.prompt_len + r.tokens.len() >= ctx as usize {
+            if r.tokens.len() >= params.max_tokens || r.prompt_len + r.tokens.len() >= ctx {
                 r.finish(FinishReason::Length, tok, true);
             }
         }

@@ -132,10 +132,7 @@ impl Generation {
                 keep = 0;
             }
         }
-        let mut eos: HashSet<u32> = params.stop_tokens.iter().copied().collect();
-        if !params.ignore_eos {
-            eos.extend(model.tokenizer.eos_ids().iter().copied());
-        }
+        let eos = model.stop_ids(&params.stop_tokens, params.ignore_eos);
         let ctx_limit = model.info.context_length;
         Generation {
             model,

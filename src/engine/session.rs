@@ -35,7 +35,7 @@ impl Session {
     /// A new session on `model`, computing on a pooled stream of the model's device.
     pub fn new(model: Arc<Model>) -> Result<Session> {
         let stream = pooled_stream(model.device)?;
-        let cache = KvCache::new(&model.transformer.spec);
+        let cache = model.new_cache();
         Ok(Session {
             model,
             slot: Arc::new(Mutex::new(Some(SessionState {
@@ -86,23 +86,8 @@ impl Session {
 
     /// Starts generating after `prompt` (token ids). Tokens come from [`Generation::next`].
     pub fn start(&self, prompt: &[u32], params: &GenerateParams) -> Result<Generation> {
-        let vocab = self.model.transformer.spec.vocab as usize;
-        params.validate(vocab)?;
-        if prompt.is_empty() {
-            return Err(Error::invalid("the prompt has no tokens"));
-        }
-        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::invalid(format!(
-                "prompt token id {bad} is outside the vocabulary (size {vocab})"
-            )));
-        }
-        let ctx = self.model.info.context_length as usize;
-        if prompt.len() >= ctx {
-            return Err(Error::invalid(format!(
-                "the prompt has {} tokens; the context length is {ctx}",
-                prompt.len()
-            )));
-        }
+        params.validate(self.model.vocab())?;
+        self.model.check_prompt(prompt, "the prompt")?;
         let (sampler, history) = Generation::prepare(prompt, params)?;
         let state = self.take_state()?;
         let cancel = Cancel::new();
@@ -132,7 +117,7 @@ impl Session {
 
     /// The tokens of a plain text prompt (special tokens added as the tokenizer says).
     pub fn text_tokens(&self, text: &str) -> Result<Vec<u32>> {
-        self.model.tokenizer.encode(text, true)
+        self.model.encode(text, true)
     }
 
     /// The tokens of a chat, rendered with the model's template and a generation prompt.
@@ -145,7 +130,7 @@ impl Session {
             return Err(Error::invalid("the chat has no messages"));
         }
         let m = &self.model;
-        let text = m.chat.render(messages, true, extra, m.tokenizer.bos_text(), m.tokenizer.eos_text())?;
-        m.tokenizer.encode(&text, false)
+        let text = m.render_chat(messages, true, extra)?;
+        m.encode(&text, false)
     }
 }

@@ -19,7 +19,7 @@ fn prompts(model: &crate::model::Model, p: *const *const c_char, n: usize) -> Re
     slice(p, n, "prompts")?
         .iter()
         .enumerate()
-        .map(|(i, &s)| model.tokenizer.encode(str_arg(s, &format!("prompts[{i}]"))?, true))
+        .map(|(i, &s)| model.encode(str_arg(s, &format!("prompts[{i}]"))?, true))
         .collect()
 }
 
@@ -45,7 +45,7 @@ pub extern "C" fn lmx_classify(
         let ps = prompts(&m, prompts_in, n)?;
         let p = generate_params(params)?;
         let results = classify(&m, &ps, &p, !logits_out.is_null())?;
-        let vocab = m.transformer.spec.vocab as usize;
+        let vocab = m.vocab();
         for (i, r) in results.iter().enumerate() {
             // SAFETY: the caller promises n entries in tokens_out and n * vocab in logits_out.
             unsafe { std::ptr::write_unaligned(tokens_out.add(i), r.token as i32) };

@@ -106,7 +106,7 @@ pub extern "C" fn lmx_tokenize(
         if capacity > 0 && tokens.is_null() {
             return Err(Error::invalid(format!("tokens is NULL but capacity is {capacity}")));
         }
-        let ids = m.tokenizer.encode(text, add_special)?;
+        let ids = m.encode(text, add_special)?;
         n.set(ids.len());
         if capacity >= ids.len() {
             for (i, &id) in ids.iter().enumerate() {
@@ -134,7 +134,7 @@ pub extern "C" fn lmx_detokenize(
     status(|| {
         let m = model_ref(model)?;
         let ids = token_ids(tokens, n, "tokens")?;
-        let text = m.tokenizer.decode(&ids, skip_special)?;
+        let text = m.decode(&ids, skip_special)?;
         fill_text(&text, buf, capacity, len_out)
     })
 }
@@ -159,13 +159,7 @@ pub extern "C" fn lmx_chat_apply_template(
         let m = model_ref(model)?;
         let msgs = messages(messages_in, n)?;
         let extra = extra_vars(extra_json)?;
-        let text = m.chat.render(
-            &msgs,
-            add_generation_prompt,
-            &extra,
-            m.tokenizer.bos_text(),
-            m.tokenizer.eos_text(),
-        )?;
+        let text = m.render_chat(&msgs, add_generation_prompt, &extra)?;
         fill_text(&text, buf, capacity, len_out)
     })
 }

@@ -144,6 +144,83 @@ impl Model {
         Ok(Model { dir: dir.to_path_buf(), transformer, tokenizer, chat, info, device })
     }
 
+    /// Rows of the embedding and output matrices: token ids are below it.
+    pub fn vocab(&self) -> usize {
+        self.transformer.spec.vocab as usize
+    }
+
+    /// Longest sequence in tokens, prompt and generated together.
+    pub fn context_length(&self) -> usize {
+        self.info.context_length as usize
+    }
+
+    /// An empty KV cache for one sequence.
+    pub fn new_cache(&self) -> super::KvCache {
+        super::KvCache::new(&self.transformer.spec)
+    }
+
+    /// An empty KV cache for a left-padded batch.
+    pub fn new_batch_cache(&self) -> super::KvCache {
+        super::KvCache::new_batch(&self.transformer.spec)
+    }
+
+    /// The token ids of `text`; with `add_special`, special tokens as the tokenizer adds them.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text, add_special)
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.tokenizer.decode(ids, skip_special)
+    }
+
+    /// `messages` rendered with the model's chat template.
+    pub fn render_chat(
+        &self,
+        messages: &[super::Message],
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
+        self.chat.render(
+            messages,
+            add_generation_prompt,
+            extra,
+            self.tokenizer.bos_text(),
+            self.tokenizer.eos_text(),
+        )
+    }
+
+    /// The ids that end generation: `extra`, and the model's EOS set unless `ignore_eos`.
+    pub fn stop_ids(&self, extra: &[u32], ignore_eos: bool) -> std::collections::HashSet<u32> {
+        let mut ids: std::collections::HashSet<u32> = extra.iter().copied().collect();
+        if !ignore_eos {
+            ids.extend(self.tokenizer.eos_ids().iter().copied());
+        }
+        ids
+    }
+
+    /// Checks that `prompt` can start a generation: not empty, every id in the vocabulary, and
+    /// room for at least one generated token within the context length. `what` names the
+    /// prompt in the error ("the prompt", "prompt 3").
+    pub fn check_prompt(&self, prompt: &[u32], what: &str) -> Result<()> {
+        let vocab = self.vocab();
+        if prompt.is_empty() {
+            return Err(Error::invalid(format!("{what} has no tokens")));
+        }
+        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::invalid(format!(
+                "{what}: token id {bad} is outside the vocabulary (size {vocab})"
+            )));
+        }
+        let ctx = self.context_length();
+        if prompt.len() >= ctx {
+            return Err(Error::invalid(format!(
+                "{what} has {} tokens; the context length is {ctx} (prompt and generated tokens together)",
+                prompt.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Opens the weight files and builds the transformer on the current stream: the
     /// transformer, the weights' bytes, the peak memory of the load, the parameter count.
     fn load_weights(
