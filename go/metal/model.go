@@ -341,32 +341,22 @@ func (m *Model) generate(ctx context.Context, cfg inference.GenerateConfig, x ex
 	if err != nil {
 		return metrics, false, err
 	}
-	// The stream now exists, so a cancel reaches this generation (or, if it lands after the
-	// end, is consumed when the stream is freed). The cancel must not outlive the stream:
-	// stop it, or wait for a cancel already under way, before freeing.
+	// The stream now exists, so a cancel reaches this generation (one that lands after its
+	// end does nothing). The cancel must not outlive the stream: stop it, or wait for a
+	// cancel already under way, before freeing.
 	fired := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(fired)
 		sl.cancel()
 	})
-	var (
-		started = time.Now()
-		first   time.Time
-		count   int
-		ended   bool // liblmx reported the end
-	)
 	defer func() {
 		if !stop() {
 			<-fired
 		}
 		_ = streamFree(stream)
-		var prefilled int
-		metrics, prefilled, _ = sessionLastResult(sl.s)
-		if !ended {
-			// liblmx records only the prompt counts for a stream freed before its end
-			// (lmx_stream_free keeps the generation's unfinished metrics); measure the rest.
-			metrics = measured(metrics, prefilled, started, first, count)
-		}
+		// Complete also for a stream freed before its end: liblmx ends the generation (as
+		// cancelled) and measures it then.
+		metrics, _, _ = sessionLastResult(sl.s)
 	}()
 	for {
 		// The AfterFunc above interrupts a step under way; these checks make the end exact
@@ -379,7 +369,6 @@ func (m *Model) generate(ctx context.Context, cfg inference.GenerateConfig, x ex
 			return metrics, true, ErrClosed
 		}
 		tok, text, done, err := streamNext(stream)
-		ended = done
 		if err != nil {
 			if errors.Is(err, lmx.ErrCancelled) {
 				if cerr := ctx.Err(); cerr != nil {
@@ -394,38 +383,10 @@ func (m *Model) generate(ctx context.Context, cfg inference.GenerateConfig, x ex
 		if done {
 			return metrics, true, nil
 		}
-		if tok >= 0 {
-			if count++; count == 1 {
-				first = time.Now()
-			}
-		}
 		if !yield(inference.Token{ID: tok, Text: text}) {
 			return metrics, true, nil
 		}
 	}
-}
-
-// measured completes the metrics of a generation stopped early from Go's own clock.
-func measured(mt inference.GenerateMetrics, prefilled int, started, first time.Time, count int) inference.GenerateMetrics {
-	now := time.Now()
-	if first.IsZero() {
-		first = now
-	}
-	mt.GeneratedTokens = count
-	mt.TotalDuration = now.Sub(started)
-	mt.PrefillDuration = first.Sub(started)
-	mt.DecodeDuration = now.Sub(first)
-	mt.PrefillTokensPerSec, mt.DecodeTokensPerSec = 0, 0
-	if s := mt.PrefillDuration.Seconds(); s > 0 && count > 0 {
-		mt.PrefillTokensPerSec = float64(prefilled) / s
-	}
-	// As liblmx counts it: the first token comes with the prefill.
-	if s := mt.DecodeDuration.Seconds(); s > 0 && count > 1 {
-		mt.DecodeTokensPerSec = float64(count-1) / s
-	}
-	mt.PeakMemoryBytes, _ = lmx.PeakMemory()
-	mt.ActiveMemoryBytes, _ = lmx.ActiveMemory()
-	return mt
 }
 
 // batchCall is what Classify and BatchGenerate hold for the length of one call.
