@@ -59,8 +59,48 @@ pub struct ChatTemplate {
     pub text: String,
 }
 
+/// Template instructions one rendering may run (minijinja's fuel): a chat template renders a
+/// conversation of thousands of messages in well under a million; a template that loops
+/// without end (or for 10^10 steps) stops here, in about a second, with an error.
+pub const TEMPLATE_FUEL: u64 = 50_000_000;
+
+/// The longest rendered chat, in bytes (far beyond any context length in tokens).
+pub const TEMPLATE_OUTPUT_MAX: usize = 16 << 20;
+
+/// The longest a rendering may take.
+pub const TEMPLATE_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Collects a rendering's output, refusing past [`TEMPLATE_OUTPUT_MAX`] bytes or
+/// [`TEMPLATE_TIME_MAX`]. Refusing a write ends the rendering.
+struct Bounded {
+    out: Vec<u8>,
+    deadline: std::time::Instant,
+    /// Why a write was refused.
+    refused: Option<String>,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > TEMPLATE_OUTPUT_MAX {
+            self.refused = Some(format!("the rendered chat exceeds {} MiB", TEMPLATE_OUTPUT_MAX >> 20));
+        } else if std::time::Instant::now() > self.deadline {
+            self.refused = Some(format!("rendering took more than {} s", TEMPLATE_TIME_MAX.as_secs()));
+        }
+        if let Some(why) = &self.refused {
+            return Err(std::io::Error::other(why.clone()));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
     // As transformers renders chat templates.
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
@@ -192,12 +232,25 @@ impl ChatTemplate {
         ctx.insert("add_generation_prompt".into(), add_generation_prompt.into());
         ctx.entry("bos_token").or_insert_with(|| bos_token.unwrap_or("").into());
         ctx.entry("eos_token").or_insert_with(|| eos_token.unwrap_or("").into());
-        environment().render_str(&self.text, Value::from_serialize(&ctx)).map_err(|e| {
-            let detail = match e.kind() {
-                JErr::InvalidOperation => e.detail().unwrap_or("template error").to_string(),
+        let fail = |detail: String| Error::invalid(format!("chat template ({}): {detail}", self.source));
+        let env = environment();
+        let t = env.template_from_str(&self.text).map_err(|e| fail(e.to_string()))?;
+        let mut out = Bounded {
+            out: Vec::new(),
+            deadline: std::time::Instant::now() + TEMPLATE_TIME_MAX,
+            refused: None,
+        };
+        if let Err(e) = t.render_captured_to(Value::from_serialize(&ctx), &mut out) {
+            let detail = match (&out.refused, e.kind()) {
+                (Some(why), _) => why.clone(),
+                (None, JErr::OutOfFuel) => {
+                    format!("the template ran more than {TEMPLATE_FUEL} instructions (a loop without end?)")
+                }
+                (None, JErr::InvalidOperation) => e.detail().unwrap_or("template error").to_string(),
                 _ => e.to_string(),
             };
-            Error::invalid(format!("chat template ({}): {detail}", self.source))
-        })
+            return Err(fail(detail));
+        }
+        String::from_utf8(out.out).map_err(|_| fail("the template rendered invalid UTF-8".into()))
     }
 }
