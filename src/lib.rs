@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod error;
 pub mod ffi;
+pub mod files;
 pub mod mlx;
 pub mod model;
 

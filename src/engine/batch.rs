@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::generate::FinishReason;
 use super::metrics::Metrics;
 use super::params::GenerateParams;
-use super::sampling::Sampler;
+use super::sampling::{nan_error, nan_guard, Sampler, NAN_TOKEN};
 use super::stop::{StopCheck, StopMatcher};
 use crate::mlx::device::pooled_stream;
 use crate::mlx::{self, compute_lock, memory, ops, with_stream, Array, Dtype, Stream};
@@ -125,7 +125,7 @@ fn classify_group<'a>(
         let logits = logits.ok_or_else(|| Error::internal("empty batch"))?;
         let tokens: Vec<u32> = if shared {
             let mut s = Sampler::new(&params.sampler)?;
-            s.sample(&logits, None)?.to_vec::<u32>()?
+            nan_guard(&logits, &s.sample(&logits, None)?)?.to_vec::<u32>()?
         } else {
             let mut t = Vec::with_capacity(b);
             for (r, p) in prompts.iter().enumerate() {
@@ -138,10 +138,13 @@ fn classify_group<'a>(
                     None
                 };
                 let row = ops::slice_axis(&logits, 0, r as i32, r as i32 + 1)?;
-                t.push(s.sample(&row, history.as_ref())?.item::<u32>()?);
+                t.push(nan_guard(&row, &s.sample(&row, history.as_ref())?)?.item::<u32>()?);
             }
             t
         };
+        if tokens.contains(&NAN_TOKEN) {
+            return Err(nan_error());
+        }
         let all = if want_logits { Some(logits.to_f32_vec()?) } else { None };
         let vocab = logits.dim(1)? as usize;
         tokens
@@ -273,7 +276,10 @@ pub fn batch_generate(
             let _lock = compute_lock();
             with_stream(&stream, || -> Result<Vec<u32>> {
                 let last = model.transformer.forward_last(&input, &mut cache, Some(&rowpad))?;
-                let y = sampler.sample(&last, history.as_ref())?;
+                let mut y = sampler.sample(&last, history.as_ref())?;
+                if first.is_none() {
+                    y = nan_guard(&last, &y)?;
+                }
                 if let Some(h) = &history {
                     let w = h.dim(1)?;
                     let h2 =
@@ -283,6 +289,9 @@ pub fn batch_generate(
                 y.to_vec::<u32>()
             })?
         };
+        if first.is_none() && ids.contains(&NAN_TOKEN) {
+            return Err(nan_error());
+        }
         first.get_or_insert_with(Instant::now);
         for (r, &id) in rows.iter_mut().zip(&ids) {
             if r.done.is_some() {

@@ -239,7 +239,8 @@ impl Generation {
         let stream = self.stream()?;
         with_stream(&stream, || -> Result<()> {
             let logits = self.feed(&last)?;
-            let y = self.sample(&logits)?;
+            // The first token carries the check of the prompt's logits for NaN.
+            let y = super::sampling::nan_guard(&logits, &self.sample(&logits)?)?;
             mlx::async_eval(&[&y])?;
             self.pending = Some(y);
             Ok(())
@@ -317,6 +318,18 @@ impl Generation {
         // The cache holds the sequence but the token being emitted: another token fits while
         // the sequence with it (offset + 2) stays within the context length.
         let more = self.generated.len() + 1 < self.params.max_tokens && offset + 2 <= self.ctx_limit;
+        // The first token carries the NaN check of the prompt's logits (a sentinel that must
+        // never index the embedding): read it before building on it.
+        let checked = if self.first_token.is_none() {
+            let _lock = compute_lock();
+            let id = y.item::<u32>()?;
+            if id == super::sampling::NAN_TOKEN {
+                return Err(super::sampling::nan_error());
+            }
+            Some(id)
+        } else {
+            None
+        };
         let id = {
             let _lock = compute_lock();
             if more {
@@ -334,7 +347,10 @@ impl Generation {
                 })?;
             }
             let wait = Instant::now();
-            let id = y.item::<u32>()?;
+            let id = match checked {
+                Some(id) => id,
+                None => y.item::<u32>()?,
+            };
             if self.first_token.is_some() {
                 self.metrics.decode_wait_seconds += wait.elapsed().as_secs_f64();
             }

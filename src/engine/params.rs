@@ -131,6 +131,13 @@ impl GenerateParams {
                 return Err(Error::invalid(format!("logit_bias: {bias} for token {id} is not finite")));
             }
         }
+        let banned: std::collections::HashSet<u32> =
+            s.logit_bias.iter().filter(|(_, b)| *b == f32::NEG_INFINITY).map(|(id, _)| *id).collect();
+        if vocab > 0 && banned.len() >= vocab {
+            return Err(Error::invalid(format!(
+                "logit_bias bans every token of the vocabulary ({vocab}): nothing could be generated"
+            )));
+        }
         for &id in &self.stop_tokens {
             if id as usize >= vocab {
                 return Err(Error::invalid(format!(

@@ -154,6 +154,23 @@ impl Sampler {
     }
 }
 
+/// The token [`nan_guard`] puts in place of a row whose logits hold a NaN.
+pub const NAN_TOKEN: u32 = u32::MAX;
+
+/// `tokens` [B] with [`NAN_TOKEN`] for each row of `logits` [B, V] that holds a NaN: corrupt
+/// (or overflowing) weights give NaN logits, whose argmax would be an arbitrary token. Lazy:
+/// it costs no read back, the token read carries the verdict.
+pub fn nan_guard(logits: &Array, tokens: &Array) -> Result<Array> {
+    let total = ops::sum(&ops::astype(logits, Dtype::F32)?, &[-1], false)?;
+    let bad = ops::isnan(&total)?;
+    ops::where_(&bad, &Array::from_slice(&[NAN_TOKEN], &[1])?, tokens)
+}
+
+/// The error for a row whose logits held a NaN.
+pub fn nan_error() -> crate::Error {
+    crate::Error::format("the model's output is NaN (corrupt or overflowing weights): no token can be chosen")
+}
+
 /// How often each vocabulary entry occurs in `history`, as float32 [B, V].
 fn scatter_counts(logits: &Array, history: &Array) -> Result<Array> {
     let zeros = ops::zeros(&logits.shape(), Dtype::F32)?;

@@ -94,7 +94,8 @@ pub struct lmx_generate_params {
     /// a stop string is ever delivered.
     pub stop_strings: *const *const c_char,
     pub n_stop_strings: usize,
-    /// Logit bias: n_logit_bias token ids and the finite values added to their logits.
+    /// Logit bias: n_logit_bias token ids and the values added to their logits: finite, or
+    /// -INFINITY to ban a token (banning every token is an error).
     pub logit_bias_tokens: *const i32,
     pub logit_bias_values: *const f32,
     pub n_logit_bias: usize,

@@ -55,8 +55,7 @@ fn dtype_of(d: safetensors::Dtype) -> Option<Dtype> {
 /// tensor's dtype, shape and byte range, and that the file holds every byte the header names.
 pub fn read_header(path: &Path) -> Result<Header> {
     let file_err = |msg: String| Error::format(format!("{}: {msg}", path.display()));
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
-    let size = f.metadata().map_err(|e| Error::io(path, &e))?.len();
+    let (mut f, size) = crate::files::open_regular(path)?;
     let mut len = [0u8; 8];
     if size < 8 {
         return Err(file_err(format!("{size} bytes is too short for a safetensors header")));

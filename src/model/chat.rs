@@ -177,9 +177,9 @@ impl ChatTemplate {
     ) -> Result<ChatTemplate> {
         let (source, text) = if let Some(t) = tok_cfg.map(template_from_config).transpose()?.flatten() {
             (TemplateSource::TokenizerConfig, t)
-        } else if dir.join("chat_template.jinja").exists() {
+        } else if crate::files::present(&dir.join("chat_template.jinja")) {
             let p = dir.join("chat_template.jinja");
-            (TemplateSource::JinjaFile, std::fs::read_to_string(&p).map_err(|e| Error::io(&p, &e))?)
+            (TemplateSource::JinjaFile, crate::files::read_text(&p, crate::files::TEMPLATE_FILE_MAX)?)
         } else {
             let name = if arch == "gemma3" || has_token("<start_of_turn>") {
                 "gemma"

@@ -16,7 +16,7 @@ pub struct Config {
 impl Config {
     /// Reads a JSON object from `path`.
     pub fn read(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
+        let text = crate::files::read_text(path, crate::files::JSON_MAX)?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::format(format!("{}: invalid JSON: {e}", path.display())))?;
         match v {
@@ -78,6 +78,20 @@ impl Config {
 
     pub fn req_int(&self, key: &str) -> Result<i32> {
         self.int(key)?.ok_or_else(|| self.bad(key, "missing"))
+    }
+
+    /// `key` as a finite number > 0 (None when absent): rope bases, scaling factors.
+    pub fn positive(&self, key: &str) -> Result<Option<f64>> {
+        match self.f64(key)? {
+            Some(v) if !(v.is_finite() && v > 0.0) => {
+                Err(self.bad(key, &format!("{v} must be a finite number > 0")))
+            }
+            v => Ok(v),
+        }
+    }
+
+    pub fn req_positive(&self, key: &str) -> Result<f64> {
+        self.positive(key)?.ok_or_else(|| self.bad(key, "missing"))
     }
 
     pub fn req_f64(&self, key: &str) -> Result<f64> {

@@ -71,7 +71,7 @@ impl Model {
             }
         }
         let cfg_path = dir.join("config.json");
-        if !cfg_path.exists() {
+        if !crate::files::present(&cfg_path) {
             return Err(Error::not_found(format!("{}: no such file", cfg_path.display())));
         }
         let cfg = Config::read(&cfg_path)?;
@@ -99,13 +99,14 @@ impl Model {
         })?;
 
         let tok_cfg_path = dir.join("tokenizer_config.json");
-        let tok_cfg = if tok_cfg_path.exists() { Some(Config::read(&tok_cfg_path)?) } else { None };
+        let tok_cfg =
+            if crate::files::present(&tok_cfg_path) { Some(Config::read(&tok_cfg_path)?) } else { None };
         // The template is read first: its end-of-turn tokens join the EOS set.
-        let raw_template = tok_cfg
-            .as_ref()
-            .and_then(|t| t.get("chat_template"))
-            .map(|v| v.to_string())
-            .or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
+        let raw_template =
+            tok_cfg.as_ref().and_then(|t| t.get("chat_template")).map(|v| v.to_string()).or_else(|| {
+                crate::files::read_text(&dir.join("chat_template.jinja"), crate::files::TEMPLATE_FILE_MAX)
+                    .ok()
+            });
         let tokenizer = Tokenizer::load(dir, &cfg, tok_cfg.as_ref(), raw_template.as_deref())?;
         let s = &transformer.spec;
         if tokenizer.vocab_size() > s.vocab as usize {
@@ -113,6 +114,13 @@ impl Model {
                 "{}: the tokenizer has {} tokens but the model's vocab_size is {}",
                 dir.join("tokenizer.json").display(),
                 tokenizer.vocab_size(),
+                s.vocab
+            )));
+        }
+        if let Some(&bad) = tokenizer.eos_ids().iter().find(|&&id| id as usize >= s.vocab as usize) {
+            return Err(Error::format(format!(
+                "{}: eos_token_id {bad} is outside the vocabulary (size {})",
+                dir.join("config.json").display(),
                 s.vocab
             )));
         }

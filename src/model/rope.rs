@@ -36,13 +36,13 @@ impl RopeParams {
                 None => params,
             };
             if params.has("rope_theta") || params.has("rope_type") {
-                let base = params.f64("rope_theta")?.unwrap_or(default_base);
+                let base = params.positive("rope_theta")?.unwrap_or(default_base);
                 let ty = params.str("rope_type")?.or(params.str("type")?).unwrap_or("default");
                 let scaling = if ty == "default" { None } else { Some(params) };
                 return Ok(RopeParams { base, scaling });
             }
         }
-        let base = cfg.f64("rope_theta")?.unwrap_or(default_base);
+        let base = cfg.positive("rope_theta")?.unwrap_or(default_base);
         let scaling = cfg.object("rope_scaling")?;
         Ok(RopeParams { base, scaling })
     }
@@ -55,7 +55,7 @@ impl RopeParams {
             return Ok((Rope::Standard { dims, base, scale: 1.0 }, 1.0));
         };
         let ty = sc.str("rope_type")?.or(sc.str("type")?).unwrap_or("default");
-        let factor = || sc.req_f64("factor");
+        let factor = || sc.req_positive("factor");
         match ty {
             "default" => Ok((Rope::Standard { dims, base, scale: 1.0 }, 1.0)),
             "linear" => Ok((Rope::Standard { dims, base, scale: (1.0 / factor()?) as f32 }, 1.0)),
@@ -93,10 +93,10 @@ fn base_periods(dims: i32, base: f64) -> Vec<f64> {
 /// Llama 3.1 scaling: long wavelengths are stretched by `factor`, short ones kept, and the
 /// band between them interpolated smoothly.
 fn llama3_periods(dims: i32, base: f64, sc: &Config) -> Result<Vec<f32>> {
-    let factor = sc.req_f64("factor")?;
-    let low = sc.f64("low_freq_factor")?.unwrap_or(1.0);
-    let high = sc.f64("high_freq_factor")?.unwrap_or(4.0);
-    let old_ctx = sc.f64("original_max_position_embeddings")?.unwrap_or(8192.0);
+    let factor = sc.req_positive("factor")?;
+    let low = sc.positive("low_freq_factor")?.unwrap_or(1.0);
+    let high = sc.positive("high_freq_factor")?.unwrap_or(4.0);
+    let old_ctx = sc.positive("original_max_position_embeddings")?.unwrap_or(8192.0);
     if high <= low {
         return Err(Error::format(format!(
             "{}: llama3 rope: high_freq_factor {high} must exceed low_freq_factor {low}",
@@ -123,15 +123,15 @@ fn llama3_periods(dims: i32, base: f64, sc: &Config) -> Result<Vec<f32>> {
 /// YaRN: interpolated periods for the low frequencies, extrapolated for the high ones, with a
 /// linear ramp between; returns the periods and the attention magnitude correction.
 fn yarn_periods(dims: i32, base: f64, sc: &Config, max_position: Option<i32>) -> Result<(Vec<f32>, f64)> {
-    let factor = sc.req_f64("factor")?;
+    let factor = sc.req_positive("factor")?;
     let orig =
-        sc.f64("original_max_position_embeddings")?.or(max_position.map(|m| m as f64)).unwrap_or(4096.0);
-    let beta_fast = sc.f64("beta_fast")?.unwrap_or(32.0);
-    let beta_slow = sc.f64("beta_slow")?.unwrap_or(1.0);
+        sc.positive("original_max_position_embeddings")?.or(max_position.map(|m| m as f64)).unwrap_or(4096.0);
+    let beta_fast = sc.positive("beta_fast")?.unwrap_or(32.0);
+    let beta_slow = sc.positive("beta_slow")?.unwrap_or(1.0);
     let mscale_cfg = sc.f64("mscale")?.unwrap_or(1.0);
     let mscale_all = sc.f64("mscale_all_dim")?.unwrap_or(0.0);
     let get_mscale = |s: f64, m: f64| if s <= 1.0 { 1.0 } else { 0.1 * m * s.ln() + 1.0 };
-    let mscale = match sc.f64("attention_factor")? {
+    let mscale = match sc.positive("attention_factor")? {
         Some(a) => a,
         None => get_mscale(factor, mscale_cfg) / get_mscale(factor, mscale_all),
     };

@@ -56,10 +56,11 @@ impl Tokenizer {
         template: Option<&str>,
     ) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
-        if !path.exists() {
+        if !crate::files::present(&path) {
             return Err(Error::not_found(format!("{}: no such file", path.display())));
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
+        let bytes = crate::files::read_bytes(&path, crate::files::TOKENIZER_MAX)?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
             .map_err(|e| Error::format(format!("{}: {e}", path.display())))?;
         VOCAB_SCANS.fetch_add(1, Ordering::Relaxed);
         let vocab = inner.get_vocab_size(true);
@@ -86,7 +87,7 @@ impl Tokenizer {
         }
         let mut eos: BTreeSet<u32> = model_cfg.ids("eos_token_id")?.into_iter().collect();
         let gen = dir.join("generation_config.json");
-        if gen.exists() {
+        if crate::files::present(&gen) {
             eos.extend(Config::read(&gen)?.ids("eos_token_id")?);
         }
         if let Some(id) = t.eos_text.as_deref().and_then(|s| t.inner.token_to_id(s)) {

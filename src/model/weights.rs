@@ -35,7 +35,7 @@ pub struct WeightStore {
 /// else `model*.safetensors`, else every `*.safetensors`.
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
-    if index.exists() {
+    if crate::files::present(&index) {
         let cfg = super::config::Config::read(&index)?;
         let map = cfg
             .object("weight_map")?
@@ -58,7 +58,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         files.sort();
         let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
         for p in &paths {
-            if !p.exists() {
+            if !crate::files::present(p) {
                 return Err(Error::not_found(format!(
                     "{}: shard {} named by {} does not exist",
                     p.display(),

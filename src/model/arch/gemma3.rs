@@ -17,7 +17,7 @@ pub fn spec(cfg: &Config) -> Result<ModelSpec> {
             cfg.path.display()
         )));
     }
-    let window = cfg.int("sliding_window")?.unwrap_or(4096);
+    let window = super::bounded(cfg, "sliding_window", super::MAX_POSITIONS)?.unwrap_or(4096);
     let sliding = match layer_types(cfg, c.layers)? {
         Some(t) => t,
         None => {

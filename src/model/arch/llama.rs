@@ -10,7 +10,7 @@ pub fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
     let c = Common::read(cfg, 1e-6)?;
     check_activation(cfg, "hidden_act", &["silu"])?;
     let attention_bias = cfg.bool("attention_bias")?.unwrap_or(false);
-    let window = cfg.int("sliding_window")?;
+    let window = super::bounded(cfg, "sliding_window", super::MAX_POSITIONS)?;
     let sliding = match layer_types(cfg, c.layers)? {
         Some(types) => types,
         // Mistral applies its window (when set) to every layer.

@@ -47,18 +47,44 @@ pub(crate) struct Common {
     pub max_position: Option<i32>,
 }
 
+/// The largest sizes a config may give. Far beyond any released model; they bound what is
+/// sized from a config before a tensor is read (per-layer specs, rope tables), so an absurd
+/// number is an error naming the field, not an allocation that kills the process.
+pub const MAX_LAYERS: i32 = 1024;
+pub const MAX_HIDDEN: i32 = 1 << 16;
+pub const MAX_HEADS: i32 = 1024;
+pub const MAX_HEAD_DIM: i32 = 4096;
+pub const MAX_INTERMEDIATE: i32 = 1 << 20;
+pub const MAX_VOCAB: i32 = 1 << 24;
+pub const MAX_POSITIONS: i32 = 1 << 28;
+
+/// `key` as an integer in 1..=max (`None` when absent).
+pub(crate) fn bounded(cfg: &Config, key: &str, max: i32) -> Result<Option<i32>> {
+    match cfg.int(key)? {
+        Some(v) if v > max => Err(Error::format(format!(
+            "{}: {key}: {v} is larger than liblmx allows ({max})",
+            cfg.path.display()
+        ))),
+        v => Ok(v),
+    }
+}
+
+fn req_bounded(cfg: &Config, key: &str, max: i32) -> Result<i32> {
+    bounded(cfg, key, max)?.ok_or_else(|| Error::format(format!("{}: {key}: missing", cfg.path.display())))
+}
+
 impl Common {
     pub fn read(cfg: &Config, default_eps: f64) -> Result<Common> {
-        let hidden = cfg.req_int("hidden_size")?;
-        let heads = cfg.req_int("num_attention_heads")?;
-        let kv_heads = cfg.int("num_key_value_heads")?.unwrap_or(heads);
+        let hidden = req_bounded(cfg, "hidden_size", MAX_HIDDEN)?;
+        let heads = req_bounded(cfg, "num_attention_heads", MAX_HEADS)?;
+        let kv_heads = bounded(cfg, "num_key_value_heads", MAX_HEADS)?.unwrap_or(heads);
         if heads % kv_heads != 0 {
             return Err(Error::format(format!(
                 "{}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}",
                 cfg.path.display()
             )));
         }
-        let head_dim = match cfg.int("head_dim")? {
+        let head_dim = match bounded(cfg, "head_dim", MAX_HEAD_DIM)? {
             Some(d) => d,
             None if hidden % heads == 0 => hidden / heads,
             None => {
@@ -68,16 +94,29 @@ impl Common {
                 )))
             }
         };
+        if head_dim % 2 != 0 || head_dim > MAX_HEAD_DIM {
+            return Err(Error::format(format!(
+                "{}: head_dim {head_dim} must be even and at most {MAX_HEAD_DIM}",
+                cfg.path.display()
+            )));
+        }
+        let norm_eps = cfg.f64("rms_norm_eps")?.unwrap_or(default_eps);
+        if !(norm_eps.is_finite() && norm_eps >= 0.0) {
+            return Err(Error::format(format!(
+                "{}: rms_norm_eps: {norm_eps} must be a finite number >= 0",
+                cfg.path.display()
+            )));
+        }
         Ok(Common {
             hidden,
-            layers: cfg.req_int("num_hidden_layers")?,
+            layers: req_bounded(cfg, "num_hidden_layers", MAX_LAYERS)?,
             heads,
             kv_heads,
             head_dim,
-            intermediate: cfg.req_int("intermediate_size")?,
-            vocab: cfg.req_int("vocab_size")?,
-            norm_eps: cfg.f64("rms_norm_eps")?.unwrap_or(default_eps) as f32,
-            max_position: cfg.int("max_position_embeddings")?,
+            intermediate: req_bounded(cfg, "intermediate_size", MAX_INTERMEDIATE)?,
+            vocab: req_bounded(cfg, "vocab_size", MAX_VOCAB)?,
+            norm_eps: norm_eps as f32,
+            max_position: bounded(cfg, "max_position_embeddings", MAX_POSITIONS)?,
         })
     }
 }
@@ -113,10 +152,11 @@ pub(crate) fn layer_types(cfg: &Config, layers: i32) -> Result<Option<Vec<bool>>
         .map(|t| match t.as_str() {
             Some("sliding_attention") => Ok(true),
             Some("full_attention") => Ok(false),
-            other => Err(Error::unsupported(format!(
+            Some(other) => Err(Error::unsupported(format!(
                 "{}: layer type {other:?} is not supported (supported: full_attention, sliding_attention)",
                 cfg.path.display()
             ))),
+            None => Err(Error::format(format!("{}: layer_types: {t} is not a string", cfg.path.display()))),
         })
         .collect::<Result<Vec<bool>>>()
         .map(Some)

@@ -40,7 +40,7 @@ pub fn spec(cfg: &Config, version: Version) -> Result<ModelSpec> {
             o_bias,
             mlp_bias: false,
             sliding,
-            window: cfg.int("sliding_window")?,
+            window: super::bounded(cfg, "sliding_window", super::MAX_POSITIONS)?,
         },
     )
 }

@@ -1,0 +1,176 @@
+//! Hostile model folders (issue 10): absurd or nonsensical config numbers, files that are not
+//! regular files, symlink loops, invalid UTF-8, NaN weights. Each is a clear error naming the
+//! field or file, in bounded time; none crashes, hangs or exhausts the process.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use lmx::engine::{GenerateParams, Session};
+use lmx::mlx::{io, ops, Array};
+use lmx::model::{LoadParams, Model};
+use lmx::ErrorKind;
+
+fn load(dir: &Path) -> lmx::Result<Model> {
+    Model::load(dir, &LoadParams::default())
+}
+
+/// A copy of `case` whose config.json has `edit` applied.
+fn with_config(case: &str, tag: &str, edit: impl FnOnce(&mut serde_json::Value)) -> TempDir {
+    let t = copy_fixture(case, tag);
+    let path = t.0.join("config.json");
+    let mut v = json(&path);
+    edit(&mut v);
+    std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    t
+}
+
+fn config_error(case: &str, edit: impl FnOnce(&mut serde_json::Value), want: &[&str]) {
+    let t = with_config(case, "cfg", edit);
+    let e = load(&t.0).err().unwrap_or_else(|| panic!("{case}: loaded ({want:?})"));
+    assert_eq!(e.kind, ErrorKind::Format, "{e}");
+    for w in want {
+        assert!(e.message.contains(w), "{e} (want {w:?})");
+    }
+}
+
+#[test]
+fn absurd_sizes_are_refused_before_anything_is_sized_from_them() {
+    config_error(
+        "qwen3",
+        |v| v["num_hidden_layers"] = 2147483647.into(),
+        &["num_hidden_layers", "2147483647"],
+    );
+    config_error("qwen3", |v| v["num_hidden_layers"] = 100000000.into(), &["num_hidden_layers"]);
+    config_error("llama_rope3", |v| v["head_dim"] = 1073741824.into(), &["head_dim", "1073741824"]);
+    config_error("qwen3", |v| v["vocab_size"] = 2000000000.into(), &["vocab_size"]);
+    config_error("qwen3", |v| v["intermediate_size"] = (i32::MAX as i64 + 5).into(), &["intermediate_size"]);
+    config_error("qwen3", |v| v["head_dim"] = 33.into(), &["head_dim 33", "even"]);
+    config_error("qwen3", |v| v["max_position_embeddings"] = 2000000000.into(), &["max_position_embeddings"]);
+}
+
+#[test]
+fn nonsense_numbers_are_refused() {
+    config_error("qwen3", |v| v["rope_theta"] = 0.into(), &["rope_theta", "> 0"]);
+    config_error("qwen3", |v| v["rope_theta"] = (-10000.0).into(), &["rope_theta"]);
+    config_error("qwen3", |v| v["rms_norm_eps"] = (-1e-6).into(), &["rms_norm_eps"]);
+    config_error("llama_rope3", |v| v["rope_scaling"]["factor"] = 0.into(), &["factor"]);
+    config_error(
+        "llama_rope3",
+        |v| v["rope_scaling"]["low_freq_factor"] = (-1.0).into(),
+        &["low_freq_factor"],
+    );
+    config_error(
+        "qwen3",
+        |v| v["eos_token_id"] = 4000000000u64.into(),
+        &["eos_token_id 4000000000", "vocabulary"],
+    );
+}
+
+#[test]
+fn an_unknown_layer_type_is_named_plainly() {
+    let t = with_config("gemma3", "layer", |v| {
+        let n = v["num_hidden_layers"].as_u64().unwrap() as usize;
+        let mut types = vec![serde_json::Value::from("full_attention"); n];
+        types[1] = "chunked".into();
+        v["layer_types"] = types.into();
+    });
+    let e = load(&t.0).err().unwrap();
+    assert!(e.message.contains("layer type \"chunked\""), "{e}");
+    assert!(!e.message.contains("Some("), "{e}");
+}
+
+#[test]
+fn files_that_are_not_regular_files_are_refused_without_blocking() {
+    // A FIFO named config.json or tokenizer.json: opening one for reading would wait for a
+    // writer for ever.
+    for name in ["config.json", "tokenizer.json"] {
+        let t = copy_fixture("qwen3", "fifo");
+        let p = t.0.join(name);
+        std::fs::remove_file(&p).unwrap();
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = load(&t.0).err().unwrap();
+        assert!(e.message.contains("not a regular file") && e.message.contains(name), "{e}");
+    }
+    // config.json linked to /dev/zero: never read until memory runs out.
+    let t = copy_fixture("qwen3", "zero");
+    std::fs::remove_file(t.0.join("config.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", t.0.join("config.json")).unwrap();
+    let e = load(&t.0).err().unwrap();
+    assert!(e.message.contains("not a regular file"), "{e}");
+    // A folder where a file should be.
+    let t = copy_fixture("qwen3", "dir");
+    std::fs::remove_file(t.0.join("tokenizer.json")).unwrap();
+    std::fs::create_dir(t.0.join("tokenizer.json")).unwrap();
+    let e = load(&t.0).err().unwrap();
+    assert!(e.message.contains("a folder"), "{e}");
+}
+
+#[test]
+fn a_symlink_loop_and_invalid_utf8_are_named_as_such() {
+    let t = copy_fixture("qwen3", "loop");
+    std::fs::remove_file(t.0.join("tokenizer.json")).unwrap();
+    std::os::unix::fs::symlink("tokenizer.json", t.0.join("tokenizer.json")).unwrap();
+    let e = load(&t.0).err().unwrap();
+    assert_eq!(e.kind, ErrorKind::Format, "{e}");
+    assert!(e.message.contains("symlink loop"), "{e}");
+
+    let t = copy_fixture("qwen3", "utf8");
+    let mut bytes = std::fs::read(t.0.join("config.json")).unwrap();
+    bytes.insert(1, 0xff);
+    std::fs::write(t.0.join("config.json"), bytes).unwrap();
+    let e = load(&t.0).err().unwrap();
+    assert_eq!(e.kind, ErrorKind::Format, "{e}");
+    assert!(e.message.contains("not valid UTF-8"), "{e}");
+}
+
+#[test]
+fn a_file_over_its_size_cap_is_refused() {
+    let t = copy_fixture("qwen3", "big");
+    let f = std::fs::File::create(t.0.join("config.json")).unwrap();
+    f.set_len(lmx::files::JSON_MAX + 1).unwrap(); // sparse: no disk used
+    let e = load(&t.0).err().unwrap();
+    assert!(e.message.contains("16 MiB"), "{e}");
+}
+
+#[test]
+fn nan_weights_are_an_error_not_a_token() {
+    let t = copy_fixture("qwen3", "nan");
+    let path = t.0.join("model.safetensors");
+    let loaded = io::load_safetensors(&path).unwrap();
+    let mut v: Vec<(String, Array)> = loaded.tensors.into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, a) in v.iter_mut() {
+        if name == "model.norm.weight" {
+            *a = ops::multiply(a, &Array::scalar_f32(f32::NAN)).unwrap();
+        }
+    }
+    let refs: Vec<(&str, &Array)> = v.iter().map(|(n, a)| (n.as_str(), a)).collect();
+    io::save_safetensors(&path, &refs, &[("format", "pt")]).unwrap();
+    let m = std::sync::Arc::new(load(&t.0).unwrap());
+    let prompt = m.encode("Hello", true).unwrap();
+    let params = GenerateParams { max_tokens: 4, ..Default::default() };
+    let e = Session::new(m.clone()).unwrap().generate(&prompt, &params, |_| true).unwrap_err();
+    assert!(e.message.contains("NaN"), "{e}");
+    let e = lmx::engine::classify(&m, &[prompt.clone()], &params, false).unwrap_err();
+    assert!(e.message.contains("NaN"), "{e}");
+    let e = lmx::engine::batch_generate(&m, &[prompt.clone()], &params).unwrap_err();
+    assert!(e.message.contains("NaN"), "{e}");
+}
+
+#[test]
+fn a_logit_bias_that_bans_every_token_is_refused() {
+    let m = std::sync::Arc::new(load(&fixtures().join("qwen3")).unwrap());
+    let mut params = GenerateParams { max_tokens: 2, ..Default::default() };
+    params.sampler.logit_bias = (0..m.vocab() as u32).map(|i| (i, f32::NEG_INFINITY)).collect();
+    let prompt = m.encode("Hello", true).unwrap();
+    let e = Session::new(m.clone()).unwrap().generate(&prompt, &params, |_| true).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert!(e.message.contains("bans every token"), "{e}");
+    // Banning all but one leaves that one.
+    params.sampler.logit_bias.retain(|(i, _)| *i != 7);
+    let out = Session::new(m).unwrap().generate(&prompt, &params, |_| true).unwrap();
+    assert!(out.tokens.iter().all(|&t| t == 7), "{:?}", out.tokens);
+}
