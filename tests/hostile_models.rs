@@ -154,9 +154,9 @@ fn nan_weights_are_an_error_not_a_token() {
     let params = GenerateParams { max_tokens: 4, ..Default::default() };
     let e = Session::new(m.clone()).unwrap().generate(&prompt, &params, |_| true).unwrap_err();
     assert!(e.message.contains("NaN"), "{e}");
-    let e = lmx::engine::classify(&m, &[prompt.clone()], &params, false).unwrap_err();
+    let e = lmx::engine::classify(&m, std::slice::from_ref(&prompt), &params, false).unwrap_err();
     assert!(e.message.contains("NaN"), "{e}");
-    let e = lmx::engine::batch_generate(&m, &[prompt.clone()], &params).unwrap_err();
+    let e = lmx::engine::batch_generate(&m, std::slice::from_ref(&prompt), &params).unwrap_err();
     assert!(e.message.contains("NaN"), "{e}");
 }
 
