@@ -165,7 +165,8 @@ typedef struct {
   // a stop string is ever delivered.
   const char *const *stop_strings;
   size_t n_stop_strings;
-  // Logit bias: n_logit_bias token ids and the finite values added to their logits.
+  // Logit bias: n_logit_bias token ids and the values added to their logits: finite, or
+  // -INFINITY to ban a token (banning every token is an error).
   const int32_t *logit_bias_tokens;
   const float *logit_bias_values;
   size_t n_logit_bias;
@@ -408,8 +409,12 @@ const char *lmx_last_error(void);
 const char *lmx_status_string(int32_t status);
 
 // Sets MLX's memory limit to `limit` bytes and writes the previous limit to `previous_out`
-// (may be NULL). MLX waits for running work before allocating past the limit and fails an
-// allocation it cannot fit. Returns LMX_OK, or LMX_STATUS_MLX.
+// (may be NULL). On every backend liblmx checks what it is about to allocate against it
+// (a model's weights at load, each KV cache growth of a session, batch or classification)
+// and refuses with LMX_STATUS_OUT_OF_MEMORY before allocating; the model and other sessions
+// keep working. Transient activations and MLX's buffer cache are not counted; where MLX's
+// allocator enforces the limit itself (Metal, CUDA) it also waits for running work before
+// allocating past it. Returns LMX_OK, or LMX_STATUS_MLX.
 lmx_status lmx_set_memory_limit(size_t limit, size_t *previous_out);
 
 // Sets the limit of MLX's buffer cache (freed buffers kept for reuse) to `limit` bytes; 0

@@ -35,7 +35,10 @@ fn check(case: &str, what: &str, r: lmx::Result<Vec<u32>>, want: &[u32]) {
         Err(e) => {
             assert!(!e.message.is_empty(), "{case} {what}: an error without a message");
             assert!(
-                matches!(e.kind, lmx::ErrorKind::Format | lmx::ErrorKind::Unsupported | lmx::ErrorKind::NotFound),
+                matches!(
+                    e.kind,
+                    lmx::ErrorKind::Format | lmx::ErrorKind::Unsupported | lmx::ErrorKind::NotFound
+                ),
                 "{case} {what}: {:?} {e}",
                 e.kind
             );
@@ -53,7 +56,8 @@ fn truncated_and_bit_flipped_weights_fail_cleanly_or_load_unchanged() {
         let path = t.0.join("model.safetensors");
 
         // Truncations: around the length prefix and the header's end, then across the data.
-        let mut cuts: Vec<usize> = vec![0, 1, 7, 8, 9, header_end / 2, header_end - 1, header_end, header_end + 1];
+        let mut cuts: Vec<usize> =
+            vec![0, 1, 7, 8, 9, header_end / 2, header_end - 1, header_end, header_end + 1];
         cuts.extend((1..24).map(|i| header_end + (original.len() - header_end) * i / 24));
         cuts.push(original.len() - 1);
         for cut in cuts {

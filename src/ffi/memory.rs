@@ -6,8 +6,12 @@ use super::lmx_status;
 use crate::mlx::memory;
 
 /// Sets MLX's memory limit to `limit` bytes and writes the previous limit to `previous_out`
-/// (may be NULL). MLX waits for running work before allocating past the limit and fails an
-/// allocation it cannot fit. Returns LMX_OK, or LMX_STATUS_MLX.
+/// (may be NULL). On every backend liblmx checks what it is about to allocate against it
+/// (a model's weights at load, each KV cache growth of a session, batch or classification)
+/// and refuses with LMX_STATUS_OUT_OF_MEMORY before allocating; the model and other sessions
+/// keep working. Transient activations and MLX's buffer cache are not counted; where MLX's
+/// allocator enforces the limit itself (Metal, CUDA) it also waits for running work before
+/// allocating past it. Returns LMX_OK, or LMX_STATUS_MLX.
 #[no_mangle]
 pub extern "C" fn lmx_set_memory_limit(limit: usize, previous_out: *mut usize) -> lmx_status {
     status(|| {

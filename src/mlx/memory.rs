@@ -68,3 +68,26 @@ pub fn clear_cache() -> Result<()> {
     // SAFETY: no arguments.
     check(unsafe { sys::mlx_clear_cache() }, "clearing the cache")
 }
+
+/// Refuses, before anything is allocated, work that would take MLX's active memory past its
+/// memory limit: `bytes` more for `what`. MLX itself enforces the limit only where its
+/// allocator does (Metal, CUDA); liblmx checks the large allocations it makes (weights at
+/// load, KV cache growth) against it on every backend, so the out-of-memory path is the same
+/// everywhere and nothing is half-built when it is taken.
+pub fn reserve(bytes: u64, what: &str) -> Result<()> {
+    let limit = memory_limit()?;
+    let active = active_memory()?;
+    if active.saturating_add(bytes) > limit {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        return Err(crate::Error::new(
+            crate::ErrorKind::OutOfMemory,
+            format!(
+                "{what} needs {:.1} MiB more; MLX's memory limit is {:.1} MiB with {:.1} MiB in use",
+                mib(bytes),
+                mib(limit),
+                mib(active)
+            ),
+        ));
+    }
+    Ok(())
+}

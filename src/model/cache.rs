@@ -73,13 +73,21 @@ fn put_seq(buf: &Array, new: &Array, at: i32) -> Result<Array> {
     ops::slice_update(buf, new, &[0, 0, at, 0], &[s[0], s[1], at + len, s[3]], &[1, 1, 1, 1])
 }
 
+/// Checks a new cache buffer of `shape` against MLX's memory limit.
+fn reserve_buffer(shape: &[i32], dtype: crate::mlx::Dtype) -> Result<()> {
+    let bytes = shape.iter().map(|&d| d.max(0) as u64).product::<u64>() * dtype.size() as u64;
+    crate::mlx::memory::reserve(bytes, "the KV cache")
+}
+
 fn grown(old: Option<&Array>, new: &Array, offset: i32) -> Result<Array> {
     let len = new.dim(2)?;
     let need = offset + len;
     let cap = old.map(|o| o.dim(2)).transpose()?.unwrap_or(0);
     let buf = if need > cap {
         let s = new.shape();
-        let fresh = ops::zeros(&[s[0], s[1], capacity(need), s[3]], new.dtype()?)?;
+        let shape = [s[0], s[1], capacity(need), s[3]];
+        reserve_buffer(&shape, new.dtype()?)?;
+        let fresh = ops::zeros(&shape, new.dtype()?)?;
         match old {
             Some(o) if offset > 0 => put_seq(&fresh, &slice_seq(o, 0, offset)?, 0)?,
             _ => fresh,
@@ -150,6 +158,10 @@ impl Ring {
         let s = k.shape();
         let shape = [s[0], s[1], self.window, s[3]];
         let dtype = k.dtype()?;
+        if self.k.is_none() {
+            reserve_buffer(&shape, dtype)?;
+            reserve_buffer(&shape, dtype)?;
+        }
         self.k = Some(put_seq(&ops::zeros(&shape, dtype)?, &tail_k, 0)?);
         self.v = Some(put_seq(&ops::zeros(&shape, dtype)?, &tail_v, 0)?);
         self.filled = keep;

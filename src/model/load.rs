@@ -265,6 +265,7 @@ impl Model {
                 store.set_dtype(Some(Dtype::F32));
             }
         }
+        memory::reserve(store.projected_bytes(), "loading the weights")?;
         if !text_cfg.has("tie_word_embeddings") && !cfg.has("tie_word_embeddings") {
             // No word from the config: a checkpoint without a head ties it to the embeddings.
             spec.tie_embeddings = !store.contains(&format!("{head}.weight"));

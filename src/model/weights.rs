@@ -118,6 +118,24 @@ impl WeightStore {
     }
 
     /// Chooses the dtype floating-point tensors are converted to (None: keep each tensor's).
+    /// The bytes the model will hold once built: every tensor at its stored size, a
+    /// floating-point one at the size of the dtype it is converted to.
+    pub fn projected_bytes(&self) -> u64 {
+        self.tensors
+            .values()
+            .filter_map(|(a, _)| a.as_ref())
+            .map(|a| {
+                let dtype = a.dtype().ok();
+                match (dtype, self.dtype) {
+                    (Some(d @ (Dtype::F16 | Dtype::BF16 | Dtype::F32)), Some(to)) if d != to => {
+                        (a.nbytes() / d.size() * to.size()) as u64
+                    }
+                    _ => a.nbytes() as u64,
+                }
+            })
+            .sum()
+    }
+
     pub fn set_dtype(&mut self, dtype: Option<Dtype>) {
         self.dtype = dtype;
     }
