@@ -69,18 +69,20 @@ pub fn read_header(path: &Path) -> Result<Header> {
     }
     let mut json = vec![0u8; n as usize];
     f.read_exact(&mut json).map_err(|e| Error::io(path, &e))?;
-    let meta: safetensors::tensor::Metadata =
-        serde_json::from_slice(&json).map_err(|e| file_err(format!("corrupt safetensors header: {e}")))?;
+    parse_header(&json, size - 8 - n).map_err(|e| e.context(path.display()))
+}
 
-    let data_size = size - 8 - n;
+/// Validates a safetensors header's JSON against the size of the data section that follows
+/// it: each tensor's dtype, shape and byte range (contiguous, sized by shape and dtype,
+/// inside the data). Errors carry no file name (the caller adds it).
+pub fn parse_header(json: &[u8], data_size: u64) -> Result<Header> {
+    let file_err = |msg: String| Error::format(msg);
+    let meta: safetensors::tensor::Metadata =
+        serde_json::from_slice(json).map_err(|e| file_err(format!("corrupt safetensors header: {e}")))?;
     let mut header = Header { metadata: meta.metadata().clone().unwrap_or_default(), ..Header::default() };
     for (name, info) in meta.tensors() {
         let dtype = dtype_of(info.dtype).ok_or_else(|| {
-            Error::unsupported(format!(
-                "{}: tensor {name}: dtype {:?} is not supported",
-                path.display(),
-                info.dtype
-            ))
+            Error::unsupported(format!("tensor {name}: dtype {:?} is not supported", info.dtype))
         })?;
         let end = info.data_offsets.1 as u64;
         if end > data_size {
