@@ -42,7 +42,7 @@ MLX_HDRS  := $(BUILD)/mlx-headers
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps lib demo test test-rust test-c test-c-asan test-go test-install install header clean distclean references real-models bench
+.PHONY: all deps lib demo test test-rust test-c test-c-asan test-go test-install install header clean distclean references real-models bench fuzz
 
 VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # MLX's lib folder in the virtualenv (found once it is installed).
@@ -194,6 +194,23 @@ bench: lib real-models
 	  --cases smollm2-135m:float32:0,smollm2-135m:float32:4,qwen3-0.6b:float32:0 \
 	  --tokenizers $(BENCH_DIR)/tok --models $(BENCH_DIR)/models --prompt-lens 512,2048 --pairs 3 \
 	  $(if $(OPENBLAS),--same-blas $(OPENBLAS)) --out $(BENCH_DIR)/cpu.jsonl --md $(BENCH_DIR)/cpu.md $(BENCH_ARGS)
+
+# Fuzzing (not part of `make test`): each target in fuzz/ for FUZZ_SECONDS under libFuzzer
+# and AddressSanitizer (cargo-fuzz, nightly Rust), from seeds made of the fixtures. Crashes land
+# in fuzz/artifacts/<target>/; each one found becomes a regression test. (A dependency's link
+# arguments do not reach the fuzz binaries, so they find MLX through LD_LIBRARY_PATH.)
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := safetensors_header config_spec tokenizer_files chat_template
+
+fuzz: lib
+	@command -v cargo-fuzz >/dev/null || cargo install -q cargo-fuzz --locked
+	@python3 scripts/fuzz_seeds.py $(FIX) $(BUILD)/fuzz/corpus
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  (cd fuzz && LD_LIBRARY_PATH=$(MLX_LIBDIR) cargo +nightly fuzz run -O $$t $(BUILD)/fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=30 -detect_leaks=0 -rss_limit_mb=4096 -print_final_stats=1 \
+	    2>&1 | tee $(BUILD)/fuzz/$$t.log | grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::peak_rss|==[0-9]+==ERROR|SUMMARY)' ) || exit 1; \
+	done
 
 clean:
 	cargo clean

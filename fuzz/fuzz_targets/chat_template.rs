@@ -1,0 +1,21 @@
+//! A chat template (before the first 0xFF byte) rendering messages given as JSON (after it):
+//! rendered text or an error, never a crash, a hang or an unbounded output (rendering is
+//! bounded in instructions, bytes and time).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use lmx::model::{ChatTemplate, Message, TemplateSource};
+
+fuzz_target!(|data: &[u8]| {
+    let (tpl, rest) = match data.iter().position(|&b| b == 0xff) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(text) = std::str::from_utf8(tpl) else { return };
+    let messages: Vec<Message> = serde_json::from_slice(rest)
+        .unwrap_or_else(|_| vec![Message::new("system", "Be brief."), Message::new("user", "Hello!")]);
+    let t = ChatTemplate { source: TemplateSource::JinjaFile, text: text.to_string() };
+    if let Ok(out) = t.render(&messages, true, &Default::default(), Some("<s>"), Some("</s>")) {
+        assert!(out.len() <= lmx::model::chat::TEMPLATE_OUTPUT_MAX);
+    }
+});
