@@ -60,8 +60,17 @@ impl Tokenizer {
             return Err(Error::not_found(format!("{}: no such file", path.display())));
         }
         let bytes = crate::files::read_bytes(&path, crate::files::TOKENIZER_MAX)?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
-            .map_err(|e| Error::format(format!("{}: {e}", path.display())))?;
+        // The tokenizers crate panics on some malformed files (a decoder section it cannot
+        // parse): a panic there is the file's fault, reported as such.
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes)).map_err(|p| {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the tokenizers crate failed".into());
+            Error::format(format!("{}: malformed tokenizer: {why}", path.display()))
+        })?;
+        let inner = parsed.map_err(|e| Error::format(format!("{}: {e}", path.display())))?;
         VOCAB_SCANS.fetch_add(1, Ordering::Relaxed);
         let vocab = inner.get_vocab_size(true);
         let mut t = Tokenizer {
