@@ -6,7 +6,14 @@
 use libfuzzer_sys::fuzz_target;
 use lmx::model::{ChatTemplate, Message, TemplateSource};
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(
+    init: {
+        // libfuzzer-sys aborts on any panic, even one the library catches and reports as an
+        // error (the tokenizers crate panics on some malformed files); the default hook lets
+        // caught panics be errors, and an uncaught one still aborts at the C boundary.
+        let _ = std::panic::take_hook();
+    },
+    |data: &[u8]| {
     let (tpl, rest) = match data.iter().position(|&b| b == 0xff) {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &[][..]),
@@ -18,4 +25,5 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(out) = t.render(&messages, true, &Default::default(), Some("<s>"), Some("</s>")) {
         assert!(out.len() <= lmx::model::chat::TEMPLATE_OUTPUT_MAX);
     }
-});
+}
+);

@@ -16,7 +16,14 @@ fn dir() -> &'static std::path::Path {
     })
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(
+    init: {
+        // libfuzzer-sys aborts on any panic, even one the library catches and reports as an
+        // error (the tokenizers crate panics on some malformed files); the default hook lets
+        // caught panics be errors, and an uncaught one still aborts at the C boundary.
+        let _ = std::panic::take_hook();
+    },
+    |data: &[u8]| {
     let (tok, cfg) = match data.iter().position(|&b| b == 0xff) {
         Some(i) => (&data[..i], Some(&data[i + 1..])),
         None => (data, None),
@@ -32,4 +39,5 @@ fuzz_target!(|data: &[u8]| {
             let _ = t.decode(&ids, true);
         }
     }
-});
+}
+);

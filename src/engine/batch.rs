@@ -7,11 +7,11 @@ use super::generate::FinishReason;
 use super::metrics::Metrics;
 use super::params::GenerateParams;
 use super::sampling::{nan_error, nan_guard, Sampler, NAN_TOKEN};
-use super::stop::{StopCheck, StopMatcher};
+use super::text::TextStream;
 use crate::mlx::device::pooled_stream;
 use crate::mlx::{self, compute_lock, memory, ops, with_stream, Array, Dtype, Stream};
 use crate::model::transformer::RowPad;
-use crate::model::{Model, StreamDecoder};
+use crate::model::Model;
 use crate::{Error, Result};
 
 /// The next token after one prompt.
@@ -177,27 +177,15 @@ struct Row {
     prompt_len: usize,
     done: Option<FinishReason>,
     tokens: Vec<u32>,
-    text: String,
+    out: TextStream,
     text_ends: Vec<usize>,
-    decoder: StreamDecoder,
-    stop: StopMatcher,
 }
 
 impl Row {
     fn finish(&mut self, reason: FinishReason, tok: &crate::model::Tokenizer, release: bool) {
         self.done = Some(reason);
         if release {
-            if let Ok(Some(t)) = self.decoder.flush(tok) {
-                match self.stop.push(&t) {
-                    StopCheck::Emit(t) => self.text.push_str(&t),
-                    StopCheck::Stopped(t) => {
-                        self.text.push_str(&t);
-                        return;
-                    }
-                }
-            }
-            let rest = self.stop.flush();
-            self.text.push_str(&rest);
+            self.out.release(tok);
         }
     }
 }
@@ -241,10 +229,8 @@ pub fn batch_generate(
             prompt_len: prompts[i].len(),
             done: None,
             tokens: Vec::new(),
-            text: String::new(),
+            out: TextStream::new(params),
             text_ends: Vec::new(),
-            decoder: StreamDecoder::new(params.skip_special_tokens),
-            stop: StopMatcher::new(&params.stop_strings),
         })
         .collect();
 
@@ -302,18 +288,11 @@ pub fn batch_generate(
                 continue;
             }
             r.tokens.push(id);
-            let piece = r.decoder.push(tok, id)?.unwrap_or_default();
-            match r.stop.push(&piece) {
-                StopCheck::Emit(t) => {
-                    r.text.push_str(&t);
-                    r.text_ends.push(r.text.len());
-                }
-                StopCheck::Stopped(t) => {
-                    r.text.push_str(&t);
-                    r.text_ends.push(r.text.len());
-                    r.finish(FinishReason::Stop, tok, false);
-                    continue;
-                }
+            let (_, stopped) = r.out.push(tok, id)?;
+            r.text_ends.push(r.out.text().len());
+            if stopped {
+                r.finish(FinishReason::Stop, tok, false);
+                continue;
             }
             // The row's own sequence (its prompt and tokens), not the padded batch's, meets
             // the context length.
@@ -346,7 +325,7 @@ pub fn batch_generate(
     for (&i, r) in live.iter().zip(rows) {
         results[i] = Some(Ok(BatchOutput {
             tokens: r.tokens,
-            text: r.text,
+            text: r.out.into_text(),
             text_ends: r.text_ends,
             finish: r.done.unwrap_or(FinishReason::Error),
         }));

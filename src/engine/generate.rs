@@ -11,9 +11,9 @@ use super::metrics::Metrics;
 use super::params::GenerateParams;
 use super::sampling::Sampler;
 use super::session::SessionState;
-use super::stop::{StopCheck, StopMatcher};
+use super::text::TextStream;
 use crate::mlx::{self, compute_lock, memory, ops, with_stream, Array, Dtype};
-use crate::model::{Model, StreamDecoder};
+use crate::model::Model;
 use crate::{Error, Result};
 
 /// Why generation ended.
@@ -78,15 +78,14 @@ pub struct Generation {
     /// The next token, dispatched but maybe not computed: [1] uint32.
     pending: Option<Array>,
     generated: Vec<u32>,
-    decoder: StreamDecoder,
-    stop: StopMatcher,
     eos: HashSet<u32>,
+    /// The text delivered, and what is held back.
+    out: TextStream,
     finish: Option<FinishReason>,
     metrics: Metrics,
     started: Instant,
     first_token: Option<Instant>,
     ctx_limit: i32,
-    text: String,
 }
 
 impl Generation {
@@ -146,8 +145,7 @@ impl Generation {
             history,
             pending: None,
             generated: Vec::new(),
-            decoder: StreamDecoder::new(params.skip_special_tokens),
-            stop: StopMatcher::new(&params.stop_strings),
+            out: TextStream::new(params),
             eos,
             finish: None,
             metrics: Metrics {
@@ -158,7 +156,6 @@ impl Generation {
             started,
             first_token: None,
             ctx_limit,
-            text: String::new(),
             params: params.clone(),
         }
     }
@@ -178,7 +175,7 @@ impl Generation {
 
     /// Text emitted so far.
     pub fn text(&self) -> &str {
-        &self.text
+        self.out.text()
     }
 
     fn stream(&self) -> Result<Arc<mlx::device::StreamLease>> {
@@ -267,23 +264,8 @@ impl Generation {
         if !release {
             return None;
         }
-        let mut rest = String::new();
-        if let Ok(Some(tail)) = self.decoder.flush(&self.model.tokenizer) {
-            match self.stop.push(&tail) {
-                StopCheck::Emit(t) => rest.push_str(&t),
-                StopCheck::Stopped(t) => {
-                    self.text.push_str(&t);
-                    return (!t.is_empty()).then_some(Event { id: None, text: t });
-                }
-            }
-        }
-        rest.push_str(&self.stop.flush());
-        if rest.is_empty() {
-            None
-        } else {
-            self.text.push_str(&rest);
-            Some(Event { id: None, text: rest })
-        }
+        let rest = self.out.release(&self.model.tokenizer);
+        (!rest.is_empty()).then_some(Event { id: None, text: rest })
     }
 
     /// The next token, or None once generation has ended (see [`finish_reason`](Self::finish_reason)).
@@ -371,12 +353,7 @@ impl Generation {
             return Ok(self.end(FinishReason::Stop, true));
         }
         self.generated.push(id);
-        let piece = self.decoder.push(&self.model.tokenizer, id)?.unwrap_or_default();
-        let (text, stopped) = match self.stop.push(&piece) {
-            StopCheck::Emit(t) => (t, false),
-            StopCheck::Stopped(t) => (t, true),
-        };
-        self.text.push_str(&text);
+        let (text, stopped) = self.out.push(&self.model.tokenizer, id)?;
         let ev = Event { id: Some(id), text };
         if stopped {
             self.end(FinishReason::Stop, false);
@@ -417,7 +394,7 @@ impl Generation {
     pub fn output(&self) -> Output {
         Output {
             tokens: self.generated.clone(),
-            text: self.text.clone(),
+            text: self.out.text().to_string(),
             finish: self.finish.unwrap_or(FinishReason::Error),
             metrics: self.metrics.clone(),
         }

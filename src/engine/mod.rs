@@ -10,6 +10,7 @@ pub mod params;
 pub mod sampling;
 pub mod session;
 pub mod stop;
+mod text;
 
 pub use batch::{batch_generate, classify, BatchOutput, ClassifyOutput};
 pub use cancel::Cancel;
