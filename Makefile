@@ -209,7 +209,7 @@ fuzz: lib
 	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
 	  (cd fuzz && LD_LIBRARY_PATH=$(MLX_LIBDIR) cargo +nightly fuzz run -O $$t $(BUILD)/fuzz/corpus/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -timeout=30 -detect_leaks=0 -rss_limit_mb=4096 -print_final_stats=1 \
-	    2>&1 | tee $(BUILD)/fuzz/$$t.log | grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::peak_rss|==[0-9]+==ERROR|SUMMARY)' ) || exit 1; \
+	    2>&1 | tee $(BUILD)/fuzz/$$t.log | grep -E '^(#[0-9]+\s+DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)' ) || exit 1; \
 	done
 
 clean:
