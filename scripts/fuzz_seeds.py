@@ -14,7 +14,7 @@ import struct
 import sys
 
 fixtures, out = sys.argv[1], sys.argv[2]
-targets = ["safetensors_header", "config_spec", "tokenizer_files", "chat_template"]
+targets = ["safetensors_header", "config_spec", "tokenizer_files", "chat_template", "gguf_header"]
 for t in targets:
     os.makedirs(os.path.join(out, t), exist_ok=True)
 
@@ -56,4 +56,37 @@ for case in sorted(os.listdir(fixtures)):
         template = read("chat_template.jinja").decode()
     if isinstance(template, str):
         write("chat_template", template.encode() + b"\xff" + conversation)
+
+
+def gguf_string(s):
+    b = s.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_seed():
+    """A small GGUF: string, integer, float, boolean and array metadata, and two tensors."""
+    kv = [
+        (gguf_string("general.architecture") + struct.pack("<I", 8) + gguf_string("llama")),
+        (gguf_string("llama.block_count") + struct.pack("<II", 4, 2)),
+        (gguf_string("llama.rope.freq_base") + struct.pack("<If", 6, 10000.0)),
+        (gguf_string("tokenizer.ggml.add_bos_token") + struct.pack("<IB", 7, 1)),
+        (gguf_string("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 3)
+         + b"".join(gguf_string(t) for t in ["<s>", "hello", "world"])),
+    ]
+    tensors = [("token_embd.weight", [4, 2], 0, 32), ("blk.0.attn_q.weight", [32, 2], 8, 68)]
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv)) + b"".join(kv)
+    offset = 0
+    for name, dims, ty, size in tensors:
+        out += gguf_string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        out += struct.pack("<IQ", ty, offset)
+        offset += (size + 31) // 32 * 32
+    out += b"\0" * (-len(out) % 32)
+    for _, _, _, size in tensors:
+        out += b"\1" * size + b"\0" * (-size % 32)
+    return out
+
+
+with open(os.path.join(out, "gguf_header", "synthetic"), "wb") as f:
+    f.write(gguf_seed())
+    count += 1
 print(f"{count} seed files in {out}")

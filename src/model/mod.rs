@@ -9,6 +9,7 @@ pub mod arch;
 pub mod cache;
 pub mod chat;
 pub mod config;
+pub mod gguf;
 pub mod info;
 pub mod load;
 pub mod quant;

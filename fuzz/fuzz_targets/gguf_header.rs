@@ -1,0 +1,14 @@
+//! The GGUF header (metadata and tensor directory): any bytes give a header or an error,
+//! never a crash or an allocation sized from a corrupt count.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(
+    init: {
+        let _ = std::panic::take_hook();
+    },
+    |data: &[u8]| {
+        let _ = lmx::model::gguf::parse_header(data, data.len() as u64);
+    }
+);
