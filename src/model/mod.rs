@@ -10,6 +10,7 @@ pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod gguf;
+pub mod gguf_quants;
 pub mod info;
 pub mod load;
 pub mod quant;

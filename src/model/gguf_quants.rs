@@ -1,0 +1,189 @@
+//! Dequantizing GGUF's block types to float32, as llama.cpp's reference code defines them:
+//! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 (blocks of 32 values), and the K-quants Q4_K, Q5_K and
+//! Q6_K (super-blocks of 256 with packed sub-block scales). Checked value for value against
+//! gguf-py's dequantize on reference blocks (tests/gguf_quants.rs).
+
+use crate::{Error, Result};
+
+/// An IEEE half-precision value.
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match exp {
+        0 if frac == 0 => sign,
+        0 => {
+            // Subnormal: normalize.
+            let mut e = 127 - 15 + 1;
+            let mut f = frac;
+            while f & 0x400 == 0 {
+                f <<= 1;
+                e -= 1;
+            }
+            sign | (e << 23) | ((f & 0x3ff) << 13)
+        }
+        0x1f => sign | 0x7f80_0000 | (frac << 13),
+        _ => sign | ((exp + 127 - 15) << 23) | (frac << 13),
+    };
+    f32::from_bits(bits)
+}
+
+fn half(b: &[u8], at: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+/// The ggml type numbers this module dequantizes.
+pub const Q4_0: u32 = 2;
+pub const Q4_1: u32 = 3;
+pub const Q5_0: u32 = 6;
+pub const Q5_1: u32 = 7;
+pub const Q8_0: u32 = 8;
+pub const Q4_K: u32 = 12;
+pub const Q5_K: u32 = 13;
+pub const Q6_K: u32 = 14;
+
+/// `data` (whole blocks of `ggml_type`) as float32 values.
+pub fn dequantize(ggml_type: u32, data: &[u8]) -> Result<Vec<f32>> {
+    let (per_block, block_bytes) = super::gguf::block_layout(ggml_type)
+        .ok_or_else(|| Error::unsupported(format!("ggml type {ggml_type} is not supported")))?;
+    let block: fn(&[u8], &mut [f32]) = match ggml_type {
+        Q4_0 => q4_0,
+        Q4_1 => q4_1,
+        Q5_0 => q5_0,
+        Q5_1 => q5_1,
+        Q8_0 => q8_0,
+        Q4_K => q4_k,
+        Q5_K => q5_k,
+        Q6_K => q6_k,
+        t => return Err(Error::unsupported(format!("dequantizing ggml type {t} is not supported"))),
+    };
+    if data.len() as u64 % block_bytes != 0 {
+        return Err(Error::format(format!(
+            "{} bytes is not a whole number of {block_bytes}-byte blocks",
+            data.len()
+        )));
+    }
+    let blocks = data.len() / block_bytes as usize;
+    let mut out = vec![0f32; blocks * per_block as usize];
+    for (b, y) in data.chunks_exact(block_bytes as usize).zip(out.chunks_exact_mut(per_block as usize)) {
+        block(b, y);
+    }
+    Ok(out)
+}
+
+fn q4_0(b: &[u8], y: &mut [f32]) {
+    let d = half(b, 0);
+    for j in 0..16 {
+        y[j] = ((b[2 + j] & 0x0f) as i32 - 8) as f32 * d;
+        y[j + 16] = ((b[2 + j] >> 4) as i32 - 8) as f32 * d;
+    }
+}
+
+fn q4_1(b: &[u8], y: &mut [f32]) {
+    let (d, m) = (half(b, 0), half(b, 2));
+    for j in 0..16 {
+        y[j] = (b[4 + j] & 0x0f) as f32 * d + m;
+        y[j + 16] = (b[4 + j] >> 4) as f32 * d + m;
+    }
+}
+
+/// The fifth bits of a Q5 block's 32 values, and each value's low nibble.
+fn q5_values(qh: u32, qs: &[u8], j: usize) -> (u8, u8) {
+    let h0 = (((qh >> j) << 4) & 0x10) as u8;
+    let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+    ((qs[j] & 0x0f) | h0, (qs[j] >> 4) | h1)
+}
+
+fn q5_0(b: &[u8], y: &mut [f32]) {
+    let d = half(b, 0);
+    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    for j in 0..16 {
+        let (x0, x1) = q5_values(qh, &b[6..], j);
+        y[j] = (x0 as i32 - 16) as f32 * d;
+        y[j + 16] = (x1 as i32 - 16) as f32 * d;
+    }
+}
+
+fn q5_1(b: &[u8], y: &mut [f32]) {
+    let (d, m) = (half(b, 0), half(b, 2));
+    let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    for j in 0..16 {
+        let (x0, x1) = q5_values(qh, &b[8..], j);
+        y[j] = x0 as f32 * d + m;
+        y[j + 16] = x1 as f32 * d + m;
+    }
+}
+
+fn q8_0(b: &[u8], y: &mut [f32]) {
+    let d = half(b, 0);
+    for j in 0..32 {
+        y[j] = (b[2 + j] as i8) as f32 * d;
+    }
+}
+
+/// Scale and min of sub-block `j` (0..8) from a K-quant's 12 packed bytes (6 bits each).
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
+
+fn q4_k(b: &[u8], y: &mut [f32]) {
+    let (d, min) = (half(b, 0), half(b, 2));
+    let scales = &b[4..16];
+    let qs = &b[16..144];
+    for (n, chunk) in y.chunks_exact_mut(64).enumerate() {
+        let (sc1, m1) = scale_min_k4(2 * n, scales);
+        let (sc2, m2) = scale_min_k4(2 * n + 1, scales);
+        let (d1, m1) = (d * sc1 as f32, min * m1 as f32);
+        let (d2, m2) = (d * sc2 as f32, min * m2 as f32);
+        let q = &qs[32 * n..32 * n + 32];
+        for l in 0..32 {
+            chunk[l] = d1 * (q[l] & 0x0f) as f32 - m1;
+            chunk[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
+        }
+    }
+}
+
+fn q5_k(b: &[u8], y: &mut [f32]) {
+    let (d, min) = (half(b, 0), half(b, 2));
+    let scales = &b[4..16];
+    let qh = &b[16..48];
+    let qs = &b[48..176];
+    for (n, chunk) in y.chunks_exact_mut(64).enumerate() {
+        let (sc1, m1) = scale_min_k4(2 * n, scales);
+        let (sc2, m2) = scale_min_k4(2 * n + 1, scales);
+        let (d1, m1) = (d * sc1 as f32, min * m1 as f32);
+        let (d2, m2) = (d * sc2 as f32, min * m2 as f32);
+        let (u1, u2) = (1u8 << (2 * n), 2u8 << (2 * n));
+        let q = &qs[32 * n..32 * n + 32];
+        for l in 0..32 {
+            let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
+            let h2 = if qh[l] & u2 != 0 { 16 } else { 0 };
+            chunk[l] = d1 * ((q[l] & 0x0f) + h1) as f32 - m1;
+            chunk[l + 32] = d2 * ((q[l] >> 4) + h2) as f32 - m2;
+        }
+    }
+}
+
+fn q6_k(b: &[u8], y: &mut [f32]) {
+    let d = half(b, 208);
+    for (n, chunk) in y.chunks_exact_mut(128).enumerate() {
+        let ql = &b[64 * n..64 * n + 64];
+        let qh = &b[128 + 32 * n..128 + 32 * n + 32];
+        let sc = &b[192 + 8 * n..192 + 8 * n + 8];
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i32 - 32;
+            let q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+            chunk[l] = d * (sc[is] as i8) as f32 * q1 as f32;
+            chunk[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+            chunk[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+            chunk[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+        }
+    }
+}
