@@ -166,3 +166,59 @@ fn a_llama_cpp_vocabulary_file_parses() {
     assert!(tokens.iter().all(|t| t.as_str().is_some()));
     assert_eq!(h.metadata["tokenizer.ggml.model"].as_str(), Some("gpt2"));
 }
+
+/// The real GGUF files the real-model cache converts from: they parse, their block counts
+/// match their tensors, and the dequantized embedding equals what transformers made of it in
+/// the converted folder.
+#[test]
+fn the_real_gguf_files_parse_and_dequantize_like_their_conversions() {
+    use std::io::{Read, Seek, SeekFrom};
+    for (file, folder, arch, embed) in [
+        ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct", "llama", "model.embed_tokens.weight"),
+        ("gemma-3-270m-q4_k_m.gguf", "gemma3-270m", "gemma3", "model.embed_tokens.weight"),
+    ] {
+        let Some(dir) = common::folder(folder) else { continue };
+        let path = common::cache_dir().join("gguf").join(file);
+        let h = read_header(&path).unwrap();
+        assert_eq!(h.metadata["general.architecture"].as_str(), Some(arch), "{file}");
+        let blocks = h.metadata[&format!("{arch}.block_count")].as_u64().unwrap();
+        let mut layers: Vec<u64> = h
+            .tensors
+            .iter()
+            .filter_map(|t| t.name.strip_prefix("blk.")?.split('.').next()?.parse().ok())
+            .collect();
+        layers.sort();
+        layers.dedup();
+        assert_eq!(layers.len() as u64, blocks, "{file}");
+
+        let loaded = lmx::mlx::io::load_safetensors(&dir.join("model.safetensors")).unwrap();
+        let mut f = std::fs::File::open(&path).unwrap();
+        // Tensors GGUF stores as they are (no rope permutation), by GGUF and converted name.
+        let pairs = [
+            ("token_embd.weight", embed.to_string()),
+            ("blk.0.ffn_gate.weight", "model.layers.0.mlp.gate_proj.weight".into()),
+            ("blk.0.ffn_up.weight", "model.layers.0.mlp.up_proj.weight".into()),
+            ("blk.0.ffn_down.weight", "model.layers.0.mlp.down_proj.weight".into()),
+            ("blk.1.attn_v.weight", "model.layers.1.self_attn.v_proj.weight".into()),
+            ("blk.0.attn_output.weight", "model.layers.0.self_attn.o_proj.weight".into()),
+            ("blk.2.attn_output.weight", "model.layers.2.self_attn.o_proj.weight".into()),
+        ];
+        for (gguf_name, name) in pairs {
+            let t = h.tensors.iter().find(|t| t.name == gguf_name).unwrap();
+            f.seek(SeekFrom::Start(h.data_start + t.offset)).unwrap();
+            let mut raw = vec![0u8; t.bytes as usize];
+            f.read_exact(&mut raw).unwrap();
+            let ours = lmx::model::gguf_quants::dequantize(t.ggml_type, &raw).unwrap();
+            let theirs = lmx::mlx::ops::astype(&loaded.tensors[&name], lmx::mlx::Dtype::F32)
+                .unwrap()
+                .to_f32_vec()
+                .unwrap();
+            assert_eq!(ours.len(), theirs.len(), "{file} {gguf_name}: ggml dims {:?}", t.dims);
+            let worst =
+                ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs() / b.abs().max(1e-2)).fold(0f32, f32::max);
+            eprintln!("{file} {gguf_name}: ggml type {}, worst relative difference {worst:.2e}", t.ggml_type);
+            // The folder keeps bfloat16 or float16 copies of the same values.
+            assert!(worst < 1e-2, "{file} {gguf_name}: {worst}");
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! Dequantizing GGUF's block types to float32, as llama.cpp's reference code defines them:
-//! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 (blocks of 32 values), and the K-quants Q4_K, Q5_K and
+//! F32, F16 and BF16, Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 (blocks of 32 values), and the K-quants Q4_K, Q5_K and
 //! Q6_K (super-blocks of 256 with packed sub-block scales). Checked value for value against
 //! gguf-py's dequantize on reference blocks (tests/gguf_quants.rs).
 
@@ -33,6 +33,9 @@ fn half(b: &[u8], at: usize) -> f32 {
 }
 
 /// The ggml type numbers this module dequantizes.
+pub const F32: u32 = 0;
+pub const F16: u32 = 1;
+pub const BF16: u32 = 30;
 pub const Q4_0: u32 = 2;
 pub const Q4_1: u32 = 3;
 pub const Q5_0: u32 = 6;
@@ -47,6 +50,9 @@ pub fn dequantize(ggml_type: u32, data: &[u8]) -> Result<Vec<f32>> {
     let (per_block, block_bytes) = super::gguf::block_layout(ggml_type)
         .ok_or_else(|| Error::unsupported(format!("ggml type {ggml_type} is not supported")))?;
     let block: fn(&[u8], &mut [f32]) = match ggml_type {
+        F32 => |b, y| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        F16 => |b, y| y[0] = half(b, 0),
+        BF16 => |b, y| y[0] = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16),
         Q4_0 => q4_0,
         Q4_1 => q4_1,
         Q5_0 => q5_0,
