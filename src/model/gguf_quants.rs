@@ -136,15 +136,21 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-fn q4_k(b: &[u8], y: &mut [f32]) {
+/// The (scale, min) pairs of the two 32-value sub-blocks of 64-value chunk `n` of a Q4_K or
+/// Q5_K block `b`: the super-block's scale and min times the packed 6-bit ones.
+fn k_chunk_scales(b: &[u8], n: usize) -> [(f32, f32); 2] {
     let (d, min) = (half(b, 0), half(b, 2));
     let scales = &b[4..16];
+    [2 * n, 2 * n + 1].map(|j| {
+        let (sc, m) = scale_min_k4(j, scales);
+        (d * sc as f32, min * m as f32)
+    })
+}
+
+fn q4_k(b: &[u8], y: &mut [f32]) {
     let qs = &b[16..144];
     for (n, chunk) in y.chunks_exact_mut(64).enumerate() {
-        let (sc1, m1) = scale_min_k4(2 * n, scales);
-        let (sc2, m2) = scale_min_k4(2 * n + 1, scales);
-        let (d1, m1) = (d * sc1 as f32, min * m1 as f32);
-        let (d2, m2) = (d * sc2 as f32, min * m2 as f32);
+        let [(d1, m1), (d2, m2)] = k_chunk_scales(b, n);
         let q = &qs[32 * n..32 * n + 32];
         for l in 0..32 {
             chunk[l] = d1 * (q[l] & 0x0f) as f32 - m1;
@@ -154,15 +160,10 @@ fn q4_k(b: &[u8], y: &mut [f32]) {
 }
 
 fn q5_k(b: &[u8], y: &mut [f32]) {
-    let (d, min) = (half(b, 0), half(b, 2));
-    let scales = &b[4..16];
     let qh = &b[16..48];
     let qs = &b[48..176];
     for (n, chunk) in y.chunks_exact_mut(64).enumerate() {
-        let (sc1, m1) = scale_min_k4(2 * n, scales);
-        let (sc2, m2) = scale_min_k4(2 * n + 1, scales);
-        let (d1, m1) = (d * sc1 as f32, min * m1 as f32);
-        let (d2, m2) = (d * sc2 as f32, min * m2 as f32);
+        let [(d1, m1), (d2, m2)] = k_chunk_scales(b, n);
         let (u1, u2) = (1u8 << (2 * n), 2u8 << (2 * n));
         let q = &qs[32 * n..32 * n + 32];
         for l in 0..32 {
