@@ -105,6 +105,21 @@ fn a_written_file_reads_back_exactly() {
     assert_eq!((h.tensors[1].dims.clone(), h.tensors[1].ggml_type, h.tensors[1].bytes), (vec![32, 2], 8, 68));
     assert_eq!(h.data_start % 32, 0);
     assert_eq!(h.tensors[1].offset, 32);
+    // Not a whole model: the config names what is missing.
+    let e = h.config_json().unwrap_err();
+    assert!(e.message.contains("llama.embedding_length: missing"), "{e}");
+}
+
+#[test]
+fn an_unsupported_architecture_is_named() {
+    let mut w = Writer::default();
+    let mut arch = Vec::new();
+    string(&mut arch, "mamba");
+    w.kv("general.architecture", 8, &arch);
+    let bytes = w.bytes(3);
+    let e = parse_header(&bytes, bytes.len() as u64).unwrap().config_json().unwrap_err();
+    assert_eq!(e.kind, lmx::ErrorKind::Unsupported);
+    assert!(e.message.contains("\"mamba\""), "{e}");
 }
 
 fn err(bytes: &[u8]) -> String {
@@ -220,5 +235,37 @@ fn the_real_gguf_files_parse_and_dequantize_like_their_conversions() {
             // The folder keeps bfloat16 or float16 copies of the same values.
             assert!(worst < 1e-2, "{file} {gguf_name}: {worst}");
         }
+    }
+}
+
+/// The configuration made from a real GGUF file's metadata has the values transformers wrote
+/// into the converted folder's config.json, and both give the same model spec.
+#[test]
+fn the_real_gguf_files_give_their_conversions_config() {
+    for (file, folder) in [
+        ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct"),
+        ("gemma-3-270m-q4_k_m.gguf", "gemma3-270m"),
+    ] {
+        let Some(dir) = common::folder(folder) else { continue };
+        let h = read_header(&common::cache_dir().join("gguf").join(file)).unwrap();
+        let ours = h.config_json().unwrap();
+        let theirs = common::json(&dir.join("config.json"));
+        for (k, v) in ours.as_object().unwrap() {
+            if k == "hidden_activation" && theirs.get(k).is_none() {
+                continue;
+            }
+            let t = &theirs[k];
+            let same = match (v.as_f64(), t.as_f64()) {
+                (Some(a), Some(b)) => (a - b).abs() <= 1e-6 * b.abs().max(1e-12),
+                _ => v == t,
+            };
+            assert!(same, "{file}: {k} is {v}, the conversion has {t}");
+        }
+        let path = std::path::Path::new("config.json");
+        let a = lmx::model::arch::spec_for(&lmx::model::config::Config::from_value(path, &ours).unwrap())
+            .unwrap();
+        let b = lmx::model::arch::spec_for(&lmx::model::config::Config::from_value(path, &theirs).unwrap())
+            .unwrap();
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "{file}: specs differ");
     }
 }

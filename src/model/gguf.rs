@@ -346,3 +346,118 @@ pub fn read_header(path: &Path) -> Result<Header> {
         }
     }
 }
+
+impl Header {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+
+    fn arch_u64(&self, arch: &str, key: &str) -> Result<Option<u64>> {
+        let k = format!("{arch}.{key}");
+        match self.get(&k) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| Error::format(format!("metadata {k}: {v:?} is not a count"))),
+        }
+    }
+
+    fn req_u64(&self, arch: &str, key: &str) -> Result<u64> {
+        self.arch_u64(arch, key)?.ok_or_else(|| Error::format(format!("metadata {arch}.{key}: missing")))
+    }
+
+    fn arch_f64(&self, arch: &str, key: &str) -> Result<Option<f64>> {
+        let k = format!("{arch}.{key}");
+        match self.get(&k) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| Error::format(format!("metadata {k}: {v:?} is not a number"))),
+        }
+    }
+
+    /// The model's configuration as the `config.json` a Hugging Face folder of the same model
+    /// has (the keys liblmx reads), from the `<arch>.*` and `tokenizer.ggml.*` metadata.
+    /// Architectures: llama (and SmolLM2, Mistral), qwen2, qwen3, gemma3.
+    pub fn config_json(&self) -> Result<serde_json::Value> {
+        use serde_json::json;
+        let arch = self
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::format("metadata general.architecture: missing"))?;
+        let model_type = match arch {
+            "llama" => "llama",
+            "qwen2" => "qwen2",
+            "qwen3" => "qwen3",
+            "gemma3" => "gemma3_text",
+            other => {
+                return Err(Error::unsupported(format!(
+                    "GGUF architecture {other:?} is not supported (supported: llama, qwen2, qwen3, gemma3)"
+                )))
+            }
+        };
+        let hidden = self.req_u64(arch, "embedding_length")?;
+        let heads = self.req_u64(arch, "attention.head_count")?;
+        let head_dim = match self.arch_u64(arch, "attention.key_length")? {
+            Some(d) => d,
+            None if heads > 0 && hidden % heads == 0 => hidden / heads,
+            None => return Err(Error::format(format!("metadata {arch}.attention.head_count {heads} does not divide {arch}.embedding_length {hidden}"))),
+        };
+        let vocab = match self.arch_u64(arch, "vocab_size")? {
+            Some(v) => v,
+            None => match self.get("tokenizer.ggml.tokens").and_then(Value::as_array) {
+                Some(t) => t.len() as u64,
+                None => self
+                    .tensors
+                    .iter()
+                    .find(|t| t.name == "token_embd.weight")
+                    .and_then(|t| t.dims.get(1).copied())
+                    .ok_or_else(|| Error::format("no vocabulary size: no tokens and no token_embd.weight"))?,
+            },
+        };
+        let layers = self.req_u64(arch, "block_count")?;
+        let mut c = json!({
+            "model_type": model_type,
+            "hidden_size": hidden,
+            "num_hidden_layers": layers,
+            "intermediate_size": self.req_u64(arch, "feed_forward_length")?,
+            "num_attention_heads": heads,
+            "num_key_value_heads": self.arch_u64(arch, "attention.head_count_kv")?.unwrap_or(heads),
+            "head_dim": head_dim,
+            "vocab_size": vocab,
+            "tie_word_embeddings": !self.tensors.iter().any(|t| t.name == "output.weight"),
+        });
+        let obj = c.as_object_mut().expect("an object");
+        if let Some(n) = self.arch_u64(arch, "context_length")? {
+            obj.insert("max_position_embeddings".into(), n.into());
+        }
+        if let Some(e) = self.arch_f64(arch, "attention.layer_norm_rms_epsilon")? {
+            obj.insert("rms_norm_eps".into(), e.into());
+        }
+        if let Some(t) = self.arch_f64(arch, "rope.freq_base")? {
+            obj.insert("rope_theta".into(), t.into());
+        }
+        for (gguf, hf) in
+            [("tokenizer.ggml.bos_token_id", "bos_token_id"), ("tokenizer.ggml.eos_token_id", "eos_token_id")]
+        {
+            if let Some(id) = self.get(gguf).and_then(Value::as_u64) {
+                obj.insert(hf.into(), id.into());
+            }
+        }
+        if arch == "gemma3" {
+            // What llama.cpp fixes for Gemma 3 rather than storing: local layers every 6th
+            // global, a local rope base of 10000, and the query scale (1/sqrt(head_dim), or
+            // 1/sqrt(hidden/heads) for the 62-layer 27B model).
+            let window = self.arch_u64(arch, "attention.sliding_window")?.unwrap_or(4096);
+            let scalar = if layers == 62 { hidden / heads } else { head_dim };
+            obj.insert("sliding_window".into(), window.into());
+            obj.insert("sliding_window_pattern".into(), 6.into());
+            obj.insert("rope_local_base_freq".into(), 10000.0.into());
+            obj.insert("query_pre_attn_scalar".into(), scalar.into());
+            obj.insert("hidden_activation".into(), "gelu_pytorch_tanh".into());
+        }
+        Ok(c)
+    }
+}
