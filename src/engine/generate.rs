@@ -300,20 +300,19 @@ impl Generation {
         // The cache holds the sequence but the token being emitted: another token fits while
         // the sequence with it (offset + 2) stays within the context length.
         let more = self.generated.len() + 1 < self.params.max_tokens && offset + 2 <= self.ctx_limit;
-        // The first token carries the NaN check of the prompt's logits (a sentinel that must
-        // never index the embedding): read it before building on it.
-        let checked = if self.first_token.is_none() {
-            let _lock = compute_lock();
-            let id = y.item::<u32>()?;
-            if id == super::sampling::NAN_TOKEN {
-                return Err(super::sampling::nan_error());
-            }
-            Some(id)
-        } else {
-            None
-        };
         let id = {
             let _lock = compute_lock();
+            // The first token carries the NaN check of the prompt's logits (a sentinel that
+            // must never index the embedding): read it before building on it.
+            let checked = if self.first_token.is_none() {
+                let id = y.item::<u32>()?;
+                if id == super::sampling::NAN_TOKEN {
+                    return Err(super::sampling::nan_error());
+                }
+                Some(id)
+            } else {
+                None
+            };
             if more {
                 let stream = self.stream()?;
                 with_stream(&stream, || -> Result<()> {

@@ -78,7 +78,7 @@ pub struct lmx_batch {
     items: Vec<Item>,
     metrics: Metrics,
 }
-handle_type!(lmx_batch, 4);
+handle_type!(lmx_batch);
 
 /// One prompt's result. Pointers are owned by the lmx_batch and valid until lmx_batch_free().
 #[repr(C)]

@@ -1,8 +1,9 @@
 //! The panic boundary and argument checks shared by every export.
 //!
 //! Each `extern "C"` function runs its body through [`status`] or [`value`]: the thread's last
-//! error is cleared on entry (and again after a success), an `Err` becomes its status code and message, and a panic becomes
-//! `LMX_STATUS_PANIC` instead of unwinding into C (which would abort the host process).
+//! error is cleared on entry (and again after a success), an `Err` becomes its status code
+//! and message, and a panic becomes `LMX_STATUS_PANIC` instead of unwinding into C (which
+//! would abort the host process).
 
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -14,7 +14,7 @@ use crate::Result;
 pub struct lmx_cancel {
     pub(crate) flag: Cancel,
 }
-handle_type!(lmx_cancel, 5);
+handle_type!(lmx_cancel);
 
 pub(crate) fn cancel_ref(p: *const lmx_cancel, name: &str) -> Result<Arc<lmx_cancel>> {
     handle_ref(p, name)

@@ -41,15 +41,34 @@ impl<T> Table<T> {
 
 /// A handle type: its tag, its name in messages, and its table.
 pub(crate) trait Handle: Sized + 'static {
-    /// 1..=255, distinct per type.
+    /// 1..=255, distinct per type: see [`tag_of`].
     const TAG: u8;
     const NAME: &'static str;
     fn table() -> &'static Table<Self>;
 }
 
-/// The handle types, by tag, for messages about a handle of the wrong type.
-const NAMES: &[(u8, &str)] =
-    &[(1, "lmx_model"), (2, "lmx_session"), (3, "lmx_stream"), (4, "lmx_batch"), (5, "lmx_cancel")];
+/// The handle types, by tag: a type's tag is its place here (from 1), and messages about a
+/// handle of the wrong type name the type its tag says.
+const NAMES: &[&str] = &["lmx_model", "lmx_session", "lmx_stream", "lmx_batch", "lmx_cancel"];
+
+/// The tag of the handle type named `name` (a compile-time error for a name not in [`NAMES`]).
+pub(crate) const fn tag_of(name: &str) -> u8 {
+    let mut i = 0;
+    while i < NAMES.len() {
+        let (a, b) = (NAMES[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i as u8 + 1;
+            }
+        }
+        i += 1;
+    }
+    panic!("a handle type missing from NAMES")
+}
 
 fn encode(tag: u8, generation: u32, slot: u32) -> usize {
     ((tag as u64) << 56 | (generation as u64 & GENERATION_MASK) << SLOT_BITS | (slot as u64 + 1)) as usize
@@ -83,10 +102,9 @@ fn slot_of<T: Handle>(t: &Slots<T>, p: *const T, name: &str) -> Result<usize> {
     let generation = ((v >> SLOT_BITS) & GENERATION_MASK) as u32;
     let slot = (v & 0xffff_ffff) as usize;
     if tag != T::TAG {
-        return Err(match NAMES.iter().find(|(t, _)| *t == tag) {
-            Some((_, other)) if slot > 0 => {
-                Error::invalid(format!("{name} is an {other}, not an {}", T::NAME))
-            }
+        let other = (tag as usize).checked_sub(1).and_then(|i| NAMES.get(i));
+        return Err(match other {
+            Some(other) if slot > 0 => Error::invalid(format!("{name} is an {other}, not an {}", T::NAME)),
             _ => Error::invalid(format!("{name} is not an {} (not a handle made by liblmx)", T::NAME)),
         });
     }
@@ -135,9 +153,9 @@ pub(crate) fn take_handle_if<T: Handle>(
 }
 
 macro_rules! handle_type {
-    ($t:ident, $tag:expr) => {
+    ($t:ident) => {
         impl $crate::ffi::handle::Handle for $t {
-            const TAG: u8 = $tag;
+            const TAG: u8 = $crate::ffi::handle::tag_of(stringify!($t));
             const NAME: &'static str = stringify!($t);
             fn table() -> &'static $crate::ffi::handle::Table<Self> {
                 static TABLE: $crate::ffi::handle::Table<$t> = $crate::ffi::handle::Table::new();

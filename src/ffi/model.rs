@@ -15,7 +15,7 @@ use crate::Result;
 pub struct lmx_model {
     pub(crate) model: Arc<Model>,
 }
-handle_type!(lmx_model, 1);
+handle_type!(lmx_model);
 
 pub(crate) fn model_ref(p: *const lmx_model) -> Result<Arc<Model>> {
     Ok(handle_ref(p, "model")?.model.clone())

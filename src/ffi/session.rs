@@ -23,7 +23,7 @@ pub struct lmx_session {
     pub(crate) session: Arc<Session>,
     pub(crate) last: LastResult,
 }
-handle_type!(lmx_session, 2);
+handle_type!(lmx_session);
 
 pub(crate) fn session_ref(p: *const lmx_session) -> Result<Arc<lmx_session>> {
     handle_ref(p, "session")

@@ -18,7 +18,7 @@ use crate::{Error, ErrorKind, Result};
 pub struct lmx_stream {
     inner: Mutex<Pull>,
 }
-handle_type!(lmx_stream, 3);
+handle_type!(lmx_stream);
 
 struct Pull {
     gen: Generation,
@@ -174,8 +174,8 @@ pub extern "C" fn lmx_stream_next(
 pub extern "C" fn lmx_stream_free(stream: *mut lmx_stream) -> lmx_status {
     status(|| {
         if let Some(h) = take_handle(stream, "stream")? {
-            // A call still inside lmx_stream_next on another thread holds the state; it ends
-            // the generation when it returns and drops the last reference.
+            // Waits for a call still inside lmx_stream_next on another thread, then ends the
+            // generation.
             let mut st = h.inner.lock().unwrap_or_else(|p| p.into_inner());
             st.gen.stop();
             st.record();

@@ -6,9 +6,11 @@
 //! MLX's compile cache). MLX's compile cache is per thread: each thread that calls a
 //! compiled function traces it into its own cache, and an entry can only be erased through a
 //! handle to the cache that holds it. So every entry remembers the caches of the threads that
-//! ran it, and dropping a stream erases the stream's functions from all of them (a Go
-//! program drops models on its cleanup goroutine, whatever OS thread ran them). On the CPU, MLX builds fused kernels with the system's C++ compiler
-//! at run time (and caches them on disk); a machine may have none, so the first compiled call
+//! ran it, and releasing a stream erases the stream's functions from all of them (a Go
+//! program drops models on its cleanup goroutine, whatever OS thread ran them).
+//!
+//! On the CPU, MLX builds fused kernels with the system's C++ compiler at run time (and
+//! caches them on disk); a machine may have none, so the first compiled call
 //! on a CPU stream is a probe on tiny inputs, and if it fails the functions run as plain ops
 //! for the rest of the process.
 
