@@ -128,7 +128,7 @@ fn q8_0(b: &[u8], y: &mut [f32]) {
 }
 
 /// Scale and min of sub-block `j` (0..8) from a K-quant's 12 packed bytes (6 bits each).
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

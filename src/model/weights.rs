@@ -117,6 +117,26 @@ impl WeightStore {
         })
     }
 
+    /// A store over tensors already in memory (a converted GGUF file's), `source` naming
+    /// where they came from in errors.
+    pub fn from_tensors(
+        source: &Path,
+        tensors: HashMap<String, Array>,
+        quant: Option<QuantConfig>,
+        dtype: Option<Dtype>,
+    ) -> WeightStore {
+        WeightStore {
+            tensors: tensors.into_iter().map(|(k, v)| (k, (Some(v), 0))).collect(),
+            files: vec![source.to_path_buf()],
+            used: HashSet::new(),
+            quant,
+            dtype,
+            in_out: false,
+            params: 0,
+            bytes: 0,
+        }
+    }
+
     /// Chooses the dtype floating-point tensors are converted to (None: keep each tensor's).
     /// The bytes the model will hold once built: every tensor at its stored size, a
     /// floating-point one at the size of the dtype it is converted to.
