@@ -11,6 +11,7 @@ pub mod chat;
 pub mod config;
 pub mod gguf;
 pub mod gguf_quants;
+pub mod gguf_tokenizer;
 pub mod gguf_weights;
 pub mod info;
 pub mod load;
