@@ -68,6 +68,10 @@ fn check_vocab(name: &str, kind: &str) {
         if &got != want {
             bad.push(format!("{text:?}\n  llama.cpp {want:?}\n  ours      {got:?}"));
         }
+        let back = t.tokenizer.decode(&got, false).unwrap();
+        if &back != text {
+            bad.push(format!("{text:?} decodes back as {back:?}"));
+        }
     }
     eprintln!("{name}: {}/{} cases give llama.cpp's ids", cases.len() - bad.len(), cases.len());
     assert!(cases.len() >= 40, "{name}: only {} cases", cases.len());
@@ -77,6 +81,24 @@ fn check_vocab(name: &str, kind: &str) {
 #[test]
 fn llama_cpp_gpt2() {
     check_vocab("gpt-2", "gpt2/gpt-2");
+}
+
+/// llama.cpp's "default" split (for byte-level files that name no pre-tokenizer) has no cases
+/// of its own: on GPT-2's vocabulary it must at least give back every text it encodes.
+#[test]
+fn default_pre_tokenizer_round_trips() {
+    let Some(path) = cached("vocab/ggml-vocab-gpt-2.gguf") else { return };
+    let mut h = gguf::read_header(&path).unwrap();
+    h.metadata.insert("tokenizer.ggml.pre".into(), Value::Str("default".into()));
+    let t = build(&h).unwrap();
+    assert_eq!(t.kind, "gpt2/default");
+    for (text, _) in cases(&path) {
+        let ids = t.tokenizer.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+        assert_eq!(t.tokenizer.decode(&ids, false).unwrap(), text);
+    }
+    // Its last split cuts digits in threes, where GPT-2's keeps a run whole.
+    let pieces = |t: &GgufTokenizer| t.tokenizer.encode("1234567", false).unwrap().get_tokens().to_vec();
+    assert_eq!(pieces(&t), ["123", "456", "7"]);
 }
 
 #[test]
