@@ -469,6 +469,11 @@ fn sentencepiece(
     Ok((tok, spellings))
 }
 
+/// Longest piece, in bytes, whose splits are looked up. SentencePiece caps pieces at 16
+/// characters by default (the longest in Gemma 3 and Llama 2 are 48 bytes); the cap keeps a
+/// hostile vocabulary of long tokens from costing time quadratic in their length.
+const MAX_PIECE: usize = 256;
+
 /// Merges implied by a vocabulary: each split of a piece into two pieces of the vocabulary,
 /// best rank first; ties go to the longer left part, then the longer right part, then the
 /// vocabulary's order (Hugging Face's order for SentencePiece models, so both agree).
@@ -482,6 +487,9 @@ fn derive_merges(spellings: &[(String, bool)], vocab: &Vocab, rank: &[f64]) -> V
     }
     let mut cands = Vec::new();
     for (i, (piece, _)) in spellings.iter().enumerate() {
+        if piece.len() > MAX_PIECE {
+            continue;
+        }
         let start = cands.len();
         for (at, _) in piece.char_indices().skip(1) {
             let (l, r) = piece.split_at(at);
