@@ -35,6 +35,9 @@
 // Maximum lengths (NUL included) of the strings in lmx_model_desc.
 #define LMX_NAME_MAX 64
 
+// Maximum length (NUL included) of lmx_model_desc's conversions.
+#define LMX_CONVERSIONS_MAX 512
+
 // Most stop strings in lmx_generate_params.
 #define LMX_MAX_STOP_STRINGS 64
 
@@ -292,8 +295,8 @@ typedef struct {
   int32_t quant_group_size;
   // "float32", "bfloat16" or "float16": what the model computes in.
   char dtype[LMX_NAME_MAX];
-  // Where the chat template came from: "tokenizer_config.json", "chat_template.jinja" or
-  // "builtin:<name>".
+  // Where the chat template came from: "tokenizer_config.json", "chat_template.jinja",
+  // "gguf:tokenizer.chat_template" or "builtin:<name>".
   char chat_template[LMX_NAME_MAX];
   // Bytes of the weights as loaded.
   uint64_t weight_bytes;
@@ -303,6 +306,16 @@ typedef struct {
   uint64_t load_peak_bytes;
   // The backend computing: "cpu", "metal" or "cuda".
   char backend[LMX_NAME_MAX];
+  // What was loaded: "safetensors" (a model folder) or "gguf" (a GGUF file).
+  char format[LMX_NAME_MAX];
+  // The tokenizer: "tokenizer.json", or for a GGUF file the vocabulary it was built from
+  // ("gpt2/smollm", "llama/SentencePiece", ...).
+  char tokenizer[LMX_NAME_MAX];
+  // For a GGUF file, what each of its tensor types became, one "; "-separated entry per
+  // type: "Q4_K x27 -> affine 4-bit, group 32 (exact)", "Q6_K x9 -> affine 8-bit, group 32
+  // (re-quantized)", "F32 x109 -> float (exact)". Empty for a model folder; cut at a whole
+  // entry when longer than the field.
+  char conversions[LMX_CONVERSIONS_MAX];
 } lmx_model_desc;
 
 // Called for each generated piece: the token id (-1 for a last piece of text released when
@@ -452,17 +465,22 @@ lmx_status lmx_reset_peak_memory(void);
 // Returns MLX's buffer cache to the system. Returns LMX_OK or LMX_STATUS_MLX.
 lmx_status lmx_clear_cache(void);
 
-// Loads the model in folder `path` (NUL-terminated UTF-8): config.json, *.safetensors,
-// tokenizer.json, tokenizer_config.json. `params` may be NULL (defaults). On success writes a
+// Loads the model at `path` (NUL-terminated UTF-8): a folder (config.json, *.safetensors,
+// tokenizer.json, tokenizer_config.json) or a GGUF file (llama.cpp's format: architectures
+// llama, qwen2, qwen3, gemma3; tensor types F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+// Q5_K, Q6_K, converted to MLX's formats as lmx_model_desc.conversions reports; the tokenizer
+// and chat template from its metadata). `params` may be NULL (defaults). On success writes a
 // new handle to `*model_out` (not NULL), to be freed with lmx_model_free(). Thread-safe; the
 // file work runs without blocking other models' and sessions' computation. Returns LMX_OK;
-// LMX_STATUS_INVALID_ARGUMENT (NULL, bad UTF-8, bad params, a path that is not a folder);
+// LMX_STATUS_INVALID_ARGUMENT (NULL, bad UTF-8, bad params, a path that is neither a folder nor a GGUF file);
 // LMX_STATUS_NOT_FOUND (missing folder or file); LMX_STATUS_FORMAT (corrupt or inconsistent
 // files, missing tensors, wrong shapes); LMX_STATUS_UNSUPPORTED (architecture, dtype,
 // quantization, a device this MLX build lacks); LMX_STATUS_IO; LMX_STATUS_OUT_OF_MEMORY;
 // LMX_STATUS_MLX. The message names the file and the tensor. Loading resets MLX's peak
 // memory counter.
-lmx_status lmx_model_load(const char *path, const lmx_model_params *params, lmx_model **model_out);
+lmx_status lmx_model_load(const char *path,
+                          const lmx_model_params *params,
+                          lmx_model **model_out);
 
 // Frees a model handle. NULL is accepted. Sessions made from the model keep its weights
 // alive and stay usable; the memory is released when the last of them is freed. Returns

@@ -1,6 +1,8 @@
 package inference
 
 import (
+	"bytes"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -100,5 +102,56 @@ func TestDiscoverCases(t *testing.T) {
 	got, err := Discover(".")
 	if err != nil || len(got) != 1 || got[0].Path != filepath.Join(root, "m") {
 		t.Fatalf("Discover(.) = %+v, %v", got, err)
+	}
+}
+
+// gguf is a GGUF header (version 3, no tensors) with a string array and then the given
+// general.architecture.
+func gguf(arch string) string {
+	var b bytes.Buffer
+	w := func(v any) { binary.Write(&b, binary.LittleEndian, v) }
+	str := func(s string) { w(uint64(len(s))); b.WriteString(s) }
+	b.WriteString("GGUF")
+	w(uint32(3))
+	w(uint64(0)) // tensors
+	w(uint64(3)) // key-value pairs
+	str("general.name")
+	w(uint32(8))
+	str("tiny")
+	str("tokenizer.ggml.tokens")
+	w(uint32(9))
+	w(uint32(8))
+	w(uint64(2))
+	str("a")
+	str("b")
+	str("general.architecture")
+	w(uint32(8))
+	str(arch)
+	return b.String()
+}
+
+func TestDiscoverGGUF(t *testing.T) {
+	root := tree(t, map[string]string{
+		"z.gguf":                 gguf("qwen3"),
+		"a.gguf":                 gguf("llama"),
+		"not-gguf.gguf":          "GGUX....",
+		"truncated.gguf":         gguf("gemma3")[:40],
+		"named-otherwise.bin":    gguf("llama"),
+		"m/config.json":          `{"model_type": "gemma3_text"}`,
+		"m/model.safetensors":    "x",
+		"m/gemma-3-270m.Q4.gguf": gguf("gemma3"),
+	})
+	got, err := Discover(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []DiscoveredModel{
+		{Path: filepath.Join(root, "a.gguf"), ModelType: "llama", NumFiles: 1},
+		{Path: filepath.Join(root, "z.gguf"), ModelType: "qwen3", NumFiles: 1},
+		{Path: filepath.Join(root, "m"), ModelType: "gemma3_text", NumFiles: 1},
+		{Path: filepath.Join(root, "m", "gemma-3-270m.Q4.gguf"), ModelType: "gemma3", NumFiles: 1},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Discover:\n got %+v\nwant %+v", got, want)
 	}
 }

@@ -38,13 +38,20 @@ type Description struct {
 	// DType of the weights: "float32", "bfloat16" or "float16".
 	DType string
 	// ChatTemplate says where the template came from: "tokenizer_config.json",
-	// "chat_template.jinja" or "builtin:<name>".
+	// "chat_template.jinja", "gguf:tokenizer.chat_template" or "builtin:<name>".
 	ChatTemplate  string
 	WeightBytes   uint64
 	LoadDuration  time.Duration
 	LoadPeakBytes uint64
 	// Backend is the MLX backend that computes: cpu, metal or cuda.
 	Backend lmx.Backend
+	// Format is what was loaded: "safetensors" (a model folder) or "gguf" (a GGUF file).
+	Format string
+	// Tokenizer is "tokenizer.json", or the GGUF vocabulary the tokenizer was built from.
+	Tokenizer string
+	// Conversions says, for a GGUF file, what each tensor type became ("Q4_K x27 -> affine
+	// 4-bit, group 32 (exact); ..."); empty for a folder.
+	Conversions string
 }
 
 // Model is a model loaded by liblmx. It implements inference.TextModel; its methods are safe

@@ -387,6 +387,9 @@ func modelInfo(m cModel) (Description, error) {
 		LoadDuration:  seconds(d.load_seconds),
 		LoadPeakBytes: uint64(d.load_peak_bytes),
 		Backend:       lmx.Backend(goName(d.backend[:])),
+		Format:        goName(d.format[:]),
+		Tokenizer:     goName(d.tokenizer[:]),
+		Conversions:   goName(d.conversions[:]),
 	}, nil
 }
 

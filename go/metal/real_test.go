@@ -104,3 +104,51 @@ func TestRealModel(t *testing.T) {
 	}
 	t.Logf("cancelled after %d tokens in %v; metrics %+v", n, time.Since(start), m.Metrics())
 }
+
+// SmolLM2-135M-Instruct straight from its GGUF file (the one the folder was converted from):
+// Discover finds it, and its chat continuation is transformers' greedy one.
+func TestRealGGUF(t *testing.T) {
+	dir := realModel(t)
+	ggufDir := filepath.Join(filepath.Dir(dir), "gguf")
+	found, err := inference.Discover(ggufDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var path string
+	for _, f := range found {
+		if strings.HasSuffix(f.Path, "SmolLM2-135M-Instruct.Q4_1.gguf") && f.ModelType == "llama" {
+			path = f.Path
+		}
+	}
+	if path == "" {
+		t.Fatalf("Discover(%s) = %+v: no SmolLM2 GGUF file", ggufDir, found)
+	}
+	var ref struct {
+		EOS     int32 `json:"eos_token_id"`
+		NGreedy int   `json:"n_greedy"`
+		Prompts []struct {
+			Messages  []inference.Message `json:"messages"`
+			GreedyIDs []int32             `json:"greedy_ids"`
+		} `json:"prompts"`
+	}
+	readJSON(t, filepath.Join(dir, "reference.json"), &ref)
+	m, err := inference.LoadModel(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	d := m.(*Model).Description()
+	if d.Format != "gguf" || d.Architecture != "llama" || !strings.Contains(d.Conversions, "Q4_1 x") ||
+		d.ChatTemplate != "gguf:tokenizer.chat_template" {
+		t.Fatalf("Description() = %+v", d)
+	}
+	p := ref.Prompts[0]
+	ids, text := collect(m.Chat(ctx, p.Messages, inference.WithMaxTokens(ref.NGreedy)))
+	if err := m.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if want := untilEOS(p.GreedyIDs, []int32{ref.EOS}); !slices.Equal(ids, want) {
+		t.Fatalf("generated %v (%q)\nwant %v", ids, text, want)
+	}
+	t.Logf("%s: %q (%s)", filepath.Base(path), text, d.Conversions)
+}

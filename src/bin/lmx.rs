@@ -10,14 +10,15 @@ use lmx::model::{LoadParams, Message, Model};
 use lmx::{Error, Result};
 
 const USAGE: &str = "usage:
-  lmx generate --model DIR --prompt TEXT [--chat] [--system TEXT] [--max-tokens N]
+  lmx generate --model PATH --prompt TEXT [--chat] [--system TEXT] [--max-tokens N]
                [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]
                [--repetition-penalty R] [--stop STRING]... [--ignore-eos] [--json]
-  lmx chat     --model DIR [--system TEXT] [--max-tokens N] [--temperature T] [--seed S]
-  lmx info     --model DIR
+  lmx chat     --model PATH [--system TEXT] [--max-tokens N] [--temperature T] [--seed S]
+  lmx info     --model PATH
   lmx version
   lmx device
 
+PATH is a model folder (config.json, *.safetensors, tokenizer.json) or a GGUF file.
 generate streams the text as it is made and prints a metrics line to stderr; with --chat the
 prompt is one user message put through the model's chat template; --json prints one JSON
 object instead (text, tokens, prompt_tokens, finish_reason, metrics). chat reads one user

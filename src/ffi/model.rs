@@ -21,11 +21,14 @@ pub(crate) fn model_ref(p: *const lmx_model) -> Result<Arc<Model>> {
     Ok(handle_ref(p, "model")?.model.clone())
 }
 
-/// Loads the model in folder `path` (NUL-terminated UTF-8): config.json, *.safetensors,
-/// tokenizer.json, tokenizer_config.json. `params` may be NULL (defaults). On success writes a
+/// Loads the model at `path` (NUL-terminated UTF-8): a folder (config.json, *.safetensors,
+/// tokenizer.json, tokenizer_config.json) or a GGUF file (llama.cpp's format: architectures
+/// llama, qwen2, qwen3, gemma3; tensor types F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+/// Q5_K, Q6_K, converted to MLX's formats as lmx_model_desc.conversions reports; the tokenizer
+/// and chat template from its metadata). `params` may be NULL (defaults). On success writes a
 /// new handle to `*model_out` (not NULL), to be freed with lmx_model_free(). Thread-safe; the
 /// file work runs without blocking other models' and sessions' computation. Returns LMX_OK;
-/// LMX_STATUS_INVALID_ARGUMENT (NULL, bad UTF-8, bad params, a path that is not a folder);
+/// LMX_STATUS_INVALID_ARGUMENT (NULL, bad UTF-8, bad params, a path that is neither a folder nor a GGUF file);
 /// LMX_STATUS_NOT_FOUND (missing folder or file); LMX_STATUS_FORMAT (corrupt or inconsistent
 /// files, missing tensors, wrong shapes); LMX_STATUS_UNSUPPORTED (architecture, dtype,
 /// quantization, a device this MLX build lacks); LMX_STATUS_IO; LMX_STATUS_OUT_OF_MEMORY;
@@ -60,6 +63,8 @@ pub extern "C" fn lmx_model_free(model: *mut lmx_model) -> lmx_status {
 
 /// Maximum lengths (NUL included) of the strings in lmx_model_desc.
 pub const LMX_NAME_MAX: usize = 64;
+/// Maximum length (NUL included) of lmx_model_desc's conversions.
+pub const LMX_CONVERSIONS_MAX: usize = 512;
 
 /// What a model is. Set struct_size to sizeof(lmx_model_desc) before lmx_model_info().
 #[repr(C)]
@@ -88,8 +93,8 @@ pub struct lmx_model_desc {
     pub quant_group_size: i32,
     /// "float32", "bfloat16" or "float16": what the model computes in.
     pub dtype: [c_char; LMX_NAME_MAX],
-    /// Where the chat template came from: "tokenizer_config.json", "chat_template.jinja" or
-    /// "builtin:<name>".
+    /// Where the chat template came from: "tokenizer_config.json", "chat_template.jinja",
+    /// "gguf:tokenizer.chat_template" or "builtin:<name>".
     pub chat_template: [c_char; LMX_NAME_MAX],
     /// Bytes of the weights as loaded.
     pub weight_bytes: u64,
@@ -99,6 +104,16 @@ pub struct lmx_model_desc {
     pub load_peak_bytes: u64,
     /// The backend computing: "cpu", "metal" or "cuda".
     pub backend: [c_char; LMX_NAME_MAX],
+    /// What was loaded: "safetensors" (a model folder) or "gguf" (a GGUF file).
+    pub format: [c_char; LMX_NAME_MAX],
+    /// The tokenizer: "tokenizer.json", or for a GGUF file the vocabulary it was built from
+    /// ("gpt2/smollm", "llama/SentencePiece", ...).
+    pub tokenizer: [c_char; LMX_NAME_MAX],
+    /// For a GGUF file, what each of its tensor types became, one "; "-separated entry per
+    /// type: "Q4_K x27 -> affine 4-bit, group 32 (exact)", "Q6_K x9 -> affine 8-bit, group 32
+    /// (re-quantized)", "F32 x109 -> float (exact)". Empty for a model folder; cut at a whole
+    /// entry when longer than the field.
+    pub conversions: [c_char; LMX_CONVERSIONS_MAX],
 }
 
 // SAFETY: repr(C), struct_size first, only integers, floats and char arrays.
@@ -106,11 +121,29 @@ unsafe impl CStruct for lmx_model_desc {
     const NAME: &'static str = "lmx_model_desc";
 }
 
-pub(crate) fn copy_name(dst: &mut [c_char; LMX_NAME_MAX], s: &str) {
-    *dst = [0; LMX_NAME_MAX];
-    for (d, b) in dst.iter_mut().zip(s.bytes().take(LMX_NAME_MAX - 1)) {
+/// `s` into `dst`, cut to fit with its NUL, the rest zeroed.
+fn copy_str(dst: &mut [c_char], s: &str) {
+    dst.fill(0);
+    let n = dst.len().saturating_sub(1);
+    for (d, b) in dst.iter_mut().zip(s.bytes().take(n)) {
         *d = b as c_char;
     }
+}
+
+/// The conversions as lmx_model_desc says them, whole entries only within the field.
+fn conversions_text(list: &[crate::model::gguf_weights::Conversion]) -> String {
+    let mut out = String::new();
+    for c in list {
+        let how = if c.exact { "exact" } else { "re-quantized" };
+        let entry = format!("{} x{} -> {} ({how})", c.source, c.tensors, c.became);
+        let sep = if out.is_empty() { "" } else { "; " };
+        if out.len() + sep.len() + entry.len() >= LMX_CONVERSIONS_MAX {
+            break;
+        }
+        out.push_str(sep);
+        out.push_str(&entry);
+    }
+    out
 }
 
 /// Fills `*desc_out` (not NULL, struct_size set to the caller's sizeof(lmx_model_desc)) with
@@ -141,16 +174,22 @@ pub extern "C" fn lmx_model_info(model: *const lmx_model, desc_out: *mut lmx_mod
             load_seconds: i.load_seconds,
             load_peak_bytes: i.load_peak_bytes,
             backend: [0; LMX_NAME_MAX],
+            format: [0; LMX_NAME_MAX],
+            tokenizer: [0; LMX_NAME_MAX],
+            conversions: [0; LMX_CONVERSIONS_MAX],
         };
-        copy_name(&mut o.architecture, &i.architecture);
-        copy_name(&mut o.model_type, &i.model_type);
-        copy_name(&mut o.dtype, &i.dtype);
-        copy_name(&mut o.chat_template, &i.chat_template);
+        copy_str(&mut o.format, &i.format);
+        copy_str(&mut o.tokenizer, &i.tokenizer);
+        copy_str(&mut o.conversions, &conversions_text(&i.conversions));
+        copy_str(&mut o.architecture, &i.architecture);
+        copy_str(&mut o.model_type, &i.model_type);
+        copy_str(&mut o.dtype, &i.dtype);
+        copy_str(&mut o.chat_template, &i.chat_template);
         let backend = match m.device.kind {
             crate::mlx::DeviceKind::Cpu => crate::mlx::Backend::Cpu,
             crate::mlx::DeviceKind::Gpu => crate::mlx::Backend::current()?,
         };
-        copy_name(&mut o.backend, backend.name());
+        copy_str(&mut o.backend, backend.name());
         write_out(desc_out, "desc_out", &o)
     })
 }

@@ -32,6 +32,8 @@ pub enum TemplateSource {
     TokenizerConfig,
     /// `chat_template.jinja` in the model folder.
     JinjaFile,
+    /// `tokenizer.chat_template` in a GGUF file's metadata.
+    Gguf,
     /// liblmx's own template for the architecture ("chatml", "llama3", "gemma").
     Builtin(&'static str),
 }
@@ -41,6 +43,7 @@ impl std::fmt::Display for TemplateSource {
         match self {
             TemplateSource::TokenizerConfig => f.write_str("tokenizer_config.json"),
             TemplateSource::JinjaFile => f.write_str("chat_template.jinja"),
+            TemplateSource::Gguf => f.write_str("gguf:tokenizer.chat_template"),
             TemplateSource::Builtin(name) => write!(f, "builtin:{name}"),
         }
     }
@@ -175,27 +178,40 @@ impl ChatTemplate {
         arch: &str,
         has_token: impl Fn(&str) -> bool,
     ) -> Result<ChatTemplate> {
-        let (source, text) = if let Some(t) = tok_cfg.map(template_from_config).transpose()?.flatten() {
-            (TemplateSource::TokenizerConfig, t)
-        } else if crate::files::present(&dir.join("chat_template.jinja")) {
-            let p = dir.join("chat_template.jinja");
-            (TemplateSource::JinjaFile, crate::files::read_text(&p, crate::files::TEMPLATE_FILE_MAX)?)
+        if let Some(t) = tok_cfg.map(template_from_config).transpose()?.flatten() {
+            return ChatTemplate::from_text(TemplateSource::TokenizerConfig, t);
+        }
+        let p = dir.join("chat_template.jinja");
+        if crate::files::present(&p) {
+            let text = crate::files::read_text(&p, crate::files::TEMPLATE_FILE_MAX)?;
+            return ChatTemplate::from_text(TemplateSource::JinjaFile, text);
+        }
+        Ok(ChatTemplate::builtin(arch, has_token))
+    }
+
+    /// liblmx's own template for a model without one: Gemma's, Llama 3's or ChatML, by the
+    /// architecture and the tokens the vocabulary has.
+    pub fn builtin(arch: &str, has_token: impl Fn(&str) -> bool) -> ChatTemplate {
+        let (name, text) = if arch == "gemma3" || has_token("<start_of_turn>") {
+            ("gemma", GEMMA)
+        } else if has_token("<|start_header_id|>") {
+            ("llama3", LLAMA3)
         } else {
-            let name = if arch == "gemma3" || has_token("<start_of_turn>") {
-                "gemma"
-            } else if has_token("<|start_header_id|>") {
-                "llama3"
-            } else {
-                "chatml"
-            };
-            let text = match name {
-                "gemma" => GEMMA,
-                "llama3" => LLAMA3,
-                _ => CHATML,
-            };
-            (TemplateSource::Builtin(name), text.to_string())
+            ("chatml", CHATML)
         };
-        // Parse once now so a broken template fails at load, naming where it came from.
+        ChatTemplate { source: TemplateSource::Builtin(name), text: text.to_string() }
+    }
+
+    /// The template `text` from `source`, parsed once now so that a broken template fails at
+    /// load, naming where it came from.
+    pub fn from_text(source: TemplateSource, text: String) -> Result<ChatTemplate> {
+        if text.len() as u64 > crate::files::TEMPLATE_FILE_MAX {
+            return Err(Error::format(format!(
+                "chat template from {source}: {} bytes is more than the {} allowed",
+                text.len(),
+                crate::files::TEMPLATE_FILE_MAX
+            )));
+        }
         environment()
             .template_from_str(&text)
             .map_err(|e| Error::format(format!("chat template from {source}: {e}")))?;

@@ -327,6 +327,19 @@ fn parse(r: &mut Reader, file_size: u64) -> Result<Header> {
 
 /// Reads and validates the header of the GGUF file at `path` (a regular file). The header
 /// is read in growing pieces, up to [`HEADER_MAX`] bytes; the data is not read.
+/// Whether `path` is meant as a GGUF file: named `*.gguf` or starting with GGUF's magic.
+pub fn is_gguf(path: &Path) -> bool {
+    use std::io::Read;
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        return true;
+    }
+    let mut magic = [0u8; 4];
+    match crate::files::open_regular(path) {
+        Ok((mut f, _)) => f.read_exact(&mut magic).is_ok() && &magic == MAGIC,
+        Err(_) => false,
+    }
+}
+
 pub fn read_header(path: &Path) -> Result<Header> {
     use std::io::{Read, Seek};
     let (mut f, size) = crate::files::open_regular(path)?;

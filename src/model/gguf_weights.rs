@@ -62,6 +62,14 @@ pub fn type_name(t: u32) -> String {
         q::Q4_K => "Q4_K".into(),
         q::Q5_K => "Q5_K".into(),
         q::Q6_K => "Q6_K".into(),
+        10 => "Q2_K".into(),
+        11 => "Q3_K".into(),
+        15 => "Q8_K".into(),
+        24 => "I8".into(),
+        25 => "I16".into(),
+        26 => "I32".into(),
+        27 => "I64".into(),
+        28 => "F64".into(),
         other => format!("type {other}"),
     }
 }

@@ -1,6 +1,14 @@
 //! What a loaded model is.
 
+use std::time::Instant;
+
 use serde::Serialize;
+
+use super::chat::ChatTemplate;
+use super::gguf_weights::Conversion;
+use super::load::LoadParams;
+use super::transformer::Transformer;
+use crate::Result;
 
 /// A description of a loaded model.
 #[derive(Clone, Debug, Serialize)]
@@ -29,4 +37,57 @@ pub struct ModelInfo {
     /// MLX's peak memory during the load, above what was active before it. MLX counts memory
     /// for the whole process: memory other threads allocate meanwhile counts too.
     pub load_peak_bytes: u64,
+    /// "safetensors" (a model folder) or "gguf".
+    pub format: String,
+    /// The tokenizer: "tokenizer.json", or the GGUF vocabulary kind ("gpt2/smollm", ...).
+    pub tokenizer: String,
+    /// For a GGUF file, what each tensor type of the file became (empty for a folder).
+    pub conversions: Vec<Conversion>,
+}
+
+/// What the weight store counted while a model was built.
+pub struct Weights {
+    pub bytes: u64,
+    pub peak: u64,
+    pub params: u64,
+}
+
+impl ModelInfo {
+    /// The description of a model folder's `transformer` just built (a GGUF load then sets
+    /// its format, tokenizer and conversions).
+    pub fn describe(
+        model_type: String,
+        transformer: &Transformer,
+        chat: &ChatTemplate,
+        params: &LoadParams,
+        weights: Weights,
+        start: Instant,
+    ) -> Result<ModelInfo> {
+        let s = &transformer.spec;
+        let first = &s.layers[0].attn;
+        let max_pos = s.max_position.unwrap_or(4096);
+        let (quant_bits, quant_group_size) = transformer.quantization().unwrap_or((0, 0));
+        Ok(ModelInfo {
+            model_type,
+            architecture: s.arch.clone(),
+            param_count: weights.params,
+            num_layers: s.layers.len() as i32,
+            hidden_size: s.hidden,
+            num_heads: first.n_heads,
+            num_kv_heads: first.n_kv_heads,
+            head_dim: first.head_dim,
+            vocab_size: s.vocab,
+            context_length: params.context_length.unwrap_or(max_pos),
+            quant_bits,
+            quant_group_size,
+            dtype: transformer.dtype()?.name().to_string(),
+            chat_template: chat.source.to_string(),
+            weight_bytes: weights.bytes,
+            load_seconds: start.elapsed().as_secs_f64(),
+            load_peak_bytes: weights.peak,
+            format: "safetensors".into(),
+            tokenizer: "tokenizer.json".into(),
+            conversions: Vec::new(),
+        })
+    }
 }

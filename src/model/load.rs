@@ -5,12 +5,15 @@ use std::time::Instant;
 
 use super::arch;
 use super::chat::ChatTemplate;
+use super::chat::TemplateSource;
 use super::config::Config;
 use super::info::ModelInfo;
+use super::info::Weights;
 use super::quant::QuantConfig;
 use super::tokenizer::Tokenizer;
 use super::transformer::Transformer;
 use super::weights::WeightStore;
+use super::{gguf, gguf_tokenizer, gguf_weights};
 use crate::mlx::device::shared_stream;
 use crate::mlx::{memory, with_stream, Device, DeviceKind, Dtype};
 use crate::{Error, Result};
@@ -41,6 +44,23 @@ pub struct Model {
     pub device: Device,
 }
 
+/// Refuses load parameters out of range.
+fn check_params(params: &LoadParams) -> Result<()> {
+    if let Some(ctx) = params.context_length {
+        if ctx <= 0 {
+            return Err(Error::invalid(format!("context length {ctx} must be positive")));
+        }
+    }
+    if let Some(d) = params.dtype {
+        if !matches!(d, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(Error::invalid(format!(
+                "dtype {d} is not a float type (float32, float16, bfloat16)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Where a checkpoint keeps its decoder and head: plain, or inside a multimodal wrapper.
 const LAYOUTS: &[(&str, &str)] = &[
     ("model.", "lm_head"),
@@ -55,21 +75,14 @@ impl Model {
     pub fn load(dir: &Path, params: &LoadParams) -> Result<Model> {
         let start = Instant::now();
         let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, &e))?;
+        if meta.is_file() && super::gguf::is_gguf(dir) {
+            check_params(params)?;
+            return Self::load_gguf(dir, params, start);
+        }
         if !meta.is_dir() {
-            return Err(Error::invalid(format!("{}: not a folder", dir.display())));
+            return Err(Error::invalid(format!("{}: not a model folder nor a GGUF file", dir.display())));
         }
-        if let Some(ctx) = params.context_length {
-            if ctx <= 0 {
-                return Err(Error::invalid(format!("context length {ctx} must be positive")));
-            }
-        }
-        if let Some(d) = params.dtype {
-            if !matches!(d, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
-                return Err(Error::invalid(format!(
-                    "dtype {d} is not a float type (float32, float16, bfloat16)"
-                )));
-            }
-        }
+        check_params(params)?;
         let cfg_path = dir.join("config.json");
         if !crate::files::present(&cfg_path) {
             return Err(Error::not_found(format!("{}: no such file", cfg_path.display())));
@@ -127,29 +140,81 @@ impl Model {
         let chat =
             ChatTemplate::load(dir, tok_cfg.as_ref(), &s.arch, |t| tokenizer.token_to_id(t).is_some())?;
 
-        let first = &s.layers[0].attn;
-        let max_pos = s.max_position.unwrap_or(4096);
-        let (quant_bits, quant_group_size) = transformer.quantization().unwrap_or((0, 0));
-        let info = ModelInfo {
+        let info = ModelInfo::describe(
             model_type,
-            architecture: s.arch.clone(),
-            param_count,
-            num_layers: s.layers.len() as i32,
-            hidden_size: s.hidden,
-            num_heads: first.n_heads,
-            num_kv_heads: first.n_kv_heads,
-            head_dim: first.head_dim,
-            vocab_size: s.vocab,
-            context_length: params.context_length.unwrap_or(max_pos),
-            quant_bits,
-            quant_group_size,
-            dtype: transformer.dtype()?.name().to_string(),
-            chat_template: chat.source.to_string(),
-            weight_bytes,
-            load_seconds: start.elapsed().as_secs_f64(),
-            load_peak_bytes,
-        };
+            &transformer,
+            &chat,
+            params,
+            Weights { bytes: weight_bytes, peak: load_peak_bytes, params: param_count },
+            start,
+        )?;
         Ok(Model { dir: dir.to_path_buf(), transformer, tokenizer, chat, info, device })
+    }
+
+    /// Loads a GGUF file: config from its metadata, weights converted to MLX's formats (see
+    /// [`super::gguf_weights`]), tokenizer and chat template from `tokenizer.*`.
+    fn load_gguf(path: &Path, params: &LoadParams, start: Instant) -> Result<Model> {
+        let h = gguf::read_header(path)?;
+        let cfg_json = h.config_json().map_err(|e| e.context(path.display()))?;
+        let cfg = Config::from_value(path, &cfg_json).expect("config_json makes an object");
+        let spec = arch::spec_for(&cfg).map_err(|e| e.context(path.display()))?;
+        let gt = gguf_tokenizer::build(&h).map_err(|e| e.context(path.display()))?;
+        let device = match params.device {
+            Some(d) => d,
+            None => Device::default_device()?,
+        };
+        if !device.is_available() {
+            return Err(Error::unsupported(format!("{device} is not available in this MLX build")));
+        }
+        let on_cpu = device.kind == DeviceKind::Cpu;
+        // The dtype floats and quantization scales are kept and computed in: float32 on the
+        // CPU (MLX has BLAS only for it), else float16 as llama.cpp computes, bfloat16 for Gemma
+        // (whose activations overflow float16).
+        let dtype = params.dtype.unwrap_or(if on_cpu {
+            Dtype::F32
+        } else if spec.arch == "gemma3" {
+            Dtype::BF16
+        } else {
+            Dtype::F16
+        });
+        let heads = cfg.int("num_attention_heads")?.unwrap_or(0) as usize;
+        let kv_heads = cfg.int("num_key_value_heads")?.unwrap_or(0) as usize;
+        let stream = shared_stream(device)?;
+        let (transformer, weights, conversions) = with_stream(stream, || {
+            let active_before = memory::active_memory()?;
+            memory::reset_peak_memory()?;
+            memory::reserve(gguf_weights::projected_bytes(&h), "converting the weights")?;
+            let conv = gguf_weights::convert(path, &h, &spec.arch, heads, kv_heads)?;
+            let mut store = WeightStore::from_tensors(path, conv.tensors, conv.quant, Some(dtype));
+            store.set_layout(on_cpu);
+            let transformer = Transformer::build(spec.clone(), &mut store, "model.", "lm_head")?;
+            let peak = memory::peak_memory()?.saturating_sub(active_before);
+            let w = Weights { bytes: store.bytes, peak, params: store.params };
+            Ok((transformer, w, conv.conversions))
+        })?;
+        let s = &transformer.spec;
+        let mut eos: std::collections::BTreeSet<u32> = gt.eos_id.into_iter().chain(gt.eot_id).collect();
+        eos.retain(|&id| (id as usize) < s.vocab as usize);
+        let tokenizer =
+            Tokenizer::from_parts(gt.tokenizer, gt.bos_id, gt.add_bos, eos, gt.chat_template.as_deref());
+        if tokenizer.vocab_size() > s.vocab as usize {
+            return Err(Error::format(format!(
+                "{}: the tokenizer has {} tokens but the model's embedding has {} rows",
+                path.display(),
+                tokenizer.vocab_size(),
+                s.vocab
+            )));
+        }
+        let chat = match gt.chat_template {
+            Some(t) => ChatTemplate::from_text(TemplateSource::Gguf, t)?,
+            None => ChatTemplate::builtin(&s.arch, |t| tokenizer.token_to_id(t).is_some()),
+        };
+        let model_type = cfg.str("model_type")?.unwrap_or("").to_string();
+        let mut info = ModelInfo::describe(model_type, &transformer, &chat, params, weights, start)?;
+        info.format = "gguf".into();
+        info.tokenizer = gt.kind;
+        info.conversions = conversions;
+        Ok(Model { dir: path.to_path_buf(), transformer, tokenizer, chat, info, device })
     }
 
     /// Rows of the embedding and output matrices: token ids are below it.

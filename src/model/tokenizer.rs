@@ -71,51 +71,62 @@ impl Tokenizer {
             Error::format(format!("{}: malformed tokenizer: {why}", path.display()))
         })?;
         let inner = parsed.map_err(|e| Error::format(format!("{}: {e}", path.display())))?;
-        VOCAB_SCANS.fetch_add(1, Ordering::Relaxed);
-        let vocab = inner.get_vocab_size(true);
-        let mut t = Tokenizer {
-            inner,
-            vocab,
-            bos: None,
-            bos_text: None,
-            eos_text: None,
-            add_bos: None,
-            eos: BTreeSet::new(),
-        };
+        let (mut bos_text, mut eos_text, mut add_bos) = (None, None, None);
         if let Some(tc) = tok_cfg {
-            t.bos_text = token_text(tc, "bos_token")?;
-            t.eos_text = token_text(tc, "eos_token")?;
-            t.add_bos = tc.bool("add_bos_token")?;
+            bos_text = token_text(tc, "bos_token")?;
+            eos_text = token_text(tc, "eos_token")?;
+            add_bos = tc.bool("add_bos_token")?;
         }
-        t.bos = match &t.bos_text {
-            Some(s) => t.inner.token_to_id(s),
+        let bos = match &bos_text {
+            Some(s) => inner.token_to_id(s),
             None => model_cfg.ids("bos_token_id")?.first().copied(),
         };
-        if t.bos_text.is_none() {
-            t.bos_text = t.bos.and_then(|id| t.inner.id_to_token(id));
-        }
         let mut eos: BTreeSet<u32> = model_cfg.ids("eos_token_id")?.into_iter().collect();
         let gen = dir.join("generation_config.json");
         if crate::files::present(&gen) {
             eos.extend(Config::read(&gen)?.ids("eos_token_id")?);
         }
-        if let Some(id) = t.eos_text.as_deref().and_then(|s| t.inner.token_to_id(s)) {
+        Ok(Tokenizer::assemble(inner, bos, bos_text, eos_text, add_bos, eos, template))
+    }
+
+    /// A tokenizer built elsewhere (from a GGUF file's metadata), with its BOS id, whether to
+    /// add it, and the ids that end generation; `template` adds its end-of-turn markers.
+    pub fn from_parts(
+        inner: tokenizers::Tokenizer,
+        bos: Option<u32>,
+        add_bos: bool,
+        eos: BTreeSet<u32>,
+        template: Option<&str>,
+    ) -> Tokenizer {
+        Tokenizer::assemble(inner, bos, None, None, Some(add_bos), eos, template)
+    }
+
+    fn assemble(
+        inner: tokenizers::Tokenizer,
+        bos: Option<u32>,
+        bos_text: Option<String>,
+        eos_text: Option<String>,
+        add_bos: Option<bool>,
+        mut eos: BTreeSet<u32>,
+        template: Option<&str>,
+    ) -> Tokenizer {
+        VOCAB_SCANS.fetch_add(1, Ordering::Relaxed);
+        let vocab = inner.get_vocab_size(true);
+        let bos_text = bos_text.or_else(|| bos.and_then(|id| inner.id_to_token(id)));
+        if let Some(id) = eos_text.as_deref().and_then(|s| inner.token_to_id(s)) {
             eos.insert(id);
         }
         if let Some(tpl) = template {
             for marker in END_OF_TURN {
                 if tpl.contains(marker) {
-                    if let Some(id) = t.inner.token_to_id(marker) {
+                    if let Some(id) = inner.token_to_id(marker) {
                         eos.insert(id);
                     }
                 }
             }
         }
-        if t.eos_text.is_none() {
-            t.eos_text = eos.iter().next().and_then(|&id| t.inner.id_to_token(id));
-        }
-        t.eos = eos;
-        Ok(t)
+        let eos_text = eos_text.or_else(|| eos.iter().next().and_then(|&id| inner.id_to_token(id)));
+        Tokenizer { inner, vocab, bos, bos_text, eos_text, add_bos, eos }
     }
 
     /// Token ids of `text`. With `add_special`, special tokens are added as the tokenizer and

@@ -55,6 +55,9 @@ static void test_load_and_info(lmx_model **out) {
   CHECK(d.context_length == 4096);
   CHECK(d.vocab_size > 0 && d.num_layers > 0 && d.param_count > 0);
   CHECK(strlen(d.architecture) > 0 && strlen(d.dtype) > 0 && strlen(d.backend) > 0);
+  /* A model folder: no GGUF conversions. */
+  CHECK(strcmp(d.format, "safetensors") == 0 && strcmp(d.tokenizer, "tokenizer.json") == 0);
+  CHECK(d.conversions[0] == '\0');
   printf("model: %s (%s), %llu params, %d layers, template %s\n", d.architecture, d.model_type,
          (unsigned long long)d.param_count, d.num_layers, d.chat_template);
   CHECK_ERR(lmx_model_info(NULL, &d), LMX_STATUS_INVALID_ARGUMENT, "model is NULL");
