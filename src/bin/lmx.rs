@@ -202,11 +202,18 @@ fn run(args: &[String]) -> Result<()> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match run(&args) {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("lmx: {e}");
-            ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Everything is written and every model freed by now. The process ends without running
+    // the shared libraries' exit destructors: OpenBLAS 0.3.21's joins its worker threads and,
+    // rarely, waits forever for one that missed the wake-up (seen once in `make`'s demo).
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit ends the process at once; nothing runs after it.
+    unsafe { libc::_exit(code) }
 }
