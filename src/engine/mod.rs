@@ -11,6 +11,8 @@ pub mod sampling;
 pub mod session;
 pub mod stop;
 mod text;
+pub mod train;
+pub mod train_data;
 
 pub use batch::{batch_generate, classify, BatchOutput, ClassifyOutput};
 pub use cancel::Cancel;

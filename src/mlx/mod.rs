@@ -6,6 +6,7 @@
 //! must never happen inside a host process. Nothing in this module panics on bad input.
 
 pub mod array;
+pub mod autodiff;
 pub mod compile;
 pub mod device;
 pub mod dtype;

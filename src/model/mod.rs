@@ -15,6 +15,7 @@ pub mod gguf_tokenizer;
 pub mod gguf_weights;
 pub mod info;
 pub mod load;
+pub mod lora;
 pub mod quant;
 pub mod rope;
 pub mod spec;

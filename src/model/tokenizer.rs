@@ -181,6 +181,15 @@ impl Tokenizer {
         self.eos_text.as_deref()
     }
 
+    /// The id of the EOS token the tokenizer names (what a training text ends with), else
+    /// the smallest of the ids that end generation.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos_text
+            .as_deref()
+            .and_then(|t| self.inner.token_to_id(t))
+            .or_else(|| self.eos.iter().next().copied())
+    }
+
     /// Every token id that ends generation.
     pub fn eos_ids(&self) -> &BTreeSet<u32> {
         &self.eos

@@ -2,6 +2,7 @@
 //! Field names follow the checkpoint's tensor names.
 
 use super::cache::KvCache;
+use super::lora::{LayerPairs, Lora, LoraApply, Target};
 use super::spec::{AttentionSpec, LayerSpec, MlpKind, ModelSpec};
 use super::weights::{Embedding, Linear, Projections, WeightStore};
 use crate::mlx::{compile, ops, Array, Dtype};
@@ -71,15 +72,24 @@ fn geglu_tanh(a: &[Array]) -> Result<Vec<Array>> {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Array) -> Result<Array> {
-        let gu = self.gate_up.forward(x)?;
+    fn forward(&self, x: &Array, lora: Option<(LoraApply, &LayerPairs)>) -> Result<Array> {
+        let mut gu = self.gate_up.forward(x)?;
+        if let Some((l, p)) = lora {
+            for (y, t) in gu.iter_mut().zip([Target::Gate, Target::Up]) {
+                *y = l.apply(y.clone(), x, p, t)?;
+            }
+        }
         let (g, u) = (&gu[0], &gu[1]);
         let f = match self.kind {
             MlpKind::SwiGlu => swiglu,
             MlpKind::GeGluTanh => geglu_tanh,
         };
         let h = compile::call(f, &[g, u])?.pop().ok_or_else(|| Error::internal("no activation output"))?;
-        self.down_proj.forward(&h)
+        let y = self.down_proj.forward(&h)?;
+        match lora {
+            Some((l, p)) => l.apply(y, &h, p, Target::Down),
+            None => Ok(y),
+        }
     }
 }
 
@@ -147,25 +157,39 @@ fn batch_mask(pad: &[i32], offset: i32, len: i32, keys: i32, window: Option<i32>
 }
 
 impl Attention {
+    /// Without a cache (training), attention covers `x`'s own positions only, from 0.
     fn forward(
         &self,
         x: &Array,
-        cache: &mut KvCache,
+        mut cache: Option<&mut KvCache>,
         layer: usize,
         eps: f32,
         padded: Option<&Padded>,
+        lora: Option<(LoraApply, &LayerPairs)>,
     ) -> Result<Array> {
         let s = &self.spec;
         let shape = x.shape();
         let (b, l) = (shape[0], shape[1]);
-        let qkv = self.qkv.forward_heads(x, &[s.n_heads, s.n_kv_heads, s.n_kv_heads], s.head_dim)?;
+        let heads = [s.n_heads, s.n_kv_heads, s.n_kv_heads];
+        let qkv = match lora.filter(|(_, p)| p.any(&[Target::Q, Target::K, Target::V])) {
+            None => self.qkv.forward_heads(x, &heads, s.head_dim)?,
+            Some((lo, p)) => {
+                let outs = self.qkv.forward(x)?;
+                let mut split = Vec::with_capacity(3);
+                for ((y, t), n) in outs.into_iter().zip([Target::Q, Target::K, Target::V]).zip(heads) {
+                    let y = lo.apply(y, x, p, t)?;
+                    split.push(ops::transpose(&ops::reshape(&y, &[b, l, n, s.head_dim])?, &[0, 2, 1, 3])?);
+                }
+                split
+            }
+        };
         let norm = |y: &Array, w: &Option<Array>| -> Result<Array> {
             match w {
                 Some(w) => ops::rms_norm(y, Some(w), eps),
                 None => Ok(y.clone()),
             }
         };
-        let offset = cache.offset();
+        let offset = cache.as_ref().map_or(0, |c| c.offset());
         let q = norm(&qkv[0], &self.q_norm)?;
         let k = norm(&qkv[1], &self.k_norm)?;
         let (q, k) = match padded {
@@ -173,14 +197,20 @@ impl Attention {
             Some(p) => (s.rope.apply_rows(&q, &p.starts)?, s.rope.apply_rows(&k, &p.starts)?),
         };
         let v = qkv[2].clone();
-        let att = cache.update(layer, &k, &v)?;
+        let (keys, values, window_prefix) = match cache {
+            Some(c) => {
+                let att = c.update(layer, &k, &v)?;
+                (att.keys, att.values, att.window_prefix)
+            }
+            None => (k, v, Some(0)),
+        };
         let mask_arr;
         let mask = if let Some(p) = padded {
             ops::AttentionMask::Array(p.mask(s.window)?)
         } else if l == 1 {
             ops::AttentionMask::None
         } else {
-            match (att.window_prefix, s.window) {
+            match (window_prefix, s.window) {
                 (Some(prefix), Some(w)) if prefix + l > w => {
                     mask_arr = window_mask(prefix, l, w)?;
                     ops::AttentionMask::Array(&mask_arr)
@@ -188,9 +218,13 @@ impl Attention {
                 _ => ops::AttentionMask::Causal,
             }
         };
-        let o = ops::scaled_dot_product_attention(&q, &att.keys, &att.values, s.scale, mask)?;
+        let o = ops::scaled_dot_product_attention(&q, &keys, &values, s.scale, mask)?;
         let o = ops::reshape(&ops::transpose(&o, &[0, 2, 1, 3])?, &[b, l, s.n_heads * s.head_dim])?;
-        self.o_proj.forward(&o)
+        let y = self.o_proj.forward(&o)?;
+        match lora {
+            Some((lo, p)) => lo.apply(y, &o, p, Target::O),
+            None => Ok(y),
+        }
     }
 }
 
@@ -294,38 +328,131 @@ impl Transformer {
 
     /// The final hidden states [B, L, hidden] (after the last norm).
     pub fn hidden(&self, tokens: &Array, cache: &mut KvCache, rows: Option<&RowPad>) -> Result<Array> {
+        self.hidden_with(tokens, Some(cache), rows, None)
+    }
+
+    /// Logits [B, vocab] of the last position with adapter `lora` applied (see
+    /// [`forward_last`](Self::forward_last)).
+    pub fn forward_last_with(
+        &self,
+        tokens: &Array,
+        cache: &mut KvCache,
+        lora: Option<&Lora>,
+    ) -> Result<Array> {
+        let h = self.hidden_with(tokens, Some(cache), None, lora)?;
+        let (b, l) = (h.dim(0)?, h.dim(1)?);
+        let logits = self.logits(&ops::slice_axis(&h, 1, l - 1, l)?)?;
+        ops::reshape(&logits, &[b, -1])
+    }
+
+    /// Logits [B, L, vocab] of whole sequences (no cache: every position attends to its own
+    /// sequence from 0), with `lora` applied; with `checkpoint`, each layer's activations are
+    /// recomputed in the backward pass instead of kept. What training differentiates.
+    pub fn forward_train(&self, tokens: &Array, lora: Option<&Lora>, checkpoint: bool) -> Result<Array> {
+        if !checkpoint {
+            let h = self.hidden_with(tokens, None, None, lora)?;
+            return self.logits(&h);
+        }
+        let eps = self.spec.norm_eps;
+        let mut x = self.embed(tokens)?;
+        for (i, b) in self.layers.iter().enumerate() {
+            // The layer as a function of its input and its adapter arrays, so the recomputation
+            // sees the same values the forward pass did. It owns what it uses of the adapter: MLX
+            // calls it again during the backward pass.
+            let owned: Option<(LoraApply, LayerPairs)> =
+                lora.and_then(|l| l.layer(i).map(|p| (l.at(i), p.clone())));
+            let arrays: Vec<Array> = owned
+                .as_ref()
+                .map(|(_, p)| {
+                    Target::ALL
+                        .iter()
+                        .filter_map(|&t| p.get(t))
+                        .flat_map(|(a, b)| [a.clone(), b.clone()])
+                        .collect()
+                })
+                .unwrap_or_default();
+            let f = crate::mlx::autodiff::Checkpointed::new(move |inp: &[Array]| {
+                let adapted = match &owned {
+                    Some((l, p)) => Some((*l, p.with_arrays(&inp[1..])?)),
+                    None => None,
+                };
+                let pl = adapted.as_ref().map(|(l, p)| (*l, p));
+                Ok(vec![self.layer(b, i, &inp[0], None, eps, None, pl)?])
+            })?;
+            let mut inputs = vec![x];
+            inputs.extend(arrays);
+            x = f.call(&inputs)?.pop().ok_or_else(|| Error::internal("a layer gave no output"))?;
+        }
+        self.logits(&ops::rms_norm(&x, Some(&self.norm), eps)?)
+    }
+
+    fn embed(&self, tokens: &Array) -> Result<Array> {
         if tokens.ndim() != 2 {
             return Err(Error::invalid(format!("tokens must be [batch, length], got {:?}", tokens.shape())));
         }
-        let l = tokens.dim(1)?;
-        let eps = self.spec.norm_eps;
-        let mut x = self.embed_tokens.lookup(tokens)?;
-        if let Some(sc) = &self.embed_scale {
-            x = ops::multiply(&x, sc)?;
+        let x = self.embed_tokens.lookup(tokens)?;
+        match &self.embed_scale {
+            Some(sc) => ops::multiply(&x, sc),
+            None => Ok(x),
         }
-        let padded = rows.map(|r| Padded::new(r, &self.layers, cache.offset(), l)).transpose()?;
-        for (i, b) in self.layers.iter().enumerate() {
-            let r = b.self_attn.forward(
-                &ops::rms_norm(&x, Some(&b.input_layernorm), eps)?,
-                cache,
-                i,
-                eps,
-                padded.as_ref(),
-            )?;
-            match (&b.pre_feedforward_layernorm, &b.post_feedforward_layernorm) {
-                (Some(pre), Some(post)) => {
-                    let hmid = ops::add(&x, &ops::rms_norm(&r, Some(&b.post_attention_layernorm), eps)?)?;
-                    let m = b.mlp.forward(&ops::rms_norm(&hmid, Some(pre), eps)?)?;
-                    x = ops::add(&hmid, &ops::rms_norm(&m, Some(post), eps)?)?;
-                }
-                _ => {
-                    let hmid = ops::add(&x, &r)?;
-                    let m = b.mlp.forward(&ops::rms_norm(&hmid, Some(&b.post_attention_layernorm), eps)?)?;
-                    x = ops::add(&hmid, &m)?;
-                }
+    }
+
+    /// One block: attention and MLP with their residuals.
+    #[allow(clippy::too_many_arguments)]
+    fn layer(
+        &self,
+        b: &Block,
+        i: usize,
+        x: &Array,
+        cache: Option<&mut KvCache>,
+        eps: f32,
+        padded: Option<&Padded>,
+        lora: Option<(LoraApply, &LayerPairs)>,
+    ) -> Result<Array> {
+        let r = b.self_attn.forward(
+            &ops::rms_norm(x, Some(&b.input_layernorm), eps)?,
+            cache,
+            i,
+            eps,
+            padded,
+            lora,
+        )?;
+        match (&b.pre_feedforward_layernorm, &b.post_feedforward_layernorm) {
+            (Some(pre), Some(post)) => {
+                let hmid = ops::add(x, &ops::rms_norm(&r, Some(&b.post_attention_layernorm), eps)?)?;
+                let m = b.mlp.forward(&ops::rms_norm(&hmid, Some(pre), eps)?, lora)?;
+                ops::add(&hmid, &ops::rms_norm(&m, Some(post), eps)?)
+            }
+            _ => {
+                let hmid = ops::add(x, &r)?;
+                let m =
+                    b.mlp.forward(&ops::rms_norm(&hmid, Some(&b.post_attention_layernorm), eps)?, lora)?;
+                ops::add(&hmid, &m)
             }
         }
-        cache.advance(l);
+    }
+
+    /// The final hidden states, with a cache or without one (see
+    /// [`forward_train`](Self::forward_train)) and an adapter.
+    pub fn hidden_with(
+        &self,
+        tokens: &Array,
+        mut cache: Option<&mut KvCache>,
+        rows: Option<&RowPad>,
+        lora: Option<&Lora>,
+    ) -> Result<Array> {
+        let mut x = self.embed(tokens)?;
+        let l = tokens.dim(1)?;
+        let eps = self.spec.norm_eps;
+        let offset = cache.as_ref().map_or(0, |c| c.offset());
+        let padded = rows.map(|r| Padded::new(r, &self.layers, offset, l)).transpose()?;
+        for (i, b) in self.layers.iter().enumerate() {
+            let pairs = lora.and_then(|lo| lo.layer(i).map(|p| (lo.at(i), p)));
+            x = self.layer(b, i, &x, cache.as_deref_mut(), eps, padded.as_ref(), pairs)?;
+        }
+        if let Some(c) = cache {
+            c.advance(l);
+        }
         ops::rms_norm(&x, Some(&self.norm), eps)
     }
 

@@ -1,0 +1,169 @@
+//! LoRA adapters and training against mlx-lm 0.32.2 (tests/fixtures/lora, made by
+//! scripts/make_lora_refs.py): the data pipeline gives mlx-lm's batch, the loss and adapter
+//! gradients of a batch equal mlx-lm's, 20 Adam steps follow mlx-lm's loss curve, and the
+//! adapter mlx-lm trained gives mlx-lm's logits here. Dense, 4-bit and Gemma 3 bases.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use lmx::engine::train::{TrainParams, Trainer};
+use lmx::engine::train_data::{load_jsonl, make_batch, Batch};
+use lmx::mlx::{ops, Array, Dtype};
+use lmx::model::lora::{Lora, LoraWeights};
+use lmx::model::{KvCache, LoadParams, Model};
+
+const CASES: [&str; 4] = ["qwen3_all", "qwen3_chat", "llama_q4_last", "gemma3_all"];
+
+struct Case {
+    dir: std::path::PathBuf,
+    r: serde_json::Value,
+    model: Arc<Model>,
+}
+
+fn case(name: &str) -> Case {
+    let dir = fixtures().join("lora").join(name);
+    let r = json(&dir.join("reference.json"));
+    let model =
+        Model::load(&fixtures().join(r["fixture"].as_str().unwrap()), &LoadParams::default()).unwrap();
+    Case { dir, r, model: Arc::new(model) }
+}
+
+fn params(c: &Case, init: &LoraWeights) -> TrainParams {
+    TrainParams {
+        lora: init.config.clone(),
+        learning_rate: c.r["learning_rate"].as_f64().unwrap() as f32,
+        batch_size: c.r["batch_size"].as_u64().unwrap() as u32,
+        max_seq_length: c.r["max_seq_length"].as_u64().unwrap() as u32,
+        ..TrainParams::default()
+    }
+}
+
+fn floats(a: &Array) -> Vec<f32> {
+    ops::astype(a, Dtype::F32).unwrap().to_f32_vec().unwrap()
+}
+
+/// Largest difference relative to the largest magnitude of `want`.
+fn rel(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    max_abs_diff(got, want) / scale
+}
+
+#[test]
+fn the_data_pipeline_makes_mlx_lms_batch() {
+    for name in CASES {
+        let c = case(name);
+        let data =
+            load_jsonl(&c.dir.join("train.jsonl"), &c.model, c.r["mask_prompt"].as_bool().unwrap()).unwrap();
+        let b = make_batch(data.iter(), 128);
+        let want: Vec<Vec<i32>> = serde_json::from_value(c.r["batch_tokens"].clone()).unwrap();
+        let spans: Vec<(i32, i32)> = serde_json::from_value::<Vec<[i32; 2]>>(c.r["batch_lengths"].clone())
+            .unwrap()
+            .into_iter()
+            .map(|[a, b]| (a, b))
+            .collect();
+        // mlx-lm sorts rows by length; the batch is the same set of rows.
+        let mut ours: Vec<(Vec<i32>, (i32, i32))> =
+            b.tokens.chunks(b.width).map(|r| r.to_vec()).zip(b.spans.clone()).collect();
+        let mut theirs: Vec<(Vec<i32>, (i32, i32))> = want.into_iter().zip(spans).collect();
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours, theirs, "{name}: rows, padding, loss spans");
+    }
+}
+
+fn reference_batch(c: &Case) -> Batch {
+    let rows: Vec<Vec<i32>> = serde_json::from_value(c.r["batch_tokens"].clone()).unwrap();
+    let spans: Vec<[i32; 2]> = serde_json::from_value(c.r["batch_lengths"].clone()).unwrap();
+    Batch {
+        rows: rows.len(),
+        width: rows[0].len(),
+        tokens: rows.concat(),
+        spans: spans.into_iter().map(|[a, b]| (a, b)).collect(),
+    }
+}
+
+#[test]
+fn loss_and_gradients_equal_mlx_lms() {
+    for name in CASES {
+        let c = case(name);
+        let init = LoraWeights::load(&c.dir.join("init"), &c.model.transformer.spec).unwrap();
+        let data =
+            load_jsonl(&c.dir.join("train.jsonl"), &c.model, c.r["mask_prompt"].as_bool().unwrap()).unwrap();
+        let batch = reference_batch(&c);
+        let want = tensors(&c.dir.join("grads.safetensors"));
+        for checkpoint in [false, true] {
+            let p = TrainParams { grad_checkpoint: checkpoint, ..params(&c, &init) };
+            let t = Trainer::new(c.model.clone(), p, data.clone(), Some(init.clone())).unwrap();
+            let (loss, ntoks, grads) = t.gradients(&batch).unwrap();
+            let want_loss = c.r["first_loss"].as_f64().unwrap() as f32;
+            assert!(
+                (loss - want_loss).abs() <= 1e-4 * want_loss.abs(),
+                "{name}: loss {loss} vs mlx-lm {want_loss}"
+            );
+            assert_eq!(ntoks, c.r["first_ntoks"].as_u64().unwrap(), "{name}: tokens in the loss");
+            let named = t.weights().named();
+            assert_eq!(named.len(), want.len(), "{name}: adapter arrays");
+            let mut worst = 0f32;
+            for ((n, _), g) in named.iter().zip(&grads) {
+                let w = want.get(n).unwrap_or_else(|| panic!("{name}: mlx-lm has no gradient for {n}"));
+                let d = rel(&floats(g), &floats(w));
+                worst = worst.max(d);
+                assert!(
+                    d < 1e-3,
+                    "{name} {n} (checkpoint {checkpoint}): gradient differs by {d:.2e} of its largest value"
+                );
+            }
+            eprintln!("{name} (checkpoint {checkpoint}): loss {loss:.5} vs {want_loss:.5}, {} gradients within {worst:.1e}", grads.len());
+        }
+    }
+}
+
+#[test]
+fn twenty_steps_follow_mlx_lms_loss_curve() {
+    for name in CASES {
+        let c = case(name);
+        let init = LoraWeights::load(&c.dir.join("init"), &c.model.transformer.spec).unwrap();
+        let data =
+            load_jsonl(&c.dir.join("train.jsonl"), &c.model, c.r["mask_prompt"].as_bool().unwrap()).unwrap();
+        let mut t = Trainer::new(c.model.clone(), params(&c, &init), data, Some(init)).unwrap();
+        let want: Vec<f32> = serde_json::from_value(c.r["losses"].clone()).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            got.push(t.step().unwrap().loss);
+        }
+        let worst =
+            got.iter().zip(&want).map(|(a, b)| (a - b).abs() / b.abs().max(1e-3)).fold(0f32, f32::max);
+        eprintln!(
+            "{name}: losses {:.4} -> {:.4} (mlx-lm {:.4} -> {:.4}), worst relative difference {worst:.1e}",
+            got[0], got[19], want[0], want[19]
+        );
+        assert!(worst < 1e-3, "{name}: loss curve {got:?}\nmlx-lm {want:?}");
+        assert!(got[19] < got[0] * 0.5, "{name}: the loss did not fall");
+    }
+}
+
+#[test]
+fn an_adapter_mlx_lm_trained_gives_mlx_lms_logits() {
+    for name in CASES {
+        let c = case(name);
+        let w = LoraWeights::load(&c.dir.join("trained"), &c.model.transformer.spec).unwrap();
+        let ids: Vec<i32> = serde_json::from_value(c.r["prompt_ids"].clone()).unwrap();
+        let lora = Lora { weights: &w, scale: w.config.scale, dropout: 0.0, seed: 0 };
+        let mut cache = KvCache::new(&c.model.transformer.spec);
+        let x = Array::from_slice(&ids, &[1, ids.len() as i32]).unwrap();
+        let got = floats(&c.model.transformer.forward_last_with(&x, &mut cache, Some(&lora)).unwrap());
+        let want = floats(&tensors(&c.dir.join("logits.safetensors"))["last_logits"]);
+        let d = max_abs_diff(&got, &want);
+        eprintln!("{name}: logits with mlx-lm's trained adapter within {d:.1e}");
+        assert!(d < 1e-3, "{name}: {d}");
+        // Scale 0 is the base model.
+        let off = Lora { scale: 0.0, ..lora };
+        let mut cache = KvCache::new(&c.model.transformer.spec);
+        let base = floats(&c.model.transformer.forward_last(&x, &mut cache, None).unwrap());
+        let mut cache = KvCache::new(&c.model.transformer.spec);
+        let zero = floats(&c.model.transformer.forward_last_with(&x, &mut cache, Some(&off)).unwrap());
+        assert!(max_abs_diff(&base, &zero) < 1e-5, "{name}: scale 0");
+    }
+}
