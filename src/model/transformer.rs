@@ -161,7 +161,7 @@ impl Attention {
     fn forward(
         &self,
         x: &Array,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         layer: usize,
         eps: f32,
         padded: Option<&Padded>,
