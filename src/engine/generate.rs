@@ -194,7 +194,7 @@ impl Generation {
         let st = self.state.as_mut().ok_or_else(|| Error::internal("generation without a session state"))?;
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
         let x = Array::from_slice(&ids, &[1, ids.len() as i32])?;
-        let logits = self.model.transformer.forward_last(&x, &mut st.cache, None)?;
+        let logits = st.forward_last(&self.model, &x)?;
         st.tokens.extend_from_slice(tokens);
         Ok(logits)
     }
@@ -320,7 +320,7 @@ impl Generation {
                     let st = self.state.as_mut().expect("state");
                     // Token ids index the embedding as they are (uint32): no conversion.
                     let x = ops::reshape(&y, &[1, 1])?;
-                    let logits = self.model.transformer.forward_last(&x, &mut st.cache, None)?;
+                    let logits = st.forward_last(&self.model, &x)?;
                     let next = self.sample(&logits)?;
                     mlx::async_eval(&[&next])?;
                     self.pending = Some(next);

@@ -12,6 +12,7 @@ use super::cancel::Cancel;
 use super::generate::{Generation, Output};
 use super::params::GenerateParams;
 use crate::mlx::device::{pooled_stream, StreamLease};
+use crate::model::lora::{Lora, LoraWeights};
 use crate::model::{KvCache, Message, Model};
 use crate::{Error, ErrorKind, Result};
 
@@ -21,6 +22,17 @@ pub(crate) struct SessionState {
     /// The tokens whose keys and values the cache holds, in order.
     pub tokens: Vec<u32>,
     pub stream: Arc<StreamLease>,
+    /// The adapter applied, with its scale; None = the base model.
+    pub adapter: Option<(Arc<LoraWeights>, f32)>,
+}
+
+impl SessionState {
+    /// Logits [1, vocab] of the last of `x` ([1, L] ids) after the cache, with the adapter.
+    pub fn forward_last(&mut self, model: &Model, x: &crate::mlx::Array) -> Result<crate::mlx::Array> {
+        let lora =
+            self.adapter.as_ref().map(|(w, scale)| Lora { weights: w, scale: *scale, dropout: 0.0, seed: 0 });
+        model.transformer.forward_last_with(x, &mut self.cache, lora.as_ref())
+    }
 }
 
 pub struct Session {
@@ -42,6 +54,7 @@ impl Session {
                 cache,
                 tokens: Vec::new(),
                 stream: Arc::new(stream),
+                adapter: None,
             }))),
             current: Arc::new(Mutex::new(None)),
         })
@@ -66,6 +79,31 @@ impl Session {
         let st = slot.as_mut().ok_or_else(Self::busy)?;
         st.cache.reset();
         st.tokens.clear();
+        Ok(())
+    }
+
+    /// Applies `adapter` with `scale` to this session's generations from now on (None: the
+    /// base model). The adapter must have been made for this model. The cache is emptied when
+    /// the adapter or scale changes (what it holds was computed with the other weights).
+    pub fn set_adapter(&self, adapter: Option<(Arc<LoraWeights>, f32)>) -> Result<()> {
+        if let Some((w, scale)) = &adapter {
+            if !scale.is_finite() {
+                return Err(Error::invalid(format!("adapter scale {scale} is not a finite number")));
+            }
+            w.check(&self.model.transformer.spec)?;
+        }
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        let st = slot.as_mut().ok_or_else(Self::busy)?;
+        let same = match (&st.adapter, &adapter) {
+            (None, None) => true,
+            (Some((a, x)), Some((b, y))) => Arc::ptr_eq(a, b) && x == y,
+            _ => false,
+        };
+        if !same {
+            st.cache.reset();
+            st.tokens.clear();
+            st.adapter = adapter;
+        }
         Ok(())
     }
 

@@ -198,6 +198,33 @@ impl LoraWeights {
         Ok(out)
     }
 
+    /// Checks that every pair fits a model of `spec` (an adapter loaded for another model).
+    pub fn check(&self, spec: &ModelSpec) -> Result<()> {
+        if self.layers.len() != spec.layers.len() {
+            return Err(Error::invalid(format!(
+                "the adapter was made for a model of {} layers; this one has {}",
+                self.layers.len(),
+                spec.layers.len()
+            )));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            for t in Target::ALL {
+                if let Some((a, b)) = l.get(t) {
+                    let (din, dout) = t.dims(spec, i);
+                    if a.shape() != [din, self.config.rank] || b.shape() != [self.config.rank, dout] {
+                        return Err(Error::invalid(format!(
+                            "the adapter's model.layers.{i}.{} is {:?} x {:?}; this model needs [{din}, r] x [r, {dout}]",
+                            t.key(),
+                            a.shape(),
+                            b.shape()
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Trainable parameters.
     pub fn param_count(&self) -> u64 {
         self.arrays().iter().map(|a| a.size() as u64).sum()
