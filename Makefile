@@ -140,12 +140,16 @@ $(BUILD)/%_asan: tests/c/%.c tests/c/check.h $(HEADER) lib
 
 C_MODELS := qwen3 gemma3 llama_tied_q4
 
-test-c: $(BUILD)/test_abi $(BUILD)/test_model
+test-c: $(BUILD)/test_abi $(BUILD)/test_model $(BUILD)/test_lora
 	$(BUILD)/test_abi
+	@rm -rf $(BUILD)/lora-c && mkdir -p $(BUILD)/lora-c
+	$(BUILD)/test_lora $(FIX)/qwen3 $(FIX)/lora/qwen3_all/train.jsonl $(BUILD)/lora-c
 	@for m in $(C_MODELS); do echo "test_model $$m"; $(BUILD)/test_model $(FIX)/$$m $$(python3 scripts/ref_ids.py $(FIX)/$$m) || exit 1; done
 
-test-c-asan: $(BUILD)/test_abi_asan $(BUILD)/test_model_asan
+test-c-asan: $(BUILD)/test_abi_asan $(BUILD)/test_model_asan $(BUILD)/test_lora_asan
 	ASAN_OPTIONS=detect_leaks=1 $(BUILD)/test_abi_asan
+	@rm -rf $(BUILD)/lora-c-asan && mkdir -p $(BUILD)/lora-c-asan
+	ASAN_OPTIONS=detect_leaks=1 $(BUILD)/test_lora_asan $(FIX)/qwen3 $(FIX)/lora/qwen3_all/train.jsonl $(BUILD)/lora-c-asan
 	@for m in $(C_MODELS); do echo "test_model (AddressSanitizer) $$m"; \
 	  ASAN_OPTIONS=detect_leaks=1 $(BUILD)/test_model_asan $(FIX)/$$m $$(python3 scripts/ref_ids.py $(FIX)/$$m) || exit 1; done
 
@@ -214,7 +218,7 @@ fuzz: lib
 
 clean:
 	cargo clean
-	rm -f $(BUILD)/test_abi $(BUILD)/test_abi_asan $(BUILD)/test_model $(BUILD)/test_model_asan
+	rm -f $(BUILD)/test_abi $(BUILD)/test_abi_asan $(BUILD)/test_model $(BUILD)/test_model_asan $(BUILD)/test_lora $(BUILD)/test_lora_asan
 
 # Also removes the virtualenvs and the mlx-c build (the next `make` reinstalls them).
 distclean: clean

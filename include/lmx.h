@@ -108,6 +108,10 @@ typedef enum {
   LMX_BACKEND_CUDA = 2,
 } lmx_backend;
 
+// LoRA adapter weights for one model (opaque), loaded from a folder in mlx-lm's format or
+// taken from a trainer. Immutable and thread-safe; sessions using it keep it alive.
+typedef struct lmx_adapter lmx_adapter;
+
 // The results of lmx_batch_generate() (opaque). Read-only; thread-safe to read.
 typedef struct lmx_batch lmx_batch;
 
@@ -127,6 +131,10 @@ typedef struct lmx_session lmx_session;
 // While it exists its session is busy. Use it from one thread at a time (it may move between
 // threads); lmx_session_cancel() on its session may come from any thread.
 typedef struct lmx_stream lmx_stream;
+
+// A trainer (opaque): one LoRA training run on a model. One call at a time (another call
+// meanwhile gets LMX_STATUS_BUSY); the model stays usable for generation meanwhile.
+typedef struct lmx_trainer lmx_trainer;
 
 // How generation runs. Initialize with lmx_generate_params_init() (or
 // LMX_GENERATE_PARAMS_INIT), then set what you need; all pointers are borrowed for the
@@ -248,6 +256,79 @@ typedef struct {
   // MLX's recommended working set in bytes (Metal only); 0 where unknown.
   uint64_t recommended_working_set;
 } lmx_device;
+
+// How to train a LoRA adapter. Initialize with lmx_train_params_init() (or
+// LMX_TRAIN_PARAMS_INIT), then set data_path and what you need. Defaults are mlx-lm's:
+// rank 8, scale 20, the last 16 layers, every projection, batch 4, learning rate 1e-5,
+// sequences up to 2048 tokens, Adam (weight decay 0). Strings are borrowed for the call.
+typedef struct {
+  // sizeof(lmx_train_params) as the caller's header declares it.
+  size_t struct_size;
+  // The training data: a JSONL file of {"text"}, {"prompt", "completion"} or {"messages"}
+  // rows (required).
+  const char *data_path;
+  // Validation data for lmx_trainer_evaluate() (NULL: the training data).
+  const char *valid_path;
+  // An adapter folder to continue training from (NULL: fresh weights from `seed`).
+  const char *resume_adapter;
+  // Low-rank dimension (>= 1). Default 8.
+  uint32_t rank;
+  // Multiplies the low-rank product. 0 = alpha / rank. Default 20.
+  float scale;
+  // Used when scale is 0. Default 0.
+  float alpha;
+  // In [0, 1). Default 0.
+  float dropout;
+  // Adapt the last num_layers layers; 0 = min(16, the model's). Default 0.
+  uint32_t num_layers;
+  // Comma-separated projections ("q_proj,v_proj"; from q_proj, k_proj, v_proj, o_proj,
+  // gate_proj, up_proj, down_proj). NULL or "" = all. Default NULL.
+  const char *targets;
+  // Peak learning rate (> 0, finite). Default 1e-5.
+  float learning_rate;
+  // Linear warm-up steps from 0. Default 0.
+  uint32_t warmup_steps;
+  // Cosine decay to min_learning_rate over this many steps after warm-up; 0 = constant.
+  uint32_t cosine_steps;
+  float min_learning_rate;
+  // AdamW decoupled weight decay. Default 0.
+  float weight_decay;
+  // Clip the gradient's global norm (0 = off). Default 0.
+  float grad_clip;
+  // Batches per update (>= 1). Default 1.
+  uint32_t grad_accumulation;
+  // 0 or 1: recompute each layer's activations in the backward pass. Default 0.
+  uint8_t grad_checkpoint;
+  // 0 or 1: chat rows learn only the last assistant turn. Default 0.
+  uint8_t mask_prompt;
+  // Rows per batch (>= 1, at most the rows of the data). Default 4.
+  uint32_t batch_size;
+  // Rows are cut to this many tokens (>= 2). Default 2048.
+  uint32_t max_seq_length;
+  // Seeds the adapter's initial weights, the batch order and dropout. Default 0.
+  uint64_t seed;
+} lmx_train_params;
+
+// What lmx_trainer_step() did. Set struct_size to sizeof(lmx_train_report).
+typedef struct {
+  size_t struct_size;
+  // Updates applied so far.
+  uint64_t step;
+  // Batches seen so far.
+  uint64_t batches;
+  // Mean loss over the batch's trained tokens.
+  float loss;
+  float learning_rate;
+  // Tokens the loss covered.
+  uint64_t tokens;
+  double tokens_per_second;
+  // Global gradient norm before clipping (0 when the step only accumulated).
+  float grad_norm;
+  // 1 when this step applied an update (every grad_accumulation batches).
+  uint8_t updated;
+  // MLX's peak memory so far, bytes.
+  uint64_t peak_memory_bytes;
+} lmx_train_report;
 
 // Floating-point type to keep and compute weights in: one of the LMX_DTYPE_* values.
 typedef int32_t lmx_dtype;
@@ -420,6 +501,84 @@ const char *lmx_last_error(void);
 // A static description of a status code, for example "invalid argument". Never NULL; an
 // unknown value gives "unknown status". Owned by liblmx, valid forever. Thread-safe.
 const char *lmx_status_string(int32_t status);
+
+// Loads the adapter in folder `path` (adapters.safetensors and adapter_config.json as
+// mlx_lm.lora writes them; LoRA only) for `model` and writes it to `*adapter_out` (not NULL);
+// free it with lmx_adapter_free(). Returns LMX_OK; LMX_STATUS_NOT_FOUND (no such file);
+// LMX_STATUS_FORMAT (a tensor the model has no projection for, a missing half of a pair, a
+// shape that does not fit, a bad config; the message names the tensor);
+// LMX_STATUS_UNSUPPORTED (DoRA or full fine-tunes); LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_adapter_load(const lmx_model *model, const char *path, lmx_adapter **adapter_out);
+
+// Frees an adapter (NULL accepted); sessions using it keep it until they switch or are
+// freed. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_adapter_free(lmx_adapter *adapter);
+
+// Writes the scale the adapter was trained with (adapter_config.json's `scale`) to
+// `*scale_out` (not NULL). Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_adapter_scale(const lmx_adapter *adapter, float *scale_out);
+
+// Applies `adapter` (NULL: none, the base model) with `scale` (finite; 0 = off; usually
+// lmx_adapter_scale()'s value) to the session's generations from now on. Switching empties
+// the session's cache. The adapter must have been loaded for the session's model (or a model
+// of the same shapes). Returns LMX_OK; LMX_STATUS_BUSY while the session generates;
+// LMX_STATUS_INVALID_ARGUMENT (bad handles, a scale that is not finite, an adapter of other
+// shapes).
+lmx_status lmx_session_set_adapter(const lmx_session *session,
+                                   const lmx_adapter *adapter,
+                                   float scale);
+
+// Makes a new model: `model` with `adapter` at `scale` added into its weights (quantized
+// layers are dequantized, updated and quantized again with the same bits and group size, so
+// the result is within a quantization step of the unfused adapter's output). Writes it to
+// `*model_out` (not NULL); `model` is unchanged. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT
+// or LMX_STATUS_MLX / LMX_STATUS_OUT_OF_MEMORY.
+lmx_status lmx_adapter_fuse(const lmx_model *model,
+                            const lmx_adapter *adapter,
+                            float scale,
+                            lmx_model **model_out);
+
+// Writes the default training parameters into `*params` (not NULL), a struct of `size`
+// bytes (pass sizeof(lmx_train_params)), and sets its struct_size to `size`. Returns LMX_OK
+// or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_train_params_init(lmx_train_params *params, size_t size);
+
+// Makes a trainer for `model` from `params` (not NULL; data_path set): reads and tokenizes
+// the data, makes (or loads) the adapter, and writes the trainer to `*trainer_out` (not
+// NULL); free it with lmx_trainer_free(). Returns LMX_OK; LMX_STATUS_INVALID_ARGUMENT (bad
+// parameters: a rank of 0, a learning rate that is not a positive number, an unknown target,
+// more rows per batch than the data has); LMX_STATUS_FORMAT (a malformed JSONL row: the
+// message names the row number; a bad adapter); LMX_STATUS_NOT_FOUND; LMX_STATUS_IO.
+lmx_status lmx_trainer_create(const lmx_model *model,
+                              const lmx_train_params *params,
+                              lmx_trainer **trainer_out);
+
+// Trains on the next batch (an update every grad_accumulation batches) and writes what
+// happened to `*report_out` (may be NULL; struct_size set). Returns LMX_OK; LMX_STATUS_BUSY;
+// LMX_STATUS_INVALID_ARGUMENT (bad handle or struct_size; a loss that is not finite: training
+// diverged, nothing was updated); LMX_STATUS_MLX / LMX_STATUS_OUT_OF_MEMORY.
+lmx_status lmx_trainer_step(const lmx_trainer *trainer, lmx_train_report *report_out);
+
+// Writes the mean loss per token over the validation data (the training data when none was
+// given) to `*loss_out` (not NULL), without dropout. Returns LMX_OK, LMX_STATUS_BUSY,
+// LMX_STATUS_INVALID_ARGUMENT or LMX_STATUS_MLX.
+lmx_status lmx_trainer_evaluate(const lmx_trainer *trainer, float *loss_out);
+
+// Writes the adapter as trained so far into folder `path` (made if absent):
+// adapters.safetensors and adapter_config.json in mlx-lm's format (mlx_lm's
+// `--adapter-path` and lmx_adapter_load() read it). Returns LMX_OK, LMX_STATUS_BUSY,
+// LMX_STATUS_IO or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_trainer_save_adapter(const lmx_trainer *trainer, const char *path);
+
+// Writes the adapter as trained so far, as an adapter handle for lmx_session_set_adapter()
+// and lmx_adapter_fuse(), to `*adapter_out` (not NULL; free it with lmx_adapter_free()).
+// Later steps do not change it. Returns LMX_OK, LMX_STATUS_BUSY or
+// LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_trainer_adapter(const lmx_trainer *trainer, lmx_adapter **adapter_out);
+
+// Frees a trainer (NULL accepted). Returns LMX_OK, LMX_STATUS_BUSY (nothing freed) while a
+// call runs on it, or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_trainer_free(lmx_trainer *trainer);
 
 // Sets MLX's memory limit to `limit` bytes and writes the previous limit to `previous_out`
 // (may be NULL). On every backend liblmx checks what it is about to allocate against it
@@ -662,3 +821,4 @@ uint32_t lmx_abi_1(void);
 /* Initializes a params struct with liblmx's defaults for the caller's struct size. */
 #define LMX_MODEL_PARAMS_INIT(p) lmx_model_params_init((p), sizeof *(p))
 #define LMX_GENERATE_PARAMS_INIT(p) lmx_generate_params_init((p), sizeof *(p))
+#define LMX_TRAIN_PARAMS_INIT(p) lmx_train_params_init((p), sizeof *(p))

@@ -230,6 +230,11 @@ impl Trainer {
         &self.weights
     }
 
+    /// The training rows.
+    pub fn data(&self) -> &[Example] {
+        &self.data
+    }
+
     pub fn params(&self) -> &TrainParams {
         &self.params
     }

@@ -49,7 +49,8 @@ pub(crate) trait Handle: Sized + 'static {
 
 /// The handle types, by tag: a type's tag is its place here (from 1), and messages about a
 /// handle of the wrong type name the type its tag says.
-const NAMES: &[&str] = &["lmx_model", "lmx_session", "lmx_stream", "lmx_batch", "lmx_cancel"];
+const NAMES: &[&str] =
+    &["lmx_model", "lmx_session", "lmx_stream", "lmx_batch", "lmx_cancel", "lmx_adapter", "lmx_trainer"];
 
 /// The tag of the handle type named `name` (a compile-time error for a name not in [`NAMES`]).
 pub(crate) const fn tag_of(name: &str) -> u8 {

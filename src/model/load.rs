@@ -217,6 +217,24 @@ impl Model {
         Ok(Model { dir: path.to_path_buf(), transformer, tokenizer, chat, info, device })
     }
 
+    /// A new model: this one with adapter `w` at `scale` fused into its weights (see
+    /// [`super::transformer::Transformer::fused`]); tokenizer, template and device shared.
+    pub fn fused(&self, w: &super::lora::LoraWeights, scale: f32) -> Result<Model> {
+        if !scale.is_finite() {
+            return Err(Error::invalid(format!("adapter scale {scale} is not a finite number")));
+        }
+        let stream = shared_stream(self.device)?;
+        let transformer = with_stream(stream, || self.transformer.fused(w, scale))?;
+        Ok(Model {
+            dir: self.dir.clone(),
+            transformer,
+            tokenizer: self.tokenizer.clone(),
+            chat: self.chat.clone(),
+            info: self.info.clone(),
+            device: self.device,
+        })
+    }
+
     /// Rows of the embedding and output matrices: token ids are below it.
     pub fn vocab(&self) -> usize {
         self.transformer.spec.vocab as usize

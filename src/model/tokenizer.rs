@@ -18,6 +18,7 @@ pub fn vocabulary_scans() -> u64 {
     VOCAB_SCANS.load(Ordering::Relaxed)
 }
 
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Vocabulary size with added tokens, read once at load.

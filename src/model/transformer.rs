@@ -8,6 +8,7 @@ use super::weights::{Embedding, Linear, Projections, WeightStore};
 use crate::mlx::{compile, ops, Array, Dtype};
 use crate::{Error, Result};
 
+#[derive(Clone)]
 struct Attention {
     /// q_proj, k_proj and v_proj.
     qkv: Projections,
@@ -17,6 +18,7 @@ struct Attention {
     spec: AttentionSpec,
 }
 
+#[derive(Clone)]
 struct Mlp {
     /// gate_proj and up_proj.
     gate_up: Projections,
@@ -24,6 +26,7 @@ struct Mlp {
     kind: MlpKind,
 }
 
+#[derive(Clone)]
 struct Block {
     self_attn: Attention,
     mlp: Mlp,
@@ -35,6 +38,7 @@ struct Block {
 }
 
 /// A loaded decoder.
+#[derive(Clone)]
 pub struct Transformer {
     pub spec: ModelSpec,
     embed_tokens: Embedding,
@@ -469,6 +473,33 @@ impl Transformer {
             }
             None => Ok(logits),
         }
+    }
+
+    /// A copy of this transformer with adapter `w` at `scale` added into the weights of the
+    /// projections it covers (quantized ones dequantized, updated and quantized again with
+    /// their bits and group size): the adapted model at the base model's speed. Everything
+    /// else is shared with this one (MLX arrays are immutable).
+    pub fn fused(&self, w: &super::lora::LoraWeights, scale: f32) -> Result<Transformer> {
+        w.check(&self.spec)?;
+        let mut out = self.clone();
+        for (i, b) in out.layers.iter_mut().enumerate() {
+            let Some(p) = w.layers.get(i) else { continue };
+            let delta = |t: Target| -> Result<Option<Array>> {
+                match p.get(t) {
+                    // [in, out]
+                    Some((a, bb)) => {
+                        Ok(Some(ops::multiply(&ops::matmul(a, bb)?, &Array::scalar_f32(scale))?))
+                    }
+                    None => Ok(None),
+                }
+            };
+            b.self_attn.qkv =
+                b.self_attn.qkv.plus(&[delta(Target::Q)?, delta(Target::K)?, delta(Target::V)?])?;
+            b.self_attn.o_proj = b.self_attn.o_proj.plus(delta(Target::O)?.as_ref())?;
+            b.mlp.gate_up = b.mlp.gate_up.plus(&[delta(Target::Gate)?, delta(Target::Up)?])?;
+            b.mlp.down_proj = b.mlp.down_proj.plus(delta(Target::Down)?.as_ref())?;
+        }
+        Ok(out)
     }
 
     /// Quantization of the model's linear layers (bits, group size) where it has any.

@@ -389,6 +389,7 @@ impl WeightStore {
 }
 
 /// A linear layer: `x @ W.T + b`.
+#[derive(Clone)]
 pub enum Linear {
     /// `wt` is the transposed view of the [out, in] weight (no copy).
     Dense {
@@ -482,6 +483,33 @@ impl Linear {
         Ok(Some(fused))
     }
 
+    /// This layer with `delta` ([in, out], float) added to its weight: a dense weight in its
+    /// dtype, a quantized one dequantized, updated and quantized again. Evaluated.
+    pub fn plus(&self, delta: Option<&Array>) -> Result<Linear> {
+        let Some(d) = delta else { return Ok(self.clone()) };
+        let out = match self {
+            Linear::Dense { wt, bias } => {
+                let w = ops::add(wt, &ops::astype(d, wt.dtype()?)?)?;
+                Linear::Dense { wt: w, bias: bias.clone() }
+            }
+            Linear::Quantized { w, scales, biases, bias, p } => {
+                let dq =
+                    ops::dequantize(w, scales, Some(biases), p.group_size, p.bits, QuantParams::MODE, None)?;
+                let dt = ops::transpose(&ops::astype(d, dq.dtype()?)?, &[1, 0])?;
+                let (w2, s2, b2) =
+                    ops::quantize(&ops::add(&dq, &dt)?, p.group_size, p.bits, QuantParams::MODE)?;
+                let (s2, b2) = (ops::astype(&s2, scales.dtype()?)?, ops::astype(&b2, scales.dtype()?)?);
+                Linear::Quantized { w: w2, scales: s2, biases: b2, bias: bias.clone(), p: *p }
+            }
+        };
+        let arrays: Vec<&Array> = match &out {
+            Linear::Dense { wt, .. } => vec![wt],
+            Linear::Quantized { w, scales, biases, .. } => vec![w, scales, biases],
+        };
+        crate::mlx::eval(&arrays)?;
+        Ok(out)
+    }
+
     fn bias(&self) -> Option<&Array> {
         match self {
             Linear::Dense { bias, .. } | Linear::Quantized { bias, .. } => bias.as_ref(),
@@ -498,6 +526,7 @@ impl Linear {
 
 /// Layers that read the same input, as one matmul or, where their storage differs, apart
 /// (see [`WeightStore::projections`]).
+#[derive(Clone)]
 pub enum Projections {
     Fused { lin: Linear, widths: Vec<i32> },
     Separate(Vec<Linear>),
@@ -550,6 +579,33 @@ impl Projections {
         }
     }
 
+    /// These layers with `deltas[i]` ([in, out_i], or None) added to layer i's weight (see
+    /// [`Linear::plus`]).
+    pub fn plus(&self, deltas: &[Option<Array>]) -> Result<Projections> {
+        if deltas.iter().all(Option::is_none) {
+            return Ok(self.clone());
+        }
+        match self {
+            Projections::Separate(parts) => Ok(Projections::Separate(
+                parts.iter().zip(deltas).map(|(p, d)| p.plus(d.as_ref())).collect::<Result<Vec<_>>>()?,
+            )),
+            Projections::Fused { lin, widths } => {
+                // One [in, sum of widths] delta, zero where a layer has none.
+                let input = deltas.iter().flatten().next().map(|d| d.dim(0)).transpose()?.unwrap_or(0);
+                let parts = deltas
+                    .iter()
+                    .zip(widths)
+                    .map(|(d, &w)| match d {
+                        Some(d) => Ok(d.clone()),
+                        None => ops::zeros(&[input, w], Dtype::F32),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let whole = ops::concatenate(&parts.iter().collect::<Vec<_>>(), 1)?;
+                Ok(Projections::Fused { lin: lin.plus(Some(&whole))?, widths: widths.clone() })
+            }
+        }
+    }
+
     /// Quantization of the first layer, if quantized.
     pub fn quant(&self) -> Option<QuantParams> {
         match self {
@@ -560,6 +616,7 @@ impl Projections {
 }
 
 /// The token embedding table; also the output head when embeddings are tied.
+#[derive(Clone)]
 pub enum Embedding {
     Dense {
         w: Array,
