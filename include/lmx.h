@@ -553,6 +553,13 @@ lmx_status lmx_trainer_create(const lmx_model *model,
                               const lmx_train_params *params,
                               lmx_trainer **trainer_out);
 
+// Writes how many weights an adapter of `params` (rank, targets, num_layers; the data is not
+// read) has on `model` to `*count_out` (not NULL). Returns LMX_OK or
+// LMX_STATUS_INVALID_ARGUMENT (bad handles or parameters).
+lmx_status lmx_lora_param_count(const lmx_model *model,
+                                const lmx_train_params *params,
+                                uint64_t *count_out);
+
 // Trains on the next batch (an update every grad_accumulation batches) and writes what
 // happened to `*report_out` (may be NULL; struct_size set). Returns LMX_OK; LMX_STATUS_BUSY;
 // LMX_STATUS_INVALID_ARGUMENT (bad handle or struct_size; a loss that is not finite: training

@@ -307,41 +307,7 @@ pub extern "C" fn lmx_trainer_create(
             .ok_or_else(|| Error::invalid("params->data_path is NULL"))?;
         let mask = flag(p.mask_prompt, "params->mask_prompt")?;
         let layers = m.transformer.spec.layers.len();
-        let rank = i32::try_from(p.rank)
-            .map_err(|_| Error::invalid(format!("params->rank {} is too large", p.rank)))?;
-        let scale = if p.scale == 0.0 {
-            if rank == 0 {
-                0.0
-            } else {
-                p.alpha / rank as f32
-            }
-        } else {
-            p.scale
-        };
-        let targets = parse_targets(opt_path(p.targets, "params->targets")?.unwrap_or(""))?;
-        let num_layers = if p.num_layers == 0 { layers.min(16) } else { p.num_layers as usize };
-        let tp = TrainParams {
-            lora: LoraConfig {
-                rank,
-                scale,
-                dropout: p.dropout,
-                num_layers: i32::try_from(num_layers).unwrap_or(i32::MAX),
-                targets,
-            },
-            learning_rate: p.learning_rate,
-            warmup_steps: p.warmup_steps,
-            cosine_steps: p.cosine_steps,
-            min_learning_rate: p.min_learning_rate,
-            weight_decay: p.weight_decay,
-            grad_clip: p.grad_clip,
-            grad_accumulation: p.grad_accumulation,
-            grad_checkpoint: flag(p.grad_checkpoint, "params->grad_checkpoint")?,
-            batch_size: p.batch_size,
-            max_seq_length: p.max_seq_length,
-            seed: p.seed,
-            ..TrainParams::default()
-        };
-        tp.validate(layers)?;
+        let tp = train_params(&p, layers)?;
         let data = load_jsonl(Path::new(data_path), &m, mask)?;
         let valid = match opt_path(p.valid_path, "params->valid_path")? {
             Some(v) => Some(load_jsonl(Path::new(v), &m, mask)?),
@@ -355,6 +321,74 @@ pub extern "C" fn lmx_trainer_create(
         };
         let trainer = Trainer::new(m, tp, data, init)?;
         o.set(into_handle(lmx_trainer { state: Mutex::new((trainer, valid)) }));
+        Ok(())
+    })
+}
+
+/// The engine's parameters from C's, for a model of `layers` layers.
+fn train_params(p: &lmx_train_params, layers: usize) -> Result<TrainParams> {
+    let rank =
+        i32::try_from(p.rank).map_err(|_| Error::invalid(format!("params->rank {} is too large", p.rank)))?;
+    let scale = if p.scale == 0.0 {
+        if rank == 0 {
+            0.0
+        } else {
+            p.alpha / rank as f32
+        }
+    } else {
+        p.scale
+    };
+    let targets = parse_targets(opt_path(p.targets, "params->targets")?.unwrap_or(""))?;
+    let num_layers = if p.num_layers == 0 { layers.min(16) } else { p.num_layers as usize };
+    let tp = TrainParams {
+        lora: LoraConfig {
+            rank,
+            scale,
+            dropout: p.dropout,
+            num_layers: i32::try_from(num_layers).unwrap_or(i32::MAX),
+            targets,
+        },
+        learning_rate: p.learning_rate,
+        warmup_steps: p.warmup_steps,
+        cosine_steps: p.cosine_steps,
+        min_learning_rate: p.min_learning_rate,
+        weight_decay: p.weight_decay,
+        grad_clip: p.grad_clip,
+        grad_accumulation: p.grad_accumulation,
+        grad_checkpoint: flag(p.grad_checkpoint, "params->grad_checkpoint")?,
+        batch_size: p.batch_size,
+        max_seq_length: p.max_seq_length,
+        seed: p.seed,
+        ..TrainParams::default()
+    };
+    tp.validate(layers)?;
+    Ok(tp)
+}
+
+/// Writes how many weights an adapter of `params` (rank, targets, num_layers; the data is not
+/// read) has on `model` to `*count_out` (not NULL). Returns LMX_OK or
+/// LMX_STATUS_INVALID_ARGUMENT (bad handles or parameters).
+#[no_mangle]
+pub extern "C" fn lmx_lora_param_count(
+    model: *const lmx_model,
+    params: *const lmx_train_params,
+    count_out: *mut u64,
+) -> lmx_status {
+    status(|| {
+        let m = model_ref(model)?;
+        let o = out(count_out, "count_out")?;
+        let p = read_in(params, "params", train_defaults())?;
+        let spec = &m.transformer.spec;
+        let tp = train_params(&p, spec.layers.len())?;
+        let c = &tp.lora;
+        let mut n = 0u64;
+        for layer in c.first_layer(spec.layers.len())..spec.layers.len() {
+            for t in &c.targets {
+                let (i, o) = t.dims(spec, layer);
+                n += c.rank as u64 * (i as u64 + o as u64);
+            }
+        }
+        o.set(n);
         Ok(())
     })
 }
