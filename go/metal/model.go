@@ -344,6 +344,9 @@ func (m *Model) generate(ctx context.Context, cfg inference.GenerateConfig, x ex
 		return metrics, false, err
 	}
 	defer m.st.release(sl)
+	if err := applyAdapter(sl.s, x); err != nil {
+		return metrics, false, err
+	}
 	stream, err := start(sl.s, cp)
 	if err != nil {
 		return metrics, false, err

@@ -1,6 +1,6 @@
 package metal
 
-// The only file of this package that talks to C. Every fallible liblmx call goes through a
+// With lora_native.go, the only files of this package that talk to C. Every fallible liblmx call goes through a
 // static helper below that returns the status together with a malloc'd copy of the thread's
 // message, taken in the same C call: a goroutine may move to another OS thread between two
 // cgo calls, so reading lmx_last_error() in a second call could read another call's message.

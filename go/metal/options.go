@@ -17,6 +17,8 @@ type extras struct {
 	systemPrompt string
 	hasSystem    bool
 	ignoreEOS    bool
+	adapter      *Adapter
+	adapterScale float32
 }
 
 // applying maps the *inference.GenerateConfig that this package is applying options to, for
