@@ -167,3 +167,124 @@ fn an_adapter_mlx_lm_trained_gives_mlx_lms_logits() {
         assert!(max_abs_diff(&base, &zero) < 1e-5, "{name}: scale 0");
     }
 }
+
+/// The Python of the reference toolchain (`make test` makes it), or None to skip (a failure
+/// under LMX_REAL_MODELS=1, as `make test` sets).
+fn reference_python() -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-ref/bin/python");
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("LMX_REAL_MODELS").as_deref() != Ok("1"),
+        "{} is missing (make test installs it)",
+        p.display()
+    );
+    eprintln!("skipped: {} is missing", p.display());
+    None
+}
+
+#[test]
+fn an_adapter_liblmx_trained_gives_its_logits_in_mlx_lm() {
+    let Some(python) = reference_python() else { return };
+    for name in ["qwen3_all", "llama_q4_last", "gemma3_all"] {
+        let c = case(name);
+        let init = LoraWeights::load(&c.dir.join("init"), &c.model.transformer.spec).unwrap();
+        let data = load_jsonl(&c.dir.join("train.jsonl"), &c.model, false).unwrap();
+        let mut t = Trainer::new(c.model.clone(), params(&c, &init), data, Some(init)).unwrap();
+        for _ in 0..5 {
+            t.step().unwrap();
+        }
+        let out = TempDir::new("lora-interop");
+        t.save(&out.0).unwrap();
+        // Saved and loaded back here: the same weights.
+        let back = LoraWeights::load(&out.0, &c.model.transformer.spec).unwrap();
+        let ids: Vec<i32> = serde_json::from_value(c.r["prompt_ids"].clone()).unwrap();
+        let x = Array::from_slice(&ids, &[1, ids.len() as i32]).unwrap();
+        let logits = |w: &LoraWeights| {
+            let lora = Lora { weights: w, scale: w.config.scale, dropout: 0.0, seed: 0 };
+            let mut cache = KvCache::new(&c.model.transformer.spec);
+            floats(&c.model.transformer.forward_last_with(&x, &mut cache, Some(&lora)).unwrap())
+        };
+        let ours = logits(t.weights());
+        assert_eq!(ours, logits(&back), "{name}: saved and reloaded adapter");
+        let o = std::process::Command::new(&python)
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lora_logits.py"))
+            .arg(fixtures().join(c.r["fixture"].as_str().unwrap()))
+            .arg(&out.0)
+            .arg(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let theirs: Vec<f32> = serde_json::from_slice(&o.stdout).unwrap();
+        let d = max_abs_diff(&ours, &theirs);
+        eprintln!("{name}: mlx-lm with liblmx's adapter: logits within {d:.1e}");
+        assert!(d < 1e-3, "{name}: {d}");
+    }
+}
+
+#[test]
+fn bad_adapters_and_parameters_are_clear_errors() {
+    let c = case("qwen3_all");
+    let spec = &c.model.transformer.spec;
+    // An adapter for another model: the shapes do not fit.
+    let llama = Model::load(&fixtures().join("llama_tied"), &LoadParams::default()).unwrap();
+    let e = LoraWeights::load(&c.dir.join("init"), &llama.transformer.spec).err().unwrap();
+    assert!(e.message.contains("does not fit") && e.message.contains("model.layers."), "{e}");
+    let qwen_adapter = LoraWeights::load(&c.dir.join("init"), spec).unwrap();
+    assert!(qwen_adapter.check(&llama.transformer.spec).is_err());
+    // Missing folder, rank 0, NaN learning rate, a malformed row.
+    assert_eq!(
+        LoraWeights::load(std::path::Path::new("/no/such"), spec).err().unwrap().kind,
+        lmx::ErrorKind::NotFound
+    );
+    let data = load_jsonl(&c.dir.join("train.jsonl"), &c.model, false).unwrap();
+    let mut p = TrainParams { batch_size: 4, ..TrainParams::default() };
+    p.lora.num_layers = 2;
+    p.lora.rank = 0;
+    let e = Trainer::new(c.model.clone(), p.clone(), data.clone(), None).err().unwrap();
+    assert!(e.message.contains("rank 0"), "{e}");
+    p.lora.rank = 4;
+    p.learning_rate = f32::NAN;
+    let e = Trainer::new(c.model.clone(), p.clone(), data.clone(), None).err().unwrap();
+    assert!(e.message.contains("learning rate NaN"), "{e}");
+    p.learning_rate = 1e-3;
+    p.batch_size = 5;
+    let e = Trainer::new(c.model.clone(), p.clone(), data.clone(), None).err().unwrap();
+    assert!(e.message.contains("fewer than the batch size"), "{e}");
+    let bad = TempDir::new("lora-bad");
+    let f = bad.0.join("bad.jsonl");
+    std::fs::write(&f, "{\"text\": \"ok\"}\n\n{\"messages\": [{\"role\": \"user\"}]}\n").unwrap();
+    let e = load_jsonl(&f, &c.model, false).err().unwrap();
+    assert!(e.message.contains("row 3") && e.message.contains("messages"), "{e}");
+    std::fs::write(&f, "{\"prompt\": \"a\"}\n").unwrap();
+    assert!(load_jsonl(&f, &c.model, false).err().unwrap().message.contains("row 1"));
+    // The model still generates the same afterwards.
+    let ids = [1i32, 2, 3];
+    let x = Array::from_slice(&ids, &[1, 3]).unwrap();
+    let mut cache = KvCache::new(spec);
+    assert!(c.model.transformer.forward_last(&x, &mut cache, None).is_ok());
+}
+
+#[test]
+fn bfloat16_training_stays_finite_and_learns() {
+    let c = case("qwen3_all");
+    let bf16 = Arc::new(
+        Model::load(
+            &fixtures().join("qwen3"),
+            &LoadParams { dtype: Some(Dtype::BF16), ..Default::default() },
+        )
+        .unwrap(),
+    );
+    let init = LoraWeights::load(&c.dir.join("init"), &bf16.transformer.spec).unwrap();
+    let data = load_jsonl(&c.dir.join("train.jsonl"), &bf16, false).unwrap();
+    let mut t = Trainer::new(bf16, params(&c, &init), data, Some(init)).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..20 {
+        losses.push(t.step().unwrap().loss);
+    }
+    eprintln!("bfloat16: losses {:.3} -> {:.3}", losses[0], losses[19]);
+    assert!(losses.iter().all(|l| l.is_finite()) && losses[19] < losses[0] / 2.0, "{losses:?}");
+    // Adapter weights and optimizer state stay float32.
+    assert!(t.weights().arrays().iter().all(|a| a.dtype().unwrap() == Dtype::F32));
+}
