@@ -6,14 +6,26 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use lmx::engine::{GenerateParams, Metrics, Session};
+use lmx::model::lora::LoraWeights;
 use lmx::model::{LoadParams, Message, Model};
+
+#[path = "lmx/train.rs"]
+mod train;
 use lmx::{Error, Result};
 
-const USAGE: &str = "usage:
+pub(crate) const USAGE: &str = "usage:
   lmx generate --model PATH --prompt TEXT [--chat] [--system TEXT] [--max-tokens N]
                [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]
                [--repetition-penalty R] [--stop STRING]... [--ignore-eos] [--json]
   lmx chat     --model PATH [--system TEXT] [--max-tokens N] [--temperature T] [--seed S]
+  (generate and chat: [--adapter DIR] [--adapter-scale S])
+  lmx train    --model PATH --data FILE.jsonl --adapter-out DIR [--valid FILE.jsonl]
+               [--iters N] [--batch-size N] [--learning-rate X] [--rank R] [--scale S | --alpha A]
+               [--dropout P] [--num-layers N] [--targets q_proj,v_proj,...] [--warmup N] [--cosine]
+               [--min-learning-rate X] [--weight-decay W] [--grad-clip C] [--grad-accumulation N]
+               [--grad-checkpoint] [--max-seq-length N] [--mask-prompt] [--seed S]
+               [--steps-per-eval N] [--save-every N] [--resume-adapter DIR]
+               [--dtype float32|bfloat16|float16] [--json]
   lmx info     --model PATH
   lmx version
   lmx device
@@ -23,23 +35,60 @@ generate streams the text as it is made and prints a metrics line to stderr; wit
 prompt is one user message put through the model's chat template; --json prints one JSON
 object instead (text, tokens, prompt_tokens, finish_reason, metrics). chat reads one user
 message per line from stdin and keeps the conversation (and the KV cache) across turns.
+--adapter applies a LoRA adapter folder (mlx-lm's format) at its trained scale or
+--adapter-scale (0 = off). train fine-tunes a LoRA adapter (defaults as mlx_lm.lora: rank 8,
+scale 20, the last 16 layers, every projection, batch 4, learning rate 1e-5, 1000 iterations)
+with a progress line on stderr (--json: a JSON object per step and per validation on stdout),
+validation every --steps-per-eval updates, saving to --adapter-out every --save-every updates
+and at the end; Ctrl-C stops after the current step and saves.
 ";
 
 #[derive(Default)]
-struct Args {
+pub(crate) struct Args {
     model: Option<PathBuf>,
     prompt: Option<String>,
     system: Option<String>,
     chat: bool,
     json: bool,
     params: GenerateParams,
+    adapter: Option<PathBuf>,
+    adapter_scale: Option<f32>,
+    /// `lmx train` options, as given.
+    train: Vec<(String, String)>,
 }
+
+/// Options of `lmx train`; those in [`TRAIN_FLAGS`] take no value.
+const TRAIN_OPTIONS: &[&str] = &[
+    "--data",
+    "--valid",
+    "--adapter-out",
+    "--iters",
+    "--batch-size",
+    "--learning-rate",
+    "--rank",
+    "--scale",
+    "--alpha",
+    "--dropout",
+    "--num-layers",
+    "--targets",
+    "--warmup",
+    "--min-learning-rate",
+    "--weight-decay",
+    "--grad-clip",
+    "--grad-accumulation",
+    "--max-seq-length",
+    "--steps-per-eval",
+    "--save-every",
+    "--resume-adapter",
+    "--dtype",
+];
+const TRAIN_FLAGS: &[&str] = &["--cosine", "--grad-checkpoint", "--mask-prompt"];
 
 fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'a String> {
     it.next().ok_or_else(|| Error::invalid(format!("{flag} needs a value")))
 }
 
-fn number<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T> {
+pub(crate) fn number<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T> {
     s.parse().map_err(|_| Error::invalid(format!("{flag}: {s:?} is not a valid number")))
 }
 
@@ -63,6 +112,10 @@ fn parse(args: &[String]) -> Result<Args> {
             "--repetition-penalty" => a.params.sampler.repetition_penalty = number(value(&mut it, f)?, f)?,
             "--stop" => a.params.stop_strings.push(value(&mut it, f)?.clone()),
             "--ignore-eos" => a.params.ignore_eos = true,
+            "--adapter" => a.adapter = Some(PathBuf::from(value(&mut it, f)?)),
+            "--adapter-scale" => a.adapter_scale = Some(number(value(&mut it, f)?, f)?),
+            t if TRAIN_OPTIONS.contains(&t) => a.train.push((t.to_string(), value(&mut it, f)?.clone())),
+            t if TRAIN_FLAGS.contains(&t) => a.train.push((t.to_string(), String::new())),
             other => return Err(Error::invalid(format!("unknown option {other:?}\n\n{USAGE}"))),
         }
     }
@@ -70,8 +123,30 @@ fn parse(args: &[String]) -> Result<Args> {
 }
 
 fn load(a: &Args) -> Result<Arc<Model>> {
+    if !a.train.is_empty() {
+        return Err(Error::invalid(format!("{} is an option of lmx train\n\n{USAGE}", a.train[0].0)));
+    }
+    load_with(a, &LoadParams::default())
+}
+
+pub(crate) fn load_with(a: &Args, p: &LoadParams) -> Result<Arc<Model>> {
     let dir = a.model.as_ref().ok_or_else(|| Error::invalid(format!("--model is required\n\n{USAGE}")))?;
-    Ok(Arc::new(Model::load(dir, &LoadParams::default())?))
+    Ok(Arc::new(Model::load(dir, p)?))
+}
+
+/// A session on `model` with the adapter the options name, if any.
+fn session(a: &Args, model: &Arc<Model>) -> Result<Session> {
+    let session = Session::new(model.clone())?;
+    match &a.adapter {
+        Some(dir) => {
+            let w = LoraWeights::load(dir, &model.transformer.spec)?;
+            let scale = a.adapter_scale.unwrap_or(w.config.scale);
+            session.set_adapter(Some((Arc::new(w), scale)))?;
+        }
+        None if a.adapter_scale.is_some() => return Err(Error::invalid("--adapter-scale needs --adapter")),
+        None => {}
+    }
+    Ok(session)
 }
 
 fn metrics_line(m: &Metrics) -> String {
@@ -91,7 +166,7 @@ fn generate(a: &Args) -> Result<()> {
     let model = load(a)?;
     let prompt =
         a.prompt.as_deref().ok_or_else(|| Error::invalid(format!("--prompt is required\n\n{USAGE}")))?;
-    let session = Session::new(model.clone())?;
+    let session = session(a, &model)?;
     let ids = if a.chat {
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
@@ -129,7 +204,7 @@ fn generate(a: &Args) -> Result<()> {
 
 fn chat(a: &Args) -> Result<()> {
     let model = load(a)?;
-    let session = Session::new(model.clone())?;
+    let session = session(a, &model)?;
     let mut msgs = Vec::new();
     if let Some(s) = &a.system {
         msgs.push(Message::new("system", s));
@@ -178,6 +253,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("generate") => generate(&parse(rest)?),
         Some("chat") => chat(&parse(rest)?),
         Some("info") => info(&parse(rest)?),
+        Some("train") => train::run(&parse(rest)?),
         Some("version") => {
             println!("liblmx {} (MLX {})", lmx::VERSION, lmx::mlx::device::mlx_version()?);
             Ok(())
