@@ -260,11 +260,11 @@ impl Trainer {
         };
         let logits =
             self.model.transformer.forward_train(&inputs, Some(&lora), self.params.grad_checkpoint)?;
-        let logits = ops::astype(&logits, Dtype::F32)?;
-        // Cross-entropy: logsumexp - the target's logit.
+        // Cross-entropy in the logits' dtype (as mlx-lm computes it; float32 logits of the
+        // whole batch would take twice the memory of bfloat16 ones), summed in float32.
         let lse = ops::logsumexp(&logits, &[-1], false)?;
         let picked = ops::take_along_axis(&logits, &ops::reshape(&targets, &[b, t - 1, 1])?, -1)?;
-        let ce = ops::subtract(&lse, &ops::reshape(&picked, &[b, t - 1])?)?;
+        let ce = ops::astype(&ops::subtract(&lse, &ops::reshape(&picked, &[b, t - 1])?)?, Dtype::F32)?;
         let starts: Vec<i32> = batch.spans.iter().map(|s| s.0).collect();
         let ends: Vec<i32> = batch.spans.iter().map(|s| s.1).collect();
         let steps = ops::reshape(&ops::arange(1.0, t as f64, 1.0, Dtype::I32)?, &[1, t - 1])?;
@@ -278,109 +278,146 @@ impl Trainer {
         Ok((loss, ntoks))
     }
 
+    /// The loss, token count and adapter gradients of `batch`, lazy. Call under the stream
+    /// and the compute lock.
+    fn lazy_gradients(&self, batch: &Batch) -> Result<(Array, Array, Vec<Array>)> {
+        let ntoks = std::cell::RefCell::new(None);
+        let (loss, grads) = autodiff::value_and_grad(
+            |p| {
+                let (l, n) = self.loss(p, batch, true)?;
+                *ntoks.borrow_mut() = Some(n);
+                Ok(l)
+            },
+            &self.weights.arrays(),
+        )?;
+        let n = ntoks.into_inner().ok_or_else(|| Error::internal("no token count"))?;
+        Ok((loss, ops::stop_gradient(&n)?, grads))
+    }
+
     /// The loss and adapter gradients of `batch` (evaluated).
     pub fn gradients(&self, batch: &Batch) -> Result<(f32, u64, Vec<Array>)> {
         with_stream(&self.stream, || {
             let _lock = compute_lock();
-            let ntoks = std::cell::RefCell::new(None);
-            let (loss, grads) = autodiff::value_and_grad(
-                |p| {
-                    let (l, n) = self.loss(p, batch, true)?;
-                    *ntoks.borrow_mut() = Some(n);
-                    Ok(l)
-                },
-                &self.weights.arrays(),
-            )?;
-            let n = ntoks.into_inner().ok_or_else(|| Error::internal("no token count"))?;
-            let n = ops::stop_gradient(&n)?;
+            let (loss, n, grads) = self.lazy_gradients(batch)?;
             mlx::eval(&std::iter::once(&loss).chain([&n]).chain(grads.iter()).collect::<Vec<_>>())?;
             Ok((loss.item::<f32>()?, n.item::<f32>()? as u64, grads))
         })
     }
 
-    /// One batch: gradients, accumulated; an update every `grad_accumulation` batches.
+    /// One batch: gradients, accumulated; an update every `grad_accumulation` batches. The
+    /// batch's loss, its gradients and the update are one graph, evaluated once.
     pub fn step(&mut self) -> Result<StepReport> {
         let start = Instant::now();
         let batch = self.batches.next(&self.data);
-        let (loss, tokens, grads) = self.gradients(&batch)?;
+        let update_due = self.accumulated_batches + 1 >= self.params.grad_accumulation;
+        let lr = self.params.learning_rate_at(self.step);
+        type Moments = (Vec<Array>, Vec<Array>, Vec<Array>);
+        let (loss, tokens, norm, acc, update): (f32, u64, f32, Option<Vec<Array>>, Option<Moments>) =
+            with_stream(&self.stream, || {
+                let _lock = compute_lock();
+                let (loss, n, grads) = self.lazy_gradients(&batch)?;
+                let acc = match &self.accumulated {
+                    None => grads,
+                    Some(prev) => {
+                        prev.iter().zip(&grads).map(|(a, g)| ops::add(a, g)).collect::<Result<Vec<_>>>()?
+                    }
+                };
+                if update_due {
+                    let (p, m, v, norm) = self.lazy_update(&acc, lr)?;
+                    mlx::eval(
+                        &[&loss, &n, &norm].into_iter().chain(&p).chain(&m).chain(&v).collect::<Vec<_>>(),
+                    )?;
+                    Ok::<_, Error>((
+                        loss.item::<f32>()?,
+                        n.item::<f32>()? as u64,
+                        norm.item::<f32>()?,
+                        None,
+                        Some((p, m, v)),
+                    ))
+                } else {
+                    mlx::eval(&[&loss, &n].into_iter().chain(&acc).collect::<Vec<_>>())?;
+                    Ok((loss.item::<f32>()?, n.item::<f32>()? as u64, 0.0, Some(acc), None))
+                }
+            })?;
         if !loss.is_finite() {
+            // Nothing computed from this batch is kept.
             return Err(Error::invalid(format!(
                 "the loss is {loss} at batch {}: training diverged (lower the learning rate?)",
                 self.batches_seen + 1
             )));
         }
         self.batches_seen += 1;
-        let acc = match self.accumulated.take() {
-            None => grads,
-            Some(prev) => with_stream(&self.stream, || {
-                prev.iter().zip(&grads).map(|(a, g)| ops::add(a, g)).collect::<Result<Vec<_>>>()
-            })?,
-        };
-        self.accumulated_batches += 1;
         let mut report = StepReport {
             step: self.step,
             batches: self.batches_seen,
             loss,
             tokens,
-            learning_rate: self.params.learning_rate_at(self.step),
+            learning_rate: lr,
             ..Default::default()
         };
-        if self.accumulated_batches < self.params.grad_accumulation {
-            self.accumulated = Some(acc);
-        } else {
-            report.grad_norm = self.update(acc)?;
-            report.updated = true;
-            self.accumulated_batches = 0;
-            self.step += 1;
-            report.step = self.step;
+        match update {
+            Some((p, m, v)) => {
+                self.weights = self.weights.with_arrays(&p)?;
+                self.m = m;
+                self.v = v;
+                self.accumulated = None;
+                self.accumulated_batches = 0;
+                self.step += 1;
+                report.step = self.step;
+                report.grad_norm = norm;
+                report.updated = true;
+            }
+            None => {
+                self.accumulated = acc;
+                self.accumulated_batches += 1;
+            }
         }
         report.tokens_per_second = tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
         report.peak_memory_bytes = memory::peak_memory()?;
         Ok(report)
     }
 
-    /// Applies averaged gradients `acc`: clip, AdamW. Returns the norm before clipping.
-    fn update(&mut self, acc: Vec<Array>) -> Result<f32> {
+    /// The AdamW update from summed gradients `acc` at learning rate `lr`, lazy: new weights,
+    /// first and second moments, and the gradient's global norm before clipping.
+    #[allow(clippy::type_complexity)]
+    fn lazy_update(&self, acc: &[Array], lr: f32) -> Result<(Vec<Array>, Vec<Array>, Vec<Array>, Array)> {
         let p = &self.params;
-        let lr = p.learning_rate_at(self.step);
+        let c = |v: f32| Array::scalar_f32(v);
         let n = p.grad_accumulation as f32;
-        with_stream(&self.stream, || {
-            let _lock = compute_lock();
-            let grads = if n > 1.0 {
-                acc.iter().map(|g| ops::divide(g, &Array::scalar_f32(n))).collect::<Result<Vec<_>>>()?
-            } else {
-                acc
+        let grads = if n > 1.0 {
+            acc.iter().map(|g| ops::divide(g, &c(n))).collect::<Result<Vec<_>>>()?
+        } else {
+            acc.to_vec()
+        };
+        let norm = global_norm(&grads)?;
+        // Clipping as MLX's clip_grad_norm: scale by min(clip / (norm + 1e-6), 1).
+        let factor = if p.grad_clip > 0.0 {
+            Some(ops::minimum(&ops::divide(&c(p.grad_clip), &ops::add(&norm, &c(1e-6))?)?, &c(1.0))?)
+        } else {
+            None
+        };
+        let (mut new_p, mut new_m, mut new_v) = (Vec::new(), Vec::new(), Vec::new());
+        for (((w, g), m), v) in self.weights.arrays().iter().zip(&grads).zip(&self.m).zip(&self.v) {
+            let g = match &factor {
+                Some(f) => ops::multiply(g, f)?,
+                None => g.clone(),
             };
-            let norm = global_norm(&grads)?;
-            norm.eval()?;
-            let norm_v = norm.item::<f32>()?;
-            let factor = if p.grad_clip > 0.0 { (p.grad_clip / (norm_v + 1e-6)).min(1.0) } else { 1.0 };
-            let c = |v: f32| Array::scalar_f32(v);
-            let params = self.weights.arrays();
-            let (mut new_p, mut new_m, mut new_v) = (Vec::new(), Vec::new(), Vec::new());
-            for (((w, g), m), v) in params.iter().zip(&grads).zip(&self.m).zip(&self.v) {
-                let g = if factor < 1.0 { ops::multiply(g, &c(factor))? } else { g.clone() };
-                let m2 = ops::add(&ops::multiply(m, &c(p.beta1))?, &ops::multiply(&g, &c(1.0 - p.beta1))?)?;
-                let v2 = ops::add(
-                    &ops::multiply(v, &c(p.beta2))?,
-                    &ops::multiply(&ops::square(&g)?, &c(1.0 - p.beta2))?,
-                )?;
-                let decayed = if p.weight_decay > 0.0 {
-                    ops::multiply(w, &c(1.0 - lr * p.weight_decay))?
-                } else {
-                    w.clone()
-                };
-                let stepv = ops::divide(&m2, &ops::add(&ops::sqrt(&v2)?, &c(p.eps))?)?;
-                new_p.push(ops::subtract(&decayed, &ops::multiply(&stepv, &c(lr))?)?);
-                new_m.push(m2);
-                new_v.push(v2);
-            }
-            mlx::eval(&new_p.iter().chain(&new_m).chain(&new_v).collect::<Vec<_>>())?;
-            self.weights = self.weights.with_arrays(&new_p)?;
-            self.m = new_m;
-            self.v = new_v;
-            Ok(norm_v)
-        })
+            let m2 = ops::add(&ops::multiply(m, &c(p.beta1))?, &ops::multiply(&g, &c(1.0 - p.beta1))?)?;
+            let v2 = ops::add(
+                &ops::multiply(v, &c(p.beta2))?,
+                &ops::multiply(&ops::square(&g)?, &c(1.0 - p.beta2))?,
+            )?;
+            let decayed = if p.weight_decay > 0.0 {
+                ops::multiply(w, &c(1.0 - lr * p.weight_decay))?
+            } else {
+                w.clone()
+            };
+            let stepv = ops::divide(&m2, &ops::add(&ops::sqrt(&v2)?, &c(p.eps))?)?;
+            new_p.push(ops::subtract(&decayed, &ops::multiply(&stepv, &c(lr))?)?);
+            new_m.push(m2);
+            new_v.push(v2);
+        }
+        Ok((new_p, new_m, new_v, norm))
     }
 
     /// The mean loss per token over `data` (all of it, in batches of the training batch
