@@ -105,16 +105,16 @@ impl WeightStore {
                 tensors.insert(name, (Some(a), i));
             }
         }
-        Ok(WeightStore {
-            tensors,
-            files,
-            used: HashSet::new(),
-            quant,
-            dtype,
-            in_out: false,
-            params: 0,
-            bytes: 0,
-        })
+        Ok(WeightStore::with(tensors, files, quant, dtype))
+    }
+
+    fn with(
+        tensors: HashMap<String, (Option<Array>, usize)>,
+        files: Vec<PathBuf>,
+        quant: Option<QuantConfig>,
+        dtype: Option<Dtype>,
+    ) -> WeightStore {
+        WeightStore { tensors, files, used: HashSet::new(), quant, dtype, in_out: false, params: 0, bytes: 0 }
     }
 
     /// A store over tensors already in memory (a converted GGUF file's), `source` naming
@@ -125,16 +125,8 @@ impl WeightStore {
         quant: Option<QuantConfig>,
         dtype: Option<Dtype>,
     ) -> WeightStore {
-        WeightStore {
-            tensors: tensors.into_iter().map(|(k, v)| (k, (Some(v), 0))).collect(),
-            files: vec![source.to_path_buf()],
-            used: HashSet::new(),
-            quant,
-            dtype,
-            in_out: false,
-            params: 0,
-            bytes: 0,
-        }
+        let tensors = tensors.into_iter().map(|(k, v)| (k, (Some(v), 0))).collect();
+        WeightStore::with(tensors, vec![source.to_path_buf()], quant, dtype)
     }
 
     /// Chooses the dtype floating-point tensors are converted to (None: keep each tensor's).
