@@ -38,9 +38,12 @@ message per line from stdin and keeps the conversation (and the KV cache) across
 --adapter applies a LoRA adapter folder (mlx-lm's format) at its trained scale or
 --adapter-scale (0 = off). train fine-tunes a LoRA adapter (defaults as mlx_lm.lora: rank 8,
 scale 20, the last 16 layers, every projection, batch 4, learning rate 1e-5, 1000 iterations)
-with a progress line on stderr (--json: a JSON object per step and per validation on stdout),
-validation every --steps-per-eval updates, saving to --adapter-out every --save-every updates
-and at the end; Ctrl-C stops after the current step and saves.
+with a progress line on stderr (--json: on stdout, a JSON object per step and one per
+validation, with step, val_loss and val_time), validation on --valid every --steps-per-eval
+updates (default 200) and after the last, saving to --adapter-out every --save-every updates
+(default 100) and at the end; --alpha A sets the scale to A / rank, --cosine decays the rate
+after --warmup to --min-learning-rate; Ctrl-C stops after the current step and saves (a second
+Ctrl-C ends at once).
 ";
 
 #[derive(Default)]
@@ -55,6 +58,8 @@ pub(crate) struct Args {
     adapter_scale: Option<f32>,
     /// `lmx train` options, as given.
     train: Vec<(String, String)>,
+    /// The first option given that `lmx train` does not take.
+    not_train: Option<String>,
 }
 
 /// Options of `lmx train`; those in [`TRAIN_FLAGS`] take no value.
@@ -83,6 +88,8 @@ const TRAIN_OPTIONS: &[&str] = &[
     "--dtype",
 ];
 const TRAIN_FLAGS: &[&str] = &["--cosine", "--grad-checkpoint", "--mask-prompt"];
+/// The options `lmx train` shares with generate and chat.
+const SHARED_OPTIONS: &[&str] = &["--model", "--seed", "--json"];
 
 fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'a String> {
     it.next().ok_or_else(|| Error::invalid(format!("{flag} needs a value")))
@@ -97,6 +104,13 @@ fn parse(args: &[String]) -> Result<Args> {
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let f = flag.as_str();
+        if a.not_train.is_none()
+            && !SHARED_OPTIONS.contains(&f)
+            && !TRAIN_OPTIONS.contains(&f)
+            && !TRAIN_FLAGS.contains(&f)
+        {
+            a.not_train = Some(f.to_string());
+        }
         match f {
             "--model" => a.model = Some(PathBuf::from(value(&mut it, f)?)),
             "--prompt" => a.prompt = Some(value(&mut it, f)?.clone()),
