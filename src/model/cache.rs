@@ -5,6 +5,15 @@
 //! layer keeps a ring of exactly `window` positions: once full, each new token overwrites the
 //! oldest, so its memory is bounded whatever the sequence length. Keys are cached after rope,
 //! so a ring's order does not matter to attention.
+//!
+//! With [`KvQuant`], global layers switch to MLX affine quantization (4 or 8 bits per value,
+//! a scale and bias per group along the head dimension) once the sequence reaches the start
+//! offset, as mlx-lm's `QuantizedKVCache` does: what is cached is quantized once, new tokens
+//! are quantized as they arrive, and attention multiplies against the packed values. Ring
+//! layers stay in float (they are small by construction; mlx-lm does not quantize them either).
+//!
+//! Cloning a cache (a session fork) shares every buffer: MLX arrays are immutable, and the
+//! first write to a shared buffer copies it, so each side sees only its own tokens.
 
 use super::spec::ModelSpec;
 use crate::mlx::{ops, Array};
@@ -27,21 +36,101 @@ fn capacity(need: i32) -> i32 {
     (need + STEP - 1) / STEP * STEP + PAD
 }
 
+/// Quantization of the KV cache, chosen per session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvQuant {
+    /// Bits per value: 4 or 8.
+    pub bits: i32,
+    /// Values per scale and bias along the head dimension: 32, 64 or 128 (must divide it).
+    pub group_size: i32,
+    /// Global layers are quantized once the sequence holds this many positions (0: from the
+    /// first step on).
+    pub start: i32,
+}
+
+impl KvQuant {
+    /// Checks the parameters against MLX's quantization and the model's head dimensions.
+    pub fn check(&self, spec: &ModelSpec) -> Result<()> {
+        if !matches!(self.bits, 4 | 8) {
+            return Err(Error::invalid(format!("kv_bits {} is not supported (4 or 8)", self.bits)));
+        }
+        if !matches!(self.group_size, 32 | 64 | 128) {
+            return Err(Error::invalid(format!(
+                "kv_group_size {} is not supported (32, 64 or 128)",
+                self.group_size
+            )));
+        }
+        if self.start < 0 {
+            return Err(Error::invalid(format!("kv_quant_start {} is negative", self.start)));
+        }
+        for (i, l) in spec.layers.iter().enumerate() {
+            let d = l.attn.head_dim;
+            if l.attn.window.is_none() && d % self.group_size != 0 {
+                return Err(Error::invalid(format!(
+                    "kv_group_size {} does not divide layer {i}'s head dimension {d}",
+                    self.group_size
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One quantized tensor: packed values, and a scale and a bias per group.
+#[derive(Clone)]
+pub struct Packed {
+    pub w: Array,
+    pub scales: Array,
+    pub biases: Array,
+}
+
+impl Packed {
+    fn parts(&self) -> [&Array; 3] {
+        [&self.w, &self.scales, &self.biases]
+    }
+
+    pub fn map(&self, f: impl Fn(&Array) -> Result<Array>) -> Result<Packed> {
+        Ok(Packed { w: f(&self.w)?, scales: f(&self.scales)?, biases: f(&self.biases)? })
+    }
+}
+
+/// The keys and values a layer attends over.
+pub enum Kv {
+    Dense {
+        keys: Array,
+        values: Array,
+    },
+    /// Quantized keys and values (positions 0..offset+L), with the bits and group size.
+    Quantized {
+        keys: Packed,
+        values: Packed,
+        bits: i32,
+        group_size: i32,
+    },
+}
+
 /// What a layer attends over after adding new keys and values.
 pub struct Attend {
-    pub keys: Array,
-    pub values: Array,
+    pub kv: Kv,
     /// With L > 1 new tokens over a sliding window: how many cached positions precede the new
     /// ones in `keys` (they are in temporal order then); the caller builds the window mask.
     pub window_prefix: Option<i32>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Growing {
     k: Option<Array>,
     v: Option<Array>,
 }
 
+/// A global layer's quantized buffers, grown as [`Growing`]'s.
+#[derive(Default, Clone)]
+struct QGrowing {
+    k: Option<Packed>,
+    v: Option<Packed>,
+}
+
+#[derive(Clone)]
 struct Ring {
     window: i32,
     k: Option<Array>,
@@ -52,15 +141,20 @@ struct Ring {
     next: i32,
 }
 
+#[derive(Clone)]
 enum Layer {
     Global(Growing),
     Window(Ring),
+    Quantized(QGrowing),
 }
 
 /// The caches of every layer of one sequence batch, with the shared position offset.
+/// `clone` shares the buffers (see the module's documentation).
+#[derive(Clone)]
 pub struct KvCache {
     layers: Vec<Layer>,
     offset: i32,
+    quant: Option<KvQuant>,
 }
 
 fn slice_seq(a: &Array, start: i32, stop: i32) -> Result<Array> {
@@ -107,7 +201,69 @@ impl Growing {
         let values = slice_seq(&nv, 0, end)?;
         self.k = Some(nk);
         self.v = Some(nv);
-        Ok(Attend { keys, values, window_prefix: None })
+        Ok(Attend { kv: Kv::Dense { keys, values }, window_prefix: None })
+    }
+}
+
+/// `packed` with room for `offset + len` positions, its first `offset` kept.
+fn grown_packed(old: Option<&Packed>, new: &Packed, offset: i32, len: i32) -> Result<Packed> {
+    let need = offset + len;
+    let cap = old.map(|o| o.w.dim(2)).transpose()?.unwrap_or(0);
+    if need <= cap {
+        return old.cloned().ok_or_else(|| Error::internal("quantized cache buffer missing"));
+    }
+    let grow = |o: Option<&Array>, n: &Array| -> Result<Array> {
+        let s = n.shape();
+        let shape = [s[0], s[1], capacity(need), s[3]];
+        reserve_buffer(&shape, n.dtype()?)?;
+        let fresh = ops::zeros(&shape, n.dtype()?)?;
+        match o {
+            Some(o) if offset > 0 => put_seq(&fresh, &slice_seq(o, 0, offset)?, 0),
+            _ => Ok(fresh),
+        }
+    };
+    Ok(Packed {
+        w: grow(old.map(|o| &o.w), &new.w)?,
+        scales: grow(old.map(|o| &o.scales), &new.scales)?,
+        biases: grow(old.map(|o| &o.biases), &new.biases)?,
+    })
+}
+
+fn quantize(a: &Array, q: &KvQuant) -> Result<Packed> {
+    let (w, scales, biases) = ops::quantize(a, q.group_size, q.bits, "affine")?;
+    Ok(Packed { w, scales, biases })
+}
+
+impl QGrowing {
+    fn update(&mut self, k: &Array, v: &Array, offset: i32, q: &KvQuant) -> Result<Attend> {
+        let len = k.dim(2)?;
+        let end = offset + len;
+        let (qk, qv) = (quantize(k, q)?, quantize(v, q)?);
+        let put = |buf: Packed, new: &Packed| -> Result<Packed> {
+            Ok(Packed {
+                w: put_seq(&buf.w, &new.w, offset)?,
+                scales: put_seq(&buf.scales, &new.scales, offset)?,
+                biases: put_seq(&buf.biases, &new.biases, offset)?,
+            })
+        };
+        let nk = put(grown_packed(self.k.as_ref(), &qk, offset, len)?, &qk)?;
+        let nv = put(grown_packed(self.v.as_ref(), &qv, offset, len)?, &qv)?;
+        let keys = nk.map(|a| slice_seq(a, 0, end))?;
+        let values = nv.map(|a| slice_seq(a, 0, end))?;
+        self.k = Some(nk);
+        self.v = Some(nv);
+        Ok(Attend {
+            kv: Kv::Quantized { keys, values, bits: q.bits, group_size: q.group_size },
+            window_prefix: None,
+        })
+    }
+
+    /// A float layer's buffers, quantized whole.
+    fn from_dense(g: &Growing, q: &KvQuant) -> Result<QGrowing> {
+        Ok(QGrowing {
+            k: g.k.as_ref().map(|a| quantize(a, q)).transpose()?,
+            v: g.v.as_ref().map(|a| quantize(a, q)).transpose()?,
+        })
     }
 }
 
@@ -138,7 +294,7 @@ impl Ring {
                 };
                 self.k = Some(nk);
                 self.v = Some(nv);
-                return Ok(Attend { keys, values, window_prefix: None });
+                return Ok(Attend { kv: Kv::Dense { keys, values }, window_prefix: None });
             }
         }
         // Several tokens (or the first): attend over the cached window plus all new tokens,
@@ -166,7 +322,7 @@ impl Ring {
         self.v = Some(put_seq(&ops::zeros(&shape, dtype)?, &tail_v, 0)?);
         self.filled = keep;
         self.next = keep % self.window;
-        Ok(Attend { keys, values, window_prefix: Some(prefix) })
+        Ok(Attend { kv: Kv::Dense { keys, values }, window_prefix: Some(prefix) })
     }
 }
 
@@ -181,18 +337,37 @@ impl KvCache {
                 None => Layer::Global(Growing::default()),
             })
             .collect();
-        KvCache { layers, offset: 0 }
+        KvCache { layers, offset: 0, quant: None }
+    }
+
+    /// An empty cache for `spec` whose global layers are quantized as `quant` says.
+    pub fn with_quant(spec: &ModelSpec, quant: Option<KvQuant>) -> Result<KvCache> {
+        if let Some(q) = &quant {
+            q.check(spec)?;
+        }
+        let mut c = KvCache::new(spec);
+        c.quant = quant;
+        Ok(c)
+    }
+
+    /// The quantization chosen for this cache, if any.
+    pub fn quant(&self) -> Option<KvQuant> {
+        self.quant
     }
 
     /// A cache for a padded batch: every layer keeps all positions (sliding windows are then
     /// applied by the attention mask), so padding columns stay addressable.
     pub fn new_batch(spec: &ModelSpec) -> KvCache {
-        KvCache { layers: spec.layers.iter().map(|_| Layer::Global(Growing::default())).collect(), offset: 0 }
+        KvCache {
+            layers: spec.layers.iter().map(|_| Layer::Global(Growing::default())).collect(),
+            offset: 0,
+            quant: None,
+        }
     }
 
     /// Whether [`trim`](Self::trim) can drop positions (no layer is a ring).
     pub fn trimmable(&self) -> bool {
-        self.layers.iter().all(|l| matches!(l, Layer::Global(_)))
+        self.layers.iter().all(|l| !matches!(l, Layer::Window(_)))
     }
 
     /// Forgets the last `n` positions (the next update overwrites them). Only for caches
@@ -211,15 +386,26 @@ impl KvCache {
         self.offset
     }
 
-    pub(crate) fn advance(&mut self, n: i32) {
+    /// Moves the offset past `n` new positions. With quantization and the start offset
+    /// reached, the global layers' float buffers are quantized (after the step, as mlx-lm does:
+    /// the step that reaches the start still attends in float).
+    pub(crate) fn advance(&mut self, n: i32) -> Result<()> {
         self.offset += n;
+        if let Some(q) = self.quant.filter(|q| self.offset >= q.start) {
+            for l in &mut self.layers {
+                if let Layer::Global(g) = l {
+                    *l = Layer::Quantized(QGrowing::from_dense(g, &q)?);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Forgets everything; the buffers are released.
     pub fn reset(&mut self) {
         for l in &mut self.layers {
             match l {
-                Layer::Global(g) => *g = Growing::default(),
+                Layer::Global(_) | Layer::Quantized(_) => *l = Layer::Global(Growing::default()),
                 Layer::Window(r) => {
                     r.k = None;
                     r.v = None;
@@ -237,6 +423,10 @@ impl KvCache {
         match self.layers.get_mut(i) {
             Some(Layer::Global(g)) => g.update(k, v, offset),
             Some(Layer::Window(r)) => r.update(k, v),
+            Some(Layer::Quantized(g)) => {
+                let q = self.quant.ok_or_else(|| Error::internal("quantized layer without parameters"))?;
+                g.update(k, v, offset, &q)
+            }
             None => Err(Error::internal(format!("no cache for layer {i}"))),
         }
     }
@@ -245,12 +435,17 @@ impl KvCache {
     pub fn arrays(&self) -> Vec<&Array> {
         let mut out = Vec::new();
         for l in &self.layers {
-            let (k, v) = match l {
-                Layer::Global(g) => (&g.k, &g.v),
-                Layer::Window(r) => (&r.k, &r.v),
-            };
-            out.extend(k.iter());
-            out.extend(v.iter());
+            match l {
+                Layer::Global(Growing { k, v }) | Layer::Window(Ring { k, v, .. }) => {
+                    out.extend(k.iter());
+                    out.extend(v.iter());
+                }
+                Layer::Quantized(QGrowing { k, v }) => {
+                    for p in k.iter().chain(v.iter()) {
+                        out.extend(p.parts());
+                    }
+                }
+            }
         }
         out
     }

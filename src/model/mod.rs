@@ -23,7 +23,7 @@ pub mod tokenizer;
 pub mod transformer;
 pub mod weights;
 
-pub use cache::KvCache;
+pub use cache::{KvCache, KvQuant};
 pub use chat::{ChatTemplate, Message, TemplateSource};
 pub use info::ModelInfo;
 pub use load::{LoadParams, Model};

@@ -1,7 +1,7 @@
 //! The one decoder-only transformer every architecture runs, assembled from a [`ModelSpec`].
 //! Field names follow the checkpoint's tensor names.
 
-use super::cache::KvCache;
+use super::cache::{Kv, KvCache, Packed};
 use super::lora::{LayerPairs, Lora, LoraApply, Target};
 use super::spec::{AttentionSpec, LayerSpec, MlpKind, ModelSpec};
 use super::weights::{Embedding, Linear, Projections, WeightStore};
@@ -160,6 +160,70 @@ fn batch_mask(pad: &[i32], offset: i32, len: i32, keys: i32, window: Option<i32>
     Ok(m)
 }
 
+/// The most negative finite value of a float dtype (hides a score from the softmax).
+fn lowest(dt: Dtype) -> Result<Array> {
+    let v = match dt {
+        Dtype::F16 => -65504.0,
+        Dtype::BF16 => -3.389_531_4e38,
+        _ => f32::MIN,
+    };
+    ops::astype(&Array::scalar_f32(v), dt)
+}
+
+/// Attention over a quantized cache, as mlx-lm computes it: scores by a quantized matmul
+/// against the packed keys, a float32-accumulated softmax, values by a quantized matmul.
+/// q: [B, Hq, L, D]; keys and values packed [B, Hkv, S, ...].
+fn quantized_attention(
+    q: &Array,
+    keys: &Packed,
+    values: &Packed,
+    scale: f32,
+    mask: ops::AttentionMask,
+    bits: i32,
+    group_size: i32,
+) -> Result<Array> {
+    let qs = q.shape();
+    let (b, hq, l, d) = (qs[0], qs[1], qs[2], qs[3]);
+    let kw = keys.w.shape();
+    let (hkv, s) = (kw[1], kw[2]);
+    let rep = hq / hkv;
+    let dt = q.dtype()?;
+    let q = ops::multiply(q, &ops::astype(&Array::scalar_f32(scale), dt)?)?;
+    // Grouped queries: [B, Hkv, rep, L, D] against [B, Hkv, 1, S, ...].
+    let q = ops::reshape(&q, &[b, hkv, rep, l, d])?;
+    let grouped = |a: &Array| -> Result<Array> {
+        let sh = a.shape();
+        ops::reshape(a, &[sh[0], sh[1], 1, sh[2], sh[3]])
+    };
+    let (k, v) = (keys.map(grouped)?, values.map(grouped)?);
+    let mut scores =
+        ops::quantized_matmul(&q, &k.w, &k.scales, Some(&k.biases), true, group_size, bits, "affine")?;
+    let causal;
+    let m = match mask {
+        ops::AttentionMask::None => None,
+        ops::AttentionMask::Causal => {
+            let qi = ops::reshape(&ops::arange((s - l) as f64, s as f64, 1.0, Dtype::I32)?, &[l, 1])?;
+            let ki = ops::reshape(&ops::arange(0.0, s as f64, 1.0, Dtype::I32)?, &[1, s])?;
+            causal = ops::less_equal(&ki, &qi)?;
+            Some(&causal)
+        }
+        ops::AttentionMask::Array(a) => Some(a),
+    };
+    if let Some(m) = m {
+        // A [B, 1, L, S] mask gains the repeat axis; [L, S] broadcasts as it is.
+        let m = if m.ndim() == 4 {
+            let ms = m.shape();
+            ops::reshape(m, &[ms[0], ms[1], 1, ms[2], ms[3]])?
+        } else {
+            m.clone()
+        };
+        scores = ops::where_(&m, &scores, &lowest(scores.dtype()?)?)?;
+    }
+    let p = ops::softmax(&scores, -1, true)?;
+    let o = ops::quantized_matmul(&p, &v.w, &v.scales, Some(&v.biases), false, group_size, bits, "affine")?;
+    ops::reshape(&o, &[b, hq, l, d])
+}
+
 impl Attention {
     /// Without a cache (training), attention covers `x`'s own positions only, from 0.
     fn forward(
@@ -201,12 +265,12 @@ impl Attention {
             Some(p) => (s.rope.apply_rows(&q, &p.starts)?, s.rope.apply_rows(&k, &p.starts)?),
         };
         let v = qkv[2].clone();
-        let (keys, values, window_prefix) = match cache {
+        let (kv, window_prefix) = match cache {
             Some(c) => {
                 let att = c.update(layer, &k, &v)?;
-                (att.keys, att.values, att.window_prefix)
+                (att.kv, att.window_prefix)
             }
-            None => (k, v, Some(0)),
+            None => (Kv::Dense { keys: k, values: v }, Some(0)),
         };
         let mask_arr;
         let mask = if let Some(p) = padded {
@@ -222,7 +286,12 @@ impl Attention {
                 _ => ops::AttentionMask::Causal,
             }
         };
-        let o = ops::scaled_dot_product_attention(&q, &keys, &values, s.scale, mask)?;
+        let o = match &kv {
+            Kv::Dense { keys, values } => ops::scaled_dot_product_attention(&q, keys, values, s.scale, mask)?,
+            Kv::Quantized { keys, values, bits, group_size } => {
+                quantized_attention(&q, keys, values, s.scale, mask, *bits, *group_size)?
+            }
+        };
         let o = ops::reshape(&ops::transpose(&o, &[0, 2, 1, 3])?, &[b, l, s.n_heads * s.head_dim])?;
         let y = self.o_proj.forward(&o)?;
         match lora {
@@ -455,7 +524,7 @@ impl Transformer {
             x = self.layer(b, i, &x, cache.as_deref_mut(), eps, padded.as_ref(), pairs)?;
         }
         if let Some(c) = cache {
-            c.advance(l);
+            c.advance(l)?;
         }
         ops::rms_norm(&x, Some(&self.norm), eps)
     }
