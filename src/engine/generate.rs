@@ -107,30 +107,17 @@ impl Generation {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         model: Arc<Model>,
-        mut state: SessionState,
+        state: SessionState,
         slot: Arc<Mutex<Option<SessionState>>>,
         cancel: Cancel,
         current: Arc<Mutex<Option<Cancel>>>,
         prompt: &[u32],
+        keep: usize,
         params: &GenerateParams,
         sampler: Sampler,
         history: Option<Array>,
     ) -> Generation {
         let started = Instant::now();
-        // Reuse what the cache holds: the longest common prefix, leaving at least one prompt
-        // token to compute (its logits give the first new token).
-        let mut keep = state.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-        keep = keep.min(prompt.len() - 1);
-        if keep < state.tokens.len() {
-            let drop = (state.tokens.len() - keep) as i32;
-            if state.cache.trim(drop).is_ok() {
-                state.tokens.truncate(keep);
-            } else {
-                state.cache.reset();
-                state.tokens.clear();
-                keep = 0;
-            }
-        }
         let eos = model.stop_ids(&params.stop_tokens, params.ignore_eos);
         let ctx_limit = model.info.context_length;
         Generation {
@@ -280,8 +267,7 @@ impl Generation {
                 self.end(FinishReason::Error, false);
                 // The cache may hold half a step: start the session afresh next time.
                 if let Some(st) = self.state.as_mut() {
-                    st.cache.reset();
-                    st.tokens.clear();
+                    st.clear();
                 }
                 Err(e)
             }

@@ -6,6 +6,8 @@
 //! serialized step by step (prefill chunk, decode step) by the compute lock, so they take
 //! turns and never share a cache. [`Session::cancel`] may be called from any thread.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::cancel::Cancel;
@@ -13,20 +15,57 @@ use super::generate::{Generation, Output};
 use super::params::GenerateParams;
 use crate::mlx::device::{pooled_stream, StreamLease};
 use crate::model::lora::{Lora, LoraWeights};
-use crate::model::{KvCache, Message, Model};
+use crate::model::{KvCache, KvQuant, Message, Model};
 use crate::{Error, ErrorKind, Result};
 
 /// What a session keeps between calls.
 pub(crate) struct SessionState {
     pub cache: KvCache,
-    /// The tokens whose keys and values the cache holds, in order.
+    /// The tokens whose keys and values the cache holds, in order, after the `opaque` ones.
     pub tokens: Vec<u32>,
+    /// Leading cached positions whose tokens are unknown (restored from an mlx-lm file): a
+    /// prompt continues after them.
+    pub opaque: i32,
     pub stream: Arc<StreamLease>,
     /// The adapter applied, with its scale; None = the base model.
     pub adapter: Option<(Arc<LoraWeights>, f32)>,
 }
 
 impl SessionState {
+    /// Forgets everything cached.
+    pub fn clear(&mut self) {
+        self.cache.reset();
+        self.tokens.clear();
+        self.opaque = 0;
+    }
+
+    /// Makes the cache hold the longest prefix of `prompt` it can reuse, leaving at least one
+    /// prompt token to compute (its logits give the first new token); returns how many prompt
+    /// tokens are cached. With unknown leading positions (`opaque`), `prompt` continues after
+    /// them; a prompt that cannot do so is an error, since those positions cannot be
+    /// recomputed.
+    pub fn reuse(&mut self, prompt: &[u32]) -> Result<usize> {
+        let mut keep = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        keep = keep.min(prompt.len() - 1);
+        if keep < self.tokens.len() {
+            let drop = (self.tokens.len() - keep) as i32;
+            if self.cache.trim(drop).is_ok() {
+                self.tokens.truncate(keep);
+            } else if self.opaque > 0 {
+                return Err(Error::invalid(format!(
+                    "the prompt does not continue the session's cached tokens, and this sliding-window cache \
+                     cannot be rewound past them: its first {} positions came from a file without token ids \
+                     (reset the session to start over)",
+                    self.opaque
+                )));
+            } else {
+                self.clear();
+                keep = 0;
+            }
+        }
+        Ok(keep)
+    }
+
     /// Logits [1, vocab] of the last of `x` ([1, L] ids) after the cache, with the adapter.
     pub fn forward_last(&mut self, model: &Model, x: &crate::mlx::Array) -> Result<crate::mlx::Array> {
         let lora =
@@ -43,21 +82,100 @@ pub struct Session {
     current: Arc<Mutex<Option<Cancel>>>,
 }
 
+/// How a session keeps its cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Quantize the global layers' keys and values (None: keep them in the model's dtype).
+    pub kv_quant: Option<KvQuant>,
+}
+
 impl Session {
     /// A new session on `model`, computing on a pooled stream of the model's device.
     pub fn new(model: Arc<Model>) -> Result<Session> {
+        Self::with_options(model, &SessionOptions::default())
+    }
+
+    /// A new session with `options`.
+    pub fn with_options(model: Arc<Model>, options: &SessionOptions) -> Result<Session> {
+        let cache = KvCache::with_quant(&model.transformer.spec, options.kv_quant)?;
+        Self::from_parts(model, cache, Vec::new(), 0, None)
+    }
+
+    fn from_parts(
+        model: Arc<Model>,
+        cache: KvCache,
+        tokens: Vec<u32>,
+        opaque: i32,
+        adapter: Option<(Arc<LoraWeights>, f32)>,
+    ) -> Result<Session> {
         let stream = pooled_stream(model.device)?;
-        let cache = model.new_cache();
         Ok(Session {
             model,
             slot: Arc::new(Mutex::new(Some(SessionState {
                 cache,
-                tokens: Vec::new(),
+                tokens,
+                opaque,
                 stream: Arc::new(stream),
-                adapter: None,
+                adapter,
             }))),
             current: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// A new session with this one's state: cached tokens, cache quantization and adapter.
+    /// The two share the cache's buffers (nothing is copied now); the first write of either
+    /// to a shared buffer copies that buffer. `Busy` while a generation runs.
+    pub fn fork(&self) -> Result<Session> {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        let st = slot.as_ref().ok_or_else(Self::busy)?;
+        Self::from_parts(
+            self.model.clone(),
+            st.cache.clone(),
+            st.tokens.clone(),
+            st.opaque,
+            st.adapter.clone(),
+        )
+    }
+
+    /// Writes the session's cache and tokens to `path` (see [`super::session_file`]), with
+    /// `metadata` added to the file's user metadata. The file is replaced only once complete.
+    /// A session with an adapter cannot be saved (fuse the adapter into a model instead).
+    pub fn save(&self, path: &Path, metadata: &BTreeMap<String, String>) -> Result<()> {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        let st = slot.as_ref().ok_or_else(Self::busy)?;
+        if st.adapter.is_some() {
+            return Err(Error::unsupported(
+                "a session with an adapter cannot be saved: fuse the adapter into the model \
+                 (lmx_adapter_fuse) and save a session of the fused model",
+            ));
+        }
+        let _lock = crate::mlx::compute_lock();
+        crate::mlx::with_stream(&st.stream, || {
+            super::session_file::save(&self.model, &st.cache, &st.tokens, st.opaque, metadata, path)
+        })
+    }
+
+    /// A session restored from `path` (saved by [`save`](Self::save) or by mlx-lm's
+    /// `save_prompt_cache`) for `model`, with the file's user metadata. `options.kv_quant`
+    /// applies from now on unless the file's cache is quantized already (its bits and group
+    /// size are kept then).
+    pub fn load(
+        model: Arc<Model>,
+        path: &Path,
+        options: &SessionOptions,
+    ) -> Result<(Session, super::session_file::Restored)> {
+        let _lock = crate::mlx::compute_lock();
+        let mut r = super::session_file::load(&model, path)?;
+        let cache = match (r.cache.quant(), options.kv_quant) {
+            (None, Some(q)) => {
+                q.check(&model.transformer.spec)?;
+                r.cache.clone().with_quant_from_now(q)?
+            }
+            _ => r.cache.clone(),
+        };
+        let tokens = std::mem::take(&mut r.tokens);
+        let s = Self::from_parts(model, cache, tokens, r.opaque, None)?;
+        Ok((s, r))
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -76,9 +194,7 @@ impl Session {
     /// Empties the cache.
     pub fn reset(&self) -> Result<()> {
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        let st = slot.as_mut().ok_or_else(Self::busy)?;
-        st.cache.reset();
-        st.tokens.clear();
+        slot.as_mut().ok_or_else(Self::busy)?.clear();
         Ok(())
     }
 
@@ -100,14 +216,27 @@ impl Session {
             _ => false,
         };
         if !same {
-            st.cache.reset();
-            st.tokens.clear();
+            st.clear();
             st.adapter = adapter;
         }
         Ok(())
     }
 
-    /// The tokens the cache holds.
+    /// How many positions the cache holds (the known tokens and any unknown leading ones)
+    /// and the bytes of its buffers.
+    pub fn cache_size(&self) -> Result<(usize, usize)> {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        let st = slot.as_ref().ok_or_else(Self::busy)?;
+        Ok((st.cache.offset() as usize, st.cache.nbytes()))
+    }
+
+    /// The cache's quantization, if any.
+    pub fn kv_quant(&self) -> Result<Option<KvQuant>> {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(slot.as_ref().ok_or_else(Self::busy)?.cache.quant())
+    }
+
+    /// The tokens the cache holds (after any unknown leading positions).
     pub fn cached_tokens(&self) -> Result<Vec<u32>> {
         let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         Ok(slot.as_ref().ok_or_else(Self::busy)?.tokens.clone())
@@ -127,7 +256,23 @@ impl Session {
         params.validate(self.model.vocab())?;
         self.model.check_prompt(prompt, "the prompt")?;
         let (sampler, history) = Generation::prepare(prompt, params)?;
-        let state = self.take_state()?;
+        let mut state = self.take_state()?;
+        let keep = match state.reuse(prompt) {
+            Ok(k) => k,
+            Err(e) => {
+                *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+                return Err(e);
+            }
+        };
+        if state.cache.offset() as usize + prompt.len() - keep > self.model.context_length() {
+            let held = state.cache.offset();
+            *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+            return Err(Error::invalid(format!(
+                "the session holds {held} positions and the prompt adds {}: more than the context length {}",
+                prompt.len() - keep,
+                self.model.info.context_length
+            )));
+        }
         let cancel = Cancel::new();
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(cancel.clone());
         Ok(Generation::new(
@@ -137,6 +282,7 @@ impl Session {
             cancel,
             self.current.clone(),
             prompt,
+            keep,
             params,
             sampler,
             history,

@@ -350,6 +350,13 @@ impl KvCache {
         Ok(c)
     }
 
+    /// This cache, its global layers quantized as `quant` says from the next step on (a
+    /// restored float cache given a quantization).
+    pub fn with_quant_from_now(mut self, quant: KvQuant) -> Result<KvCache> {
+        self.quant = Some(quant);
+        Ok(self)
+    }
+
     /// The quantization chosen for this cache, if any.
     pub fn quant(&self) -> Option<KvQuant> {
         self.quant
@@ -453,5 +460,97 @@ impl KvCache {
     /// Bytes held by the buffers.
     pub fn nbytes(&self) -> usize {
         self.arrays().iter().map(|a| a.nbytes()).sum()
+    }
+}
+
+/// One layer's state as a prompt-cache file keeps it (mlx-lm's classes).
+pub enum LayerState {
+    /// `KVCache`: keys and values of positions 0..offset, [1, H, offset, D].
+    Full { keys: Array, values: Array },
+    /// `RotatingKVCache`: the window's valid positions in temporal order, [1, H, n, D] with
+    /// n = min(offset, window).
+    Rotating { keys: Array, values: Array, window: i32 },
+    /// `QuantizedKVCache`: packed keys and values of positions 0..offset.
+    Quantized { keys: Packed, values: Packed },
+}
+
+impl KvCache {
+    /// Each layer's state, for saving. Needs a non-empty cache.
+    pub fn export(&self) -> Result<Vec<LayerState>> {
+        let n = self.offset;
+        let missing = || Error::internal("a cache layer holds nothing while the offset is past 0");
+        self.layers
+            .iter()
+            .map(|l| match l {
+                Layer::Global(Growing { k: Some(k), v: Some(v) }) => {
+                    Ok(LayerState::Full { keys: slice_seq(k, 0, n)?, values: slice_seq(v, 0, n)? })
+                }
+                Layer::Window(r) => match (&r.k, &r.v) {
+                    (Some(k), Some(v)) => Ok(LayerState::Rotating {
+                        keys: r.ordered(k)?,
+                        values: r.ordered(v)?,
+                        window: r.window,
+                    }),
+                    _ => Err(missing()),
+                },
+                Layer::Quantized(QGrowing { k: Some(k), v: Some(v) }) => Ok(LayerState::Quantized {
+                    keys: k.map(|a| slice_seq(a, 0, n))?,
+                    values: v.map(|a| slice_seq(a, 0, n))?,
+                }),
+                _ => Err(missing()),
+            })
+            .collect()
+    }
+
+    /// A cache for `spec` holding `offset` positions from `states` (one per layer, checked
+    /// by the caller against the model's shapes). Buffers are laid out as updates make them,
+    /// so the cache continues exactly as the one saved.
+    pub fn import(
+        spec: &ModelSpec,
+        quant: Option<KvQuant>,
+        offset: i32,
+        states: Vec<LayerState>,
+    ) -> Result<KvCache> {
+        let mut c = KvCache::with_quant(spec, quant)?;
+        if states.len() != c.layers.len() {
+            return Err(Error::internal("layer count mismatch importing a cache"));
+        }
+        let fresh = |a: &Array, len: i32, cap: i32| -> Result<Array> {
+            let s = a.shape();
+            let shape = [s[0], s[1], cap, s[3]];
+            reserve_buffer(&shape, a.dtype()?)?;
+            put_seq(&ops::zeros(&shape, a.dtype()?)?, &slice_seq(a, 0, len)?, 0)
+        };
+        for (layer, st) in c.layers.iter_mut().zip(states) {
+            *layer = match (&*layer, st) {
+                (Layer::Global(_), LayerState::Full { keys, values }) => Layer::Global(Growing {
+                    k: Some(fresh(&keys, offset, capacity(offset))?),
+                    v: Some(fresh(&values, offset, capacity(offset))?),
+                }),
+                (Layer::Global(_), LayerState::Quantized { keys, values }) => {
+                    let cap = capacity(offset);
+                    Layer::Quantized(QGrowing {
+                        k: Some(keys.map(|a| fresh(a, offset, cap))?),
+                        v: Some(values.map(|a| fresh(a, offset, cap))?),
+                    })
+                }
+                (Layer::Window(r), LayerState::Rotating { keys, values, window }) if window == r.window => {
+                    // Keep the window's last positions: at most `window`, at most `offset`.
+                    let have = keys.dim(2)?;
+                    let filled = have.min(window).min(offset);
+                    let tail = |a: &Array| slice_seq(a, have - filled, have);
+                    Layer::Window(Ring {
+                        window,
+                        k: Some(fresh(&tail(&keys)?, filled, window)?),
+                        v: Some(fresh(&tail(&values)?, filled, window)?),
+                        filled,
+                        next: filled % window,
+                    })
+                }
+                _ => return Err(Error::internal("layer kind mismatch importing a cache")),
+            };
+        }
+        c.offset = offset;
+        Ok(c)
     }
 }

@@ -42,6 +42,9 @@ pub struct Model {
     pub info: ModelInfo,
     /// Where the weights live and every session of the model computes.
     pub device: Device,
+    /// Identifies the weights and tokenizer (see [`super::fingerprint`]); saved sessions
+    /// name it.
+    pub fingerprint: String,
 }
 
 /// Refuses load parameters out of range.
@@ -148,7 +151,8 @@ impl Model {
             Weights { bytes: weight_bytes, peak: load_peak_bytes, params: param_count },
             start,
         )?;
-        Ok(Model { dir: dir.to_path_buf(), transformer, tokenizer, chat, info, device })
+        let fingerprint = super::fingerprint::of_folder(dir)?;
+        Ok(Model { dir: dir.to_path_buf(), transformer, tokenizer, chat, info, device, fingerprint })
     }
 
     /// Loads a GGUF file: config from its metadata, weights converted to MLX's formats (see
@@ -214,7 +218,8 @@ impl Model {
         info.format = "gguf".into();
         info.tokenizer = gt.kind;
         info.conversions = conversions;
-        Ok(Model { dir: path.to_path_buf(), transformer, tokenizer, chat, info, device })
+        let fingerprint = super::fingerprint::of_gguf(path)?;
+        Ok(Model { dir: path.to_path_buf(), transformer, tokenizer, chat, info, device, fingerprint })
     }
 
     /// A new model: this one with adapter `w` at `scale` fused into its weights (see
@@ -225,7 +230,9 @@ impl Model {
         }
         let stream = shared_stream(self.device)?;
         let transformer = with_stream(stream, || self.transformer.fused(w, scale))?;
+        let fingerprint = super::fingerprint::fused(&self.fingerprint, &w.fingerprint()?, scale);
         Ok(Model {
+            fingerprint,
             dir: self.dir.clone(),
             transformer,
             tokenizer: self.tokenizer.clone(),

@@ -230,6 +230,19 @@ impl LoraWeights {
         self.arrays().iter().map(|a| a.size() as u64).sum()
     }
 
+    /// A fingerprint of the adapter's values (every tensor, as float32) and its scale.
+    pub fn fingerprint(&self) -> Result<String> {
+        let mut h = super::fingerprint::Fnv::default();
+        h.field(&self.config.scale.to_le_bytes());
+        for (name, a) in self.named() {
+            h.field(name.as_bytes());
+            let v = a.to_f32_vec()?;
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            h.field(&bytes);
+        }
+        Ok(h.hex())
+    }
+
     /// Tensor names in mlx-lm's layout, with their arrays.
     pub fn named(&self) -> Vec<(String, Array)> {
         let mut out = Vec::new();

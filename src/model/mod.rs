@@ -9,6 +9,7 @@ pub mod arch;
 pub mod cache;
 pub mod chat;
 pub mod config;
+pub mod fingerprint;
 pub mod gguf;
 pub mod gguf_quants;
 pub mod gguf_tokenizer;
@@ -23,7 +24,7 @@ pub mod tokenizer;
 pub mod transformer;
 pub mod weights;
 
-pub use cache::{KvCache, KvQuant};
+pub use cache::{KvCache, KvQuant, LayerState, Packed};
 pub use chat::{ChatTemplate, Message, TemplateSource};
 pub use info::ModelInfo;
 pub use load::{LoadParams, Model};
