@@ -415,6 +415,39 @@ typedef struct {
   const char *content;
 } lmx_message;
 
+// How a session keeps its KV cache. Initialize with lmx_session_params_init() (or
+// LMX_SESSION_PARAMS_INIT).
+typedef struct {
+  // sizeof(lmx_session_params) as the caller's header declares it.
+  size_t struct_size;
+  // Bits per cached key and value in the global-attention layers: 0 (default) keeps the
+  // model's dtype; 4 or 8 quantize them (MLX affine, as mlx-lm's `kv_bits`). Sliding-window
+  // layers always stay in the model's dtype.
+  uint32_t kv_bits;
+  // Values per scale and bias along the head dimension: 32, 64 (default) or 128; must
+  // divide the model's head dimension.
+  uint32_t kv_group_size;
+  // Quantize once the session holds this many positions (default 0: from the first step;
+  // mlx-lm's command line uses 5000).
+  uint32_t kv_quant_start;
+} lmx_session_params;
+
+// What a session's cache holds (lmx_session_cache_info()).
+typedef struct {
+  // sizeof(lmx_session_cache) as the caller's header declares it.
+  size_t struct_size;
+  // Positions cached.
+  uint64_t positions;
+  // Of them, those whose token ids are known (all, unless restored from an mlx-lm file).
+  uint64_t known_tokens;
+  // Bytes of the cache's buffers (shared buffers of forked sessions count in each).
+  uint64_t bytes;
+  // 0, or the bits and group size chosen for the global layers (they are quantized once
+  // the session reaches its kv_quant_start).
+  uint32_t kv_bits;
+  uint32_t kv_group_size;
+} lmx_session_cache;
+
 // The checkpoint's own (on the CPU, a half-precision checkpoint computes in float32).
 #define LMX_DTYPE_DEFAULT 0
 
@@ -732,6 +765,57 @@ lmx_status lmx_session_chat(lmx_session *session,
                             lmx_token_callback callback,
                             void *user_data);
 
+// Writes the default session parameters into `*params` (not NULL), a struct of `size` bytes
+// (pass sizeof(lmx_session_params)), and sets its struct_size to `size`. Returns LMX_OK or
+// LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_session_params_init(lmx_session_params *params, size_t size);
+
+// Creates a session on `model` with `params` (NULL: the defaults, as lmx_session_create())
+// and writes it to `*session_out` (not NULL); free it with lmx_session_free(). Thread-safe.
+// Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (bad handle, struct_size, kv_bits other than
+// 0, 4 or 8, a group size MLX does not support or that does not divide the head dimension)
+// or LMX_STATUS_MLX.
+lmx_status lmx_session_create_with(const lmx_model *model,
+                                   const lmx_session_params *params,
+                                   lmx_session **session_out);
+
+// Writes the session's KV cache and the token ids it holds to the file `path` (UTF-8, not
+// NULL; replaced only once the new file is complete). The file is safetensors in mlx-lm's
+// prompt-cache layout (mlx_lm.load_prompt_cache reads it) with liblmx's metadata: format and
+// liblmx version, the model's architecture and fingerprint, the dtype and the tokens.
+// Returns LMX_OK; LMX_STATUS_INVALID_ARGUMENT (bad handle or path, an empty session);
+// LMX_STATUS_UNSUPPORTED (the session has an adapter: fuse it with lmx_adapter_fuse() and
+// save a session of the fused model); LMX_STATUS_BUSY while it generates; LMX_STATUS_IO or
+// LMX_STATUS_MLX when writing fails (the old file, if any, is left as it was).
+lmx_status lmx_session_save(const lmx_session *session, const char *path);
+
+// Restores a session saved by lmx_session_save() (or by mlx-lm's save_prompt_cache, e.g.
+// `mlx_lm.cache_prompt`) for `model`, with `params` (NULL: defaults; a quantization applies
+// from now on unless the file's cache is quantized already, whose bits and group size are
+// kept), and writes it to `*session_out` (not NULL). The session continues exactly as the
+// saved one would have: the next prompt's tokens that extend the saved ones are not
+// recomputed. A file from mlx-lm holds no token ids: the next prompt is taken to follow the
+// cached positions. Returns LMX_OK; LMX_STATUS_NOT_FOUND / LMX_STATUS_IO for the file;
+// LMX_STATUS_FORMAT for a corrupt or truncated file; LMX_STATUS_INVALID_ARGUMENT for a file
+// saved from another model (architecture, fingerprint of weights and tokenizer), another
+// dtype, layer layout or shape, or bad params; LMX_STATUS_UNSUPPORTED for a newer format.
+lmx_status lmx_session_load(const lmx_model *model,
+                            const char *path,
+                            const lmx_session_params *params,
+                            lmx_session **session_out);
+
+// Creates a session with `session`'s state (cached tokens, cache quantization, adapter) and
+// writes it to `*session_out` (not NULL). Nothing is copied: the two share the cache's
+// memory, and a buffer is copied only when one of them first writes to it, so N forks of a
+// session over a long prompt cost one prefill. Returns LMX_OK, LMX_STATUS_BUSY while
+// `session` generates, LMX_STATUS_INVALID_ARGUMENT or LMX_STATUS_MLX.
+lmx_status lmx_session_fork(const lmx_session *session, lmx_session **session_out);
+
+// Writes what `session`'s cache holds to `*cache_out` (not NULL; struct_size set by the
+// caller). Returns LMX_OK, LMX_STATUS_BUSY while it generates, or
+// LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_session_cache_info(const lmx_session *session, lmx_session_cache *cache_out);
+
 // Starts generating after the text `prompt` and writes a stream to `*stream_out` (not NULL);
 // pull tokens with lmx_stream_next(), then free it with lmx_stream_free(). `params` may be
 // NULL. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT, LMX_STATUS_BUSY (the session is
@@ -829,3 +913,4 @@ uint32_t lmx_abi_1(void);
 #define LMX_MODEL_PARAMS_INIT(p) lmx_model_params_init((p), sizeof *(p))
 #define LMX_GENERATE_PARAMS_INIT(p) lmx_generate_params_init((p), sizeof *(p))
 #define LMX_TRAIN_PARAMS_INIT(p) lmx_train_params_init((p), sizeof *(p))
+#define LMX_SESSION_PARAMS_INIT(p) lmx_session_params_init((p), sizeof *(p))

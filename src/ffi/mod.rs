@@ -20,6 +20,7 @@ pub mod model;
 pub mod params;
 pub mod result;
 pub mod session;
+pub mod session_state;
 pub(crate) mod sized;
 pub mod stream;
 pub mod text;
