@@ -76,6 +76,8 @@ def main():
     ap.add_argument("--lmx-bench", default=str(HERE.parent / "target" / "release" / "lmx-bench"))
     ap.add_argument("--same-blas", help="a BLAS library to preload into mlx-lm's process (the one liblmx links)")
     ap.add_argument("--lmx-env", action="append", default=[], help="KEY=VALUE for liblmx's process only")
+    ap.add_argument("--kv-bits", type=int, default=0, help="quantize the KV cache (4 or 8) on both sides, from the first step")
+    ap.add_argument("--kv-group-size", type=int, default=64)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--md", type=Path)
     a = ap.parse_args()
@@ -104,8 +106,9 @@ def main():
         if not prompts.exists():
             prompts.write_text(json.dumps([models.prompt_ids(shape, n, a.tokenizers) for n in lens]))
         def args(gen, reps):
+            kv = ["--kv-bits", str(a.kv_bits), "--kv-group-size", str(a.kv_group_size)] if a.kv_bits else []
             return ["--model", str(folder), "--prompts", str(prompts), "--gen", str(gen),
-                    "--reps", str(reps), "--warmup", str(a.warmup)]
+                    "--reps", str(reps), "--warmup", str(a.warmup)] + kv
 
         common = args(a.gen, a.reps)
         lmx_env = dict(os.environ)

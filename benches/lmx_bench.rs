@@ -18,6 +18,7 @@ use lmx::{Error, Result};
 
 const USAGE: &str = "usage: lmx-bench --model DIR --prompts FILE.json [--gen N] [--reps N] [--warmup N]
                  [--dtype float32|bfloat16|float16] [--chunk N] [--classify B1,B2,...]
+                 [--kv-bits 4|8] [--kv-group-size G]
 FILE.json is a JSON list of prompts, each a list of token ids. With --classify, every prompt is
 classified (one forward pass, greedy next token) in calls of B prompts, for each batch size B,
 and the lines give sentences per second.";
@@ -31,6 +32,9 @@ struct Args {
     dtype: Option<Dtype>,
     chunk: Option<usize>,
     classify: Vec<usize>,
+    /// Quantized KV cache: bits (0 = off) and group size.
+    kv_bits: usize,
+    kv_group_size: usize,
 }
 
 fn parse() -> Result<Args> {
@@ -46,6 +50,8 @@ fn parse() -> Result<Args> {
         dtype: None,
         chunk: None,
         classify: Vec::new(),
+        kv_bits: 0,
+        kv_group_size: 64,
     };
     let num = |v: Option<&String>, f: &str| -> Result<usize> {
         v.and_then(|s| s.parse().ok()).ok_or_else(|| Error::invalid(format!("{f} needs a number\n{USAGE}")))
@@ -58,6 +64,8 @@ fn parse() -> Result<Args> {
             "--reps" => a.reps = num(it.next(), f)?,
             "--warmup" => a.warmup = num(it.next(), f)?,
             "--chunk" => a.chunk = Some(num(it.next(), f)?),
+            "--kv-bits" => a.kv_bits = num(it.next(), f)?,
+            "--kv-group-size" => a.kv_group_size = num(it.next(), f)?,
             "--classify" => {
                 a.classify = it
                     .next()
@@ -139,7 +147,13 @@ fn run() -> Result<()> {
     if !a.classify.is_empty() {
         return classify(&a, &model, &prompts, load_s);
     }
-    let session = Session::new(model.clone())?;
+    let kv_quant = (a.kv_bits > 0).then_some(lmx::model::KvQuant {
+        bits: a.kv_bits as i32,
+        group_size: a.kv_group_size as i32,
+        start: 0,
+    });
+    let session =
+        lmx::engine::Session::with_options(model.clone(), &lmx::engine::SessionOptions { kv_quant })?;
     let mut p = GenerateParams { max_tokens: a.gen, ignore_eos: true, ..Default::default() };
     if let Some(c) = a.chunk {
         p.prefill_chunk = c;
@@ -165,6 +179,7 @@ fn run() -> Result<()> {
             "model": a.model.display().to_string(),
             "dtype": model.info.dtype,
             "bits": model.info.quant_bits,
+            "kv_bits": a.kv_bits,
             "prompt_len": prompt.len(),
             "gen": a.gen,
             "reps": a.reps,

@@ -33,12 +33,12 @@ def max_rss():
     return 0
 
 
-def run_once(model, prompt, gen):
+def run_once(model, prompt, gen, kv):
     """Seconds to the first token and decode tokens per second of one generation."""
     t0 = time.perf_counter()
     n = 0
     t1 = t0
-    for _tok, _ in generate_step(prompt, model, max_tokens=gen):
+    for _tok, _ in generate_step(prompt, model, max_tokens=gen, **kv):
         if n == 0:
             t1 = time.perf_counter()
         n += 1
@@ -55,7 +55,10 @@ def main():
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--kv-bits", type=int, default=0)
+    ap.add_argument("--kv-group-size", type=int, default=64)
     a = ap.parse_args()
+    kv = dict(kv_bits=a.kv_bits, kv_group_size=a.kv_group_size, quantized_kv_start=0) if a.kv_bits else {}
     with open(a.prompts) as f:
         prompts = json.load(f)
     t0 = time.perf_counter()
@@ -67,10 +70,10 @@ def main():
     dtype = model.model.norm.weight.dtype
     for ids in prompts:
         prompt = mx.array(ids, dtype=mx.uint32)
-        cold_ttft, _ = run_once(model, prompt, a.gen)
+        cold_ttft, _ = run_once(model, prompt, a.gen, kv)
         for _ in range(a.warmup):
-            run_once(model, prompt, a.gen)
-        runs = [run_once(model, prompt, a.gen) for _ in range(a.reps)]
+            run_once(model, prompt, a.gen, kv)
+        runs = [run_once(model, prompt, a.gen, kv) for _ in range(a.reps)]
         ttft = statistics.median(r[0] for r in runs)
         print(
             json.dumps(
@@ -80,6 +83,7 @@ def main():
                     model=a.model,
                     dtype=str(dtype).replace("mlx.core.", ""),
                     bits=bits,
+                    kv_bits=a.kv_bits,
                     prompt_len=len(ids),
                     gen=a.gen,
                     reps=a.reps,

@@ -97,7 +97,8 @@ impl Session {
 
     /// A new session with `options`.
     pub fn with_options(model: Arc<Model>, options: &SessionOptions) -> Result<Session> {
-        let cache = KvCache::with_quant(&model.transformer.spec, options.kv_quant)?;
+        let cache =
+            KvCache::with_quant(&model.transformer.spec, options.kv_quant)?.for_device(model.device)?;
         Self::from_parts(model, cache, Vec::new(), 0, None)
     }
 
@@ -172,7 +173,8 @@ impl Session {
                 r.cache.clone().with_quant_from_now(q)?
             }
             _ => r.cache.clone(),
-        };
+        }
+        .for_device(model.device)?;
         let tokens = std::mem::take(&mut r.tokens);
         let s = Self::from_parts(model, cache, tokens, r.opaque, None)?;
         Ok((s, r))

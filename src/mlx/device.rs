@@ -357,6 +357,17 @@ impl Backend {
         })
     }
 
+    /// The backend that computes on `device`.
+    pub fn of(device: Device) -> Result<Backend> {
+        if device.kind == DeviceKind::Cpu {
+            return Ok(Backend::Cpu);
+        }
+        let mut metal = false;
+        // SAFETY: a valid out pointer.
+        check(unsafe { sys::mlx_metal_is_available(&mut metal) }, "checking for Metal")?;
+        Ok(if metal { Backend::Metal } else { Backend::Cuda })
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Backend::Cpu => "cpu",

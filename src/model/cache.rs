@@ -155,6 +155,8 @@ pub struct KvCache {
     layers: Vec<Layer>,
     offset: i32,
     quant: Option<KvQuant>,
+    /// Attend over quantized layers by dequantizing them first (see [`KvCache::for_device`]).
+    dequantize: bool,
 }
 
 fn slice_seq(a: &Array, start: i32, stop: i32) -> Result<Array> {
@@ -235,7 +237,7 @@ fn quantize(a: &Array, q: &KvQuant) -> Result<Packed> {
 }
 
 impl QGrowing {
-    fn update(&mut self, k: &Array, v: &Array, offset: i32, q: &KvQuant) -> Result<Attend> {
+    fn update(&mut self, k: &Array, v: &Array, offset: i32, q: &KvQuant, dequantize: bool) -> Result<Attend> {
         let len = k.dim(2)?;
         let end = offset + len;
         let (qk, qv) = (quantize(k, q)?, quantize(v, q)?);
@@ -252,10 +254,16 @@ impl QGrowing {
         let values = nv.map(|a| slice_seq(a, 0, end))?;
         self.k = Some(nk);
         self.v = Some(nv);
-        Ok(Attend {
-            kv: Kv::Quantized { keys, values, bits: q.bits, group_size: q.group_size },
-            window_prefix: None,
-        })
+        let kv = if dequantize {
+            let dt = k.dtype()?;
+            let dense = |p: &Packed| {
+                ops::dequantize(&p.w, &p.scales, Some(&p.biases), q.group_size, q.bits, "affine", Some(dt))
+            };
+            Kv::Dense { keys: dense(&keys)?, values: dense(&values)? }
+        } else {
+            Kv::Quantized { keys, values, bits: q.bits, group_size: q.group_size }
+        };
+        Ok(Attend { kv, window_prefix: None })
     }
 
     /// A float layer's buffers, quantized whole.
@@ -337,7 +345,7 @@ impl KvCache {
                 None => Layer::Global(Growing::default()),
             })
             .collect();
-        KvCache { layers, offset: 0, quant: None }
+        KvCache { layers, offset: 0, quant: None, dequantize: false }
     }
 
     /// An empty cache for `spec` whose global layers are quantized as `quant` says.
@@ -348,6 +356,16 @@ impl KvCache {
         let mut c = KvCache::new(spec);
         c.quant = quant;
         Ok(c)
+    }
+
+    /// This cache, set up for computing on `device`. MLX 0.32's CUDA backend has no
+    /// quantized matmul for the batched shapes attention needs (mlx-lm's quantized cache
+    /// fails there too): on it, quantized layers are dequantized for each step's attention
+    /// (the cache stays quantized in memory; the dense copy of a layer lives for one layer's
+    /// attention).
+    pub fn for_device(mut self, device: crate::mlx::Device) -> Result<KvCache> {
+        self.dequantize = crate::mlx::device::Backend::of(device)? == crate::mlx::device::Backend::Cuda;
+        Ok(self)
     }
 
     /// This cache, its global layers quantized as `quant` says from the next step on (a
@@ -369,6 +387,7 @@ impl KvCache {
             layers: spec.layers.iter().map(|_| Layer::Global(Growing::default())).collect(),
             offset: 0,
             quant: None,
+            dequantize: false,
         }
     }
 
@@ -432,7 +451,7 @@ impl KvCache {
             Some(Layer::Window(r)) => r.update(k, v),
             Some(Layer::Quantized(g)) => {
                 let q = self.quant.ok_or_else(|| Error::internal("quantized layer without parameters"))?;
-                g.update(k, v, offset, &q)
+                g.update(k, v, offset, &q, self.dequantize)
             }
             None => Err(Error::internal(format!("no cache for layer {i}"))),
         }
