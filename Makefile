@@ -140,14 +140,18 @@ $(BUILD)/%_asan: tests/c/%.c tests/c/check.h $(HEADER) lib
 
 C_MODELS := qwen3 gemma3 llama_tied_q4
 
-test-c: $(BUILD)/test_abi $(BUILD)/test_model $(BUILD)/test_lora
+test-c: $(BUILD)/test_abi $(BUILD)/test_model $(BUILD)/test_lora $(BUILD)/test_session
 	$(BUILD)/test_abi
+	@rm -rf $(BUILD)/session-c && mkdir -p $(BUILD)/session-c
+	$(BUILD)/test_session $(FIX)/qwen3 $(FIX)/llama_rope3 $(BUILD)/session-c
 	@rm -rf $(BUILD)/lora-c && mkdir -p $(BUILD)/lora-c
 	$(BUILD)/test_lora $(FIX)/qwen3 $(FIX)/lora/qwen3_all/train.jsonl $(BUILD)/lora-c
 	@for m in $(C_MODELS); do echo "test_model $$m"; $(BUILD)/test_model $(FIX)/$$m $$(python3 scripts/ref_ids.py $(FIX)/$$m) || exit 1; done
 
-test-c-asan: $(BUILD)/test_abi_asan $(BUILD)/test_model_asan $(BUILD)/test_lora_asan
+test-c-asan: $(BUILD)/test_abi_asan $(BUILD)/test_model_asan $(BUILD)/test_lora_asan $(BUILD)/test_session_asan
 	ASAN_OPTIONS=detect_leaks=1 $(BUILD)/test_abi_asan
+	@rm -rf $(BUILD)/session-c-asan && mkdir -p $(BUILD)/session-c-asan
+	ASAN_OPTIONS=detect_leaks=1 $(BUILD)/test_session_asan $(FIX)/qwen3 $(FIX)/llama_rope3 $(BUILD)/session-c-asan
 	@rm -rf $(BUILD)/lora-c-asan && mkdir -p $(BUILD)/lora-c-asan
 	ASAN_OPTIONS=detect_leaks=1 $(BUILD)/test_lora_asan $(FIX)/qwen3 $(FIX)/lora/qwen3_all/train.jsonl $(BUILD)/lora-c-asan
 	@for m in $(C_MODELS); do echo "test_model (AddressSanitizer) $$m"; \
