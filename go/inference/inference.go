@@ -7,7 +7,9 @@
 // here (neither forge.lthn.ai/core/go-inference nor dappco.re/go/inference resolves through the
 // Go module proxy), so liblmx ships this reimplementation instead of a vendored copy. Code
 // written against it moves to the upstream module by changing the import path only; nothing
-// in this package may be added that upstream lacks.
+// in this package may be added that upstream lacks, with one marked exception: sessions
+// (session.go: StatefulModel, Session, SessionOption and NewSession), a liblmx extension that
+// code reaches only through them, so code that does not use them still moves unchanged.
 //
 // A program imports this package and a backend for its side effect:
 //
