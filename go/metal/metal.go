@@ -48,6 +48,22 @@
 // Err and Metrics describe the last call that finished on the model, whichever goroutine made
 // it; with concurrent calls, read them where the calls are ordered.
 //
+// # Sessions
+//
+// Model implements inference.StatefulModel: NewSession makes a *Session, a conversation of
+// its own whose KV cache lives from one call to the next, so each call computes only what
+// follows the cached prefix of its prompt (Chat takes the full conversation each time).
+// Session.Fork branches it without copying the cache, Session.Save writes it to a file and
+// Model.LoadSession restores it; WithKVBits, WithKVGroupSize and WithKVQuantStart quantize
+// its cache. One generation runs at a time on a session; a session keeps working after
+// Model.Close, until it is closed itself.
+//
+//	s, err := m.NewSession()
+//	if err != nil { ... }
+//	defer s.Close()
+//	history := []inference.Message{{Role: "user", Content: "Hi"}}
+//	for tok := range s.Chat(ctx, history) { ... }
+//
 // # Errors
 //
 // Failures are *lmx.Error values carrying liblmx's status and message (which names the file,

@@ -234,8 +234,10 @@ func Load(path string, opts ...inference.LoadOption) (*Model, error) {
 	return m, nil
 }
 
-// Close frees the model and its sessions. A generation running meanwhile is cancelled (its
-// Err() is ErrClosed) and frees its session when it ends. Close is idempotent. Afterwards
+// Close frees the model and its ParallelSlots sessions. A generation running meanwhile is
+// cancelled (its Err() is ErrClosed) and frees its session when it ends. Sessions made by
+// NewSession, LoadSession or Fork are not affected: they hold the weights until they are
+// closed themselves. Close is idempotent. Afterwards
 // every call that needs the model fails with ErrClosed (Generate and Chat yield nothing and
 // set Err); Info, ModelType, Description, Backend, Metrics and Err still answer.
 func (m *Model) Close() error {
@@ -294,7 +296,7 @@ func (m *Model) setMetrics(mt inference.GenerateMetrics) {
 // BOS where the model uses one). See Chat for how the sequence behaves.
 func (m *Model) Generate(ctx context.Context, prompt string, opts ...inference.GenerateOption) iter.Seq[inference.Token] {
 	cfg, x := applyOptions(opts)
-	return m.stream(ctx, cfg, x, func(s cSession, p *cParams) (cStream, error) { return streamText(s, prompt, p) })
+	return m.stream(ctx, cfg, x, textStarter(prompt))
 }
 
 // Chat streams the model's answer to messages, rendered by its chat template with the
@@ -305,15 +307,10 @@ func (m *Model) Generate(ctx context.Context, prompt string, opts ...inference.G
 // here (liblmx streams no per-token logits); it applies to Classify.
 func (m *Model) Chat(ctx context.Context, messages []inference.Message, opts ...inference.GenerateOption) iter.Seq[inference.Token] {
 	cfg, x := applyOptions(opts)
-	if x.hasSystem {
-		messages = append([]inference.Message{{Role: "system", Content: x.systemPrompt}}, messages...)
-	} else {
-		messages = append([]inference.Message(nil), messages...)
-	}
-	return m.stream(ctx, cfg, x, func(s cSession, p *cParams) (cStream, error) { return streamChat(s, messages, p) })
+	return m.stream(ctx, cfg, x, chatStarter(messages, x))
 }
 
-func (m *Model) stream(ctx context.Context, cfg inference.GenerateConfig, x extras, start func(cSession, *cParams) (cStream, error)) iter.Seq[inference.Token] {
+func (m *Model) stream(ctx context.Context, cfg inference.GenerateConfig, x extras, start starter) iter.Seq[inference.Token] {
 	return func(yield func(inference.Token) bool) {
 		metrics, ran, err := m.generate(ctx, cfg, x, start, yield)
 		m.mu.Lock()
@@ -328,13 +325,9 @@ func (m *Model) stream(ctx context.Context, cfg inference.GenerateConfig, x extr
 // generate runs one generation on a slot; ran tells whether liblmx started one (and so
 // whether metrics are its).
 func (m *Model) generate(ctx context.Context, cfg inference.GenerateConfig, x extras,
-	start func(cSession, *cParams) (cStream, error), yield func(inference.Token) bool) (metrics inference.GenerateMetrics, ran bool, err error) {
+	start starter, yield func(inference.Token) bool) (metrics inference.GenerateMetrics, ran bool, err error) {
 	defer runtime.KeepAlive(m)
-	g, err := params(cfg, x, m.desc.ContextLength)
-	if err != nil {
-		return metrics, false, err
-	}
-	cp, err := newCParams(g)
+	cp, err := genCParams(cfg, x, m.desc.ContextLength)
 	if err != nil {
 		return metrics, false, err
 	}
@@ -344,10 +337,52 @@ func (m *Model) generate(ctx context.Context, cfg inference.GenerateConfig, x ex
 		return metrics, false, err
 	}
 	defer m.st.release(sl)
-	if err := applyAdapter(sl.s, x); err != nil {
+	return run(ctx, runOn{s: sl.s, cancel: sl.cancel, closed: m.st.isClosed, errClosed: ErrClosed}, cp, x, start, yield)
+}
+
+// starter begins one call's stream on a session: its prompt or its messages.
+type starter func(cSession, *cParams) (cStream, error)
+
+func textStarter(prompt string) starter {
+	return func(s cSession, p *cParams) (cStream, error) { return streamText(s, prompt, p) }
+}
+
+// chatStarter renders messages, after the system prompt of WithSystemPrompt when given.
+func chatStarter(messages []inference.Message, x extras) starter {
+	if x.hasSystem {
+		messages = append([]inference.Message{{Role: "system", Content: x.systemPrompt}}, messages...)
+	} else {
+		messages = append([]inference.Message(nil), messages...)
+	}
+	return func(s cSession, p *cParams) (cStream, error) { return streamChat(s, messages, p) }
+}
+
+// genCParams are one call's generation parameters in C memory (free them).
+func genCParams(cfg inference.GenerateConfig, x extras, contextLen int) (*cParams, error) {
+	g, err := params(cfg, x, contextLen)
+	if err != nil {
+		return nil, err
+	}
+	return newCParams(g)
+}
+
+// runOn is the session one generation runs on, held by its owner (a Model's slot or a
+// Session) for the length of the generation.
+type runOn struct {
+	s         cSession
+	cancel    func()      // stops the generation; callable from any goroutine
+	closed    func() bool // whether the owner has been closed meanwhile
+	errClosed error       // the generation's error then
+}
+
+// run is one Generate or Chat on a session, from the adapter and the stream's start to the
+// last token; ran tells whether liblmx started a generation (and so whether metrics are its).
+func run(ctx context.Context, on runOn, cp *cParams, x extras, start starter,
+	yield func(inference.Token) bool) (metrics inference.GenerateMetrics, ran bool, err error) {
+	if err := applyAdapter(on.s, x); err != nil {
 		return metrics, false, err
 	}
-	stream, err := start(sl.s, cp)
+	stream, err := start(on.s, cp)
 	if err != nil {
 		return metrics, false, err
 	}
@@ -357,7 +392,7 @@ func (m *Model) generate(ctx context.Context, cfg inference.GenerateConfig, x ex
 	fired := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(fired)
-		sl.cancel()
+		on.cancel()
 	})
 	defer func() {
 		if !stop() {
@@ -366,7 +401,7 @@ func (m *Model) generate(ctx context.Context, cfg inference.GenerateConfig, x ex
 		_ = streamFree(stream)
 		// Complete also for a stream freed before its end: liblmx ends the generation (as
 		// cancelled) and measures it then.
-		metrics, _, _ = sessionLastResult(sl.s)
+		metrics, _, _ = sessionLastResult(on.s)
 	}()
 	for {
 		// The AfterFunc above interrupts a step under way; these checks make the end exact
@@ -375,8 +410,8 @@ func (m *Model) generate(ctx context.Context, cfg inference.GenerateConfig, x ex
 		if err := ctx.Err(); err != nil {
 			return metrics, true, err
 		}
-		if m.st.isClosed() {
-			return metrics, true, ErrClosed
+		if on.closed() {
+			return metrics, true, on.errClosed
 		}
 		tok, text, done, err := streamNext(stream)
 		if err != nil {
@@ -384,8 +419,8 @@ func (m *Model) generate(ctx context.Context, cfg inference.GenerateConfig, x ex
 				if cerr := ctx.Err(); cerr != nil {
 					return metrics, true, cerr
 				}
-				if m.st.isClosed() {
-					return metrics, true, ErrClosed
+				if on.closed() {
+					return metrics, true, on.errClosed
 				}
 			}
 			return metrics, true, err

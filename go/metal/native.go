@@ -36,6 +36,26 @@ static lmxgo_result lmxgo_session_create(const lmx_model *m, lmx_session **out) 
 	return lmxgo_finish(lmx_session_create(m, out));
 }
 static lmxgo_result lmxgo_session_free(lmx_session *s) { return lmxgo_finish(lmx_session_free(s)); }
+static lmxgo_result lmxgo_session_params_init(lmx_session_params *p) {
+	return lmxgo_finish(LMX_SESSION_PARAMS_INIT(p));
+}
+static lmxgo_result lmxgo_session_create_with(const lmx_model *m, const lmx_session_params *p, lmx_session **out) {
+	return lmxgo_finish(lmx_session_create_with(m, p, out));
+}
+static lmxgo_result lmxgo_session_load(const lmx_model *m, const char *path, const lmx_session_params *p,
+                                       lmx_session **out) {
+	return lmxgo_finish(lmx_session_load(m, path, p, out));
+}
+static lmxgo_result lmxgo_session_save(const lmx_session *s, const char *path) {
+	return lmxgo_finish(lmx_session_save(s, path));
+}
+static lmxgo_result lmxgo_session_fork(const lmx_session *s, lmx_session **out) {
+	return lmxgo_finish(lmx_session_fork(s, out));
+}
+static lmxgo_result lmxgo_session_cache_info(const lmx_session *s, lmx_session_cache *c) {
+	c->struct_size = sizeof *c;
+	return lmxgo_finish(lmx_session_cache_info(s, c));
+}
 static lmxgo_result lmxgo_session_cancel(const lmx_session *s) { return lmxgo_finish(lmx_session_cancel(s)); }
 static lmxgo_result lmxgo_session_last_result(const lmx_session *s, lmx_finish_reason *f, lmx_metrics *mt) {
 	mt->struct_size = sizeof *mt;
@@ -149,6 +169,8 @@ import "C"
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"strings"
 	"time"
 	"unsafe"
@@ -451,6 +473,90 @@ func sessionCreate(m cModel) (cSession, error) {
 }
 
 func sessionFree(s cSession) error { return result(C.lmxgo_session_free(s)) }
+
+// sessionParams are liblmx's session parameters for cfg; a value out of range is refused
+// here, naming its option, rather than wrapped around.
+func sessionParams(cfg inference.SessionConfig) (C.lmx_session_params, error) {
+	var p C.lmx_session_params
+	if err := result(C.lmxgo_session_params_init(&p)); err != nil {
+		return p, err
+	}
+	for _, o := range []struct {
+		name string
+		v    int
+	}{{"WithKVBits", cfg.KVBits}, {"WithKVGroupSize", cfg.KVGroupSize}, {"WithKVQuantStart", cfg.KVQuantStart}} {
+		if o.v < 0 || o.v > math.MaxUint32 {
+			return p, invalid(fmt.Sprintf("%s(%d) is out of range", o.name, o.v))
+		}
+	}
+	p.kv_bits = C.uint32_t(cfg.KVBits)
+	if cfg.KVGroupSize != 0 {
+		p.kv_group_size = C.uint32_t(cfg.KVGroupSize)
+	}
+	p.kv_quant_start = C.uint32_t(cfg.KVQuantStart)
+	return p, nil
+}
+
+func sessionCreateWith(m cModel, cfg inference.SessionConfig) (cSession, error) {
+	p, err := sessionParams(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var s cSession
+	// p lives in Go memory and holds no pointers.
+	if err := result(C.lmxgo_session_create_with(m, &p, &s)); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func sessionLoad(m cModel, path string, cfg inference.SessionConfig) (cSession, error) {
+	p, err := sessionParams(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cpath, err := cString(path, "the session file path")
+	if err != nil {
+		return nil, err
+	}
+	defer C.free(unsafe.Pointer(cpath))
+	var s cSession
+	if err := result(C.lmxgo_session_load(m, cpath, &p, &s)); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func sessionSave(s cSession, path string) error {
+	cpath, err := cString(path, "the session file path")
+	if err != nil {
+		return err
+	}
+	defer C.free(unsafe.Pointer(cpath))
+	return result(C.lmxgo_session_save(s, cpath))
+}
+
+func sessionFork(s cSession) (cSession, error) {
+	var f cSession
+	if err := result(C.lmxgo_session_fork(s, &f)); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func sessionCacheInfo(s cSession) (inference.CacheInfo, error) {
+	var c C.lmx_session_cache
+	if err := result(C.lmxgo_session_cache_info(s, &c)); err != nil {
+		return inference.CacheInfo{}, err
+	}
+	return inference.CacheInfo{
+		Positions:   int(c.positions),
+		KnownTokens: int(c.known_tokens),
+		Bytes:       uint64(c.bytes),
+		KVBits:      int(c.kv_bits),
+		KVGroupSize: int(c.kv_group_size),
+	}, nil
+}
 
 func sessionCancel(s cSession) error { return result(C.lmxgo_session_cancel(s)) }
 
