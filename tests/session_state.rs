@@ -318,3 +318,33 @@ fn a_restored_mlx_lm_cache_cannot_be_rewound_past_its_unknown_tokens() {
     s.reset().unwrap();
     assert_eq!(s.cache_size().unwrap().0, 0);
 }
+
+#[test]
+fn a_quantized_file_keeps_its_quantization() {
+    let dir = TempDir::new("session-quant");
+    let m = model("qwen3");
+    let s = Session::with_options(m.clone(), &q8(0)).unwrap();
+    run(&s, &prompt("qwen3"), 3);
+    let file = dir.0.join("q8.session");
+    s.save(&file, &BTreeMap::new()).unwrap();
+    // No options, or the same: 8 bits in groups of 32.
+    for opts in [SessionOptions::default(), q8(100)] {
+        let (r, _) = Session::load(m.clone(), &file, &opts).unwrap();
+        assert_eq!(r.kv_quant().unwrap().map(|q| (q.bits, q.group_size)), Some((8, 32)));
+    }
+    let four = SessionOptions { kv_quant: Some(KvQuant { bits: 4, group_size: 32, start: 0 }) };
+    let e = Session::load(m.clone(), &file, &four).err().expect("4 bits over an 8-bit cache");
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    assert!(e.message.contains("8 bits in groups of 32"), "{e}");
+    // A float file takes a quantization from now on.
+    let f = Session::new(m.clone()).unwrap();
+    run(&f, &prompt("qwen3"), 3);
+    let float = dir.0.join("float.session");
+    f.save(&float, &BTreeMap::new()).unwrap();
+    let (r, _) = Session::load(m.clone(), &float, &four).unwrap();
+    let before = r.cache_size().unwrap().1;
+    let next = [f.cached_tokens().unwrap(), vec![4, 5]].concat();
+    run(&r, &next, 2);
+    let after = r.cache_size().unwrap().1;
+    assert!(after < before / 3, "a 4-bit cache of {after} B after a float one of {before} B");
+}

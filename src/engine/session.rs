@@ -158,8 +158,8 @@ impl Session {
 
     /// A session restored from `path` (saved by [`save`](Self::save) or by mlx-lm's
     /// `save_prompt_cache`) for `model`, with the file's user metadata. `options.kv_quant`
-    /// applies from now on unless the file's cache is quantized already (its bits and group
-    /// size are kept then).
+    /// applies from now on to a float cache; a quantized cache keeps its bits and group size
+    /// (options asking for others are an error).
     pub fn load(
         model: Arc<Model>,
         path: &Path,
@@ -171,6 +171,16 @@ impl Session {
             (None, Some(q)) => {
                 q.check(&model.transformer.spec)?;
                 r.cache.clone().with_quant_from_now(q)?
+            }
+            (Some(f), Some(q)) if (f.bits, f.group_size) != (q.bits, q.group_size) => {
+                return Err(Error::invalid(format!(
+                    "{}: the cache is quantized with {} bits in groups of {}; the options ask for {} bits in groups of {}",
+                    path.display(),
+                    f.bits,
+                    f.group_size,
+                    q.bits,
+                    q.group_size
+                )));
             }
             _ => r.cache.clone(),
         }

@@ -115,8 +115,9 @@ pub extern "C" fn lmx_session_save(session: *const lmx_session, path: *const c_c
 
 /// Restores a session saved by lmx_session_save() (or by mlx-lm's save_prompt_cache, e.g.
 /// `mlx_lm.cache_prompt`) for `model`, with `params` (NULL: defaults; a quantization applies
-/// from now on unless the file's cache is quantized already, whose bits and group size are
-/// kept), and writes it to `*session_out` (not NULL). The session continues exactly as the
+/// from now on to a float cache; a quantized cache keeps its bits and group size, and params
+/// asking for others are LMX_STATUS_INVALID_ARGUMENT), and writes it to `*session_out` (not
+/// NULL). The session continues exactly as the
 /// saved one would have: the next prompt's tokens that extend the saved ones are not
 /// recomputed. A file from mlx-lm holds no token ids: the next prompt is taken to follow the
 /// cached positions. Returns LMX_OK; LMX_STATUS_NOT_FOUND / LMX_STATUS_IO for the file;
