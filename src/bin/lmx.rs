@@ -9,6 +9,8 @@ use lmx::engine::{GenerateParams, Metrics, Session};
 use lmx::model::lora::LoraWeights;
 use lmx::model::{LoadParams, Message, Model};
 
+#[path = "lmx/cache.rs"]
+mod cache;
 #[path = "lmx/train.rs"]
 mod train;
 use lmx::{Error, Result};
@@ -18,7 +20,8 @@ pub(crate) const USAGE: &str = "usage:
                [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]
                [--repetition-penalty R] [--stop STRING]... [--ignore-eos] [--json]
   lmx chat     --model PATH [--system TEXT] [--max-tokens N] [--temperature T] [--seed S]
-  (generate and chat: [--adapter DIR] [--adapter-scale S])
+  (generate and chat: [--adapter DIR] [--adapter-scale S] [--load-cache FILE] [--save-cache FILE]
+   [--kv-bits 4|8] [--kv-group-size 32|64|128] [--quantized-kv-start N])
   lmx train    --model PATH --data FILE.jsonl --adapter-out DIR [--valid FILE.jsonl]
                [--iters N] [--batch-size N] [--learning-rate X] [--rank R] [--scale S | --alpha A]
                [--dropout P] [--num-layers N] [--targets q_proj,v_proj,...] [--warmup N] [--cosine]
@@ -36,8 +39,17 @@ prompt is one user message put through the model's chat template; --json prints 
 object instead (text, tokens, prompt_tokens, finish_reason, metrics). chat reads one user
 message per line from stdin and keeps the conversation (and the KV cache) across turns.
 --adapter applies a LoRA adapter folder (mlx-lm's format) at its trained scale or
---adapter-scale (0 = off). train fine-tunes a LoRA adapter (defaults as mlx_lm.lora: rank 8,
-scale 20, the last 16 layers, every projection, batch 4, learning rate 1e-5, 1000 iterations)
+--adapter-scale (0 = off). --save-cache writes the KV cache and its token ids (mlx-lm's
+prompt-cache layout) after generate (prompt and generated tokens; --max-tokens 0 only
+prefills the prompt) or when chat ends (with the conversation); --load-cache restores one
+first, and a prompt that extends the saved tokens computes only its new part (the metrics
+line says how many were cached). chat resumes only files saved by chat. A file from
+mlx_lm.cache_prompt has no token ids: the prompt (with --chat, the rendered chat from the
+user's message on, as mlx_lm.generate does) is appended after its cached positions.
+--kv-bits quantizes the global layers' KV cache (groups of --kv-group-size, default 64) once
+it holds --quantized-kv-start positions (default 0; mlx_lm.generate's is 5000).
+train fine-tunes a LoRA adapter (defaults as mlx_lm.lora: rank 8, scale 20,
+the last 16 layers, every projection, batch 4, learning rate 1e-5, 1000 iterations)
 with a progress line on stderr (--json: on stdout, a JSON object per step and one per
 validation, with step, val_loss and val_time), validation on --valid every --steps-per-eval
 updates (default 200) and after the last, saving to --adapter-out every --save-every updates
@@ -56,6 +68,13 @@ pub(crate) struct Args {
     params: GenerateParams,
     adapter: Option<PathBuf>,
     adapter_scale: Option<f32>,
+    /// Session files to restore before and to save after.
+    load_cache: Option<PathBuf>,
+    save_cache: Option<PathBuf>,
+    /// The KV-cache quantization asked for.
+    kv_bits: Option<i32>,
+    kv_group_size: Option<i32>,
+    kv_start: Option<i32>,
     /// `lmx train` options, as given.
     train: Vec<(String, String)>,
     /// The first option given that `lmx train` does not take.
@@ -128,6 +147,11 @@ fn parse(args: &[String]) -> Result<Args> {
             "--ignore-eos" => a.params.ignore_eos = true,
             "--adapter" => a.adapter = Some(PathBuf::from(value(&mut it, f)?)),
             "--adapter-scale" => a.adapter_scale = Some(number(value(&mut it, f)?, f)?),
+            "--load-cache" => a.load_cache = Some(PathBuf::from(value(&mut it, f)?)),
+            "--save-cache" => a.save_cache = Some(PathBuf::from(value(&mut it, f)?)),
+            "--kv-bits" => a.kv_bits = Some(number(value(&mut it, f)?, f)?),
+            "--kv-group-size" => a.kv_group_size = Some(number(value(&mut it, f)?, f)?),
+            "--quantized-kv-start" => a.kv_start = Some(number(value(&mut it, f)?, f)?),
             t if TRAIN_OPTIONS.contains(&t) => a.train.push((t.to_string(), value(&mut it, f)?.clone())),
             t if TRAIN_FLAGS.contains(&t) => a.train.push((t.to_string(), String::new())),
             other => return Err(Error::invalid(format!("unknown option {other:?}\n\n{USAGE}"))),
@@ -148,9 +172,10 @@ pub(crate) fn load_with(a: &Args, p: &LoadParams) -> Result<Arc<Model>> {
     Ok(Arc::new(Model::load(dir, p)?))
 }
 
-/// A session on `model` with the adapter the options name, if any.
-fn session(a: &Args, model: &Arc<Model>) -> Result<Session> {
-    let session = Session::new(model.clone())?;
+/// A session on `model` (restored from --load-cache, with the KV-cache options) and the
+/// adapter the options name, if any.
+fn session(a: &Args, model: &Arc<Model>) -> Result<(Session, Option<cache::Loaded>)> {
+    let (session, loaded) = cache::open(a, model)?;
     match &a.adapter {
         Some(dir) => {
             let w = LoraWeights::load(dir, &model.transformer.spec)?;
@@ -160,14 +185,16 @@ fn session(a: &Args, model: &Arc<Model>) -> Result<Session> {
         None if a.adapter_scale.is_some() => return Err(Error::invalid("--adapter-scale needs --adapter")),
         None => {}
     }
-    Ok(session)
+    Ok((session, loaded))
 }
 
 fn metrics_line(m: &Metrics) -> String {
+    let cached = m.prompt_tokens - m.prefill_tokens;
     format!(
-        "[{} prompt tokens ({} computed), {} generated; prefill {:.1} tok/s, decode {:.1} tok/s, first token {:.3} s; peak memory {:.1} MiB]",
+        "[{} prompt tokens ({} computed{}), {} generated; prefill {:.1} tok/s, decode {:.1} tok/s, first token {:.3} s; peak memory {:.1} MiB]",
         m.prompt_tokens,
         m.prefill_tokens,
+        if cached > 0 { format!(", {cached} cached") } else { String::new() },
         m.generated_tokens,
         m.prefill_tokens_per_second,
         m.decode_tokens_per_second,
@@ -177,29 +204,56 @@ fn metrics_line(m: &Metrics) -> String {
 }
 
 fn generate(a: &Args) -> Result<()> {
-    let model = load(a)?;
     let prompt =
         a.prompt.as_deref().ok_or_else(|| Error::invalid(format!("--prompt is required\n\n{USAGE}")))?;
-    let session = session(a, &model)?;
+    // --max-tokens 0 only fills the cache with the prompt: the engine generates at least one
+    // token, and a single one is never fed back, so the cache holds the prompt alone.
+    let prefill_only = a.params.max_tokens == 0;
+    if prefill_only && a.save_cache.is_none() {
+        return Err(Error::invalid("--max-tokens 0 (prefill the prompt only) needs --save-cache"));
+    }
+    cache::check_files(a)?;
+    let model = load(a)?;
+    let (session, loaded) = session(a, &model)?;
+    // A cache of unknown tokens (mlx-lm's) is continued: the prompt is appended after it.
+    let append = loaded.as_ref().is_some_and(|l| l.opaque);
     let ids = if a.chat {
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
             msgs.push(Message::new("system", s));
         }
         msgs.push(Message::new("user", prompt));
-        session.chat_tokens(&msgs, &Default::default())?
+        if append {
+            cache::chat_suffix_tokens(&model, &msgs)?
+        } else {
+            session.chat_tokens(&msgs, &Default::default())?
+        }
+    } else if append {
+        model.encode(prompt, false)?
     } else {
         session.text_tokens(prompt)?
     };
+    let mut params = a.params.clone();
+    if prefill_only {
+        params.max_tokens = 1;
+    }
     let stdout = std::io::stdout();
-    let out = session.generate(&ids, &a.params, |ev| {
-        if !a.json {
+    let mut out = session.generate(&ids, &params, |ev| {
+        if !a.json && !prefill_only {
             let mut o = stdout.lock();
             let _ = o.write_all(ev.text.as_bytes());
             let _ = o.flush();
         }
         true
     })?;
+    if prefill_only {
+        out.tokens.clear();
+        out.text.clear();
+        let m = &mut out.metrics;
+        m.generated_tokens = 0;
+        (m.decode_seconds, m.decode_wait_seconds, m.decode_tokens_per_second) = (0.0, 0.0, 0.0);
+        out.finish = lmx::engine::FinishReason::Length;
+    }
     if a.json {
         let j = serde_json::json!({
             "text": out.text,
@@ -210,24 +264,46 @@ fn generate(a: &Args) -> Result<()> {
         });
         println!("{j}");
     } else {
-        println!();
+        if !prefill_only {
+            println!();
+        }
         eprintln!("{} finish: {}", metrics_line(&out.metrics), out.finish.name());
+    }
+    if let Some(p) = &a.save_cache {
+        cache::save(&session, p, &Default::default())?;
     }
     Ok(())
 }
 
 fn chat(a: &Args) -> Result<()> {
+    if a.params.max_tokens == 0 {
+        return Err(Error::invalid("--max-tokens must be at least 1"));
+    }
+    cache::check_files(a)?;
     let model = load(a)?;
-    let session = session(a, &model)?;
-    let mut msgs = Vec::new();
+    let (session, loaded) = session(a, &model)?;
+    let mut msgs = match &loaded {
+        Some(l) => cache::chat_messages(l)?,
+        None => Vec::new(),
+    };
     if let Some(s) = &a.system {
-        msgs.push(Message::new("system", s));
+        let system = Message::new("system", s);
+        if loaded.is_none() {
+            msgs.push(system);
+        } else if msgs.first() != Some(&system) {
+            return Err(Error::invalid(
+                "--system differs from the system message of the conversation --load-cache resumes",
+            ));
+        }
     }
     eprintln!(
         "chatting with {} ({}); one message per line, an empty line or end of input quits",
         model.dir.display(),
         model.info.architecture
     );
+    if loaded.is_some() {
+        eprintln!("[resuming the conversation ({} messages)]", msgs.len());
+    }
     let stdin = std::io::stdin();
     let mut line = String::new();
     loop {
@@ -251,6 +327,13 @@ fn chat(a: &Args) -> Result<()> {
         println!();
         eprintln!("{}", metrics_line(&out.metrics));
         msgs.push(Message::new("assistant", &out.text));
+    }
+    if let Some(p) = &a.save_cache {
+        if session.cache_size()?.0 == 0 {
+            eprintln!("[nothing to save to {}: the conversation is empty]", p.display());
+        } else {
+            cache::save(&session, p, &cache::chat_metadata(&msgs)?)?;
+        }
     }
     Ok(())
 }

@@ -1,0 +1,166 @@
+//! Session files (`--load-cache`, `--save-cache`) and the quantized KV cache (`--kv-bits`,
+//! `--kv-group-size`, `--quantized-kv-start`) of `lmx generate` and `lmx chat`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lmx::engine::{Session, SessionOptions};
+use lmx::model::{KvQuant, Message, Model};
+use lmx::{Error, Result};
+
+use super::Args;
+
+/// The user-metadata key under which `lmx chat` saves its conversation (a JSON array of
+/// `{role, content}`).
+pub(crate) const CHAT_KEY: &str = "chat";
+
+/// What a restored session file said about itself.
+pub(crate) struct Loaded {
+    pub path: PathBuf,
+    /// The file's user metadata (liblmx's `lmx_*` keys included).
+    pub metadata: BTreeMap<String, String>,
+    /// Cached positions whose token ids are unknown (a file made by mlx-lm): a prompt is
+    /// appended after them.
+    pub opaque: bool,
+}
+
+/// The session options the KV-cache flags ask for, checked against `model`; errors name the
+/// flags.
+pub(crate) fn options(a: &Args, model: &Model) -> Result<SessionOptions> {
+    let Some(bits) = a.kv_bits else {
+        if a.kv_group_size.is_some() {
+            return Err(Error::invalid("--kv-group-size needs --kv-bits"));
+        }
+        if a.kv_start.is_some() {
+            return Err(Error::invalid("--quantized-kv-start needs --kv-bits"));
+        }
+        return Ok(SessionOptions::default());
+    };
+    let q = KvQuant { bits, group_size: a.kv_group_size.unwrap_or(64), start: a.kv_start.unwrap_or(0) };
+    if !matches!(q.bits, 4 | 8) {
+        return Err(Error::invalid(format!("--kv-bits {}: must be 4 or 8", q.bits)));
+    }
+    if !matches!(q.group_size, 32 | 64 | 128) {
+        return Err(Error::invalid(format!("--kv-group-size {}: must be 32, 64 or 128", q.group_size)));
+    }
+    if q.start < 0 {
+        return Err(Error::invalid(format!("--quantized-kv-start {}: must be at least 0", q.start)));
+    }
+    q.check(&model.transformer.spec).map_err(|e| {
+        let msg = e
+            .message
+            .replace("kv_group_size", "--kv-group-size")
+            .replace("kv_bits", "--kv-bits")
+            .replace("kv_quant_start", "--quantized-kv-start");
+        Error::new(e.kind, msg)
+    })?;
+    Ok(SessionOptions { kv_quant: Some(q) })
+}
+
+/// Checks the cache-file options before the model loads: the file to restore exists, the
+/// folder to save into exists, and no adapter is asked for with either.
+pub(crate) fn check_files(a: &Args) -> Result<()> {
+    if let Some(p) = &a.load_cache {
+        if !p.is_file() {
+            let why = match std::fs::metadata(p) {
+                Err(e) => e.to_string(),
+                Ok(_) => "not a file".into(),
+            };
+            return Err(Error::not_found(format!("--load-cache {}: {why}", p.display())));
+        }
+    }
+    if let Some(p) = &a.save_cache {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() || p.file_name().is_none() {
+            return Err(Error::not_found(format!(
+                "--save-cache {}: no folder {}",
+                p.display(),
+                dir.display()
+            )));
+        }
+    }
+    if a.adapter.is_some() {
+        for (flag, p) in [("--save-cache", &a.save_cache), ("--load-cache", &a.load_cache)] {
+            if p.is_some() {
+                return Err(Error::unsupported(format!(
+                    "{flag} cannot be used with --adapter: session files hold caches of the base model \
+                     (fuse the adapter into a model and use that)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A new session with the KV-cache options, or the one `--load-cache` restores.
+pub(crate) fn open(a: &Args, model: &Arc<Model>) -> Result<(Session, Option<Loaded>)> {
+    let opts = options(a, model)?;
+    let Some(path) = &a.load_cache else {
+        return Ok((Session::with_options(model.clone(), &opts)?, None));
+    };
+    let (session, r) = Session::load(model.clone(), path, &opts).map_err(|e| {
+        let msg = e.message.replace("the options ask for", "--kv-bits/--kv-group-size ask for");
+        Error::new(e.kind, format!("--load-cache: {msg}"))
+    })?;
+    let (positions, bytes) = session.cache_size()?;
+    eprintln!(
+        "[restored {positions} cached positions ({}) from {} (saved by {})]",
+        mib(bytes),
+        path.display(),
+        r.made_by
+    );
+    let opaque = r.opaque > 0;
+    Ok((session, Some(Loaded { path: path.clone(), metadata: r.metadata, opaque })))
+}
+
+/// Saves `session` to `path` with `metadata`, with a note on stderr.
+pub(crate) fn save(session: &Session, path: &Path, metadata: &BTreeMap<String, String>) -> Result<()> {
+    let (positions, bytes) = session.cache_size()?;
+    session.save(path, metadata).map_err(|e| e.context("--save-cache"))?;
+    eprintln!("[saved {positions} cached positions ({}) to {}]", mib(bytes), path.display());
+    Ok(())
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// The tokens of `msgs` rendered for a cache of unknown tokens (mlx-lm's): as
+/// `mlx_lm.generate --prompt-cache-file` does, the rendered chat from the last message's
+/// content on, the part before it being what the cache is taken to hold.
+pub(crate) fn chat_suffix_tokens(model: &Model, msgs: &[Message]) -> Result<Vec<u32>> {
+    const MARK: &str = "<query>";
+    let extra = Default::default();
+    let full = model.render_chat(msgs, true, &extra)?;
+    let mut probe = msgs.to_vec();
+    if let Some(last) = probe.last_mut() {
+        last.content = MARK.into();
+    }
+    let test = model.render_chat(&probe, true, &extra)?;
+    let at =
+        test.find(MARK).filter(|&i| full.is_char_boundary(i) && full[..i] == test[..i]).ok_or_else(|| {
+            Error::unsupported("this model's chat template cannot continue a cache without token ids")
+        })?;
+    model.encode(&full[at..], false)
+}
+
+/// The conversation a chat saved in `loaded`.
+pub(crate) fn chat_messages(loaded: &Loaded) -> Result<Vec<Message>> {
+    let s = loaded.metadata.get(CHAT_KEY).ok_or_else(|| {
+        Error::invalid(format!(
+            "--load-cache {}: the file holds no conversation (lmx chat --save-cache writes one); \
+             use a prompt cache with lmx generate --load-cache",
+            loaded.path.display()
+        ))
+    })?;
+    serde_json::from_str(s).map_err(|e| {
+        Error::format(format!("--load-cache {}: its conversation is not valid: {e}", loaded.path.display()))
+    })
+}
+
+/// The user metadata that saves `msgs`.
+pub(crate) fn chat_metadata(msgs: &[Message]) -> Result<BTreeMap<String, String>> {
+    let j = serde_json::to_string(msgs).map_err(|e| Error::internal(e.to_string()))?;
+    Ok(BTreeMap::from([(CHAT_KEY.to_string(), j)]))
+}
