@@ -348,3 +348,23 @@ fn a_quantized_file_keeps_its_quantization() {
     let after = r.cache_size().unwrap().1;
     assert!(after < before / 3, "a 4-bit cache of {after} B after a float one of {before} B");
 }
+
+#[test]
+fn a_sliding_window_cache_rewinds_while_within_its_window() {
+    // The gemma3 fixture's window is 8 positions.
+    let m = model("gemma3");
+    let s = Session::new(m.clone()).unwrap();
+    let p: Vec<u32> = vec![2, 40, 41, 42, 43];
+    run(&s, &p, 2); // caches 6 positions
+    let q: Vec<u32> = vec![2, 40, 41, 50, 51];
+    let (got, prefilled) = run(&s, &q, 10);
+    assert_eq!(prefilled, 2, "rewound to the common prefix");
+    assert_eq!(got, fresh(&m, &SessionOptions::default(), &q, 10));
+    // Past the window the ring has overwritten positions: the cache starts over.
+    let long: Vec<u32> = (0..12).map(|i| 40 + i).collect();
+    run(&s, &long, 2);
+    let other = [&long[..10], &[7, 7]].concat();
+    let (got, prefilled) = run(&s, &other, 6);
+    assert_eq!(prefilled, other.len());
+    assert_eq!(got, fresh(&m, &SessionOptions::default(), &other, 6));
+}

@@ -391,19 +391,32 @@ impl KvCache {
         }
     }
 
-    /// Whether [`trim`](Self::trim) can drop positions (no layer is a ring).
+    /// Whether [`trim`](Self::trim) can drop positions: every sliding-window ring still holds
+    /// every position (the sequence is no longer than its window), so nothing a later query
+    /// needs has been overwritten.
     pub fn trimmable(&self) -> bool {
-        self.layers.iter().all(|l| !matches!(l, Layer::Window(_)))
+        self.layers.iter().all(|l| match l {
+            Layer::Window(r) => self.offset <= r.window,
+            _ => true,
+        })
     }
 
-    /// Forgets the last `n` positions (the next update overwrites them). Only for caches
-    /// whose layers all keep every position; returns how many were dropped.
+    /// Forgets the last `n` positions (the next update overwrites them). Only while
+    /// [`trimmable`](Self::trimmable); returns how many were dropped.
     pub fn trim(&mut self, n: i32) -> Result<i32> {
         if !self.trimmable() {
-            return Err(Error::unsupported("a sliding-window cache cannot be trimmed"));
+            return Err(Error::unsupported(
+                "a sliding-window cache past its window cannot be trimmed (older positions were overwritten)",
+            ));
         }
         let n = n.clamp(0, self.offset);
         self.offset -= n;
+        for l in &mut self.layers {
+            if let Layer::Window(r) = l {
+                r.filled = self.offset;
+                r.next = r.filled % r.window;
+            }
+        }
         Ok(n)
     }
 
