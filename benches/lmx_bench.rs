@@ -191,6 +191,8 @@ fn run() -> Result<()> {
             "host_ms_per_token": host_ms,
             "wait_ms_per_token": med(|m| m.decode_wait_seconds * 1e3 / (m.generated_tokens.saturating_sub(1).max(1)) as f64),
             "peak_bytes": memory::peak_memory()?,
+            "cache_bytes": session.cache_size()?.1,
+            "active_bytes": memory::active_memory()?,
             "max_rss_bytes": max_rss(),
         });
         println!("{line}");
