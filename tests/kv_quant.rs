@@ -172,8 +172,11 @@ fn logits_equal_mlx_lms_quantized_cache() {
             let what = format!("{name} kv_bits {bits} start {start}");
             assert!(their_layers.iter().all(|&x| x), "{what}: mlx-lm quantized every layer");
             let ours = run(&model, Some(*kq), &[&prompt], &decode);
-            let steps: Vec<f32> =
-                ours.iter().zip(&theirs).map(|(a, b)| rel(&[a.clone()], &[b.clone()])).collect();
+            let steps: Vec<f32> = ours
+                .iter()
+                .zip(&theirs)
+                .map(|(a, b)| rel(std::slice::from_ref(a), std::slice::from_ref(b)))
+                .collect();
             let worst = steps.iter().fold(0f32, |m, &d| m.max(d));
             let close = steps.iter().filter(|&&d| d <= STEP_TOL).count();
             eprintln!(
