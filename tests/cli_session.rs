@@ -355,18 +355,6 @@ fn bad_cache_files_are_named() {
     fails(&["chat", "--model", &m, "--max-tokens", "0"], &["--max-tokens"]);
 }
 
-/// The Python of the reference toolchain (`make test` makes it), or None to skip (a failure
-/// under LMX_REAL_MODELS=1, as `make test` sets).
-fn reference_python() -> Option<std::path::PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-ref/bin/python");
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(std::env::var("LMX_REAL_MODELS").as_deref() != Ok("1"), "{} is missing", p.display());
-    eprintln!("skipped: {} is missing", p.display());
-    None
-}
-
 #[test]
 fn an_mlx_lm_cache_is_continued_after_its_positions() {
     let Some(python) = reference_python() else { return };

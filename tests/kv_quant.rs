@@ -83,22 +83,6 @@ fn rel(got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
     got.iter().zip(want).map(|(g, w)| max_abs_diff(g, w)).fold(0.0, f32::max) / scale
 }
 
-/// The Python of the reference toolchain, or None to skip (a failure under LMX_REAL_MODELS=1,
-/// as `make test` sets).
-fn reference_python() -> Option<std::path::PathBuf> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-ref/bin/python");
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("LMX_REAL_MODELS").as_deref() != Ok("1"),
-        "{} is missing (make test installs it)",
-        p.display()
-    );
-    eprintln!("skipped: {} is missing", p.display());
-    None
-}
-
 fn joined(ids: &[i32]) -> String {
     ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }

@@ -168,22 +168,6 @@ fn an_adapter_mlx_lm_trained_gives_mlx_lms_logits() {
     }
 }
 
-/// The Python of the reference toolchain (`make test` makes it), or None to skip (a failure
-/// under LMX_REAL_MODELS=1, as `make test` sets).
-fn reference_python() -> Option<std::path::PathBuf> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-ref/bin/python");
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("LMX_REAL_MODELS").as_deref() != Ok("1"),
-        "{} is missing (make test installs it)",
-        p.display()
-    );
-    eprintln!("skipped: {} is missing", p.display());
-    None
-}
-
 #[test]
 fn an_adapter_liblmx_trained_gives_its_logits_in_mlx_lm() {
     let Some(python) = reference_python() else { return };

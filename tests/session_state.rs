@@ -3,7 +3,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
@@ -215,18 +215,6 @@ fn bad_session_files_are_clear_errors() {
     let reserved = BTreeMap::from([("lmx_tokens".to_string(), "[]".to_string())]);
     assert_eq!(s.save(&good, &reserved).unwrap_err().kind, ErrorKind::InvalidArgument);
     assert_eq!(std::fs::read(&good).unwrap(), bytes);
-}
-
-/// The Python of the reference toolchain (`make test` makes it), or None to skip (a failure
-/// under LMX_REAL_MODELS=1, as `make test` sets).
-fn reference_python() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-ref/bin/python");
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(std::env::var("LMX_REAL_MODELS").as_deref() != Ok("1"), "{} is missing", p.display());
-    eprintln!("skipped: {} is missing", p.display());
-    None
 }
 
 fn mlx_lm(python: &Path, args: &[&str]) -> String {

@@ -92,3 +92,19 @@ pub fn copy_fixture(case: &str, tag: &str) -> TempDir {
     }
     t
 }
+
+/// The Python of the reference toolchain (`make test` makes it), or None to skip (a failure
+/// under LMX_REAL_MODELS=1, as `make test` sets).
+pub fn reference_python() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-ref/bin/python");
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("LMX_REAL_MODELS").as_deref() != Ok("1"),
+        "{} is missing (make test installs it)",
+        p.display()
+    );
+    eprintln!("skipped: {} is missing", p.display());
+    None
+}
