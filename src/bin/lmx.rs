@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use lmx::engine::{GenerateParams, Metrics, Session};
-use lmx::model::lora::LoraWeights;
 use lmx::model::{LoadParams, Message, Model};
 
 #[path = "lmx/cache.rs"]
@@ -178,7 +177,7 @@ fn session(a: &Args, model: &Arc<Model>) -> Result<(Session, Option<cache::Loade
     let (session, loaded) = cache::open(a, model)?;
     match &a.adapter {
         Some(dir) => {
-            let w = LoraWeights::load(dir, &model.transformer.spec)?;
+            let w = model.load_adapter(dir)?;
             let scale = a.adapter_scale.unwrap_or(w.config.scale);
             session.set_adapter(Some((Arc::new(w), scale)))?;
         }
@@ -298,8 +297,8 @@ fn chat(a: &Args) -> Result<()> {
     }
     eprintln!(
         "chatting with {} ({}); one message per line, an empty line or end of input quits",
-        model.dir.display(),
-        model.info.architecture
+        model.path().display(),
+        model.info().architecture
     );
     if loaded.is_some() {
         eprintln!("[resuming the conversation ({} messages)]", msgs.len());
@@ -340,7 +339,7 @@ fn chat(a: &Args) -> Result<()> {
 
 fn info(a: &Args) -> Result<()> {
     let model = load(a)?;
-    println!("{}", serde_json::to_string_pretty(&model.info).map_err(|e| Error::internal(e.to_string()))?);
+    println!("{}", serde_json::to_string_pretty(model.info()).map_err(|e| Error::internal(e.to_string()))?);
     Ok(())
 }
 

@@ -237,22 +237,6 @@ pub extern "C" fn lmx_train_params_init(params: *mut lmx_train_params, size: usi
     status(|| init(params, size, "params", &train_defaults()))
 }
 
-/// Parses a comma-separated list of projections.
-pub fn parse_targets(list: &str) -> Result<Vec<Target>> {
-    let mut out = Vec::new();
-    for k in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-        let t = Target::parse(k).ok_or_else(|| {
-            Error::invalid(format!(
-                "unknown LoRA target {k:?} (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj)"
-            ))
-        })?;
-        if !out.contains(&t) {
-            out.push(t);
-        }
-    }
-    Ok(if out.is_empty() { Target::ALL.to_vec() } else { out })
-}
-
 /// A trainer (opaque): one LoRA training run on a model. One call at a time (another call
 /// meanwhile gets LMX_STATUS_BUSY); the model stays usable for generation meanwhile.
 pub struct lmx_trainer {
@@ -329,17 +313,10 @@ pub extern "C" fn lmx_trainer_create(
 fn train_params(p: &lmx_train_params, layers: usize) -> Result<TrainParams> {
     let rank =
         i32::try_from(p.rank).map_err(|_| Error::invalid(format!("params->rank {} is too large", p.rank)))?;
-    let scale = if p.scale == 0.0 {
-        if rank == 0 {
-            0.0
-        } else {
-            p.alpha / rank as f32
-        }
-    } else {
-        p.scale
-    };
-    let targets = parse_targets(opt_path(p.targets, "params->targets")?.unwrap_or(""))?;
-    let num_layers = if p.num_layers == 0 { layers.min(16) } else { p.num_layers as usize };
+    let scale = if p.scale == 0.0 { LoraConfig::scale_from_alpha(p.alpha, rank) } else { p.scale };
+    let targets = Target::parse_list(opt_path(p.targets, "params->targets")?.unwrap_or(""))?;
+    let num_layers =
+        if p.num_layers == 0 { LoraConfig::default_layers(layers) } else { p.num_layers as usize };
     let tp = TrainParams {
         lora: LoraConfig {
             rank,
@@ -380,15 +357,7 @@ pub extern "C" fn lmx_lora_param_count(
         let p = read_in(params, "params", train_defaults())?;
         let spec = &m.transformer.spec;
         let tp = train_params(&p, spec.layers.len())?;
-        let c = &tp.lora;
-        let mut n = 0u64;
-        for layer in c.first_layer(spec.layers.len())..spec.layers.len() {
-            for t in &c.targets {
-                let (i, o) = t.dims(spec, layer);
-                n += c.rank as u64 * (i as u64 + o as u64);
-            }
-        }
-        o.set(n);
+        o.set(tp.lora.param_count(spec));
         Ok(())
     })
 }

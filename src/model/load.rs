@@ -242,6 +242,54 @@ impl Model {
         })
     }
 
+    /// Where the model was loaded from: its folder or GGUF file.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What the model is: sizes, quantization, template source, load figures.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The per-layer structure the transformer was assembled from.
+    pub fn spec(&self) -> &super::spec::ModelSpec {
+        &self.transformer.spec
+    }
+
+    /// Decoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.transformer.spec.layers.len()
+    }
+
+    pub fn transformer(&self) -> &Transformer {
+        &self.transformer
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.chat
+    }
+
+    /// The device that holds the weights and computes every session of the model.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Identifies weights and tokenizer (see [`super::fingerprint`]); saved sessions name it.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The LoRA adapter in folder `dir` (mlx-lm's format), read onto this model's device and
+    /// checked against its layers and projections.
+    pub fn load_adapter(&self, dir: &Path) -> Result<super::lora::LoraWeights> {
+        with_stream(shared_stream(self.device)?, || super::lora::LoraWeights::load(dir, &self.transformer.spec))
+    }
+
     /// Rows of the embedding and output matrices: token ids are below it.
     pub fn vocab(&self) -> usize {
         self.transformer.spec.vocab as usize

@@ -50,6 +50,23 @@ impl Target {
         self as usize
     }
 
+    /// A comma-separated list of projections ("q_proj,v_proj" or module paths); an empty
+    /// list means every projection. Duplicates count once.
+    pub fn parse_list(list: &str) -> Result<Vec<Target>> {
+        let mut out = Vec::new();
+        for k in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+            let t = Target::parse(k).ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown LoRA target {k:?} (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj)"
+                ))
+            })?;
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        Ok(if out.is_empty() { Target::ALL.to_vec() } else { out })
+    }
+
     /// (input, output) features of this projection in a layer of `spec`.
     pub fn dims(self, spec: &ModelSpec, layer: usize) -> (i32, i32) {
         let l = &spec.layers[layer];
@@ -77,7 +94,40 @@ pub struct LoraConfig {
     pub targets: Vec<Target>,
 }
 
+/// Layers an adapter covers when the caller does not say: the last 16 (mlx-lm's default),
+/// or all of a smaller model's.
+pub const DEFAULT_LAYERS: usize = 16;
+
 impl LoraConfig {
+    /// The scale of an adapter given as `alpha` (other tools' convention): alpha / rank.
+    pub fn scale_from_alpha(alpha: f32, rank: i32) -> f32 {
+        if rank == 0 {
+            0.0
+        } else {
+            alpha / rank as f32
+        }
+    }
+
+    /// The layers an adapter covers on a model of `layers` layers when the caller does not
+    /// say: [`DEFAULT_LAYERS`], at most the model's.
+    pub fn default_layers(layers: usize) -> usize {
+        layers.min(DEFAULT_LAYERS)
+    }
+
+    /// Weights an adapter of this config has on a model of `spec`.
+    pub fn param_count(&self, spec: &ModelSpec) -> u64 {
+        let n = spec.layers.len();
+        let first = n.saturating_sub(self.num_layers.max(0) as usize);
+        let mut total = 0u64;
+        for layer in first..n {
+            for t in &self.targets {
+                let (i, o) = t.dims(spec, layer);
+                total += self.rank.max(0) as u64 * (i as u64 + o as u64);
+            }
+        }
+        total
+    }
+
     /// Checks the config against a model of `layers` layers.
     pub fn validate(&self, layers: usize) -> Result<()> {
         if !(1..=4096).contains(&self.rank) {

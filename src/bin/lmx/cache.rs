@@ -47,7 +47,7 @@ pub(crate) fn options(a: &Args, model: &Model) -> Result<SessionOptions> {
     if q.start < 0 {
         return Err(Error::invalid(format!("--quantized-kv-start {}: must be at least 0", q.start)));
     }
-    q.check(&model.transformer.spec).map_err(|e| {
+    q.check(model.spec()).map_err(|e| {
         let msg = e
             .message
             .replace("kv_group_size", "--kv-group-size")

@@ -9,9 +9,8 @@ use std::time::Instant;
 use lmx::engine::train::{StepReport, TrainParams, Trainer};
 use lmx::engine::train_data::load_jsonl;
 use lmx::error::Context;
-use lmx::ffi::lora::parse_targets;
 use lmx::mlx::Dtype;
-use lmx::model::lora::LoraWeights;
+use lmx::model::lora::{LoraConfig, Target};
 use lmx::model::LoadParams;
 use lmx::{Error, ErrorKind, Result};
 
@@ -115,7 +114,7 @@ fn options(a: &Args) -> Result<Options> {
                 if v.split(',').all(|t| t.trim().is_empty()) {
                     return Err(Error::invalid(format!("{f} {v:?} names no projection")));
                 }
-                p.lora.targets = parse_targets(v).context(f)?;
+                p.lora.targets = Target::parse_list(v).context(f)?;
             }
             "--warmup" => p.warmup_steps = number(v, f)?,
             "--cosine" => o.cosine = true,
@@ -152,13 +151,13 @@ fn options(a: &Args) -> Result<Options> {
         return Err(Error::invalid(format!("--adapter-out {}: not a folder", o.out.display())));
     }
     if let Some(alpha) = o.alpha {
-        o.params.lora.scale = alpha / o.params.lora.rank as f32;
+        o.params.lora.scale = LoraConfig::scale_from_alpha(alpha, o.params.lora.rank);
     }
     if o.cosine {
         let iters = u32::try_from(o.iters).unwrap_or(u32::MAX);
         o.params.cosine_steps = iters.saturating_sub(o.params.warmup_steps).max(1);
     }
-    o.params.lora.num_layers = num_layers.unwrap_or(16);
+    o.params.lora.num_layers = num_layers.unwrap_or(lmx::model::lora::DEFAULT_LAYERS as i32);
     Ok(o)
 }
 
@@ -173,7 +172,7 @@ extern "C" fn on_sigint(_: libc::c_int) {
 pub fn run(a: &Args) -> Result<()> {
     let mut o = options(a)?;
     let model = load_with(a, &LoadParams { dtype: o.dtype, ..Default::default() })?;
-    let layers = model.transformer.spec.layers.len() as i32;
+    let layers = model.num_layers() as i32;
     o.params.lora.num_layers = o.params.lora.num_layers.min(layers);
     o.params.validate(layers as usize)?;
     let data = load_jsonl(&o.data, &model, o.mask_prompt).context("--data")?;
@@ -182,7 +181,7 @@ pub fn run(a: &Args) -> Result<()> {
     let init = o
         .resume
         .as_ref()
-        .map(|d| LoraWeights::load(d, &model.transformer.spec))
+        .map(|d| model.load_adapter(d))
         .transpose()
         .context("--resume-adapter")?;
     let rows = data.len();
@@ -198,7 +197,7 @@ pub fn run(a: &Args) -> Result<()> {
             o.params.lora.rank,
             t.weights().param_count(),
             o.params.lora.num_layers,
-            model.dir.display(),
+            model.path().display(),
             o.iters
         );
     }
