@@ -11,7 +11,9 @@
  * structs with their _init function (or the LMX_*_INIT macros below) and set struct_size of
  * output structs to sizeof. A struct from an older header is read as its prefix over the
  * defaults; one from a newer header is accepted when the fields this library lacks are zero;
- * outputs are written up to the smaller of the two sizes. Enumerations and flags inside
+ * outputs are written up to the smaller of the two sizes. A struct_size smaller than this
+ * library's must end on a field boundary (every older layout's sizeof does); one that ends
+ * inside a field is LMX_STATUS_INVALID_ARGUMENT. Enumerations and flags inside
  * structs are integers, checked on every call (a bad value is LMX_STATUS_INVALID_ARGUMENT).
  *
  * Handles (lmx_model *, lmx_session *, ...) are opaque values, not addresses: every call
@@ -53,9 +55,9 @@
 // Patch version; equals Cargo.toml's (a test checks).
 #define LMX_VERSION_PATCH 0
 
-// The ABI generation. Incompatible changes bump it and rename the `lmx_abi_N` symbol, so a
+// The ABI generation (2: lmx_classify gained its logits capacity). Incompatible changes bump it and rename the `lmx_abi_N` symbol, so a
 // program built against another generation fails to link instead of misbehaving.
-#define LMX_ABI_VERSION 1
+#define LMX_ABI_VERSION 2
 
 // The result of a liblmx call. Values are fixed forever; a retired value is never reused.
 typedef enum {
@@ -470,15 +472,23 @@ extern "C" {
 
 // For each of `n` text prompts, one forward pass and the next token (chosen by `params`,
 // greedy by default; `params` may be NULL), written to `tokens_out[i]` (n entries, not NULL).
-// When `logits_out` is not NULL it receives n x vocab_size float32 logits of each prompt's
-// last position (row-major), vocab_size being lmx_model_desc.vocab_size. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL,
-// bad UTF-8, an empty or too long prompt) or LMX_STATUS_MLX; on error nothing is written.
+// The logits of each prompt's last position are n x vocab_size float32 values, row-major
+// (vocab_size being lmx_model_desc.vocab_size): their count is written to `*n_logits_out`
+// (may be NULL), and they are written to `logits` when it is not NULL, which then must hold
+// `logits_capacity` >= that count floats (a smaller capacity is
+// LMX_STATUS_INVALID_ARGUMENT before anything runs). With `logits` NULL, pass capacity 0:
+// no logits are copied. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL,
+// bad UTF-8, an empty or too long prompt, a small capacity), LMX_STATUS_CANCELLED,
+// LMX_STATUS_FORMAT (the model's output is not finite) or LMX_STATUS_MLX; on error nothing
+// is written.
 lmx_status lmx_classify(const lmx_model *model,
                         const char *const *prompts_in,
                         size_t n,
                         const lmx_generate_params *params,
                         int32_t *tokens_out,
-                        float *logits_out);
+                        float *logits,
+                        size_t logits_capacity,
+                        size_t *n_logits_out);
 
 // Generates after each of `n` text prompts at once, one forward pass per step for the whole
 // batch (left-padded; greedy results equal one-by-one generation). `params` (may be NULL)
@@ -902,7 +912,7 @@ const char *lmx_version(void);
 
 // Returns LMX_ABI_VERSION. Exists so that bindings can reference it at link time: a library
 // of another ABI generation lacks the symbol and the link fails. Thread-safe.
-uint32_t lmx_abi_1(void);
+uint32_t lmx_abi_2(void);
 
 #ifdef __cplusplus
 }  // extern "C"

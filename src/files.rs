@@ -29,10 +29,23 @@ fn describe(path: &Path, e: &std::io::Error) -> Error {
     Error::io(path, e)
 }
 
+/// Refuses file I/O on a thread holding the compute lock (see
+/// [`crate::mlx::compute_lock_held`]): a bug in liblmx, caught as an error instead of a stall.
+fn not_under_compute_lock(path: &Path) -> Result<()> {
+    if crate::mlx::compute_lock_held() {
+        return Err(Error::internal(format!(
+            "{}: file I/O while holding the compute lock (other sessions would wait for the disk)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Opens a regular file (following links) without blocking: a FIFO, socket, device or folder
 /// is refused. Returns the file and its size.
 pub fn open_regular(path: &Path) -> Result<(File, u64)> {
     use std::os::unix::fs::OpenOptionsExt;
+    not_under_compute_lock(path)?;
     let meta = std::fs::metadata(path).map_err(|e| describe(path, &e))?;
     if !meta.is_file() {
         let what = if meta.is_dir() { "a folder" } else { "not a regular file (a FIFO, socket or device)" };
@@ -80,4 +93,49 @@ pub fn read_text(path: &Path, max: u64) -> Result<String> {
     String::from_utf8(read_bytes(path, max)?).map_err(|e| {
         Error::format(format!("{}: not valid UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to()))
     })
+}
+
+/// Writes the file at `path` through `write` (given a temporary path in the same folder,
+/// ending in `.{ext}`: MLX's writers name their files by type), then renames it over `path`: a failed write leaves what was there.
+/// `path` must be new or a regular file: an existing FIFO, socket, device, folder or symlink
+/// is refused, never replaced. Errors name `path`, not the temporary file.
+pub fn write_replacing(path: &Path, ext: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    not_under_compute_lock(path)?;
+    match path.symlink_metadata() {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::invalid(format!(
+                "{}: is a symbolic link; liblmx does not replace links (give the path it points to)",
+                path.display()
+            )))
+        }
+        Ok(m) if !m.is_file() => {
+            let what = if m.is_dir() { "a folder" } else { "not a regular file (a FIFO, socket or device)" };
+            return Err(Error::invalid(format!(
+                "{}: is {what}; liblmx only replaces regular files",
+                path.display()
+            )));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(describe(path, &e)),
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let base = path
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = dir.join(format!(".{base}.{}.lmx-tmp.{ext}", std::process::id()));
+    let r = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, &e)));
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        // The temporary file is an implementation detail: the error names the caller's path.
+        let tmp_s = tmp.display().to_string();
+        let mut e = e;
+        if e.message.contains(&tmp_s) {
+            e.message = e.message.replace(&tmp_s, &path.display().to_string());
+        }
+        return Err(e);
+    }
+    Ok(())
 }

@@ -400,7 +400,7 @@ fn classify_gives_the_next_token_and_logits() {
         classify(&m, &[prompt.clone(), prompt[..10].to_vec()], &GenerateParams::default(), true).unwrap();
     assert_eq!(out[0].token, want[0]);
     let logits = out[0].logits.as_ref().unwrap();
-    assert_eq!(logits.len(), m.transformer.spec.vocab as usize);
+    assert_eq!(logits.len(), m.spec().vocab as usize);
     let argmax = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
     assert_eq!(argmax as u32, want[0]);
     assert!(classify(&m, &[vec![]], &GenerateParams::default(), false).is_err());

@@ -17,7 +17,7 @@ fn version_string_matches_cargo() {
     let v = unsafe { CStr::from_ptr(lmx_version()) }.to_str().unwrap();
     assert_eq!(v, env!("CARGO_PKG_VERSION"));
     assert_eq!(v, format!("{LMX_VERSION_MAJOR}.{LMX_VERSION_MINOR}.{LMX_VERSION_PATCH}"));
-    assert_eq!(lmx_abi_1(), LMX_ABI_VERSION);
+    assert_eq!(lmx_abi_2(), LMX_ABI_VERSION);
 }
 
 #[test]

@@ -31,13 +31,13 @@ fn tokenizer_files() {
             None => (&data[..], None),
         };
         let d = TempDir::new("fuzz-tokenizer");
-        std::fs::write(d.0.join("tokenizer.json"), tok).unwrap();
         let model_cfg = serde_json::json!({"model_type": "llama", "eos_token_id": 2});
         let model_cfg = Config::from_value(&d.0.join("config.json"), &model_cfg).unwrap();
         let tok_cfg = cfg.and_then(|c| serde_json::from_slice::<serde_json::Value>(c).ok());
         let tok_cfg =
             tok_cfg.as_ref().and_then(|v| Config::from_value(&d.0.join("tokenizer_config.json"), v));
-        match Tokenizer::load(&d.0, &model_cfg, tok_cfg.as_ref(), None) {
+        match Tokenizer::from_json(&d.0.join("tokenizer.json"), tok, &model_cfg, tok_cfg.as_ref(), None, None)
+        {
             Ok(t) => {
                 if let Ok(ids) = t.encode("Hello, world! café ☕", true) {
                     let _ = t.decode(&ids, true);

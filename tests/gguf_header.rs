@@ -223,7 +223,7 @@ fn the_real_gguf_files_parse_and_dequantize_like_their_conversions() {
             f.seek(SeekFrom::Start(h.data_start + t.offset)).unwrap();
             let mut raw = vec![0u8; t.bytes as usize];
             f.read_exact(&mut raw).unwrap();
-            let ours = lmx::model::gguf_quants::dequantize(t.ggml_type, &raw).unwrap();
+            let ours = lmx::model::gguf::quants::dequantize(t.ggml_type, &raw).unwrap();
             let theirs = lmx::mlx::ops::astype(&loaded.tensors[&name], lmx::mlx::Dtype::F32)
                 .unwrap()
                 .to_f32_vec()

@@ -37,7 +37,7 @@ fn argmax(logits: &Array) -> u32 {
 fn compare(model: &Model, reference: &std::path::Path, name: &str) -> Vec<Agreement> {
     let r = json(&reference.join("reference.json"));
     let tensors = tensors(&reference.join("reference.safetensors"));
-    let t = &model.transformer;
+    let t = model.transformer();
     let mut out = Vec::new();
     for (i, p) in r["prompts"].as_array().unwrap().iter().enumerate() {
         let prompt = if let Some(msgs) = p.get("messages").filter(|m| !m.is_null()) {
@@ -52,7 +52,7 @@ fn compare(model: &Model, reference: &std::path::Path, name: &str) -> Vec<Agreem
         let want = ids(&p["greedy_ids"]);
 
         // Greedy, free-running.
-        let mut cache = KvCache::new(&t.spec);
+        let mut cache = KvCache::new(t.spec());
         let x: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
         let logits = t.forward(&Array::from_slice(&x, &[1, x.len() as i32]).unwrap(), &mut cache).unwrap();
         let n = logits.dim(1).unwrap();
@@ -68,7 +68,7 @@ fn compare(model: &Model, reference: &std::path::Path, name: &str) -> Vec<Agreem
         let first_divergence = got.iter().zip(&want).position(|(a, b)| a != b);
 
         // Teacher-forced: the reference's continuation fed in one pass.
-        let mut cache = KvCache::new(&t.spec);
+        let mut cache = KvCache::new(t.spec());
         let all: Vec<i32> = prompt.iter().chain(&want[..want.len() - 1]).map(|&t| t as i32).collect();
         let logits =
             t.forward(&Array::from_slice(&all, &[1, all.len() as i32]).unwrap(), &mut cache).unwrap();
@@ -96,11 +96,11 @@ fn load(path: &std::path::Path) -> Model {
     eprintln!(
         "{}: loaded in {:.2} s, {:.1} MiB of weights, {} ({}); {:?}",
         path.display(),
-        m.info.load_seconds,
-        m.info.weight_bytes as f64 / (1 << 20) as f64,
-        m.info.tokenizer,
-        m.info.chat_template,
-        m.info.conversions
+        m.info().load_seconds,
+        m.info().weight_bytes as f64 / (1 << 20) as f64,
+        m.info().tokenizer,
+        m.info().chat_template,
+        m.info().conversions
     );
     m
 }
@@ -109,12 +109,12 @@ fn load(path: &std::path::Path) -> Model {
 fn smollm2_q4_1_gguf_matches_its_conversion_exactly() {
     let Some(dir) = folder("smollm2-135m-instruct") else { return };
     let model = load(&gguf("SmolLM2-135M-Instruct.Q4_1.gguf"));
-    assert_eq!(model.info.format, "gguf");
-    assert_eq!(model.info.architecture, "llama");
-    assert_eq!(model.info.chat_template, "gguf:tokenizer.chat_template");
-    assert!(model.info.conversions.iter().all(|c| c.exact), "{:?}", model.info.conversions);
+    assert_eq!(model.info().format, "gguf");
+    assert_eq!(model.info().architecture, "llama");
+    assert_eq!(model.info().chat_template, "gguf:tokenizer.chat_template");
+    assert!(model.info().conversions.iter().all(|c| c.exact), "{:?}", model.info().conversions);
     assert!(model
-        .info
+        .info()
         .conversions
         .iter()
         .any(|c| c.source == "Q4_1" && c.became == "affine 4-bit, group 32"));
@@ -128,8 +128,8 @@ fn smollm2_q4_1_gguf_matches_its_conversion_exactly() {
 fn gemma3_q4_k_m_gguf_agrees_with_its_conversion() {
     let Some(dir) = folder("gemma3-270m") else { return };
     let model = load(&gguf("gemma-3-270m-q4_k_m.gguf"));
-    assert_eq!(model.info.architecture, "gemma3");
-    let q6 = model.info.conversions.iter().find(|c| c.source == "Q6_K").expect("the file has Q6_K tensors");
+    assert_eq!(model.info().architecture, "gemma3");
+    let q6 = model.info().conversions.iter().find(|c| c.source == "Q6_K").expect("the file has Q6_K tensors");
     assert!(!q6.exact && q6.became == "affine 8-bit, group 32");
     let got = compare(&model, &dir, "gemma3 gguf");
     let (agree, steps) = got.iter().fold((0, 0), |(a, s), g| (a + g.teacher_forced, s + g.steps));

@@ -4,7 +4,8 @@
 
 mod common;
 
-use lmx::model::gguf_quants::*;
+use lmx::model::gguf::quants::*;
+use lmx::model::gguf::types::*;
 
 fn floats(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()

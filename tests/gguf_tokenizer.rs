@@ -1,4 +1,4 @@
-//! Tokenizers built from GGUF metadata (`lmx::model::gguf_tokenizer`) against references:
+//! Tokenizers built from GGUF metadata (`lmx::model::gguf::tokenizer`) against references:
 //!
 //! - llama.cpp's own tokenizer cases: the vocabulary-only files `ggml-vocab-*.gguf` with their
 //!   `.inp` texts and `.out` ids, which `make real-models` extracts from the llama.cpp sources
@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::*;
+use lmx::model::gguf::tokenizer::{build, GgufTokenizer};
 use lmx::model::gguf::{self, Header, Value};
-use lmx::model::gguf_tokenizer::{build, GgufTokenizer};
 use lmx::ErrorKind;
 
 /// A prepared file under the test cache, or None (skip) when absent and not required.

@@ -5,9 +5,10 @@
 mod common;
 
 use lmx::mlx::{ops, Dtype};
+use lmx::model::gguf::quants::*;
+use lmx::model::gguf::types::*;
+use lmx::model::gguf::weights::{affine, unpermute_rows};
 use lmx::model::gguf::TensorInfo;
-use lmx::model::gguf_quants::*;
-use lmx::model::gguf_weights::{affine, unpermute_rows};
 
 /// The MLX dequantization of a converted tensor, as float32 values.
 fn mlx_values(t: &TensorInfo, raw: &[u8]) -> (i32, Vec<f32>) {
@@ -80,7 +81,7 @@ fn rope_rows_come_back_in_checkpoint_order() {
 #[test]
 fn the_real_gguf_files_convert_like_their_conversions() {
     use lmx::model::gguf::read_header;
-    use lmx::model::gguf_weights::convert;
+    use lmx::model::gguf::weights::convert;
     for (file, folder, arch, heads, kv) in [
         ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct", "llama", 9, 3),
         ("gemma-3-270m-q4_k_m.gguf", "gemma3-270m", "gemma3", 4, 1),

@@ -4,11 +4,11 @@
 mod common;
 
 use common::fixtures;
-use lmx::model::chat::{TEMPLATE_FUEL, TEMPLATE_OUTPUT_MAX};
+use lmx::model::text::chat::{TEMPLATE_FUEL, TEMPLATE_OUTPUT_MAX};
 use lmx::model::{ChatTemplate, LoadParams, Message, Model};
 
 fn render(text: &str, messages: &[Message]) -> lmx::Result<String> {
-    let t = ChatTemplate { source: lmx::model::TemplateSource::JinjaFile, text: text.to_string() };
+    let t = ChatTemplate::from_text(lmx::model::TemplateSource::JinjaFile, text.to_string())?;
     t.render(messages, true, &Default::default(), None, None)
 }
 

@@ -44,14 +44,14 @@ fn some_ids(n: usize, vocab: i32, seed: u64) -> Vec<i32> {
 /// Every position's logits of `ids` fed as one chunk: one row of `vocab` floats per position.
 fn step(model: &Model, cache: &mut KvCache, ids: &[i32]) -> Vec<Vec<f32>> {
     let x = Array::from_slice(ids, &[1, ids.len() as i32]).unwrap();
-    let logits = floats(&model.transformer.forward(&x, cache).unwrap());
-    logits.chunks(model.transformer.spec.vocab as usize).map(|r| r.to_vec()).collect()
+    let logits = floats(&model.transformer().forward(&x, cache).unwrap());
+    logits.chunks(model.spec().vocab as usize).map(|r| r.to_vec()).collect()
 }
 
 /// The prompt as `chunks` (lengths), then each decode id alone: the last position's logits of
 /// every step.
 fn run(model: &Model, quant: Option<KvQuant>, chunks: &[&[i32]], decode: &[i32]) -> Vec<Vec<f32>> {
-    let mut cache = KvCache::with_quant(&model.transformer.spec, quant).unwrap();
+    let mut cache = KvCache::with_quant(model.spec(), quant).unwrap();
     let mut out = Vec::new();
     for c in chunks {
         out.push(step(model, &mut cache, c).pop().unwrap());
@@ -146,7 +146,7 @@ fn logits_equal_mlx_lms_quantized_cache() {
     for name in FIXTURES {
         let dir = fixtures().join(name);
         let model = load(&dir);
-        let vocab = model.transformer.spec.vocab;
+        let vocab = model.spec().vocab;
         let prompt = some_ids(12, vocab, 7);
         let decode = some_ids(6, vocab, 8);
         let quants: Vec<KvQuant> =
@@ -188,7 +188,7 @@ struct Agreement {
 }
 
 fn agreement(model: &Model, kq: KvQuant, prompt: &[i32], n: usize) -> Agreement {
-    let spec = &model.transformer.spec;
+    let spec = model.spec();
     let mut fc = KvCache::new(spec);
     let mut qc = KvCache::with_quant(spec, Some(kq)).unwrap();
     let mut f = step(model, &mut fc, prompt).pop().unwrap();
@@ -240,7 +240,7 @@ fn quantized_cache_stays_close_to_the_float_cache() {
     let (mut top8, mut top4, mut same8, mut steps) = (0, 0, 0, 0);
     for name in FIXTURES {
         let model = load(&fixtures().join(name));
-        let vocab = model.transformer.spec.vocab;
+        let vocab = model.spec().vocab;
         let (mut worst8, mut worst4) = (0f32, 0f32);
         for seed in 0..3 {
             let prompt = some_ids(12, vocab, 100 + seed);
@@ -281,10 +281,10 @@ const CHUNK_TOL: f32 = 1e-5;
 fn a_chunk_over_a_quantized_cache_equals_single_steps() {
     for name in FIXTURES {
         let model = load(&fixtures().join(name));
-        let vocab = model.transformer.spec.vocab;
+        let vocab = model.spec().vocab;
         let ids = some_ids(14, vocab, 21);
         for bits in [8, 4] {
-            let spec = &model.transformer.spec;
+            let spec = model.spec();
             let mut a = KvCache::with_quant(spec, Some(q(bits, 32, 0))).unwrap();
             let mut b = KvCache::with_quant(spec, Some(q(bits, 32, 0))).unwrap();
             // 4 tokens in float, quantized after the step; then 10 over the quantized cache.
@@ -307,7 +307,7 @@ fn a_chunk_over_a_quantized_cache_equals_single_steps() {
 #[test]
 fn quantized_cache_size_follows_bits_and_group() {
     let model = load(&fixtures().join("qwen3"));
-    let spec = &model.transformer.spec;
+    let spec = model.spec();
     let ids = some_ids(300, spec.vocab, 3);
     let cap = 512 + 8; // 300 positions: two steps of 256, plus 8
     let per_position = |bits: Option<(i32, i32)>| -> usize {
@@ -345,7 +345,7 @@ fn quantized_cache_size_follows_bits_and_group() {
 fn bad_quantization_parameters_are_clear_errors() {
     let qwen3 = load(&fixtures().join("qwen3"));
     let gemma3 = load(&fixtures().join("gemma3"));
-    let err = |m: &Model, kq: KvQuant| match KvCache::with_quant(&m.transformer.spec, Some(kq)) {
+    let err = |m: &Model, kq: KvQuant| match KvCache::with_quant(m.spec(), Some(kq)) {
         Ok(_) => panic!("{kq:?} accepted"),
         Err(e) => e.to_string(),
     };
@@ -366,7 +366,7 @@ fn bad_quantization_parameters_are_clear_errors() {
     }
     // Accepted: what the fixture's shapes allow.
     for kq in [q(8, 32, 0), q(4, 32, 0), q(8, 32, 1 << 30)] {
-        KvCache::with_quant(&qwen3.transformer.spec, Some(kq)).unwrap();
+        KvCache::with_quant(qwen3.spec(), Some(kq)).unwrap();
     }
 }
 
@@ -381,7 +381,7 @@ fn bad_quantization_parameters_are_clear_errors() {
 fn gemma3_quantizes_only_its_global_layers() {
     let Some(dir) = folder("gemma3-270m") else { return };
     let model = load(&dir);
-    let spec = &model.transformer.spec;
+    let spec = model.spec();
     let globals: Vec<bool> = spec.layers.iter().map(|l| l.attn.window.is_none()).collect();
     assert_eq!(globals.iter().filter(|&&g| g).count(), 3);
     let prompt = some_ids(530, spec.vocab, 5);

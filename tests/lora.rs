@@ -11,7 +11,7 @@ use common::*;
 use lmx::engine::train::{TrainParams, Trainer};
 use lmx::engine::train_data::{load_jsonl, make_batch, Batch};
 use lmx::mlx::{ops, Array, Dtype};
-use lmx::model::lora::{Lora, LoraWeights};
+use lmx::model::nn::lora::{Lora, LoraWeights};
 use lmx::model::{KvCache, LoadParams, Model};
 
 const CASES: [&str; 4] = ["qwen3_all", "qwen3_chat", "llama_q4_last", "gemma3_all"];
@@ -32,7 +32,7 @@ fn case(name: &str) -> Case {
 
 fn params(c: &Case, init: &LoraWeights) -> TrainParams {
     TrainParams {
-        lora: init.config.clone(),
+        lora: init.config().clone(),
         learning_rate: c.r["learning_rate"].as_f64().unwrap() as f32,
         batch_size: c.r["batch_size"].as_u64().unwrap() as u32,
         max_seq_length: c.r["max_seq_length"].as_u64().unwrap() as u32,
@@ -88,7 +88,7 @@ fn reference_batch(c: &Case) -> Batch {
 fn loss_and_gradients_equal_mlx_lms() {
     for name in CASES {
         let c = case(name);
-        let init = LoraWeights::load(&c.dir.join("init"), &c.model.transformer.spec).unwrap();
+        let init = LoraWeights::load(&c.dir.join("init"), c.model.spec()).unwrap();
         let data =
             load_jsonl(&c.dir.join("train.jsonl"), &c.model, c.r["mask_prompt"].as_bool().unwrap()).unwrap();
         let batch = reference_batch(&c);
@@ -124,7 +124,7 @@ fn loss_and_gradients_equal_mlx_lms() {
 fn twenty_steps_follow_mlx_lms_loss_curve() {
     for name in CASES {
         let c = case(name);
-        let init = LoraWeights::load(&c.dir.join("init"), &c.model.transformer.spec).unwrap();
+        let init = LoraWeights::load(&c.dir.join("init"), c.model.spec()).unwrap();
         let data =
             load_jsonl(&c.dir.join("train.jsonl"), &c.model, c.r["mask_prompt"].as_bool().unwrap()).unwrap();
         let mut t = Trainer::new(c.model.clone(), params(&c, &init), data, Some(init)).unwrap();
@@ -148,22 +148,22 @@ fn twenty_steps_follow_mlx_lms_loss_curve() {
 fn an_adapter_mlx_lm_trained_gives_mlx_lms_logits() {
     for name in CASES {
         let c = case(name);
-        let w = LoraWeights::load(&c.dir.join("trained"), &c.model.transformer.spec).unwrap();
+        let w = LoraWeights::load(&c.dir.join("trained"), c.model.spec()).unwrap();
         let ids: Vec<i32> = serde_json::from_value(c.r["prompt_ids"].clone()).unwrap();
-        let lora = Lora { weights: &w, scale: w.config.scale, dropout: 0.0, seed: 0 };
-        let mut cache = KvCache::new(&c.model.transformer.spec);
+        let lora = Lora { weights: &w, scale: w.config().scale, dropout: 0.0, seed: 0 };
+        let mut cache = KvCache::new(c.model.spec());
         let x = Array::from_slice(&ids, &[1, ids.len() as i32]).unwrap();
-        let got = floats(&c.model.transformer.forward_last_with(&x, &mut cache, Some(&lora)).unwrap());
+        let got = floats(&c.model.transformer().forward_last_with(&x, &mut cache, Some(&lora)).unwrap());
         let want = floats(&tensors(&c.dir.join("logits.safetensors"))["last_logits"]);
         let d = max_abs_diff(&got, &want);
         eprintln!("{name}: logits with mlx-lm's trained adapter within {d:.1e}");
         assert!(d < 1e-3, "{name}: {d}");
         // Scale 0 is the base model.
         let off = Lora { scale: 0.0, ..lora };
-        let mut cache = KvCache::new(&c.model.transformer.spec);
-        let base = floats(&c.model.transformer.forward_last(&x, &mut cache, None).unwrap());
-        let mut cache = KvCache::new(&c.model.transformer.spec);
-        let zero = floats(&c.model.transformer.forward_last_with(&x, &mut cache, Some(&off)).unwrap());
+        let mut cache = KvCache::new(c.model.spec());
+        let base = floats(&c.model.transformer().forward_last(&x, &mut cache, None).unwrap());
+        let mut cache = KvCache::new(c.model.spec());
+        let zero = floats(&c.model.transformer().forward_last_with(&x, &mut cache, Some(&off)).unwrap());
         assert!(max_abs_diff(&base, &zero) < 1e-5, "{name}: scale 0");
     }
 }
@@ -173,7 +173,7 @@ fn an_adapter_liblmx_trained_gives_its_logits_in_mlx_lm() {
     let Some(python) = reference_python() else { return };
     for name in ["qwen3_all", "llama_q4_last", "gemma3_all"] {
         let c = case(name);
-        let init = LoraWeights::load(&c.dir.join("init"), &c.model.transformer.spec).unwrap();
+        let init = LoraWeights::load(&c.dir.join("init"), c.model.spec()).unwrap();
         let data = load_jsonl(&c.dir.join("train.jsonl"), &c.model, false).unwrap();
         let mut t = Trainer::new(c.model.clone(), params(&c, &init), data, Some(init)).unwrap();
         for _ in 0..5 {
@@ -182,13 +182,13 @@ fn an_adapter_liblmx_trained_gives_its_logits_in_mlx_lm() {
         let out = TempDir::new("lora-interop");
         t.save(&out.0).unwrap();
         // Saved and loaded back here: the same weights.
-        let back = LoraWeights::load(&out.0, &c.model.transformer.spec).unwrap();
+        let back = LoraWeights::load(&out.0, c.model.spec()).unwrap();
         let ids: Vec<i32> = serde_json::from_value(c.r["prompt_ids"].clone()).unwrap();
         let x = Array::from_slice(&ids, &[1, ids.len() as i32]).unwrap();
         let logits = |w: &LoraWeights| {
-            let lora = Lora { weights: w, scale: w.config.scale, dropout: 0.0, seed: 0 };
-            let mut cache = KvCache::new(&c.model.transformer.spec);
-            floats(&c.model.transformer.forward_last_with(&x, &mut cache, Some(&lora)).unwrap())
+            let lora = Lora { weights: w, scale: w.config().scale, dropout: 0.0, seed: 0 };
+            let mut cache = KvCache::new(c.model.spec());
+            floats(&c.model.transformer().forward_last_with(&x, &mut cache, Some(&lora)).unwrap())
         };
         let ours = logits(t.weights());
         assert_eq!(ours, logits(&back), "{name}: saved and reloaded adapter");
@@ -210,13 +210,13 @@ fn an_adapter_liblmx_trained_gives_its_logits_in_mlx_lm() {
 #[test]
 fn bad_adapters_and_parameters_are_clear_errors() {
     let c = case("qwen3_all");
-    let spec = &c.model.transformer.spec;
+    let spec = c.model.spec();
     // An adapter for another model: the shapes do not fit.
     let llama = Model::load(&fixtures().join("llama_tied"), &LoadParams::default()).unwrap();
-    let e = LoraWeights::load(&c.dir.join("init"), &llama.transformer.spec).err().unwrap();
+    let e = LoraWeights::load(&c.dir.join("init"), llama.spec()).err().unwrap();
     assert!(e.message.contains("does not fit") && e.message.contains("model.layers."), "{e}");
     let qwen_adapter = LoraWeights::load(&c.dir.join("init"), spec).unwrap();
-    assert!(qwen_adapter.check(&llama.transformer.spec).is_err());
+    assert!(qwen_adapter.check(llama.spec()).is_err());
     // Missing folder, rank 0, NaN learning rate, a malformed row.
     assert_eq!(
         LoraWeights::load(std::path::Path::new("/no/such"), spec).err().unwrap().kind,
@@ -247,7 +247,7 @@ fn bad_adapters_and_parameters_are_clear_errors() {
     let ids = [1i32, 2, 3];
     let x = Array::from_slice(&ids, &[1, 3]).unwrap();
     let mut cache = KvCache::new(spec);
-    assert!(c.model.transformer.forward_last(&x, &mut cache, None).is_ok());
+    assert!(c.model.transformer().forward_last(&x, &mut cache, None).is_ok());
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn bfloat16_training_stays_finite_and_learns() {
         )
         .unwrap(),
     );
-    let init = LoraWeights::load(&c.dir.join("init"), &bf16.transformer.spec).unwrap();
+    let init = LoraWeights::load(&c.dir.join("init"), bf16.spec()).unwrap();
     let data = load_jsonl(&c.dir.join("train.jsonl"), &bf16, false).unwrap();
     let mut t = Trainer::new(bf16, params(&c, &init), data, Some(init)).unwrap();
     let mut losses = Vec::new();

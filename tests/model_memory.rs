@@ -12,8 +12,8 @@ fn active_memory_beyond_the_cache_is_flat_over_500_decode_steps() {
     // Gemma 3 has both kinds of cache: growing (global layers) and ring (sliding layers).
     for case in ["gemma3", "qwen3_q4"] {
         let model = Model::load(&fixtures().join(case), &LoadParams::default()).unwrap();
-        let t = &model.transformer;
-        let mut cache = KvCache::new(&t.spec);
+        let t = model.transformer();
+        let mut cache = KvCache::new(t.spec());
         let mut next = Array::from_slice(&[1i32, 2, 3], &[1, 3]).unwrap();
         let mut baseline = None;
         for step in 0..500 {

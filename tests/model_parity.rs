@@ -42,31 +42,31 @@ fn tokens(ids: &[u32]) -> Array {
 
 /// Logits of the whole prompt in one forward pass, [L * V].
 fn prompt_logits(c: &Case) -> Vec<f32> {
-    let mut cache = KvCache::new(&c.model.transformer.spec);
-    c.model.transformer.forward(&tokens(&c.prompt), &mut cache).unwrap().to_f32_vec().unwrap()
+    let mut cache = KvCache::new(c.model.spec());
+    c.model.transformer().forward(&tokens(&c.prompt), &mut cache).unwrap().to_f32_vec().unwrap()
 }
 
 /// Logits of each prompt position fed one token at a time through the cache, [L * V].
 fn decode_logits(c: &Case) -> Vec<f32> {
-    let mut cache = KvCache::new(&c.model.transformer.spec);
+    let mut cache = KvCache::new(c.model.spec());
     let mut out = Vec::new();
     for &t in &c.prompt {
-        let l = c.model.transformer.forward(&tokens(&[t]), &mut cache).unwrap();
+        let l = c.model.transformer().forward(&tokens(&[t]), &mut cache).unwrap();
         out.extend(l.to_f32_vec().unwrap());
     }
     out
 }
 
 fn greedy(c: &Case, n: usize) -> Vec<u32> {
-    let mut cache = KvCache::new(&c.model.transformer.spec);
-    let mut logits = c.model.transformer.forward(&tokens(&c.prompt), &mut cache).unwrap();
+    let mut cache = KvCache::new(c.model.spec());
+    let mut logits = c.model.transformer().forward(&tokens(&c.prompt), &mut cache).unwrap();
     let mut out = Vec::new();
     for _ in 0..n {
         let last = ops::slice_axis(&logits, 1, logits.dim(1).unwrap() - 1, logits.dim(1).unwrap()).unwrap();
         let next = ops::argmax(&ops::astype(&last, Dtype::F32).unwrap(), -1, false).unwrap();
         let id = next.to_vec::<u32>().unwrap()[0];
         out.push(id);
-        logits = c.model.transformer.forward(&tokens(&[id]), &mut cache).unwrap();
+        logits = c.model.transformer().forward(&tokens(&[id]), &mut cache).unwrap();
     }
     out
 }
@@ -81,7 +81,7 @@ fn check_case(name: &str) {
     assert!(!srcs.is_empty(), "{name}: no reference");
     // The tokenizer reproduces the reference prompt ids.
     let text = c.reference["prompt_text"].as_str().unwrap();
-    assert_eq!(c.model.tokenizer.encode(text, true).unwrap(), c.prompt, "{name}: prompt ids");
+    assert_eq!(c.model.tokenizer().encode(text, true).unwrap(), c.prompt, "{name}: prompt ids");
 
     let whole = prompt_logits(&c);
     let stepped = decode_logits(&c);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use common::folder;
 use lmx::engine::{GenerateParams, Session};
 use lmx::mlx::host_reads;
-use lmx::model::tokenizer::vocabulary_scans;
+use lmx::model::text::tokenizer::vocabulary_scans;
 use lmx::model::{LoadParams, Model};
 
 const TOKENS: usize = 500;
@@ -22,7 +22,7 @@ fn a_long_generation_does_no_vocabulary_sized_work_per_token() {
     // Gemma 3's tokenizer has 262,144 entries.
     let Some(dir) = folder("gemma3-270m") else { return };
     let model = Arc::new(Model::load(&dir, &LoadParams::default()).unwrap());
-    assert!(model.tokenizer.vocab_size() >= 150_000, "vocabulary {}", model.tokenizer.vocab_size());
+    assert!(model.tokenizer().vocab_size() >= 150_000, "vocabulary {}", model.tokenizer().vocab_size());
     let session = Session::new(model.clone()).unwrap();
     let prompt = session.text_tokens("Write a long story about a lighthouse keeper.").unwrap();
     let params = GenerateParams { max_tokens: TOKENS, ignore_eos: true, ..Default::default() };

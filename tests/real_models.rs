@@ -25,36 +25,36 @@ fn check(name: &str) {
     let model = Model::load(&dir, &LoadParams::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
     eprintln!(
         "{name}: loaded in {:.2} s, {:.1} MiB of weights, load peak {:.1} MiB above the {:.1} MiB active before",
-        model.info.load_seconds,
-        model.info.weight_bytes as f64 / (1 << 20) as f64,
-        model.info.load_peak_bytes as f64 / (1 << 20) as f64,
+        model.info().load_seconds,
+        model.info().weight_bytes as f64 / (1 << 20) as f64,
+        model.info().load_peak_bytes as f64 / (1 << 20) as f64,
         active_before as f64 / (1 << 20) as f64
     );
     let r = json(&dir.join("reference.json"));
     let tensors = tensors(&dir.join("reference.safetensors"));
-    let t = &model.transformer;
+    let t = model.transformer();
     for (i, p) in r["prompts"].as_array().unwrap().iter().enumerate() {
         let want_prompt = ids(&p["prompt_ids"]);
         let prompt = if let Some(msgs) = p.get("messages").filter(|m| !m.is_null()) {
             let msgs: Vec<Message> = serde_json::from_value(msgs.clone()).unwrap();
             let text = model
-                .chat
+                .chat_template()
                 .render(
                     &msgs,
                     true,
                     &Default::default(),
-                    model.tokenizer.bos_text(),
-                    model.tokenizer.eos_text(),
+                    model.tokenizer().bos_text(),
+                    model.tokenizer().eos_text(),
                 )
                 .unwrap();
             assert_eq!(text, p["rendered"].as_str().unwrap(), "{name} prompt {i}: rendered chat");
-            model.tokenizer.encode(&text, false).unwrap()
+            model.tokenizer().encode(&text, false).unwrap()
         } else {
-            model.tokenizer.encode(p["text"].as_str().unwrap(), true).unwrap()
+            model.tokenizer().encode(p["text"].as_str().unwrap(), true).unwrap()
         };
         assert_eq!(prompt, want_prompt, "{name} prompt {i}: token ids");
 
-        let mut cache = KvCache::new(&t.spec);
+        let mut cache = KvCache::new(t.spec());
         let x: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
         let logits = t.forward(&Array::from_slice(&x, &[1, x.len() as i32]).unwrap(), &mut cache).unwrap();
         let n = logits.dim(1).unwrap();
@@ -83,7 +83,7 @@ fn check(name: &str) {
         eprintln!(
             "{name} prompt {i}: {} greedy tokens identical: {:?}",
             want.len(),
-            model.tokenizer.decode(&got, true).unwrap()
+            model.tokenizer().decode(&got, true).unwrap()
         );
     }
 }

@@ -38,7 +38,7 @@ fn threads_and_memory_stay_flat_over_a_thousand_sessions_and_calls() {
     }
     let model = Arc::new(Model::load(&fixtures().join("qwen3"), &LoadParams::default()).unwrap());
     let params = GenerateParams { max_tokens: 2, ignore_eos: true, ..Default::default() };
-    let prompt = model.tokenizer.encode("The threads of a server", true).unwrap();
+    let prompt = model.tokenizer().encode("The threads of a server", true).unwrap();
     for _ in 0..100 {
         round(&model, &params, &prompt);
     }

@@ -25,12 +25,12 @@ fn encode_and_decode_match_transformers() {
         for e in r["encode"].as_array().unwrap() {
             let text = e["text"].as_str().unwrap();
             assert_eq!(
-                m.tokenizer.encode(text, true).unwrap(),
+                m.tokenizer().encode(text, true).unwrap(),
                 ids(&e["ids_with_special"]),
                 "{case}: {text:?} with special tokens"
             );
             assert_eq!(
-                m.tokenizer.encode(text, false).unwrap(),
+                m.tokenizer().encode(text, false).unwrap(),
                 ids(&e["ids_plain"]),
                 "{case}: {text:?} plain"
             );
@@ -38,7 +38,7 @@ fn encode_and_decode_match_transformers() {
         for d in r["decode"].as_array().unwrap() {
             let skip = d["skip_special"].as_bool().unwrap();
             assert_eq!(
-                m.tokenizer.decode(&ids(&d["ids"]), skip).unwrap(),
+                m.tokenizer().decode(&ids(&d["ids"]), skip).unwrap(),
                 d["text"].as_str().unwrap(),
                 "{case}: decode"
             );
@@ -54,14 +54,14 @@ fn chat_templates_render_as_transformers_does() {
             let add = c["add_generation_prompt"].as_bool().unwrap();
             let extra = c["extra"].as_object().cloned().unwrap_or_default();
             let text = m
-                .chat
-                .render(&messages, add, &extra, m.tokenizer.bos_text(), m.tokenizer.eos_text())
+                .chat_template()
+                .render(&messages, add, &extra, m.tokenizer().bos_text(), m.tokenizer().eos_text())
                 .unwrap_or_else(|e| panic!("{case}: {e}"));
             assert_eq!(text, c["text"].as_str().unwrap(), "{case}: rendered chat");
-            assert_eq!(m.tokenizer.encode(&text, false).unwrap(), ids(&c["ids"]), "{case}: chat ids");
+            assert_eq!(m.tokenizer().encode(&text, false).unwrap(), ids(&c["ids"]), "{case}: chat ids");
             // Encoding the rendered chat with special tokens must not double the BOS it starts with.
-            if let Some(bos) = m.tokenizer.bos_id() {
-                let with = m.tokenizer.encode(&text, true).unwrap();
+            if let Some(bos) = m.tokenizer().bos_id() {
+                let with = m.tokenizer().encode(&text, true).unwrap();
                 assert!(!(with.len() > 1 && with[0] == bos && with[1] == bos), "{case}: doubled BOS");
             }
         }
@@ -72,21 +72,21 @@ fn chat_templates_render_as_transformers_does() {
 fn the_stream_decoder_never_splits_a_character() {
     for (case, m, _) in models() {
         let text = "café ☕ 日本 — naïve";
-        let ids = m.tokenizer.encode(text, false).unwrap();
+        let ids = m.tokenizer().encode(text, false).unwrap();
         let mut dec = StreamDecoder::new(true);
         let mut out = String::new();
         let mut pieces = 0;
         for &id in &ids {
-            if let Some(p) = dec.push(&m.tokenizer, id).unwrap() {
+            if let Some(p) = dec.push(m.tokenizer(), id).unwrap() {
                 assert!(!p.contains('\u{FFFD}'), "{case}: broken character in piece {p:?}");
                 out.push_str(&p);
                 pieces += 1;
             }
         }
-        if let Some(p) = dec.flush(&m.tokenizer).unwrap() {
+        if let Some(p) = dec.flush(m.tokenizer()).unwrap() {
             out.push_str(&p);
         }
-        assert_eq!(out, m.tokenizer.decode(&ids, true).unwrap(), "{case}");
+        assert_eq!(out, m.tokenizer().decode(&ids, true).unwrap(), "{case}");
         assert!(pieces > 1, "{case}: text came out in {pieces} piece(s)");
         // Several byte-level tokens make up the CJK characters: some pushes emit nothing.
         assert!(pieces < ids.len(), "{case}: {pieces} pieces for {} tokens: none held back", ids.len());
@@ -96,11 +96,11 @@ fn the_stream_decoder_never_splits_a_character() {
 #[test]
 fn eos_sets_include_end_of_turn_tokens() {
     for (case, m, _) in models() {
-        let eos = m.tokenizer.eos_ids();
+        let eos = m.tokenizer().eos_ids();
         assert!(!eos.is_empty(), "{case}: no EOS");
         for marker in ["<|im_end|>", "<end_of_turn>", "<|eot_id|>"] {
-            if m.chat.text.contains(marker) {
-                let id = m.tokenizer.token_to_id(marker).unwrap();
+            if m.chat_template().text().contains(marker) {
+                let id = m.tokenizer().token_to_id(marker).unwrap();
                 assert!(eos.contains(&id), "{case}: {marker} not in the EOS set");
             }
         }
@@ -110,8 +110,10 @@ fn eos_sets_include_end_of_turn_tokens() {
 #[test]
 fn unknown_roles_and_template_errors_are_invalid_arguments() {
     let m = Model::load(&fixtures().join("qwen3"), &LoadParams::default()).unwrap();
-    let e =
-        m.chat.render(&[Message::new("wizard", "hi")], true, &Default::default(), None, None).unwrap_err();
+    let e = m
+        .chat_template()
+        .render(&[Message::new("wizard", "hi")], true, &Default::default(), None, None)
+        .unwrap_err();
     assert_eq!(e.kind, lmx::ErrorKind::InvalidArgument);
     assert!(e.message.contains("unknown role \"wizard\""), "{e}");
 }

@@ -21,9 +21,9 @@ fuzz_target!(
     let Ok(text) = std::str::from_utf8(tpl) else { return };
     let messages: Vec<Message> = serde_json::from_slice(rest)
         .unwrap_or_else(|_| vec![Message::new("system", "Be brief."), Message::new("user", "Hello!")]);
-    let t = ChatTemplate { source: TemplateSource::JinjaFile, text: text.to_string() };
+    let Ok(t) = ChatTemplate::from_text(TemplateSource::JinjaFile, text.to_string()) else { return };
     if let Ok(out) = t.render(&messages, true, &Default::default(), Some("<s>"), Some("</s>")) {
-        assert!(out.len() <= lmx::model::chat::TEMPLATE_OUTPUT_MAX);
+        assert!(out.len() <= lmx::model::text::chat::TEMPLATE_OUTPUT_MAX);
     }
 }
 );

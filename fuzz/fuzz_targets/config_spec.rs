@@ -19,6 +19,6 @@ fuzz_target!(
     if let Ok(spec) = lmx::model::arch::spec_for(&cfg) {
         assert!(spec.layers.len() <= lmx::model::arch::MAX_LAYERS as usize);
     }
-    let _ = lmx::model::quant::QuantConfig::read(&cfg);
+    let _ = lmx::model::nn::quant::QuantConfig::read(&cfg);
 }
 );

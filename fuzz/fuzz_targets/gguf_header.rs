@@ -12,7 +12,7 @@ fuzz_target!(
     |data: &[u8]| {
         if let Ok(h) = lmx::model::gguf::parse_header(data, data.len() as u64) {
             let _ = h.config_json();
-            let _ = lmx::model::gguf_tokenizer::build(&h);
+            let _ = lmx::model::gguf::tokenizer::build(&h);
         }
     }
 );

@@ -22,8 +22,8 @@ static lmxgo_result lmxgo_finish(lmx_status st) {
 	return r;
 }
 
-// Link-time ABI check: a liblmx of another ABI generation has no lmx_abi_1.
-static uint32_t lmxgo_abi(void) { return lmx_abi_1(); }
+// Link-time ABI check: a liblmx of another ABI generation has no lmx_abi_2.
+static uint32_t lmxgo_abi(void) { return lmx_abi_2(); }
 
 static lmxgo_result lmxgo_set_memory_limit(size_t v, size_t *prev) { return lmxgo_finish(lmx_set_memory_limit(v, prev)); }
 static lmxgo_result lmxgo_set_cache_limit(size_t v, size_t *prev) { return lmxgo_finish(lmx_set_cache_limit(v, prev)); }

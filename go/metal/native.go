@@ -21,8 +21,8 @@ static lmxgo_result lmxgo_finish(lmx_status st) {
 	return r;
 }
 
-// Link-time ABI check: a liblmx of another ABI generation has no lmx_abi_1.
-static uint32_t lmxgo_abi(void) { return lmx_abi_1(); }
+// Link-time ABI check: a liblmx of another ABI generation has no lmx_abi_2.
+static uint32_t lmxgo_abi(void) { return lmx_abi_2(); }
 
 static lmxgo_result lmxgo_model_load(const char *path, const lmx_model_params *p, lmx_model **out) {
 	return lmxgo_finish(lmx_model_load(path, p, out));
@@ -73,8 +73,8 @@ static lmxgo_result lmxgo_stream_next(lmx_stream *st, int32_t *tok, const char *
 }
 static lmxgo_result lmxgo_stream_free(lmx_stream *st) { return lmxgo_finish(lmx_stream_free(st)); }
 static lmxgo_result lmxgo_classify(const lmx_model *m, const char *const *prompts, size_t n,
-                                   const lmx_generate_params *p, int32_t *tokens, float *logits) {
-	return lmxgo_finish(lmx_classify(m, prompts, n, p, tokens, logits));
+                                   const lmx_generate_params *p, int32_t *tokens, float *logits, size_t cap) {
+	return lmxgo_finish(lmx_classify(m, prompts, n, p, tokens, logits, cap, NULL));
 }
 static lmxgo_result lmxgo_batch_generate(const lmx_model *m, const char *const *prompts, size_t n,
                                          const lmx_generate_params *p, lmx_batch **out) {
@@ -626,7 +626,8 @@ func classify(m cModel, prompts []string, p *cParams, vocab int, wantLogits bool
 		logits = make([]float32, len(prompts)*vocab)
 		logitsPtr = (*C.float)(unsafe.Pointer(&logits[0]))
 	}
-	r := C.lmxgo_classify(m, cs.arr, C.size_t(cs.n), p.p, (*C.int32_t)(unsafe.Pointer(&tokens[0])), logitsPtr)
+	r := C.lmxgo_classify(m, cs.arr, C.size_t(cs.n), p.p, (*C.int32_t)(unsafe.Pointer(&tokens[0])), logitsPtr,
+		C.size_t(len(logits)))
 	if err := result(r); err != nil {
 		return nil, nil, err
 	}

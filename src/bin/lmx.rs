@@ -178,7 +178,7 @@ fn session(a: &Args, model: &Arc<Model>) -> Result<(Session, Option<cache::Loade
     match &a.adapter {
         Some(dir) => {
             let w = model.load_adapter(dir)?;
-            let scale = a.adapter_scale.unwrap_or(w.config.scale);
+            let scale = a.adapter_scale.unwrap_or(w.config().scale);
             session.set_adapter(Some((Arc::new(w), scale)))?;
         }
         None if a.adapter_scale.is_some() => return Err(Error::invalid("--adapter-scale needs --adapter")),

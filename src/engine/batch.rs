@@ -9,8 +9,8 @@ use super::params::GenerateParams;
 use super::sampling::{nan_error, nan_guard, Sampler, NAN_TOKEN};
 use super::text::TextStream;
 use crate::mlx::device::pooled_stream;
-use crate::mlx::{self, compute_lock, memory, ops, with_stream, Array, Dtype, Stream};
-use crate::model::transformer::RowPad;
+use crate::mlx::{self, compute_lock, ops, with_stream, Array, Stream};
+use crate::model::nn::transformer::RowPad;
 use crate::model::Model;
 use crate::{Error, Result};
 
@@ -26,6 +26,19 @@ pub struct ClassifyOutput {
 /// Checks a prompt against the model; the error names the prompt.
 fn check_prompt(model: &Model, i: usize, p: &[u32]) -> Result<()> {
     model.check_prompt(p, &format!("prompt {i}"))
+}
+
+/// `prompts` left-padded to the longest: the ids row after row ([B, longest] flattened, padding
+/// id 0), and each row's padding.
+fn left_padded(prompts: &[&[u32]]) -> (Vec<i32>, RowPad, usize) {
+    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    let pad: Vec<i32> = prompts.iter().map(|p| (longest - p.len()) as i32).collect();
+    let mut flat = Vec::with_capacity(prompts.len() * longest);
+    for (p, &n) in prompts.iter().zip(&pad) {
+        flat.extend(std::iter::repeat_n(0i32, n as usize));
+        flat.extend(p.iter().map(|&t| t as i32));
+    }
+    (flat, RowPad { pad }, longest)
 }
 
 /// Most token positions (rows x columns, padding included) one classification forward pass
@@ -50,7 +63,7 @@ pub fn classify(
     }
     // A pooled stream: MLX keeps a thread (and on CUDA a device stream) for every stream
     // ever made, so a call must not make its own.
-    let stream = pooled_stream(model.device)?;
+    let stream = pooled_stream(model.device())?;
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&i| prompts[i].len());
     let mut results: Vec<Option<ClassifyOutput>> = vec![None; prompts.len()];
@@ -90,19 +103,11 @@ fn classify_group<'a>(
 ) -> Result<Vec<ClassifyOutput>> {
     let prompts: Vec<&[u32]> = prompts.collect();
     let b = prompts.len();
-    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-    let pad: Vec<i32> = prompts.iter().map(|p| (longest - p.len()) as i32).collect();
-    let mut flat = Vec::with_capacity(b * longest);
-    for (p, &n) in prompts.iter().zip(&pad) {
-        flat.extend(std::iter::repeat_n(0i32, n as usize));
-        flat.extend(p.iter().map(|&t| t as i32));
-    }
-    let rows = RowPad { pad };
+    let (flat, rows, longest) = left_padded(&prompts);
     // Columns per forward pass: the whole batch within the token budget, and no more than
     // prefill_chunk.
     let cols = (CLASSIFY_TOKENS / b).clamp(1, params.prefill_chunk.max(1));
-    let probe = Sampler::new(&params.sampler)?;
-    let shared = params.sampler.temperature == 0.0 && !probe.needs_history();
+    let shared = params.sampler.temperature == 0.0 && !Sampler::new(&params.sampler)?.needs_history();
     let _lock = compute_lock();
     with_stream(stream, || -> Result<Vec<ClassifyOutput>> {
         let mut cache = model.new_batch_cache();
@@ -115,7 +120,7 @@ fn classify_group<'a>(
                 part.extend_from_slice(&flat[r * longest + at..r * longest + at + n]);
             }
             let ids = Array::from_slice(&part, &[b as i32, n as i32])?;
-            let l = model.transformer.forward_last(&ids, &mut cache, Some(&rows))?;
+            let l = model.transformer().forward_last(&ids, &mut cache, Some(&rows))?;
             at += n;
             if at < longest {
                 mlx::eval(&cache.arrays())?;
@@ -125,20 +130,15 @@ fn classify_group<'a>(
         let logits = logits.ok_or_else(|| Error::internal("empty batch"))?;
         let tokens: Vec<u32> = if shared {
             let mut s = Sampler::new(&params.sampler)?;
-            nan_guard(&logits, &s.sample(&logits, None)?)?.to_vec::<u32>()?
+            nan_guard(&logits, &s.sample(&logits)?)?.to_vec::<u32>()?
         } else {
+            // Each row with its own sampler (seeded alike) and penalty history.
             let mut t = Vec::with_capacity(b);
             for (r, p) in prompts.iter().enumerate() {
                 let mut s = Sampler::new(&params.sampler)?;
-                let history = if s.needs_history() {
-                    let w = s.penalty_window();
-                    let recent: Vec<i32> = p[p.len().saturating_sub(w)..].iter().map(|&x| x as i32).collect();
-                    Some(Array::from_slice(&recent, &[1, recent.len() as i32])?)
-                } else {
-                    None
-                };
+                s.start_history(&[p], model.vocab())?;
                 let row = ops::slice_axis(&logits, 0, r as i32, r as i32 + 1)?;
-                t.push(nan_guard(&row, &s.sample(&row, history.as_ref())?)?.item::<u32>()?);
+                t.push(nan_guard(&row, &s.sample(&row)?)?.item::<u32>()?);
             }
             t
         };
@@ -182,6 +182,25 @@ struct Row {
 }
 
 impl Row {
+    fn new(prompt_len: usize, params: &GenerateParams) -> Row {
+        Row {
+            prompt_len,
+            done: None,
+            tokens: Vec::new(),
+            out: TextStream::new(params),
+            text_ends: Vec::new(),
+        }
+    }
+
+    fn output(self) -> BatchOutput {
+        BatchOutput {
+            tokens: self.tokens,
+            text: self.out.into_text(),
+            text_ends: self.text_ends,
+            finish: self.done.unwrap_or(FinishReason::Error),
+        }
+    }
+
     fn finish(&mut self, reason: FinishReason, tok: &crate::model::Tokenizer, release: bool) {
         self.done = Some(reason);
         if release {
@@ -201,89 +220,112 @@ pub fn batch_generate(
 ) -> Result<(Vec<Result<BatchOutput>>, Metrics)> {
     params.validate(model.vocab())?;
     let started = Instant::now();
-    let checks: Vec<Result<()>> =
-        prompts.iter().enumerate().map(|(i, p)| check_prompt(model, i, p)).collect();
-    let live: Vec<usize> = (0..prompts.len()).filter(|&i| checks[i].is_ok()).collect();
     let mut results: Vec<Option<Result<BatchOutput>>> =
-        checks.into_iter().map(|c| c.err().map(Err)).collect();
-    let mut metrics =
-        Metrics { prompt_tokens: live.iter().map(|&i| prompts[i].len()).sum(), ..Metrics::default() };
-    metrics.prefill_tokens = metrics.prompt_tokens;
-    if live.is_empty() {
-        return Ok((results.into_iter().map(|r| r.expect("every row failed")).collect(), metrics));
-    }
-
-    let tok = &model.tokenizer;
-    let b = live.len() as i32;
-    let longest = live.iter().map(|&i| prompts[i].len()).max().unwrap_or(0) as i32;
-    let pad: Vec<i32> = live.iter().map(|&i| longest - prompts[i].len() as i32).collect();
-    let mut flat = Vec::with_capacity((b * longest) as usize);
-    for (&i, &p) in live.iter().zip(&pad) {
-        flat.extend(std::iter::repeat_n(0i32, p as usize));
-        flat.extend(prompts[i].iter().map(|&t| t as i32));
-    }
-    let eos = model.stop_ids(&params.stop_tokens, params.ignore_eos);
-    let mut rows: Vec<Row> = live
-        .iter()
-        .map(|&i| Row {
-            prompt_len: prompts[i].len(),
-            done: None,
-            tokens: Vec::new(),
-            out: TextStream::new(params),
-            text_ends: Vec::new(),
-        })
-        .collect();
-
-    let stream = pooled_stream(model.device)?;
-    let mut sampler = Sampler::new(&params.sampler)?;
-    let mut cache = model.new_batch_cache();
-    let rowpad = RowPad { pad: pad.clone() };
-    // Penalty history: each row's last `window` tokens, a row with fewer left-padded with an
-    // id no penalty counts (the vocabulary size), as one generating alone would see.
-    let mut history = if sampler.needs_history() {
-        sampler.allow_padded_history();
-        let w = sampler.penalty_window();
-        let none = model.vocab() as i32;
-        let mut h = Vec::with_capacity(live.len() * w);
-        for &i in &live {
-            let have = prompts[i].len().min(w);
-            h.extend(std::iter::repeat_n(none, w - have));
-            h.extend(prompts[i][prompts[i].len() - have..].iter().map(|&t| t as i32));
+        prompts.iter().enumerate().map(|(i, p)| check_prompt(model, i, p).err().map(Err)).collect();
+    let live: Vec<usize> = (0..prompts.len()).filter(|&i| results[i].is_none()).collect();
+    let prompt_tokens = live.iter().map(|&i| prompts[i].len()).sum();
+    let mut metrics = Metrics { prompt_tokens, prefill_tokens: prompt_tokens, ..Metrics::default() };
+    if !live.is_empty() {
+        let live_prompts: Vec<&[u32]> = live.iter().map(|&i| prompts[i].as_slice()).collect();
+        let mut batch = Batch::new(model, &live_prompts, params)?;
+        let first = batch.run(params)?;
+        metrics.finish(started, first, batch.rows.iter().map(|r| r.tokens.len()).sum());
+        for (&i, r) in live.iter().zip(batch.rows) {
+            results[i] = Some(Ok(r.output()));
         }
-        Some(Array::from_slice(&h, &[b, w as i32])?)
-    } else {
-        None
-    };
-    let ctx = model.context_length();
-    let mut input = Array::from_slice(&flat, &[b, longest])?;
-    let mut first = None;
-    loop {
-        let ids: Vec<u32> = {
-            let _lock = compute_lock();
-            with_stream(&stream, || -> Result<Vec<u32>> {
-                let last = model.transformer.forward_last(&input, &mut cache, Some(&rowpad))?;
-                let mut y = sampler.sample(&last, history.as_ref())?;
-                if first.is_none() {
-                    y = nan_guard(&last, &y)?;
+    }
+    results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| Error::internal("a batch row has no result")))
+        .collect::<Result<Vec<_>>>()
+        .map(|r| (r, metrics))
+}
+
+/// A running batch: the rows, their shared cache and sampler, and the next step's input.
+struct Batch<'a> {
+    model: &'a Model,
+    rows: Vec<Row>,
+    cache: crate::model::KvCache,
+    sampler: Sampler,
+    pad: RowPad,
+    /// The next forward pass's input: the padded prompts, then each row's last token.
+    input: Array,
+    eos: std::collections::HashSet<u32>,
+}
+
+impl<'a> Batch<'a> {
+    /// The batch for `prompts` (each checked against the model), left-padded.
+    fn new(model: &'a Model, prompts: &[&[u32]], params: &GenerateParams) -> Result<Batch<'a>> {
+        let (flat, pad, longest) = left_padded(prompts);
+        let mut sampler = Sampler::new(&params.sampler)?;
+        sampler.start_history(prompts, model.vocab())?;
+        Ok(Batch {
+            model,
+            rows: prompts.iter().map(|p| Row::new(p.len(), params)).collect(),
+            cache: model.new_batch_cache(),
+            sampler,
+            input: Array::from_slice(&flat, &[prompts.len() as i32, longest as i32])?,
+            pad,
+            eos: model.stop_ids(&params.stop_tokens, params.ignore_eos),
+        })
+    }
+
+    /// Steps until every row has finished; returns when the first tokens came.
+    fn run(&mut self, params: &GenerateParams) -> Result<Option<Instant>> {
+        // A pooled stream: MLX keeps a thread (and on CUDA a device stream) for every stream
+        // ever made, so a call must not make its own.
+        let stream = pooled_stream(self.model.device())?;
+        let mut first = None;
+        loop {
+            let ids = self.step(&stream, first.is_none())?;
+            first.get_or_insert_with(Instant::now);
+            self.take(&ids, params)?;
+            if params.cancel.as_ref().is_some_and(|c| c.is_requested()) {
+                let tok = self.model.tokenizer();
+                for r in self.rows.iter_mut().filter(|r| r.done.is_none()) {
+                    r.finish(FinishReason::Cancelled, tok, true);
                 }
-                if let Some(h) = &history {
-                    let w = h.dim(1)?;
-                    let h2 =
-                        ops::concatenate(&[h, &ops::reshape(&ops::astype(&y, Dtype::I32)?, &[b, 1])?], 1)?;
-                    history = Some(ops::slice_axis(&h2, 1, 1, w + 1)?);
+            }
+            if self.rows.iter().all(|r| r.done.is_some()) {
+                return Ok(first);
+            }
+            // Finished rows keep being fed (their outputs are ignored) so the batch stays aligned.
+            let next: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+            self.input = Array::from_slice(&next, &[next.len() as i32, 1])?;
+        }
+    }
+
+    /// One forward pass and each row's next token. The first step carries the NaN check of
+    /// the prompts' logits.
+    fn step(&mut self, stream: &Stream, first: bool) -> Result<Vec<u32>> {
+        let ids = {
+            let _lock = compute_lock();
+            with_stream(stream, || -> Result<Vec<u32>> {
+                let last =
+                    self.model.transformer().forward_last(&self.input, &mut self.cache, Some(&self.pad))?;
+                let mut y = self.sampler.sample(&last)?;
+                if first {
+                    y = nan_guard(&last, &y)?;
                 }
                 y.to_vec::<u32>()
             })?
         };
-        if first.is_none() && ids.contains(&NAN_TOKEN) {
+        if first && ids.contains(&NAN_TOKEN) {
             return Err(nan_error());
         }
-        first.get_or_insert_with(Instant::now);
-        for (r, &id) in rows.iter_mut().zip(&ids) {
+        Ok(ids)
+    }
+
+    /// Hands each running row its token: EOS, stop strings, max_tokens and the row's own
+    /// context length end it.
+    fn take(&mut self, ids: &[u32], params: &GenerateParams) -> Result<()> {
+        let tok = self.model.tokenizer();
+        let ctx = self.model.context_length();
+        for (r, &id) in self.rows.iter_mut().zip(ids) {
             if r.done.is_some() {
                 continue;
             }
-            if eos.contains(&id) {
+            if self.eos.contains(&id) {
                 r.finish(FinishReason::Stop, tok, true);
                 continue;
             }
@@ -300,35 +342,6 @@ pub fn batch_generate(
                 r.finish(FinishReason::Length, tok, true);
             }
         }
-        if params.cancel.as_ref().is_some_and(|c| c.is_requested()) {
-            for r in rows.iter_mut().filter(|r| r.done.is_none()) {
-                r.finish(FinishReason::Cancelled, tok, true);
-            }
-        }
-        if rows.iter().all(|r| r.done.is_some()) {
-            break;
-        }
-        // Finished rows keep being fed (their outputs are ignored) so the batch stays aligned.
-        let next: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
-        input = Array::from_slice(&next, &[b, 1])?;
+        Ok(())
     }
-    let now = Instant::now();
-    let first = first.unwrap_or(now);
-    metrics.generated_tokens = rows.iter().map(|r| r.tokens.len()).sum();
-    metrics.prefill_seconds = (first - started).as_secs_f64();
-    metrics.time_to_first_token = metrics.prefill_seconds;
-    metrics.decode_seconds = (now - first).as_secs_f64();
-    metrics.total_seconds = (now - started).as_secs_f64();
-    metrics.peak_memory = memory::peak_memory().unwrap_or(0);
-    metrics.active_memory = memory::active_memory().unwrap_or(0);
-    metrics.finish_rates();
-    for (&i, r) in live.iter().zip(rows) {
-        results[i] = Some(Ok(BatchOutput {
-            tokens: r.tokens,
-            text: r.out.into_text(),
-            text_ends: r.text_ends,
-            finish: r.done.unwrap_or(FinishReason::Error),
-        }));
-    }
-    Ok((results.into_iter().map(|r| r.expect("every row has a result")).collect(), metrics))
 }

@@ -12,7 +12,7 @@ use super::params::GenerateParams;
 use super::sampling::Sampler;
 use super::session::SessionState;
 use super::text::TextStream;
-use crate::mlx::{self, compute_lock, memory, ops, with_stream, Array, Dtype};
+use crate::mlx::{self, compute_lock, memory, ops, with_stream, Array};
 use crate::model::Model;
 use crate::{Error, Result};
 
@@ -73,8 +73,6 @@ pub struct Generation {
     sampler: Sampler,
     /// Prompt tokens not yet in the cache.
     to_prefill: Vec<u32>,
-    /// Recent tokens for the penalties, [1, n] int32 on the device.
-    history: Option<Array>,
     /// The next token, dispatched but maybe not computed: [1] uint32.
     pending: Option<Array>,
     generated: Vec<u32>,
@@ -90,18 +88,12 @@ pub struct Generation {
 
 impl Generation {
     /// Everything that can fail is prepared before the session's state is taken, so an error
-    /// never strands the state outside its session.
-    pub(crate) fn prepare(prompt: &[u32], params: &GenerateParams) -> Result<(Sampler, Option<Array>)> {
-        let sampler = Sampler::new(&params.sampler)?;
-        let history = if sampler.needs_history() {
-            let w = sampler.penalty_window();
-            let recent: Vec<i32> =
-                prompt[prompt.len().saturating_sub(w)..].iter().map(|&t| t as i32).collect();
-            Some(Array::from_slice(&recent, &[1, recent.len() as i32])?)
-        } else {
-            None
-        };
-        Ok((sampler, history))
+    /// never strands the state outside its session: the sampler, its penalty history started
+    /// from the prompt.
+    pub(crate) fn prepare(model: &Model, prompt: &[u32], params: &GenerateParams) -> Result<Sampler> {
+        let mut sampler = Sampler::new(&params.sampler)?;
+        sampler.start_history(&[prompt], model.vocab())?;
+        Ok(sampler)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -115,11 +107,10 @@ impl Generation {
         keep: usize,
         params: &GenerateParams,
         sampler: Sampler,
-        history: Option<Array>,
     ) -> Generation {
         let started = Instant::now();
         let eos = model.stop_ids(&params.stop_tokens, params.ignore_eos);
-        let ctx_limit = model.info.context_length;
+        let ctx_limit = model.info().context_length;
         Generation {
             model,
             state: Some(state),
@@ -129,7 +120,6 @@ impl Generation {
             current,
             sampler,
             to_prefill: prompt[keep..].to_vec(),
-            history,
             pending: None,
             generated: Vec::new(),
             out: TextStream::new(params),
@@ -155,16 +145,6 @@ impl Generation {
         &self.metrics
     }
 
-    /// Generated token ids so far (stop tokens excluded).
-    pub fn tokens(&self) -> &[u32] {
-        &self.generated
-    }
-
-    /// Text emitted so far.
-    pub fn text(&self) -> &str {
-        self.out.text()
-    }
-
     fn stream(&self) -> Result<Arc<mlx::device::StreamLease>> {
         self.state
             .as_ref()
@@ -187,15 +167,7 @@ impl Generation {
     }
 
     fn sample(&mut self, logits: &Array) -> Result<Array> {
-        let y = self.sampler.sample(logits, self.history.as_ref())?;
-        if let Some(h) = &self.history {
-            let w = self.sampler.penalty_window() as i32;
-            let y2 = ops::reshape(&ops::astype(&y, Dtype::I32)?, &[1, 1])?;
-            let h = ops::concatenate(&[h, &y2], 1)?;
-            let n = h.dim(1)?;
-            self.history = Some(if n > w { ops::slice_axis(&h, 1, n - w, n)? } else { h });
-        }
-        Ok(y)
+        self.sampler.sample(logits)
     }
 
     /// Runs the prefill: every prompt token but the last in chunks (the cache evaluated after
@@ -236,22 +208,12 @@ impl Generation {
     /// because it might have begun a stop string is released as a last event.
     fn end(&mut self, reason: FinishReason, release: bool) -> Option<Event> {
         self.finish = Some(reason);
-        let now = Instant::now();
-        let first = self.first_token.unwrap_or(now);
-        self.metrics.generated_tokens = self.generated.len();
-        self.metrics.total_seconds = (now - self.started).as_secs_f64();
-        self.metrics.prefill_seconds = (first - self.started).as_secs_f64();
-        self.metrics.time_to_first_token =
-            if self.first_token.is_some() { self.metrics.prefill_seconds } else { 0.0 };
-        self.metrics.decode_seconds = (now - first).as_secs_f64();
-        self.metrics.peak_memory = memory::peak_memory().unwrap_or(0);
-        self.metrics.active_memory = memory::active_memory().unwrap_or(0);
-        self.metrics.finish_rates();
+        self.metrics.finish(self.started, self.first_token, self.generated.len());
         self.pending = None;
         if !release {
             return None;
         }
-        let rest = self.out.release(&self.model.tokenizer);
+        let rest = self.out.release(self.model.tokenizer());
         (!rest.is_empty()).then_some(Event { id: None, text: rest })
     }
 
@@ -338,7 +300,7 @@ impl Generation {
             return Ok(self.end(FinishReason::Stop, true));
         }
         self.generated.push(id);
-        let (text, stopped) = self.out.push(&self.model.tokenizer, id)?;
+        let (text, stopped) = self.out.push(self.model.tokenizer(), id)?;
         let ev = Event { id: Some(id), text };
         if stopped {
             self.end(FinishReason::Stop, false);

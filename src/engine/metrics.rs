@@ -1,5 +1,7 @@
 //! Per-call measurements.
 
+use std::time::Instant;
+
 use serde::Serialize;
 
 /// What one generation call did and how fast.
@@ -28,7 +30,23 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn finish_rates(&mut self) {
+    /// Completes the timings of a call that started at `started`, produced its first token at
+    /// `first` (None: none came) and `generated` tokens in all, ending now; reads MLX's peak
+    /// and active memory.
+    pub(crate) fn finish(&mut self, started: Instant, first: Option<Instant>, generated: usize) {
+        let now = Instant::now();
+        let first_at = first.unwrap_or(now);
+        self.generated_tokens = generated;
+        self.total_seconds = (now - started).as_secs_f64();
+        self.prefill_seconds = (first_at - started).as_secs_f64();
+        self.time_to_first_token = if first.is_some() { self.prefill_seconds } else { 0.0 };
+        self.decode_seconds = (now - first_at).as_secs_f64();
+        self.peak_memory = crate::mlx::memory::peak_memory().unwrap_or(0);
+        self.active_memory = crate::mlx::memory::active_memory().unwrap_or(0);
+        self.finish_rates();
+    }
+
+    fn finish_rates(&mut self) {
         self.prefill_tokens_per_second =
             if self.prefill_seconds > 0.0 { self.prefill_tokens as f64 / self.prefill_seconds } else { 0.0 };
         // The first token comes out of the prefill; decode produces the rest.

@@ -5,12 +5,15 @@ use super::params::SamplerParams;
 use crate::mlx::{ops, random, Array, Dtype};
 use crate::Result;
 
-/// A sampler with its own random state.
+/// A sampler with its own random state and, when a penalty is set, each row's recent tokens.
 pub struct Sampler {
     p: SamplerParams,
     key: Option<Array>,
     bias: Option<(Array, Array)>,
-    /// Whether histories may hold the padding id V (vocabulary size): rows of a batch with
+    /// The penalty window's tokens: [B, n] int32 on the device (n <= window), updated with
+    /// every token sampled. None without penalties (or before [`Sampler::start_history`]).
+    history: Option<Array>,
+    /// Whether the history may hold the padding id V (vocabulary size): rows of a batch with
     /// fewer tokens than the window.
     padded_history: bool,
 }
@@ -45,22 +48,39 @@ impl Sampler {
             let n = ids.len() as i32;
             Some((Array::from_slice(&ids, &[1, n])?, Array::from_slice(&vals, &[1, n])?))
         };
-        Ok(Sampler { p: p.clone(), key, bias, padded_history: false })
+        Ok(Sampler { p: p.clone(), key, bias, history: None, padded_history: false })
+    }
+
+    /// Starts the penalty history from each row's tokens so far (prompts), when a penalty is
+    /// set: the last `penalty_window` tokens of each. A single row keeps what it has; rows of
+    /// a batch with fewer are left-padded with `vocab`, an id no penalty counts, so every row
+    /// sees what it would see alone.
+    pub fn start_history(&mut self, rows: &[&[u32]], vocab: usize) -> Result<()> {
+        if !self.needs_history() || rows.is_empty() {
+            return Ok(());
+        }
+        let w = self.p.penalty_window;
+        let recent =
+            |r: &[u32]| -> Vec<i32> { r[r.len().saturating_sub(w)..].iter().map(|&t| t as i32).collect() };
+        self.history = Some(if let [row] = rows {
+            let h = recent(row);
+            Array::from_slice(&h, &[1, h.len() as i32])?
+        } else {
+            self.padded_history = true;
+            let mut h = Vec::with_capacity(rows.len() * w);
+            for r in rows {
+                let have = recent(r);
+                h.extend(std::iter::repeat_n(vocab as i32, w - have.len()));
+                h.extend(have);
+            }
+            Array::from_slice(&h, &[rows.len() as i32, w as i32])?
+        });
+        Ok(())
     }
 
     /// Whether the penalties need the recent token history.
     pub fn needs_history(&self) -> bool {
         self.p.repetition_penalty != 1.0 || self.p.presence_penalty != 0.0 || self.p.frequency_penalty != 0.0
-    }
-
-    pub fn penalty_window(&self) -> usize {
-        self.p.penalty_window
-    }
-
-    /// Lets histories hold the vocabulary size as a padding id that no penalty counts (a
-    /// batch's rows with fewer tokens than the window are left-padded with it).
-    pub fn allow_padded_history(&mut self) {
-        self.padded_history = true;
     }
 
     /// Applies bias and penalties to float32 logits [B, V]; `history` is [B, n] int32 (recent
@@ -106,8 +126,23 @@ impl Sampler {
         Ok(logits)
     }
 
-    /// The next token of each row: [B] uint32, lazy.
-    pub fn sample(&mut self, logits: &Array, history: Option<&Array>) -> Result<Array> {
+    /// The next token of each row of `logits` [B, V]: [B] uint32, lazy. The tokens join the
+    /// penalty history.
+    pub fn sample(&mut self, logits: &Array) -> Result<Array> {
+        let y = self.choose(logits)?;
+        if let Some(h) = &self.history {
+            let w = self.p.penalty_window as i32;
+            let b = h.dim(0)?;
+            let h = ops::concatenate(&[h, &ops::reshape(&ops::astype(&y, Dtype::I32)?, &[b, 1])?], 1)?;
+            let n = h.dim(1)?;
+            self.history = Some(if n > w { ops::slice_axis(&h, 1, n - w, n)? } else { h });
+        }
+        Ok(y)
+    }
+
+    fn choose(&mut self, logits: &Array) -> Result<Array> {
+        let history = self.history.clone();
+        let history = history.as_ref();
         let plain = self.bias.is_none() && (history.is_none() || !self.needs_history());
         if self.p.temperature == 0.0 && plain {
             // Greedy with nothing to adjust: the argmax of the logits as they are (converting

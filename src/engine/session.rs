@@ -14,7 +14,7 @@ use super::cancel::Cancel;
 use super::generate::{Generation, Output};
 use super::params::GenerateParams;
 use crate::mlx::device::{pooled_stream, StreamLease};
-use crate::model::lora::{Lora, LoraWeights};
+use crate::model::nn::lora::{Lora, LoraWeights};
 use crate::model::{KvCache, KvQuant, Message, Model};
 use crate::{Error, ErrorKind, Result};
 
@@ -70,7 +70,7 @@ impl SessionState {
     pub fn forward_last(&mut self, model: &Model, x: &crate::mlx::Array) -> Result<crate::mlx::Array> {
         let lora =
             self.adapter.as_ref().map(|(w, scale)| Lora { weights: w, scale: *scale, dropout: 0.0, seed: 0 });
-        model.transformer.forward_last_with(x, &mut self.cache, lora.as_ref())
+        model.transformer().forward_last_with(x, &mut self.cache, lora.as_ref())
     }
 }
 
@@ -97,8 +97,7 @@ impl Session {
 
     /// A new session with `options`.
     pub fn with_options(model: Arc<Model>, options: &SessionOptions) -> Result<Session> {
-        let cache =
-            KvCache::with_quant(&model.transformer.spec, options.kv_quant)?.for_device(model.device)?;
+        let cache = model.new_cache(options.kv_quant)?;
         Self::from_parts(model, cache, Vec::new(), 0, None)
     }
 
@@ -109,7 +108,7 @@ impl Session {
         opaque: i32,
         adapter: Option<(Arc<LoraWeights>, f32)>,
     ) -> Result<Session> {
-        let stream = pooled_stream(model.device)?;
+        let stream = pooled_stream(model.device())?;
         Ok(Session {
             model,
             slot: Arc::new(Mutex::new(Some(SessionState {
@@ -150,7 +149,8 @@ impl Session {
                  (lmx_adapter_fuse) and save a session of the fused model",
             ));
         }
-        let _lock = crate::mlx::compute_lock();
+        // No lock here: the evaluations inside take the compute lock each, and the file is
+        // written without it.
         crate::mlx::with_stream(&st.stream, || {
             super::session_file::save(&self.model, &st.cache, &st.tokens, st.opaque, metadata, path)
         })
@@ -165,11 +165,11 @@ impl Session {
         path: &Path,
         options: &SessionOptions,
     ) -> Result<(Session, super::session_file::Restored)> {
-        let _lock = crate::mlx::compute_lock();
+        // No lock here: each evaluation takes the compute lock for itself, as a model load does.
         let mut r = super::session_file::load(&model, path)?;
         let cache = match (r.cache.quant(), options.kv_quant) {
             (None, Some(q)) => {
-                q.check(&model.transformer.spec)?;
+                q.check(model.spec())?;
                 r.cache.clone().with_quant_from_now(q)?
             }
             (Some(f), Some(q)) if (f.bits, f.group_size) != (q.bits, q.group_size) => {
@@ -184,14 +184,10 @@ impl Session {
             }
             _ => r.cache.clone(),
         }
-        .for_device(model.device)?;
+        .for_device(model.device())?;
         let tokens = std::mem::take(&mut r.tokens);
         let s = Self::from_parts(model, cache, tokens, r.opaque, None)?;
         Ok((s, r))
-    }
-
-    pub fn model(&self) -> &Arc<Model> {
-        &self.model
     }
 
     fn busy() -> Error {
@@ -218,7 +214,7 @@ impl Session {
             if !scale.is_finite() {
                 return Err(Error::invalid(format!("adapter scale {scale} is not a finite number")));
             }
-            w.check(&self.model.transformer.spec)?;
+            w.check(self.model.spec())?;
         }
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         let st = slot.as_mut().ok_or_else(Self::busy)?;
@@ -267,7 +263,7 @@ impl Session {
     pub fn start(&self, prompt: &[u32], params: &GenerateParams) -> Result<Generation> {
         params.validate(self.model.vocab())?;
         self.model.check_prompt(prompt, "the prompt")?;
-        let (sampler, history) = Generation::prepare(prompt, params)?;
+        let sampler = Generation::prepare(&self.model, prompt, params)?;
         let mut state = self.take_state()?;
         let keep = match state.reuse(prompt) {
             Ok(k) => k,
@@ -282,7 +278,7 @@ impl Session {
             return Err(Error::invalid(format!(
                 "the session holds {held} positions and the prompt adds {}: more than the context length {}",
                 prompt.len() - keep,
-                self.model.info.context_length
+                self.model.info().context_length
             )));
         }
         let cancel = Cancel::new();
@@ -297,7 +293,6 @@ impl Session {
             keep,
             params,
             sampler,
-            history,
         ))
     }
 

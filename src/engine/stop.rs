@@ -66,11 +66,6 @@ impl StopMatcher {
         self.emitted = self.text.len();
         out
     }
-
-    /// Everything emitted or to be emitted (stop strings excluded).
-    pub fn text(&self) -> &str {
-        &self.text
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::time::Instant;
 use super::train_data::{make_batch, Batch, Batches, Example};
 use crate::mlx::device::{pooled_stream, StreamLease};
 use crate::mlx::{self, autodiff, compute_lock, memory, ops, random, with_stream, Array, Dtype};
-use crate::model::lora::{Lora, LoraConfig, LoraWeights};
+use crate::model::nn::lora::{Lora, LoraConfig, LoraWeights};
 use crate::model::Model;
 use crate::{Error, Result};
 
@@ -55,7 +55,7 @@ impl Default for TrainParams {
                 scale: 20.0,
                 dropout: 0.0,
                 num_layers: 16,
-                targets: crate::model::lora::Target::ALL.to_vec(),
+                targets: crate::model::nn::lora::Target::ALL.to_vec(),
             },
             learning_rate: 1e-5,
             warmup_steps: 0,
@@ -189,9 +189,9 @@ impl Trainer {
         data: Vec<Example>,
         init: Option<LoraWeights>,
     ) -> Result<Trainer> {
-        let spec = &model.transformer.spec;
+        let spec = model.spec();
         params.validate(spec.layers.len())?;
-        let stream = pooled_stream(model.device)?;
+        let stream = pooled_stream(model.device())?;
         let batches =
             Batches::new(&data, params.batch_size as usize, params.max_seq_length as usize, params.seed)?;
         let weights = with_stream(&stream, || -> Result<LoraWeights> {
@@ -235,10 +235,6 @@ impl Trainer {
         &self.data
     }
 
-    pub fn params(&self) -> &TrainParams {
-        &self.params
-    }
-
     /// Updates applied so far.
     pub fn steps(&self) -> u64 {
         self.step
@@ -254,12 +250,12 @@ impl Trainer {
         let weights = self.weights.with_arrays(arrays)?;
         let lora = Lora {
             weights: &weights,
-            scale: weights.config.scale,
-            dropout: if dropout { weights.config.dropout } else { 0.0 },
+            scale: weights.config().scale,
+            dropout: if dropout { weights.config().dropout } else { 0.0 },
             seed: self.params.seed.wrapping_mul(0x9e37_79b9).wrapping_add(self.batches_seen),
         };
         let logits =
-            self.model.transformer.forward_train(&inputs, Some(&lora), self.params.grad_checkpoint)?;
+            self.model.transformer().forward_train(&inputs, Some(&lora), self.params.grad_checkpoint)?;
         // Cross-entropy in the logits' dtype (as mlx-lm computes it; float32 logits of the
         // whole batch would take twice the memory of bfloat16 ones), summed in float32.
         let lse = ops::logsumexp(&logits, &[-1], false)?;

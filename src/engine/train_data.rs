@@ -67,7 +67,7 @@ pub fn example(v: &serde_json::Value, model: &Model, mask_prompt: bool) -> Resul
             return Err(Error::format("a \"text\" row has no prompt to mask"));
         }
         let mut tokens = model.encode(t, true)?;
-        let eos = model.tokenizer.eos_id();
+        let eos = model.tokenizer().eos_id();
         if let Some(e) = eos {
             if tokens.last() != Some(&e) {
                 tokens.push(e);
@@ -153,11 +153,6 @@ impl Batches {
             let j = (self.next_u64() % (i as u64 + 1)) as usize;
             self.order.swap(i, j);
         }
-    }
-
-    /// How many batches one pass over the data has.
-    pub fn per_pass(&self) -> usize {
-        self.order.len()
     }
 
     /// The next batch, looping over the data (reshuffled each pass).

@@ -8,7 +8,7 @@ use super::lmx_status;
 use super::model::{lmx_model, model_ref};
 use super::params::{generate_params, lmx_generate_params, slice};
 use super::result::{lmx_finish_reason, lmx_metrics, write_metrics};
-use super::sized::{write_out, CStruct};
+use super::sized::{c_struct, write_out};
 use crate::engine::{batch_generate, classify, Metrics};
 use crate::{Error, Result};
 
@@ -25,9 +25,15 @@ fn prompts(model: &crate::model::Model, p: *const *const c_char, n: usize) -> Re
 
 /// For each of `n` text prompts, one forward pass and the next token (chosen by `params`,
 /// greedy by default; `params` may be NULL), written to `tokens_out[i]` (n entries, not NULL).
-/// When `logits_out` is not NULL it receives n x vocab_size float32 logits of each prompt's
-/// last position (row-major), vocab_size being lmx_model_desc.vocab_size. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL,
-/// bad UTF-8, an empty or too long prompt) or LMX_STATUS_MLX; on error nothing is written.
+/// The logits of each prompt's last position are n x vocab_size float32 values, row-major
+/// (vocab_size being lmx_model_desc.vocab_size): their count is written to `*n_logits_out`
+/// (may be NULL), and they are written to `logits` when it is not NULL, which then must hold
+/// `logits_capacity` >= that count floats (a smaller capacity is
+/// LMX_STATUS_INVALID_ARGUMENT before anything runs). With `logits` NULL, pass capacity 0:
+/// no logits are copied. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL,
+/// bad UTF-8, an empty or too long prompt, a small capacity), LMX_STATUS_CANCELLED,
+/// LMX_STATUS_FORMAT (the model's output is not finite) or LMX_STATUS_MLX; on error nothing
+/// is written.
 #[no_mangle]
 pub extern "C" fn lmx_classify(
     model: *const lmx_model,
@@ -35,23 +41,51 @@ pub extern "C" fn lmx_classify(
     n: usize,
     params: *const lmx_generate_params,
     tokens_out: *mut i32,
-    logits_out: *mut f32,
+    logits: *mut f32,
+    logits_capacity: usize,
+    n_logits_out: *mut usize,
 ) -> lmx_status {
     status(|| {
         let m = model_ref(model)?;
         if tokens_out.is_null() {
             return Err(Error::invalid("tokens_out is NULL"));
         }
+        let vocab = m.vocab();
+        let needed = n
+            .checked_mul(vocab)
+            .ok_or_else(|| Error::invalid(format!("{n} prompts x {vocab} logits is too many")))?;
+        if !logits.is_null() && logits_capacity < needed {
+            return Err(Error::invalid(format!(
+                "logits_capacity {logits_capacity} is less than the {needed} floats {n} prompts x vocab_size {vocab} need"
+            )));
+        }
         let ps = prompts(&m, prompts_in, n)?;
         let p = generate_params(params)?;
-        let results = classify(&m, &ps, &p, !logits_out.is_null())?;
-        let vocab = m.vocab();
+        let results = classify(&m, &ps, &p, !logits.is_null())?;
+        if results.len() != n {
+            return Err(Error::internal(format!("{} results for {n} prompts", results.len())));
+        }
+        for r in &results {
+            if let Some(l) = &r.logits {
+                if l.len() != vocab {
+                    return Err(Error::internal(format!(
+                        "a row of {} logits; the vocabulary has {vocab}",
+                        l.len()
+                    )));
+                }
+            }
+        }
         for (i, r) in results.iter().enumerate() {
-            // SAFETY: the caller promises n entries in tokens_out and n * vocab in logits_out.
+            // SAFETY: the caller promises n entries in tokens_out and logits_capacity >= n *
+            // vocab floats in logits (checked above); every row was checked to be vocab long.
             unsafe { std::ptr::write_unaligned(tokens_out.add(i), r.token as i32) };
             if let Some(l) = &r.logits {
-                unsafe { std::ptr::copy_nonoverlapping(l.as_ptr(), logits_out.add(i * vocab), vocab) };
+                unsafe { std::ptr::copy_nonoverlapping(l.as_ptr(), logits.add(i * vocab), vocab) };
             }
+        }
+        if !n_logits_out.is_null() {
+            // SAFETY: a non-NULL pointer the caller gave for one size_t.
+            unsafe { std::ptr::write_unaligned(n_logits_out, needed) };
         }
         Ok(())
     })
@@ -104,10 +138,7 @@ pub struct lmx_batch_item {
     pub text_ends: *const usize,
 }
 
-// SAFETY: repr(C), struct_size first. Output only (not AnyBits: it holds enums).
-unsafe impl CStruct for lmx_batch_item {
-    const NAME: &'static str = "lmx_batch_item";
-}
+c_struct!(lmx_batch_item { struct_size, status, error, tokens, n_tokens, text, text_len, finish, text_ends });
 
 /// Generates after each of `n` text prompts at once, one forward pass per step for the whole
 /// batch (left-padded; greedy results equal one-by-one generation). `params` (may be NULL)

@@ -4,7 +4,7 @@ use std::ffi::c_char;
 
 use super::boundary::status;
 use super::lmx_status;
-use super::sized::{write_out, CStruct};
+use super::sized::{c_struct, write_out};
 use crate::mlx::Backend;
 
 /// Which MLX backend computes.
@@ -42,10 +42,7 @@ pub struct lmx_device {
     pub recommended_working_set: u64,
 }
 
-// SAFETY: repr(C), struct_size first. Output only.
-unsafe impl CStruct for lmx_device {
-    const NAME: &'static str = "lmx_device";
-}
+c_struct!(lmx_device { struct_size, backend, index, name, memory_size, recommended_working_set });
 
 /// Fills `*out_info` (not NULL; struct_size set to the caller's sizeof(lmx_device)) with the
 /// default device's backend, name and memory. Thread-safe. Returns LMX_OK,

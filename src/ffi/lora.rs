@@ -10,10 +10,10 @@ use super::handle::{handle_ref, handle_type, into_handle, take_handle};
 use super::lmx_status;
 use super::model::{lmx_model, model_ref};
 use super::session::{lmx_session, session_ref};
-use super::sized::{flag, init, read_in, write_out, AnyBits, CStruct};
+use super::sized::{c_struct, flag, init, read_in, write_out, AnyBits};
 use crate::engine::train::{StepReport, TrainParams, Trainer};
 use crate::engine::train_data::{load_jsonl, Example};
-use crate::model::lora::{LoraConfig, LoraWeights, Target};
+use crate::model::nn::lora::{LoraConfig, LoraWeights, Target};
 use crate::{Error, ErrorKind, Result};
 
 /// LoRA adapter weights for one model (opaque), loaded from a folder in mlx-lm's format or
@@ -43,8 +43,8 @@ pub extern "C" fn lmx_adapter_load(
         let m = model_ref(model)?;
         let o = out(adapter_out, "adapter_out")?;
         let path = str_arg(path, "path")?;
-        let w = crate::mlx::with_stream(crate::mlx::device::shared_stream(m.device)?, || {
-            LoraWeights::load(Path::new(path), &m.transformer.spec)
+        let w = crate::mlx::with_stream(crate::mlx::device::shared_stream(m.device())?, || {
+            LoraWeights::load(Path::new(path), m.spec())
         })?;
         o.set(into_handle(lmx_adapter { weights: Arc::new(w) }));
         Ok(())
@@ -67,7 +67,7 @@ pub extern "C" fn lmx_adapter_free(adapter: *mut lmx_adapter) -> lmx_status {
 pub extern "C" fn lmx_adapter_scale(adapter: *const lmx_adapter, scale_out: *mut f32) -> lmx_status {
     status(|| {
         let a = adapter_ref(adapter)?;
-        out(scale_out, "scale_out")?.set(a.weights.config.scale);
+        out(scale_out, "scale_out")?.set(a.weights.config().scale);
         Ok(())
     })
 }
@@ -190,16 +190,44 @@ pub struct lmx_train_report {
     pub peak_memory_bytes: u64,
 }
 
-// SAFETY: repr(C), struct_size first, only integers, floats and raw pointers.
-unsafe impl CStruct for lmx_train_params {
-    const NAME: &'static str = "lmx_train_params";
-}
-// SAFETY: as above.
+c_struct!(lmx_train_params {
+    struct_size,
+    data_path,
+    valid_path,
+    resume_adapter,
+    rank,
+    scale,
+    alpha,
+    dropout,
+    num_layers,
+    targets,
+    learning_rate,
+    warmup_steps,
+    cosine_steps,
+    min_learning_rate,
+    weight_decay,
+    grad_clip,
+    grad_accumulation,
+    grad_checkpoint,
+    mask_prompt,
+    batch_size,
+    max_seq_length,
+    seed
+});
+// SAFETY: only integers, floats and raw pointers (the layout test lists every field).
 unsafe impl AnyBits for lmx_train_params {}
-// SAFETY: as above.
-unsafe impl CStruct for lmx_train_report {
-    const NAME: &'static str = "lmx_train_report";
-}
+c_struct!(lmx_train_report {
+    struct_size,
+    step,
+    batches,
+    loss,
+    learning_rate,
+    tokens,
+    tokens_per_second,
+    grad_norm,
+    updated,
+    peak_memory_bytes
+});
 
 fn train_defaults() -> lmx_train_params {
     let d = TrainParams::default();
@@ -290,7 +318,7 @@ pub extern "C" fn lmx_trainer_create(
         let data_path = opt_path(p.data_path, "params->data_path")?
             .ok_or_else(|| Error::invalid("params->data_path is NULL"))?;
         let mask = flag(p.mask_prompt, "params->mask_prompt")?;
-        let layers = m.transformer.spec.layers.len();
+        let layers = m.spec().layers.len();
         let tp = train_params(&p, layers)?;
         let data = load_jsonl(Path::new(data_path), &m, mask)?;
         let valid = match opt_path(p.valid_path, "params->valid_path")? {
@@ -298,9 +326,11 @@ pub extern "C" fn lmx_trainer_create(
             None => None,
         };
         let init = match opt_path(p.resume_adapter, "params->resume_adapter")? {
-            Some(dir) => Some(crate::mlx::with_stream(crate::mlx::device::shared_stream(m.device)?, || {
-                LoraWeights::load(Path::new(dir), &m.transformer.spec)
-            })?),
+            Some(dir) => {
+                Some(crate::mlx::with_stream(crate::mlx::device::shared_stream(m.device())?, || {
+                    LoraWeights::load(Path::new(dir), m.spec())
+                })?)
+            }
             None => None,
         };
         let trainer = Trainer::new(m, tp, data, init)?;
@@ -355,7 +385,7 @@ pub extern "C" fn lmx_lora_param_count(
         let m = model_ref(model)?;
         let o = out(count_out, "count_out")?;
         let p = read_in(params, "params", train_defaults())?;
-        let spec = &m.transformer.spec;
+        let spec = m.spec();
         let tp = train_params(&p, spec.layers.len())?;
         o.set(tp.lora.param_count(spec));
         Ok(())

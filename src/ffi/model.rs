@@ -7,7 +7,7 @@ use super::boundary::{out, status, str_arg};
 use super::handle::{handle_ref, handle_type, into_handle, take_handle};
 use super::lmx_status;
 use super::params::{lmx_model_params, model_params};
-use super::sized::{write_out, CStruct};
+use super::sized::{c_struct, write_out};
 use crate::model::Model;
 use crate::Result;
 
@@ -116,10 +116,30 @@ pub struct lmx_model_desc {
     pub conversions: [c_char; LMX_CONVERSIONS_MAX],
 }
 
-// SAFETY: repr(C), struct_size first, only integers, floats and char arrays.
-unsafe impl CStruct for lmx_model_desc {
-    const NAME: &'static str = "lmx_model_desc";
-}
+c_struct!(lmx_model_desc {
+    struct_size,
+    architecture,
+    model_type,
+    param_count,
+    num_layers,
+    hidden_size,
+    num_heads,
+    num_kv_heads,
+    head_dim,
+    vocab_size,
+    context_length,
+    quant_bits,
+    quant_group_size,
+    dtype,
+    chat_template,
+    weight_bytes,
+    load_seconds,
+    load_peak_bytes,
+    backend,
+    format,
+    tokenizer,
+    conversions
+});
 
 /// `s` into `dst`, cut to fit with its NUL, the rest zeroed.
 fn copy_str(dst: &mut [c_char], s: &str) {
@@ -131,7 +151,7 @@ fn copy_str(dst: &mut [c_char], s: &str) {
 }
 
 /// The conversions as lmx_model_desc says them, whole entries only within the field.
-fn conversions_text(list: &[crate::model::gguf_weights::Conversion]) -> String {
+fn conversions_text(list: &[crate::model::gguf::weights::Conversion]) -> String {
     let mut out = String::new();
     for c in list {
         let how = if c.exact { "exact" } else { "re-quantized" };
@@ -153,7 +173,7 @@ fn conversions_text(list: &[crate::model::gguf_weights::Conversion]) -> String {
 pub extern "C" fn lmx_model_info(model: *const lmx_model, desc_out: *mut lmx_model_desc) -> lmx_status {
     status(|| {
         let m = model_ref(model)?;
-        let i = &m.info;
+        let i = m.info();
         let mut o = lmx_model_desc {
             struct_size: std::mem::size_of::<lmx_model_desc>(),
             architecture: [0; LMX_NAME_MAX],
@@ -185,7 +205,7 @@ pub extern "C" fn lmx_model_info(model: *const lmx_model, desc_out: *mut lmx_mod
         copy_str(&mut o.model_type, &i.model_type);
         copy_str(&mut o.dtype, &i.dtype);
         copy_str(&mut o.chat_template, &i.chat_template);
-        let backend = match m.device.kind {
+        let backend = match m.device().kind {
             crate::mlx::DeviceKind::Cpu => crate::mlx::Backend::Cpu,
             crate::mlx::DeviceKind::Gpu => crate::mlx::Backend::current()?,
         };

@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use super::boundary::{status, str_arg};
 use super::cancel::lmx_cancel;
 use super::lmx_status;
-use super::sized::{flag, init, read_in, AnyBits, CStruct};
+use super::sized::{c_struct, flag, init, read_in, AnyBits};
 use crate::engine::{GenerateParams, SamplerParams};
 use crate::mlx::{Device, Dtype};
 use crate::model::LoadParams;
@@ -107,17 +107,35 @@ pub struct lmx_generate_params {
     pub cancel: *const lmx_cancel,
 }
 
-// SAFETY: repr(C), struct_size first, only integers, floats and raw pointers.
-unsafe impl CStruct for lmx_model_params {
-    const NAME: &'static str = "lmx_model_params";
-}
-// SAFETY: as above.
+c_struct!(lmx_model_params { struct_size, context_length, dtype, device });
+// SAFETY: only integers, floats and raw pointers (the layout test lists every field).
 unsafe impl AnyBits for lmx_model_params {}
-// SAFETY: as above.
-unsafe impl CStruct for lmx_generate_params {
-    const NAME: &'static str = "lmx_generate_params";
-}
-// SAFETY: as above.
+c_struct!(lmx_generate_params {
+    struct_size,
+    max_tokens,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    repetition_penalty,
+    presence_penalty,
+    frequency_penalty,
+    penalty_window,
+    seed,
+    use_seed,
+    ignore_eos,
+    skip_special_tokens,
+    stop_tokens,
+    n_stop_tokens,
+    stop_strings,
+    n_stop_strings,
+    logit_bias_tokens,
+    logit_bias_values,
+    n_logit_bias,
+    prefill_chunk,
+    cancel
+});
+// SAFETY: only integers, floats and raw pointers (the layout test lists every field).
 unsafe impl AnyBits for lmx_generate_params {}
 
 fn model_defaults() -> lmx_model_params {

@@ -1,6 +1,6 @@
 //! Finish reasons and metrics as the C API reports them.
 
-use super::sized::{write_out, CStruct};
+use super::sized::{c_struct, write_out};
 use crate::engine::{FinishReason, Metrics};
 
 /// Why a generation ended.
@@ -59,10 +59,20 @@ pub struct lmx_metrics {
     pub active_memory: u64,
 }
 
-// SAFETY: repr(C), struct_size first, only integers and floats.
-unsafe impl CStruct for lmx_metrics {
-    const NAME: &'static str = "lmx_metrics";
-}
+c_struct!(lmx_metrics {
+    struct_size,
+    prompt_tokens,
+    prefill_tokens,
+    generated_tokens,
+    time_to_first_token,
+    prefill_seconds,
+    decode_seconds,
+    total_seconds,
+    prefill_tokens_per_second,
+    decode_tokens_per_second,
+    peak_memory,
+    active_memory
+});
 
 impl lmx_metrics {
     pub(crate) fn from_engine(m: &Metrics) -> lmx_metrics {

@@ -10,7 +10,7 @@ use super::handle::into_handle;
 use super::lmx_status;
 use super::model::{lmx_model, model_ref};
 use super::session::{lmx_session, session_ref};
-use super::sized::{init, read_in, write_out, AnyBits, CStruct};
+use super::sized::{c_struct, init, read_in, write_out, AnyBits};
 use crate::engine::{Session, SessionOptions};
 use crate::model::KvQuant;
 use crate::{Error, Result};
@@ -34,11 +34,8 @@ pub struct lmx_session_params {
     pub kv_quant_start: u32,
 }
 
-// SAFETY: repr(C), struct_size first, only integers.
-unsafe impl CStruct for lmx_session_params {
-    const NAME: &'static str = "lmx_session_params";
-}
-// SAFETY: as above.
+c_struct!(lmx_session_params { struct_size, kv_bits, kv_group_size, kv_quant_start });
+// SAFETY: only integers, floats and raw pointers (the layout test lists every field).
 unsafe impl AnyBits for lmx_session_params {}
 
 fn session_defaults() -> lmx_session_params {
@@ -178,10 +175,7 @@ pub struct lmx_session_cache {
     pub kv_group_size: u32,
 }
 
-// SAFETY: repr(C), struct_size first, only integers.
-unsafe impl CStruct for lmx_session_cache {
-    const NAME: &'static str = "lmx_session_cache";
-}
+c_struct!(lmx_session_cache { struct_size, positions, known_tokens, bytes, kv_bits, kv_group_size });
 
 /// Writes what `session`'s cache holds to `*cache_out` (not NULL; struct_size set by the
 /// caller). Returns LMX_OK, LMX_STATUS_BUSY while it generates, or

@@ -8,6 +8,11 @@
 //!   past liblmx's are zeroed; `struct_size` keeps the caller's value.
 //! - `*_init(p, size)` writes the defaults the same way and sets `struct_size` to `size`.
 //!
+//! - A size smaller than liblmx's must end on a field boundary: a size that ends inside a
+//!   field (half a pointer, part of a string array) is refused, since no header ever declared
+//!   such a struct. Structs only grow by appending fields, so the sizes of every older layout
+//!   (each a prefix of this one, padding included) end on boundaries.
+//!
 //! Bytes are copied, never read as Rust values of caller memory: the structs hold only
 //! integers, floats and pointers (enums and flags are integers, validated where used), so
 //! any bytes the caller leaves are a valid value.
@@ -23,7 +28,48 @@ const MAX_STRUCT: usize = 1 << 16;
 /// Implementors are `#[repr(C)]` and start with `struct_size: usize`.
 pub(crate) unsafe trait CStruct: Copy {
     const NAME: &'static str;
+    /// Every field: name, offset, size, alignment (see [`c_struct!`]).
+    const FIELDS: &'static [Field];
 }
+
+/// One field of a C struct: name, offset, size, alignment.
+pub(crate) type Field = (&'static str, usize, usize, usize);
+
+/// Implements [`CStruct`] for a `#[repr(C)]` struct whose first field is `struct_size`,
+/// listing its fields (all of them, in order: a unit test checks that the list covers the
+/// struct byte for byte, padding aside).
+macro_rules! c_struct {
+    ($t:ident { $($f:ident),+ $(,)? }) => {
+        // SAFETY: $t is #[repr(C)] and starts with struct_size: usize (the layout test in
+        // ffi::sized checks both for every struct).
+        unsafe impl $crate::ffi::sized::CStruct for $t {
+            const NAME: &'static str = stringify!($t);
+            const FIELDS: &'static [$crate::ffi::sized::Field] = &[$(
+                (
+                    stringify!($f),
+                    ::std::mem::offset_of!($t, $f),
+                    {
+                        const fn size_of_pointee<T>(_: *const T) -> usize {
+                            ::std::mem::size_of::<T>()
+                        }
+                        let u = ::std::mem::MaybeUninit::<$t>::uninit();
+                        // SAFETY: addr_of! makes a field pointer without reading or referencing.
+                        size_of_pointee(unsafe { ::std::ptr::addr_of!((*u.as_ptr()).$f) })
+                    },
+                    {
+                        const fn align_of_pointee<T>(_: *const T) -> usize {
+                            ::std::mem::align_of::<T>()
+                        }
+                        let u = ::std::mem::MaybeUninit::<$t>::uninit();
+                        // SAFETY: as above.
+                        align_of_pointee(unsafe { ::std::ptr::addr_of!((*u.as_ptr()).$f) })
+                    },
+                )
+            ),+];
+        }
+    };
+}
+pub(crate) use c_struct;
 
 /// A struct that liblmx reads from caller memory.
 ///
@@ -36,14 +82,28 @@ pub(crate) unsafe trait AnyBits: CStruct {}
 fn size_at<T: CStruct>(p: *const T, name: &str) -> Result<usize> {
     // SAFETY: the caller promises a readable struct, so at least its struct_size field.
     let size = unsafe { std::ptr::read_unaligned(p as *const usize) };
-    if size < std::mem::size_of::<usize>() || size > MAX_STRUCT {
-        return Err(Error::invalid(format!(
-            "{name}->struct_size is {size}, not the size of an {} (set it to sizeof({}), or use its _init function)",
+    check_size::<T>(size).map_err(|why| {
+        Error::invalid(format!(
+            "{name}->struct_size is {size}, not the size of an {} ({why}; set it to sizeof({}), or use its _init function)",
             T::NAME,
             T::NAME
-        )));
-    }
+        ))
+    })?;
     Ok(size)
+}
+
+/// Whether `size` can be the sizeof of some layout of `T`: at least struct_size, at most
+/// [`MAX_STRUCT`], and, when smaller than liblmx's, ending on a field boundary.
+fn check_size<T: CStruct>(size: usize) -> std::result::Result<(), String> {
+    if size < std::mem::size_of::<usize>() || size > MAX_STRUCT {
+        return Err(format!("sizes run from {} to {MAX_STRUCT}", std::mem::size_of::<usize>()));
+    }
+    if size < std::mem::size_of::<T>() {
+        if let Some((f, o, n, _)) = T::FIELDS.iter().find(|&&(_, o, n, _)| o < size && size < o + n) {
+            return Err(format!("it ends inside field {f} (bytes {o}..{})", o + n));
+        }
+    }
+    Ok(())
 }
 
 /// Reads an input struct over `defaults`; NULL gives `defaults`.
@@ -90,13 +150,13 @@ pub(crate) fn init<T: CStruct>(p: *mut T, size: usize, name: &str, defaults: &T)
     if p.is_null() {
         return Err(Error::invalid(format!("{name} is NULL")));
     }
-    if size < std::mem::size_of::<usize>() || size > MAX_STRUCT {
-        return Err(Error::invalid(format!(
-            "size {size} is not the size of an {} (pass sizeof({}))",
+    check_size::<T>(size).map_err(|why| {
+        Error::invalid(format!(
+            "size {size} is not the size of an {} ({why}; pass sizeof({}))",
             T::NAME,
             T::NAME
-        )));
-    }
+        ))
+    })?;
     write_bytes(p, size, defaults, true);
     // SAFETY: at least struct_size's bytes are writable (checked above).
     unsafe { std::ptr::write_unaligned(p as *mut usize, size) };
@@ -156,5 +216,59 @@ pub(crate) fn flag(v: u8, field: &str) -> Result<bool> {
         0 => Ok(false),
         1 => Ok(true),
         _ => Err(Error::invalid(format!("{field} is {v}; a flag must be 0 or 1"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_size, CStruct, Field};
+    use crate::ffi::batch::lmx_batch_item;
+    use crate::ffi::device::lmx_device;
+    use crate::ffi::lora::{lmx_train_params, lmx_train_report};
+    use crate::ffi::model::lmx_model_desc;
+    use crate::ffi::params::{lmx_generate_params, lmx_model_params};
+    use crate::ffi::result::lmx_metrics;
+    use crate::ffi::session_state::{lmx_session_cache, lmx_session_params};
+    use crate::ffi::text::lmx_message;
+
+    /// The field list covers the struct: struct_size first, then every byte is a field or the
+    /// padding the next field's alignment (or the struct's) requires.
+    fn covers<T: CStruct>() {
+        let f: &[Field] = T::FIELDS;
+        assert_eq!(f[0], ("struct_size", 0, 8, 8), "{}", T::NAME);
+        let mut end: usize = 0;
+        for &(name, o, n, a) in f {
+            assert_eq!(o, end.next_multiple_of(a), "{}: a field is missing before {name}", T::NAME);
+            end = o + n;
+        }
+        let size = std::mem::size_of::<T>();
+        assert_eq!(
+            size,
+            end.next_multiple_of(std::mem::align_of::<T>()),
+            "{}: fields missing at the end",
+            T::NAME
+        );
+        // Every field end is a size an older header could declare; a cut inside is refused.
+        for &(name, o, n, _) in f {
+            assert!(check_size::<T>(o + n).is_ok(), "{}: {name}", T::NAME);
+            if n > 1 && o + n < size {
+                assert!(check_size::<T>(o + n - 1).is_err(), "{}: a cut inside {name} was accepted", T::NAME);
+            }
+        }
+    }
+
+    #[test]
+    fn every_struct_lists_all_its_fields() {
+        covers::<lmx_batch_item>();
+        covers::<lmx_device>();
+        covers::<lmx_train_params>();
+        covers::<lmx_train_report>();
+        covers::<lmx_model_desc>();
+        covers::<lmx_model_params>();
+        covers::<lmx_generate_params>();
+        covers::<lmx_metrics>();
+        covers::<lmx_session_cache>();
+        covers::<lmx_session_params>();
+        covers::<lmx_message>();
     }
 }

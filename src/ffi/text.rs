@@ -7,7 +7,7 @@ use super::boundary::{out, status, str_arg};
 use super::lmx_status;
 use super::model::{lmx_model, model_ref};
 use super::params::{slice, token_ids};
-use super::sized::{read_array, AnyBits, CStruct};
+use super::sized::{c_struct, read_array, AnyBits};
 use crate::model::Message;
 use crate::{Error, Result};
 
@@ -22,11 +22,8 @@ pub struct lmx_message {
     pub content: *const c_char,
 }
 
-// SAFETY: repr(C), struct_size first, only raw pointers.
-unsafe impl CStruct for lmx_message {
-    const NAME: &'static str = "lmx_message";
-}
-// SAFETY: as above.
+c_struct!(lmx_message { struct_size, role, content });
+// SAFETY: only integers, floats and raw pointers (the layout test lists every field).
 unsafe impl AnyBits for lmx_message {}
 
 /// UTF-8 text given as a pointer and a length (no NUL needed).

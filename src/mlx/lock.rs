@@ -1,57 +1,27 @@
 //! A process-wide reentrant lock (see [`super::compute_lock`]).
 
-use std::sync::{Condvar, Mutex};
-use std::thread::ThreadId;
+use parking_lot::{const_reentrant_mutex, ReentrantMutex, ReentrantMutexGuard};
 
-struct State {
-    owner: Option<ThreadId>,
-    depth: usize,
-}
+static LOCK: ReentrantMutex<()> = const_reentrant_mutex(());
 
-static STATE: Mutex<State> = Mutex::new(State { owner: None, depth: 0 });
-static FREED: Condvar = Condvar::new();
-
-/// Held while alive; the lock is released when the outermost guard of a thread drops.
+/// Held while alive; the lock is released when the outermost guard of a thread drops. Not
+/// `Send`: a guard is released by the thread that took it.
 pub struct ComputeGuard {
-    _not_send: std::marker::PhantomData<*const ()>,
+    _guard: ReentrantMutexGuard<'static, ()>,
 }
 
 pub(super) fn acquire() -> ComputeGuard {
-    let me = std::thread::current().id();
-    // A panic while holding the state mutex cannot leave it inconsistent (two plain fields).
-    let mut st = STATE.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
-        match st.owner {
-            None => {
-                st.owner = Some(me);
-                st.depth = 1;
-                break;
-            }
-            Some(o) if o == me => {
-                st.depth += 1;
-                break;
-            }
-            Some(_) => st = FREED.wait(st).unwrap_or_else(|p| p.into_inner()),
-        }
-    }
-    ComputeGuard { _not_send: std::marker::PhantomData }
+    ComputeGuard { _guard: LOCK.lock() }
 }
 
-impl Drop for ComputeGuard {
-    fn drop(&mut self) {
-        let mut st = STATE.lock().unwrap_or_else(|p| p.into_inner());
-        st.depth -= 1;
-        if st.depth == 0 {
-            st.owner = None;
-            drop(st);
-            FREED.notify_one();
-        }
-    }
+/// Whether the calling thread holds the lock.
+pub(super) fn held_here() -> bool {
+    LOCK.is_owned_by_current_thread()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::acquire;
+    use super::{acquire, held_here};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -59,12 +29,16 @@ mod tests {
     fn reentrant_and_exclusive() {
         let g1 = acquire();
         let g2 = acquire(); // same thread: no deadlock
+        assert!(held_here());
         let inside = Arc::new(AtomicUsize::new(0));
         let i2 = inside.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || {
+            tx.send(held_here()).unwrap();
             let _g = acquire();
             i2.store(1, Ordering::SeqCst);
         });
+        assert!(!rx.recv().unwrap(), "another thread sees the lock as its own");
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(inside.load(Ordering::SeqCst), 0, "another thread got in");
         drop(g2);
@@ -73,5 +47,6 @@ mod tests {
         drop(g1);
         t.join().unwrap();
         assert_eq!(inside.load(Ordering::SeqCst), 1);
+        assert!(!held_here());
     }
 }

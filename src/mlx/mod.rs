@@ -41,6 +41,13 @@ pub fn compute_lock() -> lock::ComputeGuard {
 
 mod lock;
 
+/// Whether the calling thread holds the compute lock. liblmx never opens a file while it
+/// does: file I/O can take any time (a slow disk, a network mount), and every other session
+/// of the process would wait for it.
+pub fn compute_lock_held() -> bool {
+    lock::held_here()
+}
+
 static HOST_READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn count_host_read(elements: usize) {

@@ -117,23 +117,12 @@ unary! {
     abs => mlx_abs;
     negative => mlx_negative;
     exp => mlx_exp;
-    log => mlx_log;
-    log1p => mlx_log1p;
     sqrt => mlx_sqrt;
-    rsqrt => mlx_rsqrt;
     square => mlx_square;
     sigmoid => mlx_sigmoid;
     tanh => mlx_tanh;
-    sin => mlx_sin;
-    cos => mlx_cos;
-    erf => mlx_erf;
-    floor => mlx_floor;
-    logical_not => mlx_logical_not;
-    isinf => mlx_isinf;
     isnan => mlx_isnan;
     stop_gradient => mlx_stop_gradient;
-    /// A copy that does not share the input's buffer.
-    copy => mlx_copy;
 }
 
 binary! {
@@ -141,18 +130,12 @@ binary! {
     subtract => mlx_subtract;
     multiply => mlx_multiply;
     divide => mlx_divide;
-    maximum => mlx_maximum;
     minimum => mlx_minimum;
-    power => mlx_power;
-    equal => mlx_equal;
-    not_equal => mlx_not_equal;
     less => mlx_less;
     less_equal => mlx_less_equal;
     greater => mlx_greater;
     greater_equal => mlx_greater_equal;
     logical_and => mlx_logical_and;
-    logical_or => mlx_logical_or;
-    logaddexp => mlx_logaddexp;
     /// Matrix product with NumPy broadcasting of the batch dimensions.
     matmul => mlx_matmul;
 }
@@ -161,7 +144,6 @@ reduce! {
     sum => mlx_sum_axes;
     mean => mlx_mean_axes;
     max => mlx_max_axes;
-    min => mlx_min_axes;
     logsumexp => mlx_logsumexp_axes;
 }
 
@@ -180,25 +162,10 @@ pub fn broadcast_to(a: &Array, shape: &[i32]) -> Result<Array> {
     op("broadcast_to", |r, s| unsafe { sys::mlx_broadcast_to(r, a.raw(), shape.as_ptr(), shape.len(), s) })
 }
 
-pub fn flatten(a: &Array, start_axis: i32, end_axis: i32) -> Result<Array> {
-    // SAFETY: as above.
-    op("flatten", |r, s| unsafe { sys::mlx_flatten(r, a.raw(), start_axis, end_axis, s) })
-}
-
 pub fn concatenate(arrays: &[&Array], axis: i32) -> Result<Array> {
     let v = VecArray::new(arrays);
     // SAFETY: live vector.
     op("concatenate", |r, s| unsafe { sys::mlx_concatenate_axis(r, v.0, axis, s) })
-}
-
-/// Splits along `axis` at the given indices.
-pub fn split(a: &Array, indices: &[i32], axis: i32) -> Result<Vec<Array>> {
-    let s = current_raw()?;
-    let mut v = VecArray::empty();
-    // SAFETY: live handles; the vector is freed by VecArray.
-    let rc = unsafe { sys::mlx_split_sections(&mut v.0, a.raw(), indices.as_ptr(), indices.len(), axis, s) };
-    check(rc, "split")?;
-    v.to_arrays()
 }
 
 /// `a[start:stop:strides]` over every axis.
@@ -299,11 +266,6 @@ pub fn argmax(a: &Array, axis: i32, keepdims: bool) -> Result<Array> {
 pub fn softmax(a: &Array, axis: i32, precise: bool) -> Result<Array> {
     // SAFETY: live handle.
     op("softmax", |r, s| unsafe { sys::mlx_softmax_axis(r, a.raw(), axis, precise, s) })
-}
-
-pub fn sort(a: &Array, axis: i32) -> Result<Array> {
-    // SAFETY: live handle.
-    op("sort", |r, s| unsafe { sys::mlx_sort_axis(r, a.raw(), axis, s) })
 }
 
 pub fn argsort(a: &Array, axis: i32) -> Result<Array> {

@@ -16,8 +16,12 @@ pub struct Config {
 impl Config {
     /// Reads a JSON object from `path`.
     pub fn read(path: &Path) -> Result<Config> {
-        let text = crate::files::read_text(path, crate::files::JSON_MAX)?;
-        let v: Value = serde_json::from_str(&text)
+        Config::from_text(path, &crate::files::read_text(path, crate::files::JSON_MAX)?)
+    }
+
+    /// Parses `text`, the contents of `path`, as a JSON object.
+    pub fn from_text(path: &Path, text: &str) -> Result<Config> {
+        let v: Value = serde_json::from_str(text)
             .map_err(|e| Error::format(format!("{}: invalid JSON: {e}", path.display())))?;
         match v {
             Value::Object(obj) => Ok(Config { path: path.to_path_buf(), obj }),
@@ -76,10 +80,6 @@ impl Config {
         }
     }
 
-    pub fn req_int(&self, key: &str) -> Result<i32> {
-        self.int(key)?.ok_or_else(|| self.bad(key, "missing"))
-    }
-
     /// `key` as a finite number > 0 (None when absent): rope bases, scaling factors.
     pub fn positive(&self, key: &str) -> Result<Option<f64>> {
         match self.f64(key)? {
@@ -92,10 +92,6 @@ impl Config {
 
     pub fn req_positive(&self, key: &str) -> Result<f64> {
         self.positive(key)?.ok_or_else(|| self.bad(key, "missing"))
-    }
-
-    pub fn req_f64(&self, key: &str) -> Result<f64> {
-        self.f64(key)?.ok_or_else(|| self.bad(key, "missing"))
     }
 
     /// Token ids given as one integer or a list (`eos_token_id`).

@@ -1,31 +1,114 @@
 //! A model's fingerprint: what a saved session names to be refused by any other model.
 //!
-//! Not a hash of every weight byte (gigabytes, seconds): the hash covers the config and
-//! tokenizer files whole, and of each weight file its name, size, and its first and last
-//! 64 KiB. A safetensors file begins with its header (every tensor's name, dtype, shape and
+//! SHA-256 over what the loader read, never a second read of the folder: the config, the
+//! tokenizer files, the chat template the model uses, and of each weight file the loader
+//! opened, its name, size and its first and last 64 KiB (not every weight byte: gigabytes,
+//! seconds). A safetensors file begins with its header (every tensor's name, dtype, shape and
 //! offsets), so another architecture, size or quantization changes the fingerprint; weights
-//! of the same shapes differ in the sampled bytes.
+//! of the same shapes differ in the sampled bytes. Every file is opened through
+//! [`crate::files`]: a FIFO, device or folder where a file should be is an error, never a wait.
+//!
+//! liblmx's first session-file format recorded an FNV-1a fingerprint of a folder's files;
+//! [`Legacy`] recomputes it on demand so those files keep loading with the same check.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
 /// Bytes read from each end of a weight file.
 const SAMPLE: u64 = 64 * 1024;
 
-/// FNV-1a, 64 bits.
-#[derive(Clone, Copy)]
-pub struct Fnv(u64);
+/// The fingerprint being computed while a model loads.
+pub struct Fingerprint(Sha256);
 
-impl Default for Fnv {
+impl Default for Fingerprint {
     fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
+        Fingerprint(Sha256::new())
     }
 }
 
+impl Fingerprint {
+    /// A length-prefixed field, so that field boundaries count.
+    pub fn field(&mut self, data: &[u8]) -> &mut Self {
+        self.0.update((data.len() as u64).to_le_bytes());
+        self.0.update(data);
+        self
+    }
+
+    /// A named input the loader read (or `None`: the model has no such file).
+    pub fn input(&mut self, name: &str, data: Option<&[u8]>) -> &mut Self {
+        self.field(name.as_bytes());
+        match data {
+            Some(d) => self.field(b"present").field(d),
+            None => self.field(b"absent"),
+        }
+    }
+
+    /// A weight file's name, size, and first and last [`SAMPLE`] bytes.
+    pub fn sample(&mut self, path: &Path) -> Result<&mut Self> {
+        let (name, size, head, tail) = sample_file(path)?;
+        self.field(name.as_bytes()).field(&size.to_le_bytes()).field(&head);
+        if let Some(t) = tail {
+            self.field(&t);
+        }
+        Ok(self)
+    }
+
+    pub fn finish(self) -> String {
+        hex(&self.0.finalize())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A file's name, size, first bytes and (for a file longer than [`SAMPLE`]) last bytes.
+fn sample_file(path: &Path) -> Result<(String, u64, Vec<u8>, Option<Vec<u8>>)> {
+    let (mut f, size) = crate::files::open_regular(path)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut head = vec![0u8; SAMPLE.min(size) as usize];
+    f.read_exact(&mut head).map_err(|e| Error::io(path, &e))?;
+    let tail = if size > SAMPLE {
+        let n = SAMPLE.min(size - SAMPLE);
+        f.seek(SeekFrom::Start(size - n)).map_err(|e| Error::io(path, &e))?;
+        let mut t = vec![0u8; n as usize];
+        f.read_exact(&mut t).map_err(|e| Error::io(path, &e))?;
+        Some(t)
+    } else {
+        None
+    };
+    Ok((name, size, head, tail))
+}
+
+/// The fingerprint of a GGUF file (header, tokenizer and sampled tensor data all live in it).
+pub fn of_gguf(path: &Path) -> Result<String> {
+    let mut h = Fingerprint::default();
+    h.sample(path)?;
+    Ok(h.finish())
+}
+
+/// The fingerprint of `base` with an adapter fused in, from the adapter's own fingerprint
+/// and the scale.
+pub fn fused(base: &str, adapter: &str, scale: f32) -> String {
+    let mut h = Fingerprint::default();
+    h.field(base.as_bytes()).field(adapter.as_bytes()).field(&scale.to_le_bytes());
+    h.finish()
+}
+
+/// FNV-1a, 64 bits: the hash of the first session-file format's fingerprints.
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
 impl Fnv {
-    pub fn bytes(&mut self, data: &[u8]) -> &mut Self {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn bytes(&mut self, data: &[u8]) -> &mut Self {
         for &b in data {
             self.0 ^= b as u64;
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
@@ -33,79 +116,50 @@ impl Fnv {
         self
     }
 
-    /// A length-prefixed field, so that field boundaries count.
-    pub fn field(&mut self, data: &[u8]) -> &mut Self {
+    fn field(&mut self, data: &[u8]) -> &mut Self {
         self.bytes(&(data.len() as u64).to_le_bytes()).bytes(data)
     }
-
-    pub fn hex(&self) -> String {
-        format!("{:016x}", self.0)
-    }
 }
 
-fn sample_file(h: &mut Fnv, path: &Path) -> Result<()> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
-    let size = f.metadata().map_err(|e| Error::io(path, &e))?.len();
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    h.field(name.as_bytes()).field(&size.to_le_bytes());
-    let mut buf = vec![0u8; SAMPLE.min(size) as usize];
-    f.read_exact(&mut buf).map_err(|e| Error::io(path, &e))?;
-    h.field(&buf);
-    if size > SAMPLE {
-        let tail = SAMPLE.min(size - SAMPLE);
-        f.seek(SeekFrom::Start(size - tail)).map_err(|e| Error::io(path, &e))?;
-        let mut buf = vec![0u8; tail as usize];
-        f.read_exact(&mut buf).map_err(|e| Error::io(path, &e))?;
-        h.field(&buf);
-    }
-    Ok(())
+/// How the first session-file format fingerprinted a model: FNV-1a over a folder's config,
+/// tokenizer and template files whole and its `*.safetensors` files sampled, or over a GGUF
+/// file sampled. Recomputed only when such a file is loaded, through bounded reads.
+#[derive(Clone, Debug)]
+pub enum Legacy {
+    Folder(PathBuf),
+    Gguf(PathBuf),
 }
 
-fn whole_file(h: &mut Fnv, path: &Path) -> Result<()> {
-    match std::fs::read(path) {
-        Ok(data) => {
-            h.field(&data);
+impl Legacy {
+    pub fn compute(&self) -> Result<String> {
+        let mut h = Fnv::new();
+        let sample = |h: &mut Fnv, p: &Path| -> Result<()> {
+            let (name, size, head, tail) = sample_file(p)?;
+            h.field(name.as_bytes()).field(&size.to_le_bytes()).field(&head);
+            if let Some(t) = tail {
+                h.field(&t);
+            }
             Ok(())
+        };
+        match self {
+            Legacy::Gguf(p) => sample(&mut h, p)?,
+            Legacy::Folder(dir) => {
+                for name in ["config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]
+                {
+                    let p = dir.join(name);
+                    if crate::files::present(&p) {
+                        h.field(&crate::files::read_bytes(&p, crate::files::TOKENIZER_MAX)?);
+                    } else {
+                        h.field(b"");
+                    }
+                }
+                for p in crate::model::weights::safetensors_in(dir)? {
+                    sample(&mut h, &p)?;
+                }
+            }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            h.field(b"");
-            Ok(())
-        }
-        Err(e) => Err(Error::io(path, &e)),
+        Ok(format!("{:016x}", h.0))
     }
-}
-
-/// The fingerprint of a model folder (its config, tokenizer and weight files).
-pub fn of_folder(dir: &Path) -> Result<String> {
-    let mut h = Fnv::default();
-    for name in ["config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] {
-        whole_file(&mut h, &dir.join(name))?;
-    }
-    let mut weights: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, &e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    weights.sort();
-    for p in &weights {
-        sample_file(&mut h, p)?;
-    }
-    Ok(h.hex())
-}
-
-/// The fingerprint of a GGUF file (header, tokenizer and sampled tensor data all live in it).
-pub fn of_gguf(path: &Path) -> Result<String> {
-    let mut h = Fnv::default();
-    sample_file(&mut h, path)?;
-    Ok(h.hex())
-}
-
-/// The fingerprint of `base` with an adapter fused in, from the adapter's own fingerprint
-/// and the scale.
-pub fn fused(base: &str, adapter: &str, scale: f32) -> String {
-    let mut h = Fnv::default();
-    h.field(base.as_bytes()).field(adapter.as_bytes()).field(&scale.to_le_bytes());
-    h.hex()
 }
 
 #[cfg(test)]
@@ -115,8 +169,15 @@ mod tests {
     #[test]
     fn fnv_known_values() {
         // FNV-1a 64 test vectors.
-        assert_eq!(Fnv::default().bytes(b"").hex(), "cbf29ce484222325");
-        assert_eq!(Fnv::default().bytes(b"a").hex(), "af63dc4c8601ec8c");
-        assert_eq!(Fnv::default().bytes(b"foobar").hex(), "85944171f73967e8");
+        assert_eq!(format!("{:016x}", Fnv::new().bytes(b"").0), "cbf29ce484222325");
+        assert_eq!(format!("{:016x}", Fnv::new().bytes(b"a").0), "af63dc4c8601ec8c");
+        assert_eq!(format!("{:016x}", Fnv::new().bytes(b"foobar").0), "85944171f73967e8");
+    }
+
+    #[test]
+    fn sha256_known_value() {
+        let mut h = Fingerprint::default();
+        h.0.update(b"abc");
+        assert_eq!(h.finish(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

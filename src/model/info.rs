@@ -4,10 +4,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::chat::ChatTemplate;
-use super::gguf_weights::Conversion;
-use super::load::LoadParams;
-use super::transformer::Transformer;
+use crate::model::gguf::weights::Conversion;
+use crate::model::nn::transformer::Transformer;
+use crate::model::text::chat::ChatTemplate;
+use crate::model::LoadParams;
 use crate::Result;
 
 /// A description of a loaded model.
@@ -52,18 +52,28 @@ pub struct Weights {
     pub params: u64,
 }
 
+/// Where a model came from: its file format, its tokenizer, and for a GGUF file what each
+/// tensor type became.
+pub struct Source {
+    /// "safetensors" or "gguf".
+    pub format: &'static str,
+    /// "tokenizer.json", or the GGUF vocabulary kind.
+    pub tokenizer: String,
+    pub conversions: Vec<Conversion>,
+}
+
 impl ModelInfo {
-    /// The description of a model folder's `transformer` just built (a GGUF load then sets
-    /// its format, tokenizer and conversions).
+    /// The description of a model whose `transformer` was just built from `source`.
     pub fn describe(
         model_type: String,
         transformer: &Transformer,
         chat: &ChatTemplate,
         params: &LoadParams,
         weights: Weights,
+        source: Source,
         start: Instant,
     ) -> Result<ModelInfo> {
-        let s = &transformer.spec;
+        let s = transformer.spec();
         let first = &s.layers[0].attn;
         let max_pos = s.max_position.unwrap_or(4096);
         let (quant_bits, quant_group_size) = transformer.quantization().unwrap_or((0, 0));
@@ -81,13 +91,13 @@ impl ModelInfo {
             quant_bits,
             quant_group_size,
             dtype: transformer.dtype()?.name().to_string(),
-            chat_template: chat.source.to_string(),
+            chat_template: chat.source().to_string(),
             weight_bytes: weights.bytes,
             load_seconds: start.elapsed().as_secs_f64(),
             load_peak_bytes: weights.peak,
-            format: "safetensors".into(),
-            tokenizer: "tokenizer.json".into(),
-            conversions: Vec::new(),
+            format: source.format.into(),
+            tokenizer: source.tokenizer,
+            conversions: source.conversions,
         })
     }
 }

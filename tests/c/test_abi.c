@@ -16,7 +16,7 @@ static void test_version(void) {
   snprintf(expected, sizeof expected, "%d.%d.%d", LMX_VERSION_MAJOR, LMX_VERSION_MINOR,
            LMX_VERSION_PATCH);
   CHECK(strcmp(lmx_version(), expected) == 0);
-  CHECK(lmx_abi_1() == LMX_ABI_VERSION);
+  CHECK(lmx_abi_2() == LMX_ABI_VERSION);
 }
 
 static void test_status_strings(void) {
@@ -78,6 +78,22 @@ static void test_bad_arguments(void) {
   d.struct_size = offsetof(lmx_device, name);
   CHECK(lmx_device_info(&d) == LMX_OK);
   CHECK(d.struct_size == offsetof(lmx_device, name) && (unsigned char)d.name[0] == 0x77);
+  /* A size that ends inside a field (half of memory_size) is no layout any header declared. */
+  memset(&d, 0x77, sizeof d);
+  d.struct_size = offsetof(lmx_device, memory_size) + 4;
+  CHECK(lmx_device_info(&d) == LMX_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(lmx_last_error(), "inside field memory_size") != NULL);
+  CHECK(((unsigned char *)&d)[offsetof(lmx_device, backend)] == 0x77); /* nothing written */
+  /* The same for an input struct: a cut inside lmx_model_params.context_length is refused
+     before the path is even looked at. */
+  lmx_model_params mp;
+  CHECK(LMX_MODEL_PARAMS_INIT(&mp) == LMX_OK);
+  mp.struct_size = offsetof(lmx_model_params, context_length) + 2;
+  lmx_model *none = NULL;
+  CHECK(lmx_model_load("/nonexistent/model", &mp, &none) == LMX_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(lmx_last_error(), "inside field context_length") != NULL && none == NULL);
+  mp.struct_size = offsetof(lmx_model_params, dtype); /* an older layout: accepted */
+  CHECK(lmx_model_load("/nonexistent/model", &mp, &none) == LMX_STATUS_NOT_FOUND);
 
   size_t v;
   CHECK(lmx_get_active_memory(&v) == LMX_OK);

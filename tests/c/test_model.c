@@ -383,8 +383,16 @@ static void test_batch(lmx_model *m) {
   int32_t tokens[3];
   lmx_model_desc d = {.struct_size = sizeof d};
   CHECK(lmx_model_info(m, &d) == LMX_OK);
-  float *logits = malloc(sizeof(float) * 3 * (size_t)d.vocab_size);
-  CHECK(lmx_classify(m, prompts, 3, NULL, tokens, logits) == LMX_OK);
+  size_t need = 0;
+  CHECK(lmx_classify(m, prompts, 3, NULL, tokens, NULL, 0, &need) == LMX_OK);
+  CHECK(need == 3 * (size_t)d.vocab_size);
+  float *logits = malloc(sizeof(float) * need);
+  /* A capacity one float short is refused before anything is written. */
+  logits[need - 1] = -12345.0f;
+  CHECK_ERR(lmx_classify(m, prompts, 3, NULL, tokens, logits, need - 1, NULL), LMX_STATUS_INVALID_ARGUMENT,
+            "logits_capacity");
+  CHECK(logits[need - 1] == -12345.0f);
+  CHECK(lmx_classify(m, prompts, 3, NULL, tokens, logits, need, &need) == LMX_OK);
   for (int i = 0; i < 3; i++) {
     int best = 0;
     for (int v = 1; v < d.vocab_size; v++)
@@ -392,9 +400,9 @@ static void test_batch(lmx_model *m) {
     CHECK(best == tokens[i]);
   }
   free(logits);
-  CHECK_ERR(lmx_classify(m, prompts, 3, NULL, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "tokens_out");
+  CHECK_ERR(lmx_classify(m, prompts, 3, NULL, NULL, NULL, 0, NULL), LMX_STATUS_INVALID_ARGUMENT, "tokens_out");
   const char *with_null[2] = {"ok", NULL};
-  CHECK_ERR(lmx_classify(m, with_null, 2, NULL, tokens, NULL), LMX_STATUS_INVALID_ARGUMENT, "prompts[1] is NULL");
+  CHECK_ERR(lmx_classify(m, with_null, 2, NULL, tokens, NULL, 0, NULL), LMX_STATUS_INVALID_ARGUMENT, "prompts[1] is NULL");
   CHECK(lmx_session_free(s) == LMX_OK);
 }
 
@@ -617,9 +625,9 @@ static void test_cancel_tokens(lmx_model *m) {
   p.ignore_eos = true;
   p.cancel = c;
   int32_t tokens[2];
-  CHECK(lmx_classify(m, prompts, 2, &p, tokens, NULL) == LMX_OK);
+  CHECK(lmx_classify(m, prompts, 2, &p, tokens, NULL, 0, NULL) == LMX_OK);
   CHECK(lmx_cancel_request(c) == LMX_OK);
-  CHECK_ERR(lmx_classify(m, prompts, 2, &p, tokens, NULL), LMX_STATUS_CANCELLED, "cancelled");
+  CHECK_ERR(lmx_classify(m, prompts, 2, &p, tokens, NULL, 0, NULL), LMX_STATUS_CANCELLED, "cancelled");
   lmx_batch *b = NULL;
   CHECK(lmx_batch_generate(m, prompts, 2, &p, &b) == LMX_OK);
   for (size_t i = 0; i < 2; i++) {

@@ -10,8 +10,8 @@ use lmx::engine::train::{StepReport, TrainParams, Trainer};
 use lmx::engine::train_data::load_jsonl;
 use lmx::error::Context;
 use lmx::mlx::Dtype;
-use lmx::model::lora::{LoraConfig, Target};
 use lmx::model::LoadParams;
+use lmx::model::{LoraConfig, Target};
 use lmx::{Error, ErrorKind, Result};
 
 use super::{load_with, number, Args, USAGE};
@@ -157,7 +157,7 @@ fn options(a: &Args) -> Result<Options> {
         let iters = u32::try_from(o.iters).unwrap_or(u32::MAX);
         o.params.cosine_steps = iters.saturating_sub(o.params.warmup_steps).max(1);
     }
-    o.params.lora.num_layers = num_layers.unwrap_or(lmx::model::lora::DEFAULT_LAYERS as i32);
+    o.params.lora.num_layers = num_layers.unwrap_or(lmx::model::nn::lora::DEFAULT_LAYERS as i32);
     Ok(o)
 }
 
@@ -178,12 +178,7 @@ pub fn run(a: &Args) -> Result<()> {
     let data = load_jsonl(&o.data, &model, o.mask_prompt).context("--data")?;
     let valid =
         o.valid.as_ref().map(|v| load_jsonl(v, &model, o.mask_prompt)).transpose().context("--valid")?;
-    let init = o
-        .resume
-        .as_ref()
-        .map(|d| model.load_adapter(d))
-        .transpose()
-        .context("--resume-adapter")?;
+    let init = o.resume.as_ref().map(|d| model.load_adapter(d)).transpose().context("--resume-adapter")?;
     let rows = data.len();
     let mut t = Trainer::new(Arc::clone(&model), o.params.clone(), data, init)?;
     // A folder that cannot be made fails now, not after the training.

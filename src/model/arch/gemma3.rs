@@ -3,9 +3,9 @@
 //! sqrt(hidden), and local sliding-window layers (their own rope base) between global ones.
 
 use super::{check_activation, layer_types, Common};
+use crate::model::arch::spec::{AttentionSpec, LayerSpec, MlpKind, ModelSpec, NormStyle};
 use crate::model::config::Config;
-use crate::model::rope::RopeParams;
-use crate::model::spec::{AttentionSpec, LayerSpec, MlpKind, ModelSpec, NormStyle};
+use crate::model::nn::rope::RopeParams;
 use crate::{Error, Result};
 
 pub fn spec(cfg: &Config) -> Result<ModelSpec> {

@@ -2,8 +2,8 @@
 //! rope scaling; Mistral may slide a window over every layer.
 
 use super::{check_activation, layer_types, pre_norm_spec, Common, PreNorm};
+use crate::model::arch::spec::ModelSpec;
 use crate::model::config::Config;
-use crate::model::spec::ModelSpec;
 use crate::Result;
 
 pub fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {

@@ -4,9 +4,10 @@
 mod gemma3;
 mod llama;
 mod qwen;
+pub mod spec;
 
-use super::config::Config;
-use super::spec::ModelSpec;
+use crate::model::arch::spec::ModelSpec;
+use crate::model::config::Config;
 use crate::{Error, Result};
 
 /// The `model_type` values liblmx loads.
@@ -177,12 +178,12 @@ pub(crate) struct PreNorm {
 /// A spec for a pre-norm decoder with SwiGLU MLPs, `x * w` RMSNorms and one rope.
 pub(crate) fn pre_norm_spec(cfg: &Config, c: &Common, f: PreNorm) -> Result<ModelSpec> {
     let (rope, factor) =
-        super::rope::RopeParams::read(cfg, None, 10000.0)?.build(c.head_dim, c.max_position)?;
+        crate::model::nn::rope::RopeParams::read(cfg, None, 10000.0)?.build(c.head_dim, c.max_position)?;
     let layers = f
         .sliding
         .iter()
-        .map(|&slides| super::spec::LayerSpec {
-            attn: super::spec::AttentionSpec {
+        .map(|&slides| crate::model::arch::spec::LayerSpec {
+            attn: crate::model::arch::spec::AttentionSpec {
                 n_heads: c.heads,
                 n_kv_heads: c.kv_heads,
                 head_dim: c.head_dim,
@@ -193,7 +194,7 @@ pub(crate) fn pre_norm_spec(cfg: &Config, c: &Common, f: PreNorm) -> Result<Mode
                 qkv_bias: f.qkv_bias,
                 o_bias: f.o_bias,
             },
-            mlp: super::spec::MlpKind::SwiGlu,
+            mlp: crate::model::arch::spec::MlpKind::SwiGlu,
             mlp_bias: f.mlp_bias,
             intermediate: c.intermediate,
             sandwich_norms: false,
@@ -204,7 +205,7 @@ pub(crate) fn pre_norm_spec(cfg: &Config, c: &Common, f: PreNorm) -> Result<Mode
         hidden: c.hidden,
         vocab: c.vocab,
         norm_eps: c.norm_eps,
-        norm_style: super::spec::NormStyle::Weight,
+        norm_style: crate::model::arch::spec::NormStyle::Weight,
         embed_scale: None,
         tie_embeddings: cfg.bool("tie_word_embeddings")?.unwrap_or(false),
         final_logit_softcap: None,

@@ -1,8 +1,8 @@
 //! Qwen2 (biases on q, k, v) and Qwen3 (per-head q/k RMSNorm before rope, optional biases).
 
 use super::{check_activation, layer_types, pre_norm_spec, Common, PreNorm};
+use crate::model::arch::spec::ModelSpec;
 use crate::model::config::Config;
-use crate::model::spec::ModelSpec;
 use crate::Result;
 
 #[derive(Clone, Copy, PartialEq, Eq)]

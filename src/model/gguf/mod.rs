@@ -12,6 +12,11 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
+pub mod quants;
+pub mod tokenizer;
+pub mod types;
+pub mod weights;
+
 const MAGIC: &[u8; 4] = b"GGUF";
 /// Most metadata pairs, tensors, and array elements a file may declare (each also has to fit
 /// in what is left of the input).
@@ -104,32 +109,6 @@ pub struct Header {
     pub tensors: Vec<TensorInfo>,
     /// Where the data section starts in the file.
     pub data_start: u64,
-}
-
-/// (elements per block, bytes per block) of a ggml type; None for types liblmx does not know.
-pub fn block_layout(ggml_type: u32) -> Option<(u64, u64)> {
-    Some(match ggml_type {
-        0 => (1, 4),      // F32
-        1 => (1, 2),      // F16
-        2 => (32, 18),    // Q4_0
-        3 => (32, 20),    // Q4_1
-        6 => (32, 22),    // Q5_0
-        7 => (32, 24),    // Q5_1
-        8 => (32, 34),    // Q8_0
-        10 => (256, 84),  // Q2_K
-        11 => (256, 110), // Q3_K
-        12 => (256, 144), // Q4_K
-        13 => (256, 176), // Q5_K
-        14 => (256, 210), // Q6_K
-        15 => (256, 292), // Q8_K
-        24 => (1, 1),     // I8
-        25 => (1, 2),     // I16
-        26 => (1, 4),     // I32
-        27 => (1, 8),     // I64
-        28 => (1, 8),     // F64
-        30 => (1, 2),     // BF16
-        _ => return None,
-    })
 }
 
 /// A cursor over the header bytes that refuses to read past the end.
@@ -267,9 +246,10 @@ fn parse(r: &mut Reader, file_size: u64) -> Result<Header> {
         }
         let ggml_type = r.u32(&name)?;
         let offset = r.u64(&name)?;
-        let (per_block, block_bytes) = block_layout(ggml_type).ok_or_else(|| {
-            Error::unsupported(format!("tensor {name}: ggml type {ggml_type} is not supported"))
-        })?;
+        let (per_block, block_bytes) =
+            types::lookup(ggml_type).map(|t| (t.block, t.bytes)).ok_or_else(|| {
+                Error::unsupported(format!("tensor {name}: ggml type {ggml_type} is not supported"))
+            })?;
         let elements = dims
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::config::Config;
+use crate::model::config::Config;
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,10 +17,11 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::gguf::{Header, TensorInfo};
-use super::gguf_quants::{self as q, dequantize};
-use super::quant::{QuantConfig, QuantParams};
+use super::quants::{dequantize, f16_to_f32};
+use super::types::{self as q, Becomes};
 use crate::mlx::Array;
+use crate::model::gguf::{Header, TensorInfo};
+use crate::model::nn::quant::{QuantConfig, QuantParams};
 use crate::{Error, Result};
 
 /// MLX group size of every converted tensor (the block size of GGUF's 32-value types and of
@@ -48,45 +49,11 @@ pub struct Converted {
     pub conversions: Vec<Conversion>,
 }
 
-/// ggml's name of a type number.
-pub fn type_name(t: u32) -> String {
-    match t {
-        q::F32 => "F32".into(),
-        q::F16 => "F16".into(),
-        q::BF16 => "BF16".into(),
-        q::Q4_0 => "Q4_0".into(),
-        q::Q4_1 => "Q4_1".into(),
-        q::Q5_0 => "Q5_0".into(),
-        q::Q5_1 => "Q5_1".into(),
-        q::Q8_0 => "Q8_0".into(),
-        q::Q4_K => "Q4_K".into(),
-        q::Q5_K => "Q5_K".into(),
-        q::Q6_K => "Q6_K".into(),
-        10 => "Q2_K".into(),
-        11 => "Q3_K".into(),
-        15 => "Q8_K".into(),
-        24 => "I8".into(),
-        25 => "I16".into(),
-        26 => "I32".into(),
-        27 => "I64".into(),
-        28 => "F64".into(),
-        other => format!("type {other}"),
-    }
-}
-
 /// MLX bits a quantized ggml type becomes, and whether exactly; None for float types.
 fn target(t: u32) -> Result<Option<(i32, bool)>> {
-    Ok(match t {
-        q::F32 | q::F16 | q::BF16 => None,
-        q::Q4_0 | q::Q4_1 | q::Q4_K => Some((4, true)),
-        q::Q5_0 | q::Q5_1 | q::Q5_K | q::Q8_0 => Some((8, true)),
-        q::Q6_K => Some((8, false)),
-        other => {
-            return Err(Error::unsupported(format!(
-                "ggml tensor type {} is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)",
-                type_name(other)
-            )))
-        }
+    Ok(match q::becomes(t)? {
+        Becomes::Affine { bits, exact } => Some((bits, exact)),
+        _ => None,
     })
 }
 
@@ -155,7 +122,7 @@ pub fn unpermute_rows(rows: usize, heads: usize) -> Result<Vec<usize>> {
 /// `(q, scale, bias)` per 32-value group of one block of an exactly convertible type: value
 /// `v = scale * q + bias`. `q` gets the block's codes; scales and biases one entry per group.
 fn exact_codes(t: u32, b: &[u8], codes: &mut [u8], sb: &mut [(f32, f32)]) {
-    let half = |at: usize| q::f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]));
+    let half = |at: usize| f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]));
     match t {
         q::Q4_0 | q::Q4_1 => {
             let (d, m, qs) = if t == q::Q4_0 {
@@ -194,7 +161,7 @@ fn exact_codes(t: u32, b: &[u8], codes: &mut [u8], sb: &mut [(f32, f32)]) {
             let (qh, qs) = if t == q::Q4_K { (None, &b[16..144]) } else { (Some(&b[16..48]), &b[48..176]) };
             for n in 0..4 {
                 for (k, j) in [2 * n, 2 * n + 1].into_iter().enumerate() {
-                    let (sc, m) = q::scale_min_k4(j, scales);
+                    let (sc, m) = super::quants::scale_min_k4(j, scales);
                     sb[j] = (d * sc as f32, -(dmin * m as f32));
                     let out = &mut codes[32 * j..32 * j + 32];
                     let src = &qs[32 * n..32 * n + 32];
@@ -248,7 +215,9 @@ fn requantize8(vals: &[f32], codes: &mut [u8]) -> (f32, f32) {
 /// One quantized [rows, cols] tensor as MLX affine arrays: packed weights `[rows, cols *
 /// bits / 32]` u32, scales and biases `[rows, cols / 32]` float32, rows taken in `order`.
 fn convert_quantized(t: &TensorInfo, raw: &[u8], bits: i32, order: &[usize]) -> Result<[Array; 3]> {
-    let (per_block, block_bytes) = super::gguf::block_layout(t.ggml_type).expect("a known type");
+    let (per_block, block_bytes) = q::lookup(t.ggml_type)
+        .map(|t| (t.block, t.bytes))
+        .ok_or_else(|| Error::internal(format!("tensor {}: unknown ggml type", t.name)))?;
     let (cols, rows) = (t.dims[0] as usize, order.len());
     if cols % per_block as usize != 0 {
         return Err(Error::format(format!(
@@ -312,7 +281,7 @@ pub fn projected_bytes(h: &Header) -> u64 {
 /// quantization, the packed weights, the scales and the biases (float32).
 pub fn affine(t: &TensorInfo, raw: &[u8]) -> Result<(QuantParams, [Array; 3])> {
     let (bits, _) = target(t.ggml_type)?.ok_or_else(|| {
-        Error::invalid(format!("tensor {}: {} is not a quantized type", t.name, type_name(t.ggml_type)))
+        Error::invalid(format!("tensor {}: {} is not a quantized type", t.name, q::name(t.ggml_type)))
     })?;
     if t.dims.len() != 2 || raw.len() as u64 != t.bytes {
         return Err(Error::invalid(format!("tensor {}: expected a matrix of {} bytes", t.name, t.bytes)));
@@ -348,7 +317,7 @@ pub fn convert(path: &Path, h: &Header, arch: &str, heads: usize, kv_heads: usiz
         let conv =
             target(t.ggml_type).map_err(|e| e.context(format!("{}: tensor {}", path.display(), t.name)))?;
         let entry = report.entry(t.ggml_type).or_insert_with(|| Conversion {
-            source: type_name(t.ggml_type),
+            source: q::name(t.ggml_type),
             tensors: 0,
             became: match conv {
                 None => "float".into(),

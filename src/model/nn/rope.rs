@@ -2,8 +2,8 @@
 //! from either config style: the classic `rope_theta` + `rope_scaling`, or the
 //! `rope_parameters` block that transformers 5 writes instead.
 
-use super::config::Config;
 use crate::mlx::{ops, Array};
+use crate::model::config::Config;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]

@@ -33,7 +33,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::{SpecialToken, TemplateProcessing};
 use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
-use super::gguf::{Header, Value};
+use crate::model::gguf::{Header, Value};
 use crate::{Error, Result};
 
 const MODEL: &str = "tokenizer.ggml.model";

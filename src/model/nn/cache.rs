@@ -15,8 +15,8 @@
 //! Cloning a cache (a session fork) shares every buffer: MLX arrays are immutable, and the
 //! first write to a shared buffer copies it, so each side sees only its own tokens.
 
-use super::spec::ModelSpec;
 use crate::mlx::{ops, Array};
+use crate::model::arch::spec::ModelSpec;
 use crate::{Error, Result};
 
 /// Growth step of a global layer's buffer, in positions.
@@ -175,21 +175,31 @@ fn reserve_buffer(shape: &[i32], dtype: crate::mlx::Dtype) -> Result<()> {
     crate::mlx::memory::reserve(bytes, "the KV cache")
 }
 
+/// A new buffer shaped like `like` ([B, H, _, D]) with room for `cap` positions, holding the
+/// first `keep` positions of `old` (none without one): how every layer's buffer grows, is
+/// restored or is cut to a window. Checked against MLX's memory limit first.
+fn buffer(old: Option<&Array>, like: &Array, keep: i32, cap: i32) -> Result<Array> {
+    let s = like.shape();
+    let shape = [s[0], s[1], cap, s[3]];
+    reserve_buffer(&shape, like.dtype()?)?;
+    let fresh = ops::zeros(&shape, like.dtype()?)?;
+    match old {
+        Some(o) if keep > 0 => put_seq(&fresh, &slice_seq(o, 0, keep)?, 0),
+        _ => Ok(fresh),
+    }
+}
+
+/// Positions a buffer has room for.
+fn room(buf: Option<&Array>) -> Result<i32> {
+    buf.map(|b| b.dim(2)).transpose().map(|c| c.unwrap_or(0))
+}
+
+/// `old` with `new` written at `offset`, grown first when it lacks the room.
 fn grown(old: Option<&Array>, new: &Array, offset: i32) -> Result<Array> {
-    let len = new.dim(2)?;
-    let need = offset + len;
-    let cap = old.map(|o| o.dim(2)).transpose()?.unwrap_or(0);
-    let buf = if need > cap {
-        let s = new.shape();
-        let shape = [s[0], s[1], capacity(need), s[3]];
-        reserve_buffer(&shape, new.dtype()?)?;
-        let fresh = ops::zeros(&shape, new.dtype()?)?;
-        match old {
-            Some(o) if offset > 0 => put_seq(&fresh, &slice_seq(o, 0, offset)?, 0)?,
-            _ => fresh,
-        }
-    } else {
-        old.cloned().ok_or_else(|| Error::internal("cache buffer missing"))?
+    let need = offset + new.dim(2)?;
+    let buf = match old {
+        Some(o) if need <= room(old)? => o.clone(),
+        _ => buffer(old, new, offset, capacity(need))?,
     };
     put_seq(&buf, new, offset)
 }
@@ -210,25 +220,14 @@ impl Growing {
 /// `packed` with room for `offset + len` positions, its first `offset` kept.
 fn grown_packed(old: Option<&Packed>, new: &Packed, offset: i32, len: i32) -> Result<Packed> {
     let need = offset + len;
-    let cap = old.map(|o| o.w.dim(2)).transpose()?.unwrap_or(0);
-    if need <= cap {
-        return old.cloned().ok_or_else(|| Error::internal("quantized cache buffer missing"));
+    match old {
+        Some(o) if need <= room(Some(&o.w))? => Ok(o.clone()),
+        _ => Ok(Packed {
+            w: buffer(old.map(|o| &o.w), &new.w, offset, capacity(need))?,
+            scales: buffer(old.map(|o| &o.scales), &new.scales, offset, capacity(need))?,
+            biases: buffer(old.map(|o| &o.biases), &new.biases, offset, capacity(need))?,
+        }),
     }
-    let grow = |o: Option<&Array>, n: &Array| -> Result<Array> {
-        let s = n.shape();
-        let shape = [s[0], s[1], capacity(need), s[3]];
-        reserve_buffer(&shape, n.dtype()?)?;
-        let fresh = ops::zeros(&shape, n.dtype()?)?;
-        match o {
-            Some(o) if offset > 0 => put_seq(&fresh, &slice_seq(o, 0, offset)?, 0),
-            _ => Ok(fresh),
-        }
-    };
-    Ok(Packed {
-        w: grow(old.map(|o| &o.w), &new.w)?,
-        scales: grow(old.map(|o| &o.scales), &new.scales)?,
-        biases: grow(old.map(|o| &o.biases), &new.biases)?,
-    })
 }
 
 fn quantize(a: &Array, q: &KvQuant) -> Result<Packed> {
@@ -319,15 +318,8 @@ impl Ring {
         let keep = total.min(self.window);
         let tail_k = slice_seq(&keys, total - keep, total)?;
         let tail_v = slice_seq(&values, total - keep, total)?;
-        let s = k.shape();
-        let shape = [s[0], s[1], self.window, s[3]];
-        let dtype = k.dtype()?;
-        if self.k.is_none() {
-            reserve_buffer(&shape, dtype)?;
-            reserve_buffer(&shape, dtype)?;
-        }
-        self.k = Some(put_seq(&ops::zeros(&shape, dtype)?, &tail_k, 0)?);
-        self.v = Some(put_seq(&ops::zeros(&shape, dtype)?, &tail_v, 0)?);
+        self.k = Some(buffer(Some(&tail_k), &tail_k, keep, self.window)?);
+        self.v = Some(buffer(Some(&tail_v), &tail_v, keep, self.window)?);
         self.filled = keep;
         self.next = keep % self.window;
         Ok(Attend { kv: Kv::Dense { keys, values }, window_prefix: Some(prefix) })
@@ -547,12 +539,7 @@ impl KvCache {
         if states.len() != c.layers.len() {
             return Err(Error::internal("layer count mismatch importing a cache"));
         }
-        let fresh = |a: &Array, len: i32, cap: i32| -> Result<Array> {
-            let s = a.shape();
-            let shape = [s[0], s[1], cap, s[3]];
-            reserve_buffer(&shape, a.dtype()?)?;
-            put_seq(&ops::zeros(&shape, a.dtype()?)?, &slice_seq(a, 0, len)?, 0)
-        };
+        let fresh = |a: &Array, len: i32, cap: i32| buffer(Some(a), a, len, cap);
         for (layer, st) in c.layers.iter_mut().zip(states) {
             *layer = match (&*layer, st) {
                 (Layer::Global(_), LayerState::Full { keys, values }) => Layer::Global(Growing {

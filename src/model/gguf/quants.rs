@@ -33,21 +33,12 @@ fn half(b: &[u8], at: usize) -> f32 {
 }
 
 /// The ggml type numbers this module dequantizes.
-pub const F32: u32 = 0;
-pub const F16: u32 = 1;
-pub const BF16: u32 = 30;
-pub const Q4_0: u32 = 2;
-pub const Q4_1: u32 = 3;
-pub const Q5_0: u32 = 6;
-pub const Q5_1: u32 = 7;
-pub const Q8_0: u32 = 8;
-pub const Q4_K: u32 = 12;
-pub const Q5_K: u32 = 13;
-pub const Q6_K: u32 = 14;
+use super::types::{BF16, F16, F32, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
 
 /// `data` (whole blocks of `ggml_type`) as float32 values.
 pub fn dequantize(ggml_type: u32, data: &[u8]) -> Result<Vec<f32>> {
-    let (per_block, block_bytes) = super::gguf::block_layout(ggml_type)
+    let (per_block, block_bytes) = super::types::lookup(ggml_type)
+        .map(|t| (t.block, t.bytes))
         .ok_or_else(|| Error::unsupported(format!("ggml type {ggml_type} is not supported")))?;
     let block: fn(&[u8], &mut [f32]) = match ggml_type {
         F32 => |b, y| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),

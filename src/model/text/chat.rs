@@ -6,7 +6,7 @@ use std::path::Path;
 use minijinja::{Environment, ErrorKind as JErr, Value};
 use serde::{Deserialize, Serialize};
 
-use super::config::Config;
+use crate::model::config::Config;
 use crate::{Error, Result};
 
 /// One chat message.
@@ -58,8 +58,8 @@ const GEMMA: &str = "{{ bos_token }}{% set ns = namespace(system='') %}{% for m 
 /// A model's chat template.
 #[derive(Clone, Debug)]
 pub struct ChatTemplate {
-    pub source: TemplateSource,
-    pub text: String,
+    source: TemplateSource,
+    text: String,
 }
 
 /// Template instructions one rendering may run (minijinja's fuel): a chat template renders a
@@ -154,39 +154,53 @@ fn strftime_now(fmt: &str) -> String {
     }
 }
 
-fn template_from_config(tc: &Config) -> Result<Option<String>> {
-    match tc.get("chat_template") {
-        None => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        // A list of named templates: the "default" one.
-        Some(serde_json::Value::Array(list)) => Ok(list
-            .iter()
-            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
-            .and_then(|t| t.get("template"))
-            .and_then(|t| t.as_str())
-            .map(str::to_string)),
-        Some(_) => Err(Error::format(format!("{}: chat_template: expected a string", tc.path.display()))),
+/// The model's own template text and where it came from: `chat_template` in
+/// tokenizer_config.json (a string, or from a list of named templates the one named
+/// "default"), else `chat_template.jinja` in `dir`; None when the model has none. The one
+/// place a model's template is read: the tokenizer takes its end-of-turn markers from it and
+/// [`ChatTemplate::own_or_builtin`] renders it.
+pub fn own_template(dir: &Path, tok_cfg: Option<&Config>) -> Result<Option<(TemplateSource, String)>> {
+    if let Some(tc) = tok_cfg {
+        let text = match tc.get("chat_template") {
+            None => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template"))
+                .and_then(|t| t.as_str())
+                .map(str::to_string),
+            Some(_) => {
+                return Err(Error::format(format!(
+                    "{}: chat_template: expected a string or a list of named templates",
+                    tc.path.display()
+                )))
+            }
+        };
+        if let Some(t) = text {
+            return Ok(Some((TemplateSource::TokenizerConfig, t)));
+        }
     }
+    let p = dir.join("chat_template.jinja");
+    if crate::files::present(&p) {
+        let text = crate::files::read_text(&p, crate::files::TEMPLATE_FILE_MAX)?;
+        return Ok(Some((TemplateSource::JinjaFile, text)));
+    }
+    Ok(None)
 }
 
 impl ChatTemplate {
-    /// The template of the model in `dir`; `has_token` tells which built-in suits the
-    /// vocabulary when the model has no template of its own.
-    pub fn load(
-        dir: &Path,
-        tok_cfg: Option<&Config>,
+    /// The model's own template (from [`own_template`] or a GGUF file), checked; else the
+    /// built-in one for `arch`, `has_token` telling which suits the vocabulary.
+    pub fn own_or_builtin(
+        own: Option<(TemplateSource, String)>,
         arch: &str,
         has_token: impl Fn(&str) -> bool,
     ) -> Result<ChatTemplate> {
-        if let Some(t) = tok_cfg.map(template_from_config).transpose()?.flatten() {
-            return ChatTemplate::from_text(TemplateSource::TokenizerConfig, t);
+        match own {
+            Some((source, text)) => ChatTemplate::from_text(source, text),
+            None => Ok(ChatTemplate::builtin(arch, has_token)),
         }
-        let p = dir.join("chat_template.jinja");
-        if crate::files::present(&p) {
-            let text = crate::files::read_text(&p, crate::files::TEMPLATE_FILE_MAX)?;
-            return ChatTemplate::from_text(TemplateSource::JinjaFile, text);
-        }
-        Ok(ChatTemplate::builtin(arch, has_token))
     }
 
     /// liblmx's own template for a model without one: Gemma's, Llama 3's or ChatML, by the
@@ -216,6 +230,16 @@ impl ChatTemplate {
             .template_from_str(&text)
             .map_err(|e| Error::format(format!("chat template from {source}: {e}")))?;
         Ok(ChatTemplate { source, text })
+    }
+
+    /// Where the template came from.
+    pub fn source(&self) -> &TemplateSource {
+        &self.source
+    }
+
+    /// The template's Jinja text.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Renders `messages`. `extra` adds variables (for example `enable_thinking`); it may not

@@ -1,11 +1,12 @@
 //! The one decoder-only transformer every architecture runs, assembled from a [`ModelSpec`].
 //! Field names follow the checkpoint's tensor names.
 
-use super::cache::{Kv, KvCache, Packed};
-use super::lora::{LayerPairs, Lora, LoraApply, Target};
-use super::spec::{AttentionSpec, LayerSpec, MlpKind, ModelSpec};
-use super::weights::{Embedding, Linear, Projections, WeightStore};
 use crate::mlx::{compile, ops, Array, Dtype};
+use crate::model::arch::spec::{AttentionSpec, LayerSpec, MlpKind, ModelSpec};
+use crate::model::nn::cache::{Kv, KvCache, Packed};
+use crate::model::nn::linear::{Embedding, Linear, Projections};
+use crate::model::nn::lora::{LayerPairs, Lora, LoraApply, Target};
+use crate::model::weights::WeightStore;
 use crate::{Error, Result};
 
 #[derive(Clone)]
@@ -40,7 +41,7 @@ struct Block {
 /// A loaded decoder.
 #[derive(Clone)]
 pub struct Transformer {
-    pub spec: ModelSpec,
+    spec: ModelSpec,
     embed_tokens: Embedding,
     /// The embedding multiplier, already in the embedding dtype.
     embed_scale: Option<Array>,
@@ -548,11 +549,11 @@ impl Transformer {
     /// projections it covers (quantized ones dequantized, updated and quantized again with
     /// their bits and group size): the adapted model at the base model's speed. Everything
     /// else is shared with this one (MLX arrays are immutable).
-    pub fn fused(&self, w: &super::lora::LoraWeights, scale: f32) -> Result<Transformer> {
+    pub fn fused(&self, w: &crate::model::nn::lora::LoraWeights, scale: f32) -> Result<Transformer> {
         w.check(&self.spec)?;
         let mut out = self.clone();
         for (i, b) in out.layers.iter_mut().enumerate() {
-            let Some(p) = w.layers.get(i) else { continue };
+            let Some(p) = w.layer(i) else { continue };
             let delta = |t: Target| -> Result<Option<Array>> {
                 match p.get(t) {
                     // [in, out]
@@ -579,6 +580,11 @@ impl Transformer {
             .and_then(|b| b.self_attn.qkv.quant())
             .or_else(|| self.embed_tokens.quant())?;
         Some((q.bits, q.group_size))
+    }
+
+    /// The spec the transformer was built from.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
     }
 
     pub fn dtype(&self) -> Result<Dtype> {

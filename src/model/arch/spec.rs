@@ -1,7 +1,7 @@
 //! The data a transformer is assembled from. An architecture adapter fills these in; the
 //! transformer never looks at `model_type`.
 
-use super::rope::Rope;
+use crate::model::nn::rope::Rope;
 
 /// How an RMSNorm applies its weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

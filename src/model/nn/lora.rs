@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use super::config::Config;
-use super::spec::ModelSpec;
 use crate::mlx::{io, ops, random, Array, Dtype};
+use crate::model::arch::spec::ModelSpec;
+use crate::model::config::Config;
 use crate::{Error, Result};
 
 /// A projection an adapter can target, by its module path inside a layer.
@@ -176,27 +176,46 @@ impl LayerPairs {
     pub fn with_arrays(&self, arrays: &[Array]) -> Result<LayerPairs> {
         let mut out = self.clone();
         let mut it = arrays.iter();
-        for (a, b) in out.pairs.iter_mut().flatten() {
+        out.replace(&mut it)?;
+        if it.next().is_some() {
+            return Err(Error::internal("too many adapter arrays for a layer"));
+        }
+        Ok(out)
+    }
+
+    /// Replaces each pair's arrays by the next two of `it` (A then B, in target order).
+    fn replace<'a>(&mut self, it: &mut impl Iterator<Item = &'a Array>) -> Result<()> {
+        for (a, b) in self.pairs.iter_mut().flatten() {
             match (it.next(), it.next()) {
                 (Some(x), Some(y)) => {
                     *a = x.clone();
                     *b = y.clone();
                 }
-                _ => return Err(Error::internal("too few adapter arrays for a layer")),
+                _ => return Err(Error::internal("too few adapter arrays")),
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
 /// Adapter weights over a model: pairs per layer (empty for layers it does not cover).
 #[derive(Clone)]
 pub struct LoraWeights {
-    pub config: LoraConfig,
-    pub layers: Vec<LayerPairs>,
+    config: LoraConfig,
+    layers: Vec<LayerPairs>,
 }
 
 impl LoraWeights {
+    /// What the adapter is: rank, scale, dropout, layers and targets.
+    pub fn config(&self) -> &LoraConfig {
+        &self.config
+    }
+
+    /// Layer `i`'s pairs (empty for a layer the adapter does not cover); None past the model.
+    pub fn layer(&self, i: usize) -> Option<&LayerPairs> {
+        self.layers.get(i)
+    }
+
     /// Fresh weights as mlx-lm makes them: A uniform in ±1/sqrt(in), B zero (the adapter
     /// starts as the identity), float32.
     pub fn init(config: LoraConfig, spec: &ModelSpec, key: &Array) -> Result<LoraWeights> {
@@ -232,15 +251,7 @@ impl LoraWeights {
         let mut it = arrays.iter();
         let mut out = self.clone();
         for l in &mut out.layers {
-            for (a, b) in l.pairs.iter_mut().flatten() {
-                match (it.next(), it.next()) {
-                    (Some(x), Some(y)) => {
-                        *a = x.clone();
-                        *b = y.clone();
-                    }
-                    _ => return Err(Error::internal("too few adapter arrays")),
-                }
-            }
+            l.replace(&mut it)?;
         }
         if it.next().is_some() {
             return Err(Error::internal("too many adapter arrays"));
@@ -282,7 +293,7 @@ impl LoraWeights {
 
     /// A fingerprint of the adapter's values (every tensor, as float32) and its scale.
     pub fn fingerprint(&self) -> Result<String> {
-        let mut h = super::fingerprint::Fnv::default();
+        let mut h = crate::model::fingerprint::Fingerprint::default();
         h.field(&self.config.scale.to_le_bytes());
         for (name, a) in self.named() {
             h.field(name.as_bytes());
@@ -290,7 +301,7 @@ impl LoraWeights {
             let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
             h.field(&bytes);
         }
-        Ok(h.hex())
+        Ok(h.finish())
     }
 
     /// Tensor names in mlx-lm's layout, with their arrays.
@@ -310,9 +321,14 @@ impl LoraWeights {
     /// Writes `adapters.safetensors` and `adapter_config.json` into `dir` (made if absent).
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
+        if !dir.is_dir() {
+            return Err(Error::invalid(format!("{}: not a folder", dir.display())));
+        }
         let named = self.named();
         let refs: Vec<(&str, &Array)> = named.iter().map(|(n, a)| (n.as_str(), a)).collect();
-        io::save_safetensors(&dir.join("adapters.safetensors"), &refs, &[("format", "mlx")])?;
+        crate::files::write_replacing(&dir.join("adapters.safetensors"), "safetensors", |tmp| {
+            io::save_safetensors(tmp, &refs, &[("format", "mlx")])
+        })?;
         let c = &self.config;
         let cfg = serde_json::json!({
             "fine_tune_type": "lora",
@@ -326,7 +342,9 @@ impl LoraWeights {
         });
         let path = dir.join("adapter_config.json");
         let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::internal(e.to_string()))?;
-        std::fs::write(&path, text).map_err(|e| Error::io(&path, &e))
+        crate::files::write_replacing(&path, "json", |tmp| {
+            std::fs::write(tmp, &text).map_err(|e| Error::io(tmp, &e))
+        })
     }
 
     /// Reads an adapter folder (mlx-lm's format) for a model of `spec`. Every tensor is

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::config::Config;
+use crate::model::config::Config;
 use crate::{Error, Result};
 
 /// Calls into the `tokenizers` crate whose cost grows with the vocabulary (in 0.22,
@@ -48,22 +48,21 @@ const END_OF_TURN: &[&str] =
     &["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|end_of_text|>", "</s>"];
 
 impl Tokenizer {
-    /// Loads `tokenizer.json` from `dir`, with `tokenizer_config.json` (may be absent), the
-    /// model config and `generation_config.json` (may be absent) for BOS and EOS.
-    pub fn load(
-        dir: &Path,
+    /// A tokenizer from the bytes of `tokenizer.json` at `path` (read by the loader), with
+    /// `tokenizer_config.json` and `generation_config.json` (either may be absent) and the
+    /// model config for BOS and EOS; `template` (the model's own chat template) adds its
+    /// end-of-turn markers to the EOS set.
+    pub fn from_json(
+        path: &Path,
+        bytes: &[u8],
         model_cfg: &Config,
         tok_cfg: Option<&Config>,
+        gen_cfg: Option<&Config>,
         template: Option<&str>,
     ) -> Result<Tokenizer> {
-        let path = dir.join("tokenizer.json");
-        if !crate::files::present(&path) {
-            return Err(Error::not_found(format!("{}: no such file", path.display())));
-        }
-        let bytes = crate::files::read_bytes(&path, crate::files::TOKENIZER_MAX)?;
         // The tokenizers crate panics on some malformed files (a decoder section it cannot
         // parse): a panic there is the file's fault, reported as such.
-        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes)).map_err(|p| {
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes)).map_err(|p| {
             let why = p
                 .downcast_ref::<String>()
                 .cloned()
@@ -83,9 +82,8 @@ impl Tokenizer {
             None => model_cfg.ids("bos_token_id")?.first().copied(),
         };
         let mut eos: BTreeSet<u32> = model_cfg.ids("eos_token_id")?.into_iter().collect();
-        let gen = dir.join("generation_config.json");
-        if crate::files::present(&gen) {
-            eos.extend(Config::read(&gen)?.ids("eos_token_id")?);
+        if let Some(gen) = gen_cfg {
+            eos.extend(gen.ids("eos_token_id")?);
         }
         Ok(Tokenizer::assemble(inner, bos, bos_text, eos_text, add_bos, eos, template))
     }
@@ -194,56 +192,5 @@ impl Tokenizer {
     /// Every token id that ends generation.
     pub fn eos_ids(&self) -> &BTreeSet<u32> {
         &self.eos
-    }
-}
-
-/// Turns a stream of token ids into text pieces. A piece is emitted only once the text decoded
-/// so far ends in a complete character, so a character spread over several byte-level tokens
-/// comes out whole; decoding restarts from a recent token so the cost per token is constant.
-#[derive(Default)]
-pub struct StreamDecoder {
-    ids: Vec<u32>,
-    prefix: usize,
-    read: usize,
-    skip_special: bool,
-}
-
-impl StreamDecoder {
-    pub fn new(skip_special: bool) -> StreamDecoder {
-        StreamDecoder { skip_special, ..Default::default() }
-    }
-
-    /// Adds a token; returns the text it completes, if any.
-    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<Option<String>> {
-        self.ids.push(id);
-        let before = tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let now = tok.decode(&self.ids[self.prefix..], self.skip_special)?;
-        if now.len() > before.len() && !now.ends_with('\u{FFFD}') && now.is_char_boundary(before.len()) {
-            let piece = now[before.len()..].to_string();
-            self.prefix = self.read;
-            self.read = self.ids.len();
-            Ok(Some(piece))
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// Whatever is still held back (an incomplete character at the very end comes out as
-    /// U+FFFD, as a full decode would give it).
-    pub fn flush(&mut self, tok: &Tokenizer) -> Result<Option<String>> {
-        let before = tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let now = tok.decode(&self.ids[self.prefix..], self.skip_special)?;
-        self.prefix = self.ids.len();
-        self.read = self.ids.len();
-        if now.len() > before.len() && now.is_char_boundary(before.len()) {
-            Ok(Some(now[before.len()..].to_string()))
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// All ids pushed so far.
-    pub fn ids(&self) -> &[u32] {
-        &self.ids
     }
 }

@@ -1,0 +1,6 @@
+//! Text in and out of a model: the tokenizer (with the checkpoint's BOS and EOS rules), the
+//! streaming decoder that turns generated ids into whole characters, and chat templates.
+
+pub mod chat;
+pub mod stream;
+pub mod tokenizer;
