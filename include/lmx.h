@@ -187,6 +187,11 @@ typedef struct {
   // the current prefill chunk or step. The way to cancel lmx_batch_generate() and
   // lmx_classify(); sessions also have lmx_session_cancel().
   const lmx_cancel *cancel;
+  // No stop before this many tokens were generated: until then the EOS and stop tokens
+  // cannot be chosen (their logits are masked) and stop strings are not looked for (no
+  // stop string can begin in the text of the first min_tokens tokens). max_tokens and the
+  // context length still end generation. 0 = off. Default 0.
+  uint32_t min_tokens;
 } lmx_generate_params;
 
 // One prompt's result. Pointers are owned by the lmx_batch and valid until lmx_batch_free().

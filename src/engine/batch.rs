@@ -257,7 +257,19 @@ pub fn batch_generate(
     let ctx = model.context_length();
     let mut input = Array::from_slice(&flat, &[b, longest])?;
     let mut first = None;
+    // min_tokens: every row samples once per step from the first, so step k is each running
+    // row's token k; the stop tokens are held back for the first min_tokens steps.
+    if params.min_tokens > 0 {
+        let mut held: Vec<u32> = eos.iter().copied().collect();
+        held.sort_unstable();
+        sampler.hold(&held)?;
+    }
+    let mut step = 0usize;
     loop {
+        if step == params.min_tokens {
+            sampler.release();
+        }
+        step += 1;
         let ids: Vec<u32> = {
             let _lock = compute_lock();
             with_stream(&stream, || -> Result<Vec<u32>> {
