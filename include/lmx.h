@@ -189,6 +189,11 @@ typedef struct {
   // the current prefill chunk or step. The way to cancel lmx_batch_generate() and
   // lmx_classify(); sessions also have lmx_session_cancel().
   const lmx_cancel *cancel;
+  // No stop before this many tokens were generated: until then the EOS and stop tokens
+  // cannot be chosen (their logits are masked) and stop strings are not looked for (no
+  // stop string can begin in the text of the first min_tokens tokens). max_tokens and the
+  // context length still end generation. 0 = off. Default 0.
+  uint32_t min_tokens;
 } lmx_generate_params;
 
 // One prompt's result. Pointers are owned by the lmx_batch and valid until lmx_batch_free().
@@ -258,6 +263,54 @@ typedef struct {
   // MLX's recommended working set in bytes (Metal only); 0 where unknown.
   uint64_t recommended_working_set;
 } lmx_device;
+
+// What a model is. Set struct_size to sizeof(lmx_model_desc) before lmx_model_info().
+typedef struct {
+  size_t struct_size;
+  // The family that runs it: "llama", "mistral", "qwen2", "qwen3" or "gemma3".
+  char architecture[LMX_NAME_MAX];
+  // config.json's model_type.
+  char model_type[LMX_NAME_MAX];
+  // Parameters (weights) in the checkpoint, a quantized matrix counted at its full size.
+  uint64_t param_count;
+  int32_t num_layers;
+  int32_t hidden_size;
+  int32_t num_heads;
+  int32_t num_kv_heads;
+  int32_t head_dim;
+  // Rows of the embedding and output matrices (token ids are below it).
+  int32_t vocab_size;
+  // Longest sequence in tokens, prompt and generated together (lmx_model_params's, or the
+  // model's max_position_embeddings).
+  int32_t context_length;
+  // Bits per quantized weight; 0 for a dense model.
+  int32_t quant_bits;
+  // Weights per quantization group; 0 for a dense model.
+  int32_t quant_group_size;
+  // "float32", "bfloat16" or "float16": what the model computes in.
+  char dtype[LMX_NAME_MAX];
+  // Where the chat template came from: "tokenizer_config.json", "chat_template.jinja",
+  // "gguf:tokenizer.chat_template" or "builtin:<name>".
+  char chat_template[LMX_NAME_MAX];
+  // Bytes of the weights as loaded.
+  uint64_t weight_bytes;
+  // Seconds the load took.
+  double load_seconds;
+  // Bytes: MLX's peak memory during the load above what was in use before it.
+  uint64_t load_peak_bytes;
+  // The backend computing: "cpu", "metal" or "cuda".
+  char backend[LMX_NAME_MAX];
+  // What was loaded: "safetensors" (a model folder) or "gguf" (a GGUF file).
+  char format[LMX_NAME_MAX];
+  // The tokenizer: "tokenizer.json", or for a GGUF file the vocabulary it was built from
+  // ("gpt2/smollm", "llama/SentencePiece", ...).
+  char tokenizer[LMX_NAME_MAX];
+  // For a GGUF file, what each of its tensor types became, one "; "-separated entry per
+  // type: "Q4_K x27 -> affine 4-bit, group 32 (exact)", "Q6_K x9 -> affine 8-bit, group 32
+  // (re-quantized)", "F32 x109 -> float (exact)". Empty for a model folder; cut at a whole
+  // entry when longer than the field.
+  char conversions[LMX_CONVERSIONS_MAX];
+} lmx_model_desc;
 
 // How to train a LoRA adapter. Initialize with lmx_train_params_init() (or
 // LMX_TRAIN_PARAMS_INIT), then set data_path and what you need. Defaults are mlx-lm's:
@@ -352,54 +405,6 @@ typedef struct {
   // Nothing process-wide changes. Default LMX_DEVICE_DEFAULT.
   lmx_device_kind device;
 } lmx_model_params;
-
-// What a model is. Set struct_size to sizeof(lmx_model_desc) before lmx_model_info().
-typedef struct {
-  size_t struct_size;
-  // The family that runs it: "llama", "mistral", "qwen2", "qwen3" or "gemma3".
-  char architecture[LMX_NAME_MAX];
-  // config.json's model_type.
-  char model_type[LMX_NAME_MAX];
-  // Parameters (weights) in the checkpoint, a quantized matrix counted at its full size.
-  uint64_t param_count;
-  int32_t num_layers;
-  int32_t hidden_size;
-  int32_t num_heads;
-  int32_t num_kv_heads;
-  int32_t head_dim;
-  // Rows of the embedding and output matrices (token ids are below it).
-  int32_t vocab_size;
-  // Longest sequence in tokens, prompt and generated together (lmx_model_params's, or the
-  // model's max_position_embeddings).
-  int32_t context_length;
-  // Bits per quantized weight; 0 for a dense model.
-  int32_t quant_bits;
-  // Weights per quantization group; 0 for a dense model.
-  int32_t quant_group_size;
-  // "float32", "bfloat16" or "float16": what the model computes in.
-  char dtype[LMX_NAME_MAX];
-  // Where the chat template came from: "tokenizer_config.json", "chat_template.jinja",
-  // "gguf:tokenizer.chat_template" or "builtin:<name>".
-  char chat_template[LMX_NAME_MAX];
-  // Bytes of the weights as loaded.
-  uint64_t weight_bytes;
-  // Seconds the load took.
-  double load_seconds;
-  // Bytes: MLX's peak memory during the load above what was in use before it.
-  uint64_t load_peak_bytes;
-  // The backend computing: "cpu", "metal" or "cuda".
-  char backend[LMX_NAME_MAX];
-  // What was loaded: "safetensors" (a model folder) or "gguf" (a GGUF file).
-  char format[LMX_NAME_MAX];
-  // The tokenizer: "tokenizer.json", or for a GGUF file the vocabulary it was built from
-  // ("gpt2/smollm", "llama/SentencePiece", ...).
-  char tokenizer[LMX_NAME_MAX];
-  // For a GGUF file, what each of its tensor types became, one "; "-separated entry per
-  // type: "Q4_K x27 -> affine 4-bit, group 32 (exact)", "Q6_K x9 -> affine 8-bit, group 32
-  // (re-quantized)", "F32 x109 -> float (exact)". Empty for a model folder; cut at a whole
-  // entry when longer than the field.
-  char conversions[LMX_CONVERSIONS_MAX];
-} lmx_model_desc;
 
 // Called for each generated piece: the token id (-1 for a last piece of text released when
 // generation ends without a token of its own), its text (UTF-8, NUL-terminated, `len` bytes,
@@ -544,6 +549,24 @@ const char *lmx_last_error(void);
 // A static description of a status code, for example "invalid argument". Never NULL; an
 // unknown value gives "unknown status". Owned by liblmx, valid forever. Thread-safe.
 const char *lmx_status_string(int32_t status);
+
+// Describes the model at `path` (NUL-terminated UTF-8: a model folder or a GGUF file, as
+// lmx_model_load() takes) without loading it: reads only the GGUF header, or only the
+// folder's config.json (bounded reads; no weights, tokenizer or device work). On success
+// fills `*desc_out` (not NULL, struct_size set to the caller's sizeof(lmx_model_desc)) with
+// what lmx_model_info() would report after a load with default parameters, as far as the
+// config says it: architecture, model_type, num_layers, hidden_size, num_heads,
+// num_kv_heads, head_dim, vocab_size, context_length (the model's own), quant_bits and
+// quant_group_size (config.json's default quantization; 0 for a dense folder and for a GGUF
+// file, whose quantization is per tensor type) and format ("safetensors" or "gguf"). The
+// fields that need the weights or the tokenizer (param_count, dtype, chat_template,
+// weight_bytes, load_seconds, load_peak_bytes, backend, tokenizer, conversions) are zero or
+// empty. Thread-safe. Returns LMX_OK; LMX_STATUS_INVALID_ARGUMENT (NULL, bad UTF-8, a bad
+// struct_size, a path that is neither a folder nor a GGUF file); LMX_STATUS_NOT_FOUND
+// (missing path or config.json); LMX_STATUS_FORMAT (a damaged header or config, missing
+// sizes); LMX_STATUS_UNSUPPORTED (an architecture or quantization liblmx does not run);
+// LMX_STATUS_IO. The message names the file and the key.
+lmx_status lmx_model_inspect(const char *path, lmx_model_desc *desc_out);
 
 // Loads the adapter in folder `path` (adapters.safetensors and adapter_config.json as
 // mlx_lm.lora writes them; LoRA only) for `model` and writes it to `*adapter_out` (not NULL);

@@ -471,3 +471,101 @@ fn a_generation_can_move_between_threads_at_every_step() {
     }
     assert_eq!(got, want[..6]);
 }
+
+/// Greedy, stopping at EOS, with the model's EOS tokens pushed to the top by a huge bias: the
+/// first token would end generation.
+fn eos_biased(m: &Model, n: usize) -> GenerateParams {
+    let mut p = GenerateParams { max_tokens: n, ..Default::default() };
+    p.sampler.logit_bias = m.stop_ids(&[], false).into_iter().map(|id| (id, 1000.0)).collect();
+    p
+}
+
+#[test]
+fn min_tokens_holds_back_eos_and_stop_tokens() {
+    let m = model("llama_tied");
+    let (prompt, want) = reference("llama_tied");
+    let eos = m.stop_ids(&[], false);
+    assert!(!eos.is_empty());
+    let run = |p: &GenerateParams| Session::new(m.clone()).unwrap().generate(&prompt, p, |_| true).unwrap();
+
+    // Without min_tokens the biased EOS ends generation at once.
+    let none = run(&eos_biased(&m, 20));
+    assert_eq!((none.tokens.len(), none.finish), (0, FinishReason::Stop));
+    // With it, exactly min_tokens tokens come first (EOS is masked until then, so the others
+    // are chosen as greedy chooses them), then the EOS stops it.
+    let mut p = eos_biased(&m, 20);
+    p.min_tokens = 5;
+    let out = run(&p);
+    assert_eq!(out.finish, FinishReason::Stop);
+    assert_eq!(out.tokens.len(), 5, "{:?}", out.tokens);
+    assert!(out.tokens.iter().all(|t| !eos.contains(t)));
+    if want[..5].iter().all(|t| !eos.contains(t)) {
+        assert_eq!(out.tokens, want[..5]);
+    }
+    // max_tokens still wins.
+    p.max_tokens = 3;
+    let out = run(&p);
+    assert_eq!((out.tokens.len(), out.finish), (3, FinishReason::Length));
+
+    // A stop token: the greedy path's first token, held back for the first 4 tokens.
+    let mut p = greedy(12);
+    p.stop_tokens = vec![want[0]];
+    assert!(run(&p).tokens.is_empty());
+    p.min_tokens = 4;
+    let out = run(&p);
+    assert!(out.tokens.len() >= 4, "{:?}", out.tokens);
+    assert!(!out.tokens[..4].contains(&want[0]));
+    assert!(!out.tokens.contains(&want[0]), "a stop token is never returned");
+}
+
+#[test]
+fn min_tokens_ignores_stop_strings_in_the_first_tokens() {
+    let m = model("qwen2");
+    let (prompt, _) = reference("qwen2");
+    let run = |p: &GenerateParams| Session::new(m.clone()).unwrap().generate(&prompt, p, |_| true).unwrap();
+    let full = run(&greedy(32)).text;
+    let first4 = run(&greedy(4)).text;
+    assert!(full.starts_with(&first4) && !first4.is_empty(), "{full:?} / {first4:?}");
+    // A stop string the text begins with.
+    let stop: String = full.chars().take(2).collect();
+    let mut p = greedy(32);
+    p.stop_strings = vec![stop.clone()];
+    let out = run(&p);
+    assert_eq!((out.text.as_str(), out.finish), ("", FinishReason::Stop));
+    // With min_tokens 4 it is looked for only after the first 4 tokens' text.
+    p.min_tokens = 4;
+    let mut streamed = String::new();
+    let out = Session::new(m.clone())
+        .unwrap()
+        .generate(&prompt, &p, |ev| {
+            streamed.push_str(&ev.text);
+            true
+        })
+        .unwrap();
+    let expected = match full[first4.len()..].find(&stop) {
+        Some(i) => &full[..first4.len() + i],
+        None => full.as_str(),
+    };
+    assert_eq!(out.text, expected);
+    assert_eq!(streamed, expected);
+    assert!(out.tokens.len() >= 4);
+}
+
+#[test]
+fn batch_rows_honour_min_tokens() {
+    let m = model("qwen3");
+    let (prompt, _) = reference("qwen3");
+    let prompts = vec![prompt.clone(), prompt[..6].to_vec()];
+    let mut p = eos_biased(&m, 20);
+    let (out, _) = batch_generate(&m, &prompts, &p).unwrap();
+    assert!(out.iter().all(|r| r.as_ref().unwrap().tokens.is_empty()));
+    p.min_tokens = 6;
+    let (out, metrics) = batch_generate(&m, &prompts, &p).unwrap();
+    for (pr, r) in prompts.iter().zip(&out) {
+        let r = r.as_ref().unwrap();
+        assert_eq!((r.tokens.len(), r.finish), (6, FinishReason::Stop));
+        let single = Session::new(m.clone()).unwrap().generate(pr, &p, |_| true).unwrap();
+        assert_eq!(r.tokens, single.tokens);
+    }
+    assert_eq!(metrics.generated_tokens, 12);
+}

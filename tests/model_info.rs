@@ -62,3 +62,89 @@ fn a_model_without_a_template_gets_the_builtin_one_for_its_vocabulary() {
         assert!(text.contains("hi"), "{case}: {text}");
     }
 }
+
+fn c_path(p: &std::path::Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.to_str().unwrap()).unwrap()
+}
+
+fn desc() -> lmx::ffi::model::lmx_model_desc {
+    // SAFETY: integers, floats and char arrays: all zero is a valid value.
+    let mut d: lmx::ffi::model::lmx_model_desc = unsafe { std::mem::zeroed() };
+    d.struct_size = std::mem::size_of_val(&d);
+    d
+}
+
+fn name(field: &[std::ffi::c_char]) -> String {
+    // SAFETY: the library writes NUL-terminated strings into the fields.
+    unsafe { std::ffi::CStr::from_ptr(field.as_ptr()) }.to_string_lossy().into_owned()
+}
+
+/// lmx_model_inspect reads what lmx_model_load reports, from config.json alone.
+#[test]
+fn inspect_agrees_with_load_for_every_fixture() {
+    use lmx::ffi::inspect::lmx_model_inspect;
+    use lmx::ffi::lmx_status;
+    use lmx::ffi::model::{lmx_model_free, lmx_model_info, lmx_model_load};
+    for case in cases() {
+        let path = c_path(&fixtures().join(&case));
+        let mut got = desc();
+        assert_eq!(lmx_model_inspect(path.as_ptr(), &mut got), lmx_status::LMX_OK, "{case}");
+        let mut m = std::ptr::null_mut();
+        assert_eq!(lmx_model_load(path.as_ptr(), std::ptr::null(), &mut m), lmx_status::LMX_OK);
+        let mut want = desc();
+        assert_eq!(lmx_model_info(m, &mut want), lmx_status::LMX_OK);
+        lmx_model_free(m);
+        let sizes = |d: &lmx::ffi::model::lmx_model_desc| {
+            (
+                d.num_layers,
+                d.hidden_size,
+                d.num_heads,
+                d.num_kv_heads,
+                d.head_dim,
+                d.vocab_size,
+                d.context_length,
+            )
+        };
+        assert_eq!(sizes(&got), sizes(&want), "{case}");
+        assert_eq!(
+            (got.quant_bits, got.quant_group_size),
+            (want.quant_bits, want.quant_group_size),
+            "{case}"
+        );
+        for (g, w) in [
+            (&got.architecture[..], &want.architecture[..]),
+            (&got.model_type, &want.model_type),
+            (&got.format, &want.format),
+        ] {
+            assert_eq!(name(g), name(w), "{case}");
+        }
+        // Nothing that needs the weights or the tokenizer.
+        assert_eq!(
+            (got.param_count, got.weight_bytes, name(&got.dtype), name(&got.tokenizer)),
+            (0, 0, String::new(), String::new())
+        );
+    }
+}
+
+#[test]
+fn inspect_refuses_what_load_refuses() {
+    use lmx::ffi::inspect::lmx_model_inspect;
+    use lmx::ffi::lmx_status::*;
+    let t = TempDir::new("inspect");
+    let mut d = desc();
+    let cases = [
+        (t.0.join("missing"), LMX_STATUS_NOT_FOUND),
+        (t.0.clone(), LMX_STATUS_NOT_FOUND), // a folder without config.json
+        (fixtures().join("qwen3").join("tokenizer.json"), LMX_STATUS_INVALID_ARGUMENT),
+    ];
+    for (p, want) in cases {
+        assert_eq!(lmx_model_inspect(c_path(&p).as_ptr(), &mut d), want, "{}", p.display());
+    }
+    std::fs::write(t.0.join("bad.gguf"), b"GGUF\x03\x00\x00\x00").unwrap();
+    assert_eq!(lmx_model_inspect(c_path(&t.0.join("bad.gguf")).as_ptr(), &mut d), LMX_STATUS_FORMAT);
+    let q = c_path(&fixtures().join("qwen3"));
+    assert_eq!(lmx_model_inspect(q.as_ptr(), std::ptr::null_mut()), LMX_STATUS_INVALID_ARGUMENT);
+    assert_eq!(lmx_model_inspect(std::ptr::null(), &mut d), LMX_STATUS_INVALID_ARGUMENT);
+    d.struct_size = 3;
+    assert_eq!(lmx_model_inspect(q.as_ptr(), &mut d), LMX_STATUS_INVALID_ARGUMENT);
+}

@@ -1,26 +1,27 @@
 package inference
 
 import (
-	"bufio"
-	"encoding/binary"
+	"context"
 	"encoding/json"
-	"errors"
-	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
-	"strings"
 )
 
 // DiscoveredModel is a model folder or a GGUF file found by Discover.
 type DiscoveredModel struct {
 	// Path is the folder or the .gguf file, absolute.
 	Path string
-	// ModelType is config.json's model_type; for a GGUF file, its general.architecture.
+	// ModelType is config.json's model_type. For a GGUF file it is what the inspecting
+	// backend reports: its ModelIdentity's Labels["model_type"], or else its Architecture.
+	// liblmx reports the model_type the file's config.json would have ("llama", "qwen3",
+	// "gemma3_text", ...), which the loaded model's ModelType() also says.
 	ModelType string
 	// QuantBits and QuantGroup come from config.json's quantization {bits, group_size}; 0 for
-	// a dense model and for a GGUF file (whose tensor types Description.Conversions reports
-	// once loaded).
+	// a dense model, and for a GGUF file as the backend reports it (liblmx: 0, the
+	// quantization being per tensor type).
 	QuantBits  int
 	QuantGroup int
 	// NumFiles is the number of *.safetensors files (1 for a GGUF file).
@@ -29,31 +30,66 @@ type DiscoveredModel struct {
 
 // Discover looks for models: baseDir itself first, then its immediate subfolders in name
 // order, each followed by the GGUF files it holds in name order. A model folder holds a
-// config.json that parses as JSON and at least one *.safetensors file; a GGUF file is named
-// *.gguf and has a GGUF header naming its architecture. It fails only when baseDir cannot be
-// read.
+// config.json that parses as JSON and at least one *.safetensors file. A GGUF file is named
+// *.gguf and is listed when a registered backend that implements ModelPackInspector (the
+// "metal" backend does, with liblmx reading the header) describes it; they are asked in
+// Default's order, available ones only. With no such backend registered, or for a file none
+// of them can describe (damaged, or of an architecture none runs), no GGUF file is listed.
+// It fails only when baseDir cannot be read.
 func Discover(baseDir string) ([]DiscoveredModel, error) {
 	entries, err := os.ReadDir(baseDir)
 	if err != nil {
 		return nil, err
 	}
-	found := probeAll(baseDir)
+	inspectors := modelInspectors()
+	found := probeAll(baseDir, inspectors)
 	for _, e := range entries {
 		dir := filepath.Join(baseDir, e.Name())
 		// Follow symbolic links: a link to a folder is a subfolder to the user.
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			continue
 		}
-		found = append(found, probeAll(dir)...)
+		found = append(found, probeAll(dir, inspectors)...)
 	}
 	return found, nil
 }
 
+// modelInspectors are the available registered backends that inspect model packs, in
+// Default's order.
+func modelInspectors() []ModelPackInspector {
+	registryMu.RLock()
+	names := slices.Sorted(maps.Keys(registry))
+	slices.SortStableFunc(names, func(a, b string) int { return rank(a) - rank(b) })
+	backends := make([]Backend, len(names))
+	for i, n := range names {
+		backends[i] = registry[n]
+	}
+	registryMu.RUnlock()
+	var out []ModelPackInspector
+	for _, b := range backends {
+		if in, ok := b.(ModelPackInspector); ok && b.Available() {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// rank is a backend name's place in Default's order: the preferred names first.
+func rank(name string) int {
+	if i := slices.Index(preferred, name); i >= 0 {
+		return i
+	}
+	return len(preferred)
+}
+
 // probeAll is the folder dir as a model, if it is one, then its GGUF files.
-func probeAll(dir string) []DiscoveredModel {
+func probeAll(dir string, inspectors []ModelPackInspector) []DiscoveredModel {
 	var found []DiscoveredModel
 	if m, ok := probe(dir); ok {
 		found = append(found, m)
+	}
+	if len(inspectors) == 0 {
+		return found
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "*.gguf"))
 	sort.Strings(files)
@@ -61,131 +97,37 @@ func probeAll(dir string) []DiscoveredModel {
 		if fi, err := os.Stat(f); err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
-		arch, err := ggufArchitecture(f)
-		if err != nil {
-			continue
-		}
 		abs, err := filepath.Abs(f)
 		if err != nil {
 			abs = f
 		}
-		found = append(found, DiscoveredModel{Path: abs, ModelType: arch, NumFiles: 1})
+		if m, ok := inspectGGUF(abs, inspectors); ok {
+			found = append(found, m)
+		}
 	}
 	return found
 }
 
-// ggufArchitecture reads a GGUF file's metadata as far as general.architecture.
-func ggufArchitecture(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	r := bufio.NewReader(f)
-	var head struct {
-		Magic   [4]byte
-		Version uint32
-		Tensors uint64
-		KVs     uint64
-	}
-	if err := binary.Read(r, binary.LittleEndian, &head); err != nil {
-		return "", err
-	}
-	if string(head.Magic[:]) != "GGUF" || head.Version < 2 || head.Version > 3 {
-		return "", errors.New("not a GGUF file of version 2 or 3")
-	}
-	for i := uint64(0); i < head.KVs && i < 1<<16; i++ {
-		key, err := ggufString(r)
-		if err != nil {
-			return "", err
+// inspectGGUF is the GGUF file at path as the first inspector that describes it says.
+func inspectGGUF(path string, inspectors []ModelPackInspector) (DiscoveredModel, bool) {
+	for _, in := range inspectors {
+		info, err := in.InspectModelPack(context.Background(), path)
+		if err != nil || info == nil {
+			continue
 		}
-		var typ uint32
-		if err := binary.Read(r, binary.LittleEndian, &typ); err != nil {
-			return "", err
+		modelType := info.Model.Labels["model_type"]
+		if modelType == "" {
+			modelType = info.Model.Architecture
 		}
-		if key == "general.architecture" {
-			if typ != ggufTypeString {
-				return "", errors.New("general.architecture is not a string")
-			}
-			return ggufString(r)
-		}
-		if err := ggufSkip(r, typ, 0); err != nil {
-			return "", err
-		}
+		return DiscoveredModel{
+			Path:       path,
+			ModelType:  modelType,
+			QuantBits:  info.Model.QuantBits,
+			QuantGroup: info.Model.QuantGroup,
+			NumFiles:   1,
+		}, true
 	}
-	return "", errors.New("no general.architecture")
-}
-
-const ggufTypeString, ggufTypeArray = 8, 9
-
-// ggufFixed is the size of GGUF's fixed-size value types (0 for the others).
-func ggufFixed(typ uint32) int64 {
-	switch typ {
-	case 0, 1, 7: // uint8, int8, bool
-		return 1
-	case 2, 3: // uint16, int16
-		return 2
-	case 4, 5, 6: // uint32, int32, float32
-		return 4
-	case 10, 11, 12: // uint64, int64, float64
-		return 8
-	}
-	return 0
-}
-
-func ggufString(r *bufio.Reader) (string, error) {
-	var n uint64
-	if err := binary.Read(r, binary.LittleEndian, &n); err != nil {
-		return "", err
-	}
-	if n > 1<<20 {
-		return "", errors.New("a metadata string of more than 1 MiB")
-	}
-	var b strings.Builder
-	if _, err := io.CopyN(&b, r, int64(n)); err != nil {
-		return "", err
-	}
-	return b.String(), nil
-}
-
-// ggufSkip reads past a value of type typ.
-func ggufSkip(r *bufio.Reader, typ uint32, depth int) error {
-	if n := ggufFixed(typ); n > 0 {
-		_, err := r.Discard(int(n))
-		return err
-	}
-	switch typ {
-	case ggufTypeString:
-		var n uint64
-		if err := binary.Read(r, binary.LittleEndian, &n); err != nil {
-			return err
-		}
-		_, err := io.CopyN(io.Discard, r, int64(n&(1<<62-1)))
-		return err
-	case ggufTypeArray:
-		if depth > 3 {
-			return errors.New("metadata arrays nested too deep")
-		}
-		var elem uint32
-		var n uint64
-		if err := binary.Read(r, binary.LittleEndian, &elem); err != nil {
-			return err
-		}
-		if err := binary.Read(r, binary.LittleEndian, &n); err != nil {
-			return err
-		}
-		if size := ggufFixed(elem); size > 0 {
-			_, err := io.CopyN(io.Discard, r, int64(n&(1<<40-1))*size)
-			return err
-		}
-		for j := uint64(0); j < n; j++ {
-			if err := ggufSkip(r, elem, depth+1); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return errors.New("unknown metadata type")
+	return DiscoveredModel{}, false
 }
 
 func probe(dir string) (DiscoveredModel, bool) {

@@ -1,8 +1,9 @@
 package inference
 
 import (
-	"bytes"
-	"encoding/binary"
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -105,53 +106,87 @@ func TestDiscoverCases(t *testing.T) {
 	}
 }
 
-// gguf is a GGUF header (version 3, no tensors) with a string array and then the given
-// general.architecture.
-func gguf(arch string) string {
-	var b bytes.Buffer
-	w := func(v any) { binary.Write(&b, binary.LittleEndian, v) }
-	str := func(s string) { w(uint64(len(s))); b.WriteString(s) }
-	b.WriteString("GGUF")
-	w(uint32(3))
-	w(uint64(0)) // tensors
-	w(uint64(3)) // key-value pairs
-	str("general.name")
-	w(uint32(8))
-	str("tiny")
-	str("tokenizer.ggml.tokens")
-	w(uint32(9))
-	w(uint32(8))
-	w(uint64(2))
-	str("a")
-	str("b")
-	str("general.architecture")
-	w(uint32(8))
-	str(arch)
-	return b.String()
+// fakeInspector describes files whose text is "<model_type> <quant bits>"; others it refuses.
+type fakeInspector struct {
+	fakeBackend
+	label bool // report the type as Labels["model_type"] (else as the Architecture)
+	asked int
+}
+
+func (f *fakeInspector) InspectModelPack(_ context.Context, path string) (*ModelPackInspection, error) {
+	f.asked++
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var typ string
+	var bits int
+	if n, _ := fmt.Sscanf(string(data), "%s %d", &typ, &bits); n != 2 {
+		return nil, errors.New("not a model")
+	}
+	in := &ModelPackInspection{Path: path, Format: "gguf", Model: ModelIdentity{Architecture: typ, QuantBits: bits}}
+	if f.label {
+		in.Model.Architecture = "family-of-" + typ
+		in.Model.Labels = map[string]string{"model_type": typ}
+	}
+	return in, nil
 }
 
 func TestDiscoverGGUF(t *testing.T) {
 	root := tree(t, map[string]string{
-		"z.gguf":                 gguf("qwen3"),
-		"a.gguf":                 gguf("llama"),
-		"not-gguf.gguf":          "GGUX....",
-		"truncated.gguf":         gguf("gemma3")[:40],
-		"named-otherwise.bin":    gguf("llama"),
+		"z.gguf":                 "qwen3 0",
+		"a.gguf":                 "llama 4",
+		"not-a-model.gguf":       "GGUX....",
+		"named-otherwise.bin":    "llama 0",
 		"m/config.json":          `{"model_type": "gemma3_text"}`,
 		"m/model.safetensors":    "x",
-		"m/gemma-3-270m.Q4.gguf": gguf("gemma3"),
+		"m/gemma-3-270m.Q4.gguf": "gemma3_text 0",
 	})
-	got, err := Discover(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []DiscoveredModel{
-		{Path: filepath.Join(root, "a.gguf"), ModelType: "llama", NumFiles: 1},
+	folder := DiscoveredModel{Path: filepath.Join(root, "m"), ModelType: "gemma3_text", NumFiles: 1}
+	all := []DiscoveredModel{
+		{Path: filepath.Join(root, "a.gguf"), ModelType: "llama", QuantBits: 4, NumFiles: 1},
 		{Path: filepath.Join(root, "z.gguf"), ModelType: "qwen3", NumFiles: 1},
-		{Path: filepath.Join(root, "m"), ModelType: "gemma3_text", NumFiles: 1},
-		{Path: filepath.Join(root, "m", "gemma-3-270m.Q4.gguf"), ModelType: "gemma3", NumFiles: 1},
+		folder,
+		{Path: filepath.Join(root, "m", "gemma-3-270m.Q4.gguf"), ModelType: "gemma3_text", NumFiles: 1},
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("Discover:\n got %+v\nwant %+v", got, want)
+	discover := func(t *testing.T, want []DiscoveredModel) {
+		t.Helper()
+		got, err := Discover(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("Discover:\n got %+v\nwant %+v", got, want)
+		}
 	}
+	t.Run("no inspector", func(t *testing.T) {
+		withRegistry(t, &fakeBackend{name: "metal", available: true})
+		discover(t, []DiscoveredModel{folder})
+	})
+	t.Run("unavailable inspector", func(t *testing.T) {
+		in := &fakeInspector{fakeBackend: fakeBackend{name: "metal"}}
+		withRegistry(t, in)
+		discover(t, []DiscoveredModel{folder})
+		if in.asked != 0 {
+			t.Fatalf("an unavailable backend was asked %d times", in.asked)
+		}
+	})
+	t.Run("inspector", func(t *testing.T) {
+		withRegistry(t, &fakeInspector{fakeBackend: fakeBackend{name: "metal", available: true}})
+		discover(t, all)
+	})
+	t.Run("model_type label", func(t *testing.T) {
+		withRegistry(t, &fakeInspector{fakeBackend: fakeBackend{name: "zzz", available: true}, label: true})
+		discover(t, all)
+	})
+	t.Run("order", func(t *testing.T) {
+		// The preferred backend is asked first; the next one answers what it refuses.
+		first := &fakeInspector{fakeBackend: fakeBackend{name: "metal", available: true}, label: true}
+		other := &fakeInspector{fakeBackend: fakeBackend{name: "aaa", available: true}}
+		withRegistry(t, first, other)
+		discover(t, all)
+		if first.asked != 4 || other.asked != 1 {
+			t.Fatalf("asked metal %d times and aaa %d times; want 4 and 1 (the file metal refuses)", first.asked, other.asked)
+		}
+	})
 }

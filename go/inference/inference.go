@@ -7,9 +7,17 @@
 // here (neither forge.lthn.ai/core/go-inference nor dappco.re/go/inference resolves through the
 // Go module proxy), so liblmx ships this reimplementation instead of a vendored copy. Code
 // written against it moves to the upstream module by changing the import path only; nothing
-// in this package may be added that upstream lacks, with one marked exception: sessions
-// (session.go: StatefulModel, Session, SessionOption and NewSession), a liblmx extension that
-// code reaches only through them, so code that does not use them still moves unchanged.
+// in this package may be added that upstream lacks, with two marked exceptions, liblmx
+// extensions that code reaches only by naming them, so code that does not still moves
+// unchanged: sessions (session.go: StatefulModel, Session, SessionOption and NewSession) and
+// the sentinels ErrNoBackend and ErrUnsupported (errors.go) that this package's own errors
+// match.
+//
+// The contract follows upstream's current option and capability surface (go-inference's
+// go/options.go, go/capability.go, go/contracts.go): the generate options WithMinP, WithSeed,
+// WithSuppressTokens, WithMinTokensBeforeStop, WithDisablePromptReuse and WithMetricsSink,
+// the load options WithAdapterPath and WithCacheMode, All, TokenizerModel, CapabilityReporter
+// with its report types, and ModelPackInspector, which Discover asks about GGUF files.
 //
 // A program imports this package and a backend for its side effect:
 //
@@ -145,13 +153,22 @@ func List() []string {
 	return slices.Sorted(maps.Keys(registry))
 }
 
+// All iterates over the registered backends by name, as registered when it is called.
+func All() iter.Seq2[string, Backend] {
+	registryMu.RLock()
+	snapshot := maps.Clone(registry)
+	registryMu.RUnlock()
+	return maps.All(snapshot)
+}
+
 // Default returns the first available backend among "metal", "rocm" and "llama_cpp", in that
-// order, and otherwise any available one (by name order).
+// order, and otherwise any available one (by name order). It fails (ErrNoBackend) when none
+// is registered or available.
 func Default() (Backend, error) {
 	registryMu.RLock()
 	defer registryMu.RUnlock()
 	if len(registry) == 0 {
-		return nil, fmt.Errorf("inference: no backends registered (import a backend package)")
+		return nil, contractErr(ErrNoBackend, "inference: no backends registered (import a backend package)")
 	}
 	for _, name := range preferred {
 		if b, ok := registry[name]; ok && b.Available() {
@@ -163,10 +180,12 @@ func Default() (Backend, error) {
 			return b, nil
 		}
 	}
-	return nil, fmt.Errorf("inference: no registered backend is available (registered: %v)", slices.Sorted(maps.Keys(registry)))
+	return nil, contractErr(ErrNoBackend, fmt.Sprintf("inference: no registered backend is available (registered: %v)", slices.Sorted(maps.Keys(registry))))
 }
 
 // LoadModel loads the model at path with the backend named by WithBackend, or with Default.
+// An error matching ErrNoBackend says no backend could be used; the backend's own errors come
+// as it returns them.
 func LoadModel(path string, opts ...LoadOption) (TextModel, error) {
 	cfg := ApplyLoadOpts(opts)
 	if cfg.Backend == "" {
@@ -178,10 +197,10 @@ func LoadModel(path string, opts ...LoadOption) (TextModel, error) {
 	}
 	b, ok := Get(cfg.Backend)
 	if !ok {
-		return nil, fmt.Errorf("inference: backend %q not registered", cfg.Backend)
+		return nil, contractErr(ErrNoBackend, fmt.Sprintf("inference: backend %q not registered", cfg.Backend))
 	}
 	if !b.Available() {
-		return nil, fmt.Errorf("inference: backend %q not available on this machine", cfg.Backend)
+		return nil, contractErr(ErrNoBackend, fmt.Sprintf("inference: backend %q not available on this machine", cfg.Backend))
 	}
 	return b.LoadModel(path, opts...)
 }

@@ -111,8 +111,8 @@ func TestDefaultPreferenceOrder(t *testing.T) {
 			withRegistry(t, bs...)
 			b, err := Default()
 			if tt.want == "" {
-				if err == nil {
-					t.Fatalf("Default() = %s, want an error", b.Name())
+				if !errors.Is(err, ErrNoBackend) {
+					t.Fatalf("Default() = %v, %v; want an error matching ErrNoBackend", b, err)
 				}
 				return
 			}
@@ -148,6 +148,11 @@ func TestLoadModelPicksTheBackend(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.want) {
 					t.Fatalf("err = %v, want one containing %q", err, tt.want)
 				}
+				// The registry's own failures match ErrNoBackend; the backend's errors are
+				// its own.
+				if errors.Is(err, ErrNoBackend) != (tt.path != "fail") {
+					t.Fatalf("errors.Is(%v, ErrNoBackend) = %v", err, errors.Is(err, ErrNoBackend))
+				}
 				return
 			}
 			if err != nil || m.ModelType() != tt.want {
@@ -164,5 +169,42 @@ func TestLoadModelPicksTheBackend(t *testing.T) {
 	}
 	if _, err := LoadModel("fail"); !errors.Is(err, errFakeLoad) {
 		t.Fatalf("err = %v, want the backend's error", err)
+	}
+}
+
+func TestAllIteratesASnapshot(t *testing.T) {
+	a := &fakeBackend{name: "a", available: true}
+	b := &fakeBackend{name: "b"}
+	withRegistry(t, a, b)
+	got := map[string]Backend{}
+	for name, be := range All() {
+		got[name] = be
+		// Registering while iterating neither deadlocks nor changes what is iterated.
+		Register(&fakeBackend{name: "late-" + name})
+	}
+	if len(got) != 2 || got["a"] != a || got["b"] != b {
+		t.Fatalf("All() gave %v", got)
+	}
+	n := 0
+	for range All() {
+		n++
+		break
+	}
+	if n != 1 {
+		t.Fatal("breaking out of All() did not stop it")
+	}
+	if len(List()) != 4 {
+		t.Fatalf("List() = %v", List())
+	}
+}
+
+// A model of a backend without training or sessions is refused with ErrUnsupported.
+func TestUnsupportedModels(t *testing.T) {
+	withRegistry(t, &fakeBackend{name: "metal", available: true})
+	if _, err := LoadTrainable("m"); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "cannot be trained") {
+		t.Fatalf("LoadTrainable: %v", err)
+	}
+	if _, err := NewSession(&fakeModel{backend: "fake"}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("NewSession: %v", err)
 	}
 }

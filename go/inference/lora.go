@@ -45,8 +45,8 @@ type TrainableModel interface {
 	NumLayers() int
 }
 
-// LoadTrainable loads a model for fine-tuning through the chosen backend; it fails when the
-// backend's models cannot train.
+// LoadTrainable loads a model for fine-tuning through the chosen backend; it fails
+// (ErrUnsupported) when the backend's models cannot train.
 func LoadTrainable(path string, opts ...LoadOption) (TrainableModel, error) {
 	m, err := LoadModel(path, opts...)
 	if err != nil {
@@ -55,7 +55,7 @@ func LoadTrainable(path string, opts ...LoadOption) (TrainableModel, error) {
 	t, ok := m.(TrainableModel)
 	if !ok {
 		m.Close()
-		return nil, fmt.Errorf("inference: the %s model at %s cannot be trained by its backend", m.ModelType(), path)
+		return nil, contractErr(ErrUnsupported, fmt.Sprintf("inference: the %s model at %s cannot be trained by its backend", m.ModelType(), path))
 	}
 	return t, nil
 }

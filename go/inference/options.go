@@ -1,7 +1,9 @@
 package inference
 
+import "slices"
+
 // GenerateConfig holds the settings of one Generate, Chat, Classify or BatchGenerate call.
-// Zero values of TopK, TopP and RepeatPenalty mean "off".
+// Zero values of TopK, TopP, MinP and RepeatPenalty mean "off".
 type GenerateConfig struct {
 	// MaxTokens caps the generated tokens. Default 256.
 	MaxTokens int
@@ -11,12 +13,36 @@ type GenerateConfig struct {
 	TopK int
 	// TopP keeps the smallest set of tokens whose probability reaches p; 0 = off.
 	TopP float32
+	// MinP drops tokens less likely than MinP times the most likely one; 0 = off.
+	MinP float32
+	// TemperatureSet, TopKSet, TopPSet and MinPSet say that the option was given (by
+	// WithTemperature, WithTopK, WithTopP, WithMinP), so that a zero value asked for can be
+	// told from one left unset (a backend may fill unset ones from the model's defaults).
+	TemperatureSet bool
+	TopKSet        bool
+	TopPSet        bool
+	MinPSet        bool
+	// Seed makes sampling reproducible when SeedSet (WithSeed sets both).
+	Seed    uint64
+	SeedSet bool
 	// StopTokens end generation when sampled (they are not returned).
 	StopTokens []int32
+	// SuppressTokens can never be generated.
+	SuppressTokens []int32
+	// MinTokensBeforeStop holds back stopping (end-of-sequence and stop tokens) until this
+	// many tokens were generated; 0 = off.
+	MinTokensBeforeStop int
 	// RepeatPenalty penalises recently seen tokens; 0 = off, 1 = no penalty.
 	RepeatPenalty float32
 	// ReturnLogits asks for raw logits in ClassifyResult.
 	ReturnLogits bool
+	// MetricsSink, when set, receives this call's GenerateMetrics once its generation ended,
+	// on the goroutine that ran it: unlike Metrics(), which concurrent calls overwrite, it
+	// belongs to this call alone. nil = not reported.
+	MetricsSink func(GenerateMetrics) `json:"-"`
+	// DisablePromptReuse makes this call compute its whole prompt: the backend's cache of an
+	// earlier call's prompt is not reused (for callers whose calls share no prefix).
+	DisablePromptReuse bool
 }
 
 // GenerateOption changes a GenerateConfig.
@@ -29,22 +55,43 @@ func WithMaxTokens(n int) GenerateOption {
 
 // WithTemperature sets the sampling temperature; 0 is greedy.
 func WithTemperature(t float32) GenerateOption {
-	return func(c *GenerateConfig) { c.Temperature = t }
+	return func(c *GenerateConfig) { c.Temperature, c.TemperatureSet = t, true }
 }
 
 // WithTopK keeps only the k most likely tokens; 0 disables it.
 func WithTopK(k int) GenerateOption {
-	return func(c *GenerateConfig) { c.TopK = k }
+	return func(c *GenerateConfig) { c.TopK, c.TopKSet = k, true }
 }
 
 // WithTopP enables nucleus sampling with threshold p; 0 disables it.
 func WithTopP(p float32) GenerateOption {
-	return func(c *GenerateConfig) { c.TopP = p }
+	return func(c *GenerateConfig) { c.TopP, c.TopPSet = p, true }
+}
+
+// WithMinP drops tokens less likely than p times the most likely one; 0 disables it.
+func WithMinP(p float32) GenerateOption {
+	return func(c *GenerateConfig) { c.MinP, c.MinPSet = p, true }
+}
+
+// WithSeed makes sampling reproducible: the same seed, prompt and options give the same
+// tokens.
+func WithSeed(seed uint64) GenerateOption {
+	return func(c *GenerateConfig) { c.Seed, c.SeedSet = seed, true }
 }
 
 // WithStopTokens ends generation at any of the given token ids.
 func WithStopTokens(ids ...int32) GenerateOption {
-	return func(c *GenerateConfig) { c.StopTokens = ids }
+	return func(c *GenerateConfig) { c.StopTokens = slices.Clone(ids) }
+}
+
+// WithSuppressTokens keeps the given token ids from ever being generated.
+func WithSuppressTokens(ids ...int32) GenerateOption {
+	return func(c *GenerateConfig) { c.SuppressTokens = slices.Clone(ids) }
+}
+
+// WithMinTokensBeforeStop holds back stopping until n tokens were generated.
+func WithMinTokensBeforeStop(n int) GenerateOption {
+	return func(c *GenerateConfig) { c.MinTokensBeforeStop = n }
 }
 
 // WithRepeatPenalty penalises repeated tokens; 0 disables it, 1 is no penalty.
@@ -55,6 +102,17 @@ func WithRepeatPenalty(p float32) GenerateOption {
 // WithLogits asks Classify for each prompt's raw logits.
 func WithLogits() GenerateOption {
 	return func(c *GenerateConfig) { c.ReturnLogits = true }
+}
+
+// WithDisablePromptReuse makes the call compute its whole prompt instead of reusing what the
+// backend cached from an earlier call.
+func WithDisablePromptReuse() GenerateOption {
+	return func(c *GenerateConfig) { c.DisablePromptReuse = true }
+}
+
+// WithMetricsSink hands this call's metrics to fn when its generation ends.
+func WithMetricsSink(fn func(GenerateMetrics)) GenerateOption {
+	return func(c *GenerateConfig) { c.MetricsSink = fn }
 }
 
 // ApplyGenerateOpts returns the defaults (MaxTokens 256, Temperature 0) with opts applied in
@@ -79,6 +137,11 @@ type LoadConfig struct {
 	GPULayers int
 	// ParallelSlots is how many generations may run at once; 0 = the backend's default.
 	ParallelSlots int
+	// AdapterPath is a LoRA adapter folder the model generates with; "" = none.
+	AdapterPath string
+	// CacheMode is the KV cache mode: "" or "native" = the backend's default; other values
+	// are backend-defined (a backend refuses one it does not have).
+	CacheMode string
 }
 
 // LoadOption changes a LoadConfig.
@@ -102,6 +165,17 @@ func WithGPULayers(n int) LoadOption {
 // WithParallelSlots sets how many Generate/Chat calls may run at once.
 func WithParallelSlots(n int) LoadOption {
 	return func(c *LoadConfig) { c.ParallelSlots = n }
+}
+
+// WithAdapterPath loads a LoRA adapter folder (adapter_config.json and the adapter's
+// safetensors) with the model, without fusing it into the weights.
+func WithAdapterPath(path string) LoadOption {
+	return func(c *LoadConfig) { c.AdapterPath = path }
+}
+
+// WithCacheMode selects the backend's KV cache mode; "" and "native" keep its default.
+func WithCacheMode(mode string) LoadOption {
+	return func(c *LoadConfig) { c.CacheMode = mode }
 }
 
 // ApplyLoadOpts returns the defaults (GPULayers -1) with opts applied in order; nil options

@@ -1,6 +1,7 @@
 package inference
 
 import (
+	"encoding/json"
 	"reflect"
 	"testing"
 )
@@ -14,15 +15,22 @@ func TestApplyGenerateOpts(t *testing.T) {
 		{"defaults", nil, GenerateConfig{MaxTokens: 256}},
 		{"nil option skipped", []GenerateOption{nil}, GenerateConfig{MaxTokens: 256}},
 		{"max tokens", []GenerateOption{WithMaxTokens(12)}, GenerateConfig{MaxTokens: 12}},
-		{"temperature", []GenerateOption{WithTemperature(0.7)}, GenerateConfig{MaxTokens: 256, Temperature: 0.7}},
-		{"top k", []GenerateOption{WithTopK(40)}, GenerateConfig{MaxTokens: 256, TopK: 40}},
-		{"top p", []GenerateOption{WithTopP(0.9)}, GenerateConfig{MaxTokens: 256, TopP: 0.9}},
+		{"temperature", []GenerateOption{WithTemperature(0.7)}, GenerateConfig{MaxTokens: 256, Temperature: 0.7, TemperatureSet: true}},
+		{"temperature 0 is set", []GenerateOption{WithTemperature(0)}, GenerateConfig{MaxTokens: 256, TemperatureSet: true}},
+		{"top k", []GenerateOption{WithTopK(40)}, GenerateConfig{MaxTokens: 256, TopK: 40, TopKSet: true}},
+		{"top p", []GenerateOption{WithTopP(0.9)}, GenerateConfig{MaxTokens: 256, TopP: 0.9, TopPSet: true}},
+		{"min p", []GenerateOption{WithMinP(0.05)}, GenerateConfig{MaxTokens: 256, MinP: 0.05, MinPSet: true}},
+		{"seed", []GenerateOption{WithSeed(42)}, GenerateConfig{MaxTokens: 256, Seed: 42, SeedSet: true}},
+		{"seed 0 is set", []GenerateOption{WithSeed(0)}, GenerateConfig{MaxTokens: 256, SeedSet: true}},
 		{"stop tokens", []GenerateOption{WithStopTokens(2, 7)}, GenerateConfig{MaxTokens: 256, StopTokens: []int32{2, 7}}},
+		{"suppress tokens", []GenerateOption{WithSuppressTokens(1, 3)}, GenerateConfig{MaxTokens: 256, SuppressTokens: []int32{1, 3}}},
+		{"min tokens", []GenerateOption{WithMinTokensBeforeStop(8)}, GenerateConfig{MaxTokens: 256, MinTokensBeforeStop: 8}},
 		{"repeat penalty", []GenerateOption{WithRepeatPenalty(1.1)}, GenerateConfig{MaxTokens: 256, RepeatPenalty: 1.1}},
 		{"logits", []GenerateOption{WithLogits()}, GenerateConfig{MaxTokens: 256, ReturnLogits: true}},
+		{"no prompt reuse", []GenerateOption{WithDisablePromptReuse()}, GenerateConfig{MaxTokens: 256, DisablePromptReuse: true}},
 		{"later wins", []GenerateOption{WithMaxTokens(1), WithMaxTokens(2)}, GenerateConfig{MaxTokens: 2}},
 		{"all", []GenerateOption{WithMaxTokens(5), WithTemperature(1), WithTopK(3), WithTopP(0.5), WithStopTokens(9), WithRepeatPenalty(2), WithLogits()},
-			GenerateConfig{MaxTokens: 5, Temperature: 1, TopK: 3, TopP: 0.5, StopTokens: []int32{9}, RepeatPenalty: 2, ReturnLogits: true}},
+			GenerateConfig{MaxTokens: 5, Temperature: 1, TemperatureSet: true, TopK: 3, TopKSet: true, TopP: 0.5, TopPSet: true, StopTokens: []int32{9}, RepeatPenalty: 2, ReturnLogits: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -30,6 +38,33 @@ func TestApplyGenerateOpts(t *testing.T) {
 				t.Fatalf("got %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// The config's token slices are its own: changing the caller's slice afterwards changes
+// nothing.
+func TestTokenOptionsCopyTheirSlices(t *testing.T) {
+	ids := []int32{1, 2}
+	cfg := ApplyGenerateOpts([]GenerateOption{WithStopTokens(ids...), WithSuppressTokens(ids...)})
+	ids[0] = 99
+	if cfg.StopTokens[0] != 1 || cfg.SuppressTokens[0] != 1 {
+		t.Fatalf("the config shares the caller's slice: %+v", cfg)
+	}
+}
+
+func TestWithMetricsSink(t *testing.T) {
+	var got GenerateMetrics
+	cfg := ApplyGenerateOpts([]GenerateOption{WithMetricsSink(func(m GenerateMetrics) { got = m })})
+	if cfg.MetricsSink == nil {
+		t.Fatal("no sink")
+	}
+	cfg.MetricsSink(GenerateMetrics{GeneratedTokens: 7})
+	if got.GeneratedTokens != 7 {
+		t.Fatalf("the sink got %+v", got)
+	}
+	// The sink stays out of JSON (a func cannot be encoded).
+	if _, err := json.Marshal(cfg); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -45,6 +80,8 @@ func TestApplyLoadOpts(t *testing.T) {
 		{"context", []LoadOption{WithContextLen(8192)}, LoadConfig{ContextLen: 8192, GPULayers: -1}},
 		{"cpu only", []LoadOption{WithGPULayers(0)}, LoadConfig{GPULayers: 0}},
 		{"slots", []LoadOption{WithParallelSlots(4)}, LoadConfig{ParallelSlots: 4, GPULayers: -1}},
+		{"adapter", []LoadOption{WithAdapterPath("/a")}, LoadConfig{AdapterPath: "/a", GPULayers: -1}},
+		{"cache mode", []LoadOption{WithCacheMode("native")}, LoadConfig{CacheMode: "native", GPULayers: -1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,8 +112,34 @@ func TestContractShapes(t *testing.T) {
 		{Message{}, []string{`Role string json:"role"`, `Content string json:"content"`}},
 		{ClassifyResult{}, []string{"Token inference.Token ", "Logits []float32 "}},
 		{BatchResult{}, []string{"Tokens []inference.Token ", "Err error "}},
-		{GenerateConfig{}, []string{"MaxTokens int ", "Temperature float32 ", "TopK int ", "TopP float32 ", "StopTokens []int32 ", "RepeatPenalty float32 ", "ReturnLogits bool "}},
-		{LoadConfig{}, []string{"Backend string ", "ContextLen int ", "GPULayers int ", "ParallelSlots int "}},
+		{GenerateConfig{}, []string{"MaxTokens int ", "Temperature float32 ", "TopK int ", "TopP float32 ", "MinP float32 ",
+			"TemperatureSet bool ", "TopKSet bool ", "TopPSet bool ", "MinPSet bool ", "Seed uint64 ", "SeedSet bool ",
+			"StopTokens []int32 ", "SuppressTokens []int32 ", "MinTokensBeforeStop int ", "RepeatPenalty float32 ", "ReturnLogits bool ",
+			`MetricsSink func(inference.GenerateMetrics) json:"-"`, "DisablePromptReuse bool "}},
+		{LoadConfig{}, []string{"Backend string ", "ContextLen int ", "GPULayers int ", "ParallelSlots int ", "AdapterPath string ", "CacheMode string "}},
+		{Capability{}, []string{`ID inference.CapabilityID json:"id"`, `Group inference.CapabilityGroup json:"group,omitempty"`,
+			`Status inference.CapabilityStatus json:"status"`, `Detail string json:"detail,omitempty"`, `Labels map[string]string json:"labels,omitempty"`}},
+		{CapabilityReport{}, []string{`Runtime inference.RuntimeIdentity json:"runtime"`, `Model inference.ModelIdentity json:"model"`,
+			`Tokenizer inference.TokenizerIdentity json:"tokenizer"`, `Adapter inference.AdapterIdentity json:"adapter"`, `Available bool json:"available"`,
+			`Architectures []string json:"architectures,omitempty"`, `Quantizations []string json:"quantizations,omitempty"`,
+			`CacheModes []string json:"cache_modes,omitempty"`, `Capabilities []inference.Capability json:"capabilities,omitempty"`,
+			`Labels map[string]string json:"labels,omitempty"`}},
+		{ModelIdentity{}, []string{`ID string json:"id,omitempty"`, `Path string json:"path,omitempty"`, `Architecture string json:"architecture,omitempty"`,
+			`Revision string json:"revision,omitempty"`, `Hash string json:"hash,omitempty"`, `QuantBits int json:"quant_bits,omitempty"`,
+			`QuantGroup int json:"quant_group,omitempty"`, `QuantType string json:"quant_type,omitempty"`, `ContextLength int json:"context_length,omitempty"`,
+			`NumLayers int json:"num_layers,omitempty"`, `HiddenSize int json:"hidden_size,omitempty"`, `VocabSize int json:"vocab_size,omitempty"`,
+			`Labels map[string]string json:"labels,omitempty"`}},
+		{TokenizerIdentity{}, []string{`Kind string json:"kind,omitempty"`, `Path string json:"path,omitempty"`, `Hash string json:"hash,omitempty"`,
+			`ChatTemplate string json:"chat_template,omitempty"`, `BOSID int32 json:"bos_id,omitempty"`, `EOSID int32 json:"eos_id,omitempty"`,
+			`PADID int32 json:"pad_id,omitempty"`, `Labels map[string]string json:"labels,omitempty"`}},
+		{AdapterIdentity{}, []string{`Path string json:"path,omitempty"`, `Hash string json:"hash,omitempty"`, `Format string json:"format,omitempty"`,
+			`Rank int json:"rank,omitempty"`, `Alpha float32 json:"alpha,omitempty"`, `TargetKeys []string json:"target_keys,omitempty"`,
+			`BaseModelHash string json:"base_model_hash,omitempty"`, `Labels map[string]string json:"labels,omitempty"`}},
+		{RuntimeIdentity{}, []string{`Backend string json:"backend,omitempty"`, `Device string json:"device,omitempty"`, `Version string json:"version,omitempty"`,
+			`CacheMode string json:"cache_mode,omitempty"`, `NativeRuntime bool json:"native_runtime,omitempty"`, `Labels map[string]string json:"labels,omitempty"`}},
+		{ModelPackInspection{}, []string{`Path string json:"path,omitempty"`, `Format string json:"format,omitempty"`, `Model inference.ModelIdentity json:"model"`,
+			`Tokenizer inference.TokenizerIdentity json:"tokenizer"`, `Supported bool json:"supported,omitempty"`,
+			`Capabilities []inference.Capability json:"capabilities,omitempty"`, `Notes []string json:"notes,omitempty"`, `Labels map[string]string json:"labels,omitempty"`}},
 		{ModelInfo{}, []string{"Architecture string ", "VocabSize int ", "NumLayers int ", "HiddenSize int ", "QuantBits int ", "QuantGroup int "}},
 		{DiscoveredModel{}, []string{"Path string ", "ModelType string ", "QuantBits int ", "QuantGroup int ", "NumFiles int "}},
 		{GenerateMetrics{}, []string{"PromptTokens int ", "GeneratedTokens int ", "PrefillDuration time.Duration ", "DecodeDuration time.Duration ",

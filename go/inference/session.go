@@ -112,11 +112,12 @@ type StatefulModel interface {
 	LoadSession(path string, opts ...SessionOption) (Session, error)
 }
 
-// NewSession makes a session on m; it fails when m's backend keeps no sessions.
+// NewSession makes a session on m; it fails (ErrUnsupported) when m's backend keeps no
+// sessions.
 func NewSession(m TextModel, opts ...SessionOption) (Session, error) {
 	s, ok := m.(StatefulModel)
 	if !ok {
-		return nil, fmt.Errorf("inference: the %s model keeps no sessions in its backend", m.ModelType())
+		return nil, contractErr(ErrUnsupported, fmt.Sprintf("inference: the %s model keeps no sessions in its backend", m.ModelType()))
 	}
 	return s.NewSession(opts...)
 }

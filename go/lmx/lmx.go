@@ -3,27 +3,15 @@
 // programs run with no LD_LIBRARY_PATH.
 //
 // Every failing call returns an *Error carrying the status and liblmx's message. The message
-// is read inside the same cgo call that failed (see the C helpers below), so a goroutine
-// moving between OS threads can never pick up another call's message.
+// is read inside the same cgo call that failed (the shim in go/internal/cabi, shared with
+// go/metal), so a goroutine moving between OS threads can never pick up another call's
+// message.
 package lmx
 
 /*
 #cgo pkg-config: lmx
-#include <stdlib.h>
-#include <string.h>
-#include "lmx.h"
-
-// A status and, on failure, a malloc'd copy of the thread's message, taken in the same C call.
-typedef struct { lmx_status status; char *msg; } lmxgo_result;
-
-static lmxgo_result lmxgo_finish(lmx_status st) {
-	lmxgo_result r = { st, NULL };
-	if (st != LMX_OK) r.msg = strdup(lmx_last_error());
-	return r;
-}
-
-// Link-time ABI check: a liblmx of another ABI generation has no lmx_abi_2.
-static uint32_t lmxgo_abi(void) { return lmx_abi_2(); }
+#cgo CFLAGS: -I${SRCDIR}/../internal/cabi
+#include "cabi.h"
 
 static lmxgo_result lmxgo_set_memory_limit(size_t v, size_t *prev) { return lmxgo_finish(lmx_set_memory_limit(v, prev)); }
 static lmxgo_result lmxgo_set_cache_limit(size_t v, size_t *prev) { return lmxgo_finish(lmx_set_cache_limit(v, prev)); }
@@ -42,9 +30,10 @@ static lmxgo_result lmxgo_device_info(lmx_device *d) {
 import "C"
 
 import (
-	"errors"
 	"fmt"
 	"unsafe"
+
+	"liblmx/go/internal/cabi"
 )
 
 // Version numbers of the header this package was compiled against.
@@ -55,8 +44,9 @@ const (
 	ABIVersion   = int(C.LMX_ABI_VERSION)
 )
 
-// Status is a liblmx status code; the values are fixed by the C ABI.
-type Status int
+// Status is a liblmx status code; the values are fixed by the C ABI. String gives liblmx's
+// description ("invalid argument", ...).
+type Status = cabi.Status
 
 const (
 	StatusOK              Status = C.LMX_OK
@@ -73,29 +63,12 @@ const (
 	StatusInternal        Status = C.LMX_STATUS_INTERNAL
 )
 
-// String is liblmx's description of the status ("invalid argument", ...).
-func (s Status) String() string {
-	return C.GoString(C.lmx_status_string(C.int32_t(s)))
-}
-
-// Error is a failed liblmx call: its status and the message naming the problem.
-type Error struct {
-	Status  Status
-	Message string
-}
-
-func (e *Error) Error() string {
-	if e.Message == "" {
-		return "lmx: " + e.Status.String()
-	}
-	return "lmx: " + e.Message
-}
-
-// Is matches the sentinels below by status, so errors.Is(err, lmx.ErrNotFound) works.
-func (e *Error) Is(target error) bool {
-	var t *Error
-	return errors.As(target, &t) && t.Message == "" && t.Status == e.Status
-}
+// Error is a failed liblmx call: its Status and the Message naming the problem (the file,
+// tensor or setting at fault). Its Error() is "lmx: " and the message. Every liblmx Go
+// package returns failures of liblmx calls as *Error; match a status with errors.Is against
+// the sentinels below (an *Error matches the sentinel of its status), or take the message
+// with errors.As.
+type Error = cabi.Error
 
 // Sentinels for the statuses callers act on; compare with errors.Is.
 var (
@@ -112,18 +85,7 @@ var (
 	ErrInternal        = &Error{Status: StatusInternal}
 )
 
-// result turns a C result into an error, freeing the copied message.
-func result(r C.lmxgo_result) error {
-	if r.status == C.LMX_OK {
-		return nil
-	}
-	msg := ""
-	if r.msg != nil {
-		msg = C.GoString(r.msg)
-		C.free(unsafe.Pointer(r.msg))
-	}
-	return &Error{Status: Status(r.status), Message: msg}
-}
+func result(r C.lmxgo_result) error { return cabi.Result(int32(r.status), unsafe.Pointer(r.msg)) }
 
 // Version is the version of the liblmx that is linked ("MAJOR.MINOR.PATCH").
 func Version() string {
@@ -131,9 +93,7 @@ func Version() string {
 }
 
 // ABI is the ABI generation of the linked library.
-func ABI() int {
-	return int(C.lmxgo_abi())
-}
+func ABI() int { return cabi.ABI() }
 
 func setLimit(f func(C.size_t, *C.size_t) C.lmxgo_result, bytes uint64) (uint64, error) {
 	var prev C.size_t
@@ -175,15 +135,7 @@ func MemoryLimit() (uint64, error) {
 
 // ActiveMemory is the number of bytes held by live arrays.
 func ActiveMemory() (uint64, error) {
-	return activeMemoryInto(new(C.size_t))
-}
-
-// activeMemoryInto reads active memory into out; with a nil out it shows the ABI's NULL check.
-func activeMemoryInto(out *C.size_t) (uint64, error) {
-	if err := result(C.lmxgo_get_active_memory(out)); err != nil {
-		return 0, err
-	}
-	return uint64(*out), nil
+	return read(func(p *C.size_t) C.lmxgo_result { return C.lmxgo_get_active_memory(p) })
 }
 
 // PeakMemory is the highest active memory since start or the last ResetPeakMemory.

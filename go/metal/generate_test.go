@@ -257,14 +257,15 @@ func TestGenerateOptions(t *testing.T) {
 }
 
 // Metal's options do nothing outside this package's own applying, and leave nothing behind.
+// (WithSeed and WithMinP are the contract's options now, so they reach any config.)
 func TestExtraOptionsElsewhere(t *testing.T) {
-	opts := []inference.GenerateOption{WithSeed(1), WithMinP(0.1), WithStopStrings("x"), WithSystemPrompt("s"), WithIgnoreEOS(), inference.WithMaxTokens(3)}
+	opts := []inference.GenerateOption{WithStopStrings("x"), WithSystemPrompt("s"), WithIgnoreEOS(), WithAdapter(nil, 0), inference.WithMaxTokens(3)}
 	if got := inference.ApplyGenerateOpts(opts); !reflect.DeepEqual(got, inference.GenerateConfig{MaxTokens: 3}) {
 		t.Fatalf("ApplyGenerateOpts = %+v", got)
 	}
-	cfg, x := applyOptions(opts)
-	want := extras{minP: 0.1, seed: 1, useSeed: true, stopStrings: []string{"x"}, systemPrompt: "s", hasSystem: true, ignoreEOS: true}
-	if cfg.MaxTokens != 3 || !reflect.DeepEqual(x, want) {
+	cfg, x := applyOptions(append(opts, WithSeed(1), WithMinP(0.1)))
+	want := extras{stopStrings: []string{"x"}, systemPrompt: "s", hasSystem: true, ignoreEOS: true, adapterSet: true}
+	if cfg.MaxTokens != 3 || cfg.Seed != 1 || !cfg.SeedSet || cfg.MinP != 0.1 || !reflect.DeepEqual(x, want) {
 		t.Fatalf("applyOptions = %+v, %+v", cfg, x)
 	}
 	n := 0
@@ -394,16 +395,17 @@ func TestInfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name     string
-		arch     string
-		layers   int
-		bits     int
-		group    int
-		template string
+		name      string
+		arch      string
+		modelType string
+		layers    int
+		bits      int
+		group     int
+		template  string
 	}{
-		{"qwen3", "qwen3", 2, 0, 0, "tokenizer_config.json"},
-		{"gemma3", "gemma3", 6, 0, 0, "tokenizer_config.json"},
-		{"qwen3_q4", "qwen3", 2, 4, 32, "tokenizer_config.json"},
+		{"qwen3", "qwen3", "qwen3", 2, 0, 0, "tokenizer_config.json"},
+		{"gemma3", "gemma3", "gemma3_text", 6, 0, 0, "tokenizer_config.json"},
+		{"qwen3_q4", "qwen3", "qwen3", 2, 4, 32, "tokenizer_config.json"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -412,7 +414,7 @@ func TestInfo(t *testing.T) {
 			if got := m.Info(); got != want {
 				t.Fatalf("Info() = %+v, want %+v", got, want)
 			}
-			if m.ModelType() != tt.arch {
+			if m.ModelType() != tt.modelType {
 				t.Fatalf("ModelType() = %q", m.ModelType())
 			}
 			d := m.Description()

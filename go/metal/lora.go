@@ -2,7 +2,6 @@ package metal
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -11,22 +10,53 @@ import (
 
 var _ inference.TrainableModel = (*Model)(nil)
 
+// errNotTrained answers a LoRA used before its first Train; it matches
+// lmx.ErrInvalidArgument.
+var errNotTrained = invalid("the LoRA adapter has not been trained: call Train first")
+
 // Adapter is LoRA weights usable for generation: loaded from a folder (LoadAdapter) or taken
 // from a training run (LoRA.Adapter). Pass it to WithAdapter. Safe for concurrent use.
 type Adapter struct {
 	mu    sync.Mutex
-	a     cAdapter // nil once closed
+	a     cAdapter // nil once freed
 	scale float32
+	// closed is the owner's Close; users are the sessions that generate with it by default
+	// (a model's WithAdapterPath adapter): the handle is freed when both are done.
+	closed bool
+	users  int
 }
 
 // Scale is the scale the adapter was trained with.
 func (a *Adapter) Scale() float32 { return a.scale }
 
-// Close frees the adapter; generations already using it keep it until they end.
+// Close frees the adapter; generations already using it keep it until they end. Afterwards
+// WithAdapter(a, ...) fails with ErrAdapterClosed. Close is idempotent.
 func (a *Adapter) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.a == nil {
+	if a.closed {
+		return nil
+	}
+	a.closed = true
+	return a.freeIfUnused()
+}
+
+// use keeps the adapter alive for a default user (a session) until done.
+func (a *Adapter) use() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.users++
+}
+
+func (a *Adapter) done() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.users--
+	_ = a.freeIfUnused()
+}
+
+func (a *Adapter) freeIfUnused() error {
+	if !a.closed || a.users > 0 || a.a == nil {
 		return nil
 	}
 	err := adapterFree(a.a)
@@ -50,25 +80,33 @@ func (m *Model) LoadAdapter(dir string) (*Adapter, error) {
 }
 
 // WithAdapter makes Generate and Chat use adapter a at scale (0 = off; a.Scale() is the
-// trained one); a nil adapter generates with the base model. Classify and BatchGenerate
-// always use the base model.
+// trained one) instead of the model's own (WithAdapterPath's, if any); a nil adapter
+// generates with the base model. Classify and BatchGenerate always use the base model.
 func WithAdapter(a *Adapter, scale float32) inference.GenerateOption {
 	return extra(func(x *extras) {
-		x.adapter, x.adapterScale = a, scale
+		x.adapterSet, x.adapter, x.adapterScale = true, a, scale
 	})
 }
 
-// applyAdapter puts the generation's adapter (or none) on the slot's session.
-func applyAdapter(s cSession, x extras) error {
-	if x.adapter == nil {
+// applyAdapter puts the generation's adapter on the session: WithAdapter's, else the default
+// one (the model's WithAdapterPath adapter at its trained scale), else none.
+func applyAdapter(s cSession, x extras, def *Adapter) error {
+	a, scale := def, float32(0)
+	if def != nil {
+		scale = def.scale
+	}
+	if x.adapterSet {
+		a, scale = x.adapter, x.adapterScale
+	}
+	if a == nil {
 		return sessionSetAdapter(s, nil, 0)
 	}
-	x.adapter.mu.Lock()
-	defer x.adapter.mu.Unlock()
-	if x.adapter.a == nil {
-		return errors.New("metal: the adapter is closed")
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.a == nil {
+		return ErrAdapterClosed
 	}
-	return sessionSetAdapter(s, x.adapter.a, x.adapterScale)
+	return sessionSetAdapter(s, a.a, scale)
 }
 
 // TrainConfig says what to train on and how. Zero values take mlx-lm's defaults (batch 4,
@@ -220,7 +258,7 @@ func (l *LoRA) Train(ctx context.Context, cfg TrainConfig, each func(StepReport)
 // Evaluate is the mean loss per token on the validation data (the training data when none).
 func (l *LoRA) Evaluate() (float32, error) {
 	if l.trainer == nil {
-		return 0, errors.New("metal: the adapter has not been trained")
+		return 0, errNotTrained
 	}
 	return trainerEvaluate(l.trainer)
 }
@@ -228,7 +266,7 @@ func (l *LoRA) Evaluate() (float32, error) {
 // Save writes the adapter as trained so far (mlx-lm's format).
 func (l *LoRA) Save(dir string) error {
 	if l.trainer == nil {
-		return errors.New("metal: the adapter has not been trained")
+		return errNotTrained
 	}
 	return trainerSave(l.trainer, dir)
 }
@@ -237,7 +275,7 @@ func (l *LoRA) Save(dir string) error {
 // it.
 func (l *LoRA) Adapter() (*Adapter, error) {
 	if l.trainer == nil {
-		return nil, errors.New("metal: the adapter has not been trained")
+		return nil, errNotTrained
 	}
 	c, err := trainerAdapter(l.trainer)
 	if err != nil {

@@ -19,22 +19,37 @@
 // # Options
 //
 // Every option of the contract is honoured: MaxTokens (<= 0: until the context is full),
-// Temperature, TopK, TopP (0 = off), StopTokens, RepeatPenalty (0 = off) and ReturnLogits
-// (Classify only: liblmx has no per-token logits when streaming). Load options: ContextLen,
-// GPULayers (0 = CPU; note that liblmx makes that MLX's default device for the whole process),
-// ParallelSlots (see below).
+// Temperature, TopK, TopP (0 = off), MinP, Seed, StopTokens, SuppressTokens (never
+// generated: liblmx's logit bias of -inf), MinTokensBeforeStop (until that many tokens, the
+// end-of-sequence and stop tokens cannot be chosen and stop strings are not looked for),
+// RepeatPenalty (0 = off), ReturnLogits (Classify only: liblmx has no per-token logits when
+// streaming), DisablePromptReuse (the slot's or session's cache is emptied first, so the
+// whole prompt is computed) and MetricsSink (called with the call's metrics when it ends, for
+// Generate, Chat, Classify and BatchGenerate, on the goroutine that ran it). Load options:
+// ContextLen, GPULayers (0 = CPU; note that liblmx makes that MLX's default device for the
+// whole process), ParallelSlots (see below), AdapterPath (a LoRA adapter, unfused, used by
+// Generate, Chat and sessions) and CacheMode ("" or "native"; others are refused).
 //
 // liblmx can do more than the contract's GenerateConfig describes, and that struct must keep
 // upstream's exact fields. The extra settings are therefore ordinary inference.GenerateOption
 // values that mix freely with the contract's:
 //
-//	m.Generate(ctx, prompt, inference.WithTemperature(0.8), metal.WithSeed(42), metal.WithMinP(0.05))
+//	m.Generate(ctx, prompt, inference.WithSeed(42), metal.WithStopStrings("\n\n"), metal.WithIgnoreEOS())
 //
-// WithMinP, WithSeed, WithStopStrings, WithSystemPrompt and WithIgnoreEOS. This package
-// applies the options itself, to a config it has just allocated, and while it does so a
-// metal option recognises that config and records its value beside it; applied anywhere
-// else (inference.ApplyGenerateOpts, another backend) a metal option does nothing, like any
-// option a backend does not know. Nothing is stored beyond the one apply call.
+// WithStopStrings, WithSystemPrompt, WithIgnoreEOS and WithAdapter (WithMinP and WithSeed
+// remain as deprecated names of the contract's options). This package applies the options
+// itself, to a config it has just allocated, and while it does so a metal option recognises
+// that config and records its value beside it; applied anywhere else
+// (inference.ApplyGenerateOpts, another backend) a metal option does nothing, like any option
+// a backend does not know. Nothing is stored beyond the one apply call.
+//
+// # Capabilities
+//
+// Model implements inference.CapabilityReporter (Capabilities lists every capability id of
+// the contract as supported or unsupported, truthfully: the package's tests exercise each
+// supported one) and inference.TokenizerModel (Encode, Decode, ApplyChatTemplate). Backend
+// implements inference.ModelPackInspector: liblmx describes a model folder or GGUF file from
+// its config or header alone (Inspect), which is how inference.Discover lists GGUF files.
 //
 // # Concurrency and ParallelSlots
 //
@@ -68,9 +83,12 @@
 //
 // Failures are *lmx.Error values carrying liblmx's status and message (which names the file,
 // tensor or setting at fault); match them with errors.Is against lmx.ErrNotFound,
-// lmx.ErrFormat, lmx.ErrInvalidArgument and the other sentinels of liblmx/go/lmx. After a
-// Generate or Chat whose context ended, Err() is the context's error (context.Canceled or
-// context.DeadlineExceeded); after Close, ErrClosed.
+// lmx.ErrFormat, lmx.ErrInvalidArgument and the other sentinels of liblmx/go/lmx. Options this
+// package refuses before calling liblmx give *lmx.Error values too (lmx.ErrInvalidArgument,
+// lmx.ErrUnsupported). After a Generate or Chat whose context ended, Err() is the context's
+// error (context.Canceled or context.DeadlineExceeded). Calls on a closed object fail with
+// ErrClosed (a Model), ErrSessionClosed (a Session) or ErrAdapterClosed (an Adapter given to
+// WithAdapter); errors.Is(err, ErrClosed) matches all three.
 //
 // # Memory
 //
@@ -81,6 +99,8 @@
 package metal
 
 import (
+	"context"
+
 	"liblmx/go/inference"
 	"liblmx/go/lmx"
 )
@@ -110,6 +130,8 @@ func (Backend) Available() bool {
 	return err == nil
 }
 
+var _ inference.ModelPackInspector = Backend{}
+
 // LoadModel loads the model in folder path; see Load.
 func (Backend) LoadModel(path string, opts ...inference.LoadOption) (inference.TextModel, error) {
 	m, err := Load(path, opts...)
@@ -118,6 +140,47 @@ func (Backend) LoadModel(path string, opts ...inference.LoadOption) (inference.T
 	}
 	return m, nil
 }
+
+// InspectModelPack describes the model folder or GGUF file at path without loading it (see
+// Inspect): Supported is true, Model carries the architecture family, sizes, context length
+// and quantization, with config.json's model_type in Model.Labels["model_type"] (which
+// inference.Discover reports as the ModelType). A path liblmx cannot load gives an
+// *lmx.Error (lmx.ErrUnsupported for an architecture it does not run).
+func (Backend) InspectModelPack(ctx context.Context, path string) (*inference.ModelPackInspection, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	d, err := Inspect(path)
+	if err != nil {
+		return nil, err
+	}
+	return &inference.ModelPackInspection{
+		Path:   path,
+		Format: d.Format,
+		Model: inference.ModelIdentity{
+			Path:          path,
+			Architecture:  d.Architecture,
+			QuantBits:     d.QuantBits,
+			QuantGroup:    d.QuantGroup,
+			ContextLength: d.ContextLength,
+			NumLayers:     d.NumLayers,
+			HiddenSize:    d.HiddenSize,
+			VocabSize:     d.VocabSize,
+			Labels:        map[string]string{"model_type": d.ModelType},
+		},
+		Supported: true,
+	}, nil
+}
+
+// Inspect describes the model folder or GGUF file at path as Load would, without loading
+// it: liblmx reads only the GGUF header or the folder's config.json. It fills Architecture,
+// ModelType, NumLayers, HiddenSize, NumHeads, NumKVHeads, HeadDim, VocabSize, ContextLength
+// (the model's own), QuantBits and QuantGroup (config.json's default quantization; 0 for a
+// GGUF file, whose quantization is per tensor type) and Format; the fields that need the
+// weights or the tokenizer stay zero. Errors are *lmx.Error values: lmx.ErrNotFound,
+// lmx.ErrFormat (a damaged header or config), lmx.ErrUnsupported (an architecture liblmx does
+// not run), lmx.ErrInvalidArgument (neither a folder nor a GGUF file).
+func Inspect(path string) (Description, error) { return modelInspect(path) }
 
 // DeviceInfo describes the device MLX computes on.
 func DeviceInfo() (lmx.Device, error) { return lmx.DeviceInfo() }

@@ -13,16 +13,29 @@ import (
 	"liblmx/go/lmx"
 )
 
-// ErrClosed is returned by every call on a closed Model (and is Err() after a Generate or
-// Chat that Close interrupted).
-var ErrClosed = errors.New("metal: model is closed")
+// Closed-object errors. ErrClosed is returned by every call on a closed Model (and is Err()
+// after a Generate or Chat that Close interrupted); ErrSessionClosed by calls on a closed
+// Session and ErrAdapterClosed by a generation given a closed Adapter. errors.Is(err,
+// ErrClosed) matches all three; the other two match only themselves.
+var (
+	ErrClosed        error = &closedError{"model"}
+	ErrSessionClosed error = &closedError{"session"}
+	ErrAdapterClosed error = &closedError{"adapter"}
+)
+
+// closedError is the error of a call on a closed object; every one matches ErrClosed.
+type closedError struct{ what string }
+
+func (e *closedError) Error() string        { return "metal: " + e.what + " is closed" }
+func (e *closedError) Is(target error) bool { return target == ErrClosed }
 
 // Description is everything liblmx reports about a loaded model.
 type Description struct {
 	// Architecture is the family that runs the model: "llama", "mistral", "qwen2", "qwen3"
 	// or "gemma3".
 	Architecture string
-	// ModelType is config.json's model_type.
+	// ModelType is config.json's model_type (for a GGUF file, the one its config.json would
+	// have: "llama", "qwen2", "qwen3", "gemma3_text"); Model.ModelType returns it.
 	ModelType     string
 	ParamCount    uint64
 	NumLayers     int
@@ -59,7 +72,12 @@ type Description struct {
 type Model struct {
 	st      *state
 	desc    Description
+	path    string
 	cleanup runtime.Cleanup
+	// adapter is WithAdapterPath's (nil without): Generate, Chat and the model's sessions use
+	// it unless a call's WithAdapter says otherwise. adapterPath is where it came from.
+	adapter     *Adapter
+	adapterPath string
 
 	mu      sync.Mutex // guards lastErr and metrics
 	lastErr error
@@ -195,15 +213,20 @@ func (st *state) close() {
 	st.freeModelIfUnused()
 }
 
-// Load loads the model in folder path. Of the load options, ContextLen sets the context
-// length (0 = the model's max_position_embeddings), GPULayers 0 computes on the CPU (any other
-// value on MLX's default device: MLX does not split a model between devices), and
-// ParallelSlots sets how many Generate/Chat calls run at once (default 1). WithBackend must be
-// empty or "metal".
+// Load loads the model in folder path (or the GGUF file path). Of the load options,
+// ContextLen sets the context length (0 = the model's max_position_embeddings), GPULayers 0
+// computes on the CPU (any other value on MLX's default device: MLX does not split a model
+// between devices), ParallelSlots sets how many Generate/Chat calls run at once (default 1),
+// AdapterPath loads a LoRA adapter folder (mlx-lm's format) that Generate, Chat and the
+// model's sessions use at its trained scale (unfused: Classify and BatchGenerate then fail
+// with an error matching lmx.ErrUnsupported, as they run on the base weights), and CacheMode
+// must be "" or "native" (the only KV cache mode of the model's slots; sessions quantize
+// theirs with inference.WithKVBits). WithBackend must be empty or "metal". Errors are
+// *lmx.Error values (a bad option matches lmx.ErrInvalidArgument or lmx.ErrUnsupported).
 func Load(path string, opts ...inference.LoadOption) (*Model, error) {
 	cfg := inference.ApplyLoadOpts(opts)
 	if cfg.Backend != "" && cfg.Backend != Name {
-		return nil, fmt.Errorf("metal: asked to load with backend %q", cfg.Backend)
+		return nil, invalid(fmt.Sprintf("metal: asked to load with backend %q", cfg.Backend))
 	}
 	if cfg.ContextLen < 0 || cfg.ContextLen > 1<<31-1 {
 		return nil, invalid(fmt.Sprintf("context length %d is out of range", cfg.ContextLen))
@@ -211,13 +234,24 @@ func Load(path string, opts ...inference.LoadOption) (*Model, error) {
 	if cfg.ParallelSlots < 0 {
 		return nil, invalid(fmt.Sprintf("parallel slots %d must be >= 0", cfg.ParallelSlots))
 	}
+	if cfg.CacheMode != "" && cfg.CacheMode != CacheModeNative {
+		return nil, unsupported(fmt.Sprintf("cache mode %q is not supported (supported: %q)", cfg.CacheMode, CacheModeNative))
+	}
 	slots := max(cfg.ParallelSlots, 1)
 	handle, err := modelLoad(path, uint32(cfg.ContextLen), cfg.GPULayers == 0)
 	if err != nil {
 		return nil, err
 	}
 	st := &state{model: handle, done: make(chan struct{}), idle: make(chan *slot, slots), busy: map[*slot]struct{}{}}
+	var adapter *Adapter
 	desc, err := modelInfo(handle)
+	if err == nil && cfg.AdapterPath != "" {
+		var c cAdapter
+		var scale float32
+		if c, scale, err = adapterLoad(handle, cfg.AdapterPath); err == nil {
+			adapter = &Adapter{a: c, scale: scale}
+		}
+	}
 	for i := 0; err == nil && i < slots; i++ {
 		var s cSession
 		if s, err = sessionCreate(handle); err == nil {
@@ -225,14 +259,21 @@ func Load(path string, opts ...inference.LoadOption) (*Model, error) {
 		}
 	}
 	if err != nil {
+		if adapter != nil {
+			_ = adapter.Close()
+		}
 		st.close()
 		return nil, err
 	}
-	m := &Model{st: st, desc: desc}
+	m := &Model{st: st, desc: desc, path: path, adapter: adapter, adapterPath: cfg.AdapterPath}
 	// The safety net for a Model dropped without Close; Close is the real contract.
-	m.cleanup = runtime.AddCleanup(m, func(st *state) { st.close() }, st)
+	m.cleanup = runtime.AddCleanup(m, func(o owned) { o.close() }, owned{st, adapter})
 	return m, nil
 }
+
+// CacheModeNative is the one LoadConfig.CacheMode this backend has ("" means it too): the
+// slots' KV cache in the model's dtype.
+const CacheModeNative = "native"
 
 // Close frees the model and its ParallelSlots sessions. A generation running meanwhile is
 // cancelled (its Err() is ErrClosed) and frees its session when it ends. Sessions made by
@@ -241,13 +282,29 @@ func Load(path string, opts ...inference.LoadOption) (*Model, error) {
 // every call that needs the model fails with ErrClosed (Generate and Chat yield nothing and
 // set Err); Info, ModelType, Description, Backend, Metrics and Err still answer.
 func (m *Model) Close() error {
-	m.st.close()
 	m.cleanup.Stop()
+	owned{m.st, m.adapter}.close()
 	return nil
 }
 
-// ModelType is the architecture family that runs the model ("llama", "qwen3", "gemma3", ...).
-func (m *Model) ModelType() string { return m.desc.Architecture }
+// owned is what a Model frees: its handles and its WithAdapterPath adapter (which running
+// generations and the model's sessions keep until they end). It is separate from Model so
+// that the cleanup registered on a Model can reach it without keeping the Model alive.
+type owned struct {
+	st      *state
+	adapter *Adapter
+}
+
+func (o owned) close() {
+	o.st.close()
+	if o.adapter != nil {
+		_ = o.adapter.Close()
+	}
+}
+
+// ModelType is config.json's model_type, as Description().ModelType and Discover say it
+// ("llama", "qwen3", "gemma3_text", ...); Info().Architecture is the family that runs it.
+func (m *Model) ModelType() string { return m.desc.ModelType }
 
 // Backend is the MLX backend computing: cpu and (on Linux with CUDA) cuda run under the
 // contract's "metal" name just as metal does on Apple silicon.
@@ -319,6 +376,9 @@ func (m *Model) stream(ctx context.Context, cfg inference.GenerateConfig, x extr
 			m.metrics = metrics
 		}
 		m.mu.Unlock()
+		if ran && cfg.MetricsSink != nil {
+			cfg.MetricsSink(metrics)
+		}
 	}
 }
 
@@ -337,7 +397,8 @@ func (m *Model) generate(ctx context.Context, cfg inference.GenerateConfig, x ex
 		return metrics, false, err
 	}
 	defer m.st.release(sl)
-	return run(ctx, runOn{s: sl.s, cancel: sl.cancel, closed: m.st.isClosed, errClosed: ErrClosed}, cp, x, start, yield)
+	on := runOn{s: sl.s, cancel: sl.cancel, closed: m.st.isClosed, errClosed: ErrClosed, adapter: m.adapter}
+	return run(ctx, on, cp, cfg, x, start, yield)
 }
 
 // starter begins one call's stream on a session: its prompt or its messages.
@@ -373,14 +434,22 @@ type runOn struct {
 	cancel    func()      // stops the generation; callable from any goroutine
 	closed    func() bool // whether the owner has been closed meanwhile
 	errClosed error       // the generation's error then
+	adapter   *Adapter    // the default adapter (WithAdapterPath's), or nil
 }
 
 // run is one Generate or Chat on a session, from the adapter and the stream's start to the
 // last token; ran tells whether liblmx started a generation (and so whether metrics are its).
-func run(ctx context.Context, on runOn, cp *cParams, x extras, start starter,
+// With DisablePromptReuse the session's cache is emptied first, so the whole prompt is
+// computed.
+func run(ctx context.Context, on runOn, cp *cParams, cfg inference.GenerateConfig, x extras, start starter,
 	yield func(inference.Token) bool) (metrics inference.GenerateMetrics, ran bool, err error) {
-	if err := applyAdapter(on.s, x); err != nil {
+	if err := applyAdapter(on.s, x, on.adapter); err != nil {
 		return metrics, false, err
+	}
+	if cfg.DisablePromptReuse {
+		if err := sessionReset(on.s); err != nil {
+			return metrics, false, err
+		}
 	}
 	stream, err := start(on.s, cp)
 	if err != nil {
@@ -449,6 +518,9 @@ func (m *Model) beginBatch(ctx context.Context, prompts []string, opts []inferen
 		return nil, err
 	}
 	cfg, x := applyOptions(opts)
+	if m.adapter != nil {
+		return nil, unsupported("this model was loaded with an adapter (WithAdapterPath), which Classify and BatchGenerate cannot apply: they run on the base weights")
+	}
 	h, err := m.st.useModel()
 	if err != nil {
 		return nil, err
@@ -523,6 +595,9 @@ func (m *Model) Classify(ctx context.Context, prompts []string, opts ...inferenc
 	mt.PeakMemoryBytes, _ = lmx.PeakMemory()
 	mt.ActiveMemoryBytes, _ = lmx.ActiveMemory()
 	m.setMetrics(mt)
+	if cfg.MetricsSink != nil {
+		cfg.MetricsSink(mt)
+	}
 	return out, nil
 }
 
@@ -564,6 +639,9 @@ func (m *Model) BatchGenerate(ctx context.Context, prompts []string, opts ...inf
 		}
 	}
 	m.setMetrics(mt)
+	if call.cfg.MetricsSink != nil {
+		call.cfg.MetricsSink(mt)
+	}
 	return out, nil
 }
 
@@ -577,6 +655,11 @@ func (m *Model) Tokenize(text string, addSpecial bool) ([]int32, error) {
 	}
 	defer m.st.doneModel()
 	return tokenize(h, text, addSpecial)
+}
+
+// ApplyChatTemplate is ChatTemplate (inference.TokenizerModel's name for it).
+func (m *Model) ApplyChatTemplate(messages []inference.Message) (string, error) {
+	return m.ChatTemplate(messages)
 }
 
 // ChatTemplate renders messages with the model's chat template and the generation prompt:

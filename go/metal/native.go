@@ -2,27 +2,16 @@ package metal
 
 // The only file of this package that talks to C. Every fallible liblmx call goes through a
 // static helper below that returns the status together with a malloc'd copy of the thread's
-// message, taken in the same C call: a goroutine may move to another OS thread between two
-// cgo calls, so reading lmx_last_error() in a second call could read another call's message.
-// C never keeps a Go pointer: Go memory passed in (token and logit buffers) holds no pointers
-// and is only used during the call; everything a params struct points to is C memory.
+// message, taken in the same C call (the shim of go/internal/cabi, shared with go/lmx): a
+// goroutine may move to another OS thread between two cgo calls, so reading lmx_last_error()
+// in a second call could read another call's message. C never keeps a Go pointer: Go memory
+// passed in (token and logit buffers) holds no pointers and is only used during the call;
+// everything a params struct points to is C memory.
 
 /*
 #cgo pkg-config: lmx
-#include <stdlib.h>
-#include <string.h>
-#include "lmx.h"
-
-typedef struct { lmx_status status; char *msg; } lmxgo_result;
-
-static lmxgo_result lmxgo_finish(lmx_status st) {
-	lmxgo_result r = { st, NULL };
-	if (st != LMX_OK) r.msg = strdup(lmx_last_error());
-	return r;
-}
-
-// Link-time ABI check: a liblmx of another ABI generation has no lmx_abi_2.
-static uint32_t lmxgo_abi(void) { return lmx_abi_2(); }
+#cgo CFLAGS: -I${SRCDIR}/../internal/cabi
+#include "cabi.h"
 
 static lmxgo_result lmxgo_model_load(const char *path, const lmx_model_params *p, lmx_model **out) {
 	return lmxgo_finish(lmx_model_load(path, p, out));
@@ -32,6 +21,11 @@ static lmxgo_result lmxgo_model_info(const lmx_model *m, lmx_model_desc *d) {
 	d->struct_size = sizeof *d;
 	return lmxgo_finish(lmx_model_info(m, d));
 }
+static lmxgo_result lmxgo_model_inspect(const char *path, lmx_model_desc *d) {
+	d->struct_size = sizeof *d;
+	return lmxgo_finish(lmx_model_inspect(path, d));
+}
+static lmxgo_result lmxgo_session_reset(lmx_session *s) { return lmxgo_finish(lmx_session_reset(s)); }
 static lmxgo_result lmxgo_session_create(const lmx_model *m, lmx_session **out) {
 	return lmxgo_finish(lmx_session_create(m, out));
 }
@@ -176,6 +170,7 @@ import (
 	"unsafe"
 
 	"liblmx/go/inference"
+	"liblmx/go/internal/cabi"
 	"liblmx/go/lmx"
 )
 
@@ -186,20 +181,18 @@ type (
 )
 
 // result turns a helper's result into nil or an *lmx.Error, freeing the copied message.
-func result(r C.lmxgo_result) error {
-	if r.status == C.LMX_OK {
-		return nil
-	}
-	msg := ""
-	if r.msg != nil {
-		msg = C.GoString(r.msg)
-		C.free(unsafe.Pointer(r.msg))
-	}
-	return &lmx.Error{Status: lmx.Status(r.status), Message: msg}
+func result(r C.lmxgo_result) error { return cabi.Result(int32(r.status), unsafe.Pointer(r.msg)) }
+
+// invalid is the error for a bad argument caught on the Go side: it matches
+// lmx.ErrInvalidArgument, as liblmx's own refusal of a bad argument does.
+func invalid(msg string) error {
+	return &lmx.Error{Status: lmx.StatusInvalidArgument, Message: msg}
 }
 
-func invalid(format string) error {
-	return &lmx.Error{Status: lmx.StatusInvalidArgument, Message: format}
+// unsupported is the error for something this backend does not do: it matches
+// lmx.ErrUnsupported.
+func unsupported(msg string) error {
+	return &lmx.Error{Status: lmx.StatusUnsupported, Message: msg}
 }
 
 // cString copies s into C memory (free it with C.free). A NUL byte would silently cut the
@@ -298,13 +291,18 @@ type genParams struct {
 	stopTokens        []int32
 	stopStrings       []string
 	ignoreEOS         bool
+	minTokens         uint32
+	// banned can never be generated: liblmx's logit bias of -inf.
+	banned []int32
 }
 
 // cParams is an lmx_generate_params in C memory, with its arrays in C memory too.
 type cParams struct {
-	p      *C.lmx_generate_params
-	tokens *C.int32_t
-	stops  *cStrings
+	p          *C.lmx_generate_params
+	tokens     *C.int32_t
+	stops      *cStrings
+	biasTokens *C.int32_t
+	biasValues *C.float
 }
 
 func newCParams(g genParams) (*cParams, error) {
@@ -328,6 +326,19 @@ func newCParams(g genParams) (*cParams, error) {
 	p.seed = C.uint64_t(g.seed)
 	p.use_seed = cFlag(g.useSeed)
 	p.ignore_eos = cFlag(g.ignoreEOS)
+	p.min_tokens = C.uint32_t(g.minTokens)
+	if n := len(g.banned); n > 0 {
+		cp.biasTokens = (*C.int32_t)(C.malloc(C.size_t(n) * C.sizeof_int32_t))
+		copy(unsafe.Slice((*int32)(unsafe.Pointer(cp.biasTokens)), n), g.banned)
+		cp.biasValues = (*C.float)(C.malloc(C.size_t(n) * C.sizeof_float))
+		values := unsafe.Slice((*float32)(unsafe.Pointer(cp.biasValues)), n)
+		for i := range values {
+			values[i] = float32(math.Inf(-1))
+		}
+		p.logit_bias_tokens = cp.biasTokens
+		p.logit_bias_values = cp.biasValues
+		p.n_logit_bias = C.size_t(n)
+	}
 	if n := len(g.stopTokens); n > 0 {
 		cp.tokens = (*C.int32_t)(C.malloc(C.size_t(n) * C.sizeof_int32_t))
 		copy(unsafe.Slice((*int32)(unsafe.Pointer(cp.tokens)), n), g.stopTokens)
@@ -343,10 +354,11 @@ func newCParams(g genParams) (*cParams, error) {
 
 func (cp *cParams) free() {
 	cp.stops.free()
-	if cp.tokens != nil {
-		C.free(unsafe.Pointer(cp.tokens))
-		cp.tokens = nil
-	}
+	// C.free accepts NULL.
+	C.free(unsafe.Pointer(cp.tokens))
+	C.free(unsafe.Pointer(cp.biasTokens))
+	C.free(unsafe.Pointer(cp.biasValues))
+	cp.tokens, cp.biasTokens, cp.biasValues = nil, nil, nil
 	if cp.p != nil {
 		C.free(unsafe.Pointer(cp.p))
 		cp.p = nil
@@ -354,7 +366,7 @@ func (cp *cParams) free() {
 }
 
 // abi is the ABI generation of the linked library.
-func abi() int { return int(C.lmxgo_abi()) }
+func abi() int { return cabi.ABI() }
 
 // cFlag is a C flag field: 0 or 1.
 func cFlag(b bool) C.uint8_t {
@@ -423,6 +435,24 @@ func modelInfo(m cModel) (Description, error) {
 	if err := result(C.lmxgo_model_info(m, &d)); err != nil {
 		return Description{}, err
 	}
+	return goDescription(&d), nil
+}
+
+// modelInspect describes the model at path from its GGUF header or config.json alone.
+func modelInspect(path string) (Description, error) {
+	cpath, err := cString(path, "the model path")
+	if err != nil {
+		return Description{}, err
+	}
+	defer C.free(unsafe.Pointer(cpath))
+	var d C.lmx_model_desc
+	if err := result(C.lmxgo_model_inspect(cpath, &d)); err != nil {
+		return Description{}, err
+	}
+	return goDescription(&d), nil
+}
+
+func goDescription(d *C.lmx_model_desc) Description {
 	return Description{
 		Architecture:  goName(d.architecture[:]),
 		ModelType:     goName(d.model_type[:]),
@@ -445,7 +475,7 @@ func modelInfo(m cModel) (Description, error) {
 		Format:        goName(d.format[:]),
 		Tokenizer:     goName(d.tokenizer[:]),
 		Conversions:   goName(d.conversions[:]),
-	}, nil
+	}
 }
 
 func seconds(s C.double) time.Duration { return time.Duration(float64(s) * float64(time.Second)) }
@@ -473,6 +503,9 @@ func sessionCreate(m cModel) (cSession, error) {
 }
 
 func sessionFree(s cSession) error { return result(C.lmxgo_session_free(s)) }
+
+// sessionReset empties the session's cache (and forgets its tokens).
+func sessionReset(s cSession) error { return result(C.lmxgo_session_reset(s)) }
 
 // sessionParams are liblmx's session parameters for cfg; a value out of range is refused
 // here, naming its option, rather than wrapped around.

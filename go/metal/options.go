@@ -10,13 +10,13 @@ import (
 
 // extras are the generation settings liblmx has and inference.GenerateConfig lacks.
 type extras struct {
-	minP         float32
-	seed         uint64
-	useSeed      bool
 	stopStrings  []string
 	systemPrompt string
 	hasSystem    bool
 	ignoreEOS    bool
+	// adapterSet says WithAdapter was given: adapter (nil = the base model) at adapterScale
+	// replaces the model's own adapter (WithAdapterPath) for the call.
+	adapterSet   bool
 	adapter      *Adapter
 	adapterScale float32
 }
@@ -52,17 +52,15 @@ func applyOptions(opts []inference.GenerateOption) (inference.GenerateConfig, ex
 	return *cfg, x
 }
 
-// WithMinP drops tokens whose probability is below p times the most likely token's (in
-// [0, 1); 0 = off).
-func WithMinP(p float32) inference.GenerateOption {
-	return extra(func(x *extras) { x.minP = p })
-}
+// WithMinP is inference.WithMinP.
+//
+// Deprecated: the contract has the option now; use inference.WithMinP.
+func WithMinP(p float32) inference.GenerateOption { return inference.WithMinP(p) }
 
-// WithSeed makes sampling reproducible: the same seed, prompt and options give the same
-// tokens. Without it sampling is seeded randomly.
-func WithSeed(seed uint64) inference.GenerateOption {
-	return extra(func(x *extras) { x.seed, x.useSeed = seed, true })
-}
+// WithSeed is inference.WithSeed.
+//
+// Deprecated: the contract has the option now; use inference.WithSeed.
+func WithSeed(seed uint64) inference.GenerateOption { return inference.WithSeed(seed) }
 
 // WithStopStrings ends generation at any of the strings; no text at or after a stop string
 // is returned.
@@ -84,19 +82,22 @@ func WithIgnoreEOS() inference.GenerateOption {
 
 // params maps the contract's settings onto liblmx's. The contract's zero values mean "off"
 // where liblmx's "off" is another number (TopP and RepeatPenalty: 1). MaxTokens <= 0 means
-// "until the context is full". Out-of-range values go to liblmx as they are, which refuses
-// them with LMX_STATUS_INVALID_ARGUMENT and a message naming the setting.
+// "until the context is full". SuppressTokens become liblmx's logit bias of -inf and
+// MinTokensBeforeStop its min_tokens. Out-of-range values go to liblmx as they are, which
+// refuses them with LMX_STATUS_INVALID_ARGUMENT and a message naming the setting; those that
+// would not survive the conversion to C are refused here the same way.
 func params(cfg inference.GenerateConfig, x extras, contextLen int) (genParams, error) {
 	g := genParams{
 		temperature:       cfg.Temperature,
 		topP:              cfg.TopP,
-		minP:              x.minP,
+		minP:              cfg.MinP,
 		repetitionPenalty: cfg.RepeatPenalty,
-		seed:              x.seed,
-		useSeed:           x.useSeed,
+		seed:              cfg.Seed,
+		useSeed:           cfg.SeedSet,
 		stopTokens:        cfg.StopTokens,
 		stopStrings:       x.stopStrings,
 		ignoreEOS:         x.ignoreEOS,
+		banned:            cfg.SuppressTokens,
 	}
 	switch {
 	case cfg.MaxTokens > math.MaxUint32:
@@ -110,6 +111,15 @@ func params(cfg inference.GenerateConfig, x extras, contextLen int) (genParams, 
 		return g, invalid(fmt.Sprintf("top_k %d is out of range", cfg.TopK))
 	}
 	g.topK = int32(cfg.TopK)
+	for _, id := range cfg.SuppressTokens {
+		if id < 0 {
+			return g, invalid(fmt.Sprintf("WithSuppressTokens: token id %d is negative", id))
+		}
+	}
+	if cfg.MinTokensBeforeStop < 0 {
+		return g, invalid(fmt.Sprintf("WithMinTokensBeforeStop(%d): the count must be >= 0", cfg.MinTokensBeforeStop))
+	}
+	g.minTokens = uint32(min(cfg.MinTokensBeforeStop, math.MaxUint32))
 	if g.topP == 0 {
 		g.topP = 1
 	}

@@ -142,6 +142,16 @@ func TestRealGGUF(t *testing.T) {
 		d.ChatTemplate != "gguf:tokenizer.chat_template" {
 		t.Fatalf("Description() = %+v", d)
 	}
+	// What liblmx read from the header alone (Discover's source) is what the load reports.
+	in, err := Inspect(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Description{Architecture: d.Architecture, ModelType: d.ModelType, NumLayers: d.NumLayers, HiddenSize: d.HiddenSize,
+		NumHeads: d.NumHeads, NumKVHeads: d.NumKVHeads, HeadDim: d.HeadDim, VocabSize: d.VocabSize,
+		ContextLength: d.ContextLength, Format: "gguf"}); in != want {
+		t.Fatalf("Inspect = %+v\nload gives %+v", in, want)
+	}
 	p := ref.Prompts[0]
 	ids, text := collect(m.Chat(ctx, p.Messages, inference.WithMaxTokens(ref.NGreedy)))
 	if err := m.Err(); err != nil {
@@ -151,4 +161,69 @@ func TestRealGGUF(t *testing.T) {
 		t.Fatalf("generated %v (%q)\nwant %v", ids, text, want)
 	}
 	t.Logf("%s: %q (%s)", filepath.Base(path), text, d.Conversions)
+}
+
+// SmolLM2's own tokenizer through inference.TokenizerModel: the chat template renders as
+// transformers does, and encoding then decoding gives the text back.
+func TestRealTokenizerModel(t *testing.T) {
+	dir := realModel(t)
+	var ref struct {
+		Prompts []struct {
+			Messages  []inference.Message `json:"messages"`
+			Rendered  string              `json:"rendered"`
+			PromptIDs []int32             `json:"prompt_ids"`
+		} `json:"prompts"`
+	}
+	readJSON(t, filepath.Join(dir, "reference.json"), &ref)
+	m, err := inference.LoadModel(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	tm := m.(inference.TokenizerModel)
+	n := 0
+	for i, p := range ref.Prompts {
+		if p.Messages == nil {
+			continue
+		}
+		n++
+		text, err := tm.ApplyChatTemplate(p.Messages)
+		if err != nil || text != p.Rendered {
+			t.Fatalf("prompt %d: ApplyChatTemplate = %q, %v\nwant %q", i, text, err, p.Rendered)
+		}
+		ids := tm.Encode(text)
+		if !slices.Equal(ids, p.PromptIDs) {
+			t.Fatalf("prompt %d: Encode = %v\nwant %v", i, ids, p.PromptIDs)
+		}
+		if back := tm.Decode(ids); back != text {
+			t.Fatalf("prompt %d: Decode(Encode(text)) = %q, want %q", i, back, text)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no chat prompts in reference.json")
+	}
+}
+
+// A short answer ends at the model's end-of-turn token; WithMinTokensBeforeStop makes the
+// same chat run on past it.
+func TestRealMinTokensBeforeStop(t *testing.T) {
+	dir := realModel(t)
+	m, err := inference.LoadModel(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	msgs := []inference.Message{{Role: "user", Content: "Reply with one word: yes or no. Is water wet?"}}
+	short, _ := collect(m.Chat(ctx, msgs, inference.WithMaxTokens(64)))
+	if m.Err() != nil || len(short) == 0 || len(short) >= 40 {
+		t.Fatalf("the plain answer has %d tokens (%v): the test needs one that stops early", len(short), m.Err())
+	}
+	long, text := collect(m.Chat(ctx, msgs, inference.WithMaxTokens(64), inference.WithMinTokensBeforeStop(40)))
+	if m.Err() != nil || len(long) < 40 {
+		t.Fatalf("with 40 tokens before stop: %d tokens (%v)", len(long), m.Err())
+	}
+	if !slices.Equal(long[:len(short)], short) {
+		t.Fatalf("the answer changed before the stop: %v, then %v", short, long)
+	}
+	t.Logf("%d tokens without, %d with: %q", len(short), len(long), text)
 }

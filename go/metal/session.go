@@ -2,7 +2,6 @@ package metal
 
 import (
 	"context"
-	"errors"
 	"iter"
 	"runtime"
 	"sync"
@@ -16,10 +15,6 @@ var (
 	_ inference.Session       = (*Session)(nil)
 )
 
-// ErrSessionClosed is returned by every call on a closed Session (and is Err() after a
-// Generate or Chat that Close interrupted).
-var ErrSessionClosed = errors.New("metal: session is closed")
-
 // errBusy answers a second Generate or Chat while one runs on the session; it matches
 // lmx.ErrBusy, as liblmx's own answer to the same mistake does.
 var errBusy = &lmx.Error{Status: lmx.StatusBusy, Message: "the session is generating: one Generate or Chat at a time"}
@@ -30,8 +25,10 @@ var errBusy = &lmx.Error{Status: lmx.StatusBusy, Message: "the session is genera
 // time: another one meanwhile yields nothing and its Err matches lmx.ErrBusy, and Fork, Save
 // and CacheInfo called during a generation (its loop body included) fail the same way. The
 // session holds the model's weights: it keeps working after Model.Close, until it is closed
-// itself. It does not use the model's ParallelSlots. A Generate or Chat with another adapter
-// (WithAdapter) than the previous one's empties the cache first.
+// itself. It does not use the model's ParallelSlots. It generates with the model's adapter
+// (WithAdapterPath) unless a call's WithAdapter says otherwise; a Generate or Chat with
+// another adapter than the previous one's empties the cache first. ErrSessionClosed (which
+// matches ErrClosed) answers calls after Close.
 type Session struct {
 	st         *sessState
 	contextLen int
@@ -50,6 +47,9 @@ type sessState struct {
 	refs       int      // calls using s right now; the last one frees it after close
 	closed     bool
 	generating bool
+	// adapter is the default adapter (the model's WithAdapterPath one), kept alive until
+	// close; nil without.
+	adapter *Adapter
 }
 
 // use returns the handle for one call; done must follow. liblmx's session calls are safe
@@ -131,10 +131,19 @@ func (st *sessState) close() {
 		_ = sessionCancel(st.s)
 	}
 	st.freeIfUnused()
+	if st.adapter != nil {
+		// A generation still running has applied it already: liblmx keeps it for that.
+		st.adapter.done()
+	}
 }
 
-func newSession(s cSession, contextLen int) *Session {
-	st := &sessState{s: s}
+// newSession wraps a new session handle; adapter is its default adapter (or nil), which it
+// keeps alive until closed.
+func newSession(s cSession, contextLen int, adapter *Adapter) *Session {
+	if adapter != nil {
+		adapter.use()
+	}
+	st := &sessState{s: s, adapter: adapter}
 	sess := &Session{st: st, contextLen: contextLen}
 	// The safety net for a Session dropped without Close; Close is the real contract.
 	sess.cleanup = runtime.AddCleanup(sess, func(st *sessState) { st.close() }, st)
@@ -157,7 +166,7 @@ func (m *Model) NewSession(opts ...inference.SessionOption) (inference.Session, 
 	if err != nil {
 		return nil, err
 	}
-	return newSession(s, m.desc.ContextLength), nil
+	return newSession(s, m.desc.ContextLength, m.adapter), nil
 }
 
 // LoadSession restores a session from a file written by Session.Save (or by mlx-lm's
@@ -178,11 +187,13 @@ func (m *Model) LoadSession(path string, opts ...inference.SessionOption) (infer
 	if err != nil {
 		return nil, err
 	}
-	return newSession(s, m.desc.ContextLength), nil
+	return newSession(s, m.desc.ContextLength, m.adapter), nil
 }
 
 // Generate streams the continuation of prompt, the whole text so far: the tokens the cache
-// holds that begin the prompt are not computed again. Otherwise it behaves as Model.Generate.
+// holds that begin the prompt are not computed again (with inference.WithDisablePromptReuse
+// the cache is emptied first and the whole prompt computed). Otherwise it behaves as
+// Model.Generate.
 func (s *Session) Generate(ctx context.Context, prompt string, opts ...inference.GenerateOption) iter.Seq[inference.Token] {
 	cfg, x := applyOptions(opts)
 	return s.stream(ctx, cfg, x, textStarter(prompt))
@@ -205,6 +216,9 @@ func (s *Session) stream(ctx context.Context, cfg inference.GenerateConfig, x ex
 			s.metrics = metrics
 		}
 		s.mu.Unlock()
+		if ran && cfg.MetricsSink != nil {
+			cfg.MetricsSink(metrics)
+		}
 	}
 }
 
@@ -224,7 +238,8 @@ func (s *Session) generate(ctx context.Context, cfg inference.GenerateConfig, x 
 		return metrics, false, err
 	}
 	defer s.st.endGenerate()
-	return run(ctx, runOn{s: h, cancel: s.st.cancel, closed: s.st.isClosed, errClosed: ErrSessionClosed}, cp, x, start, yield)
+	on := runOn{s: h, cancel: s.st.cancel, closed: s.st.isClosed, errClosed: ErrSessionClosed, adapter: s.st.adapter}
+	return run(ctx, on, cp, cfg, x, start, yield)
 }
 
 // Err is the error of the session's last Generate or Chat: nil after a normal end (as for
@@ -271,7 +286,7 @@ func (s *Session) Fork() (inference.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newSession(f, s.contextLen), nil
+	return newSession(f, s.contextLen, s.st.adapter), nil
 }
 
 // Save writes the cache and its token ids to the file path (replaced only once the new file

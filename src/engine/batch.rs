@@ -259,6 +259,14 @@ impl<'a> Batch<'a> {
         let (flat, pad, longest) = left_padded(prompts);
         let mut sampler = Sampler::new(&params.sampler)?;
         sampler.start_history(prompts, model.vocab())?;
+        let eos = model.stop_ids(&params.stop_tokens, params.ignore_eos);
+        // min_tokens: every row samples once per step from the first, so step k is each
+        // running row's token k; the stop tokens are held back for the first min_tokens steps.
+        if params.min_tokens > 0 {
+            let mut held: Vec<u32> = eos.iter().copied().collect();
+            held.sort_unstable();
+            sampler.hold(&held)?;
+        }
         Ok(Batch {
             model,
             rows: prompts.iter().map(|p| Row::new(p.len(), params)).collect(),
@@ -266,7 +274,7 @@ impl<'a> Batch<'a> {
             sampler,
             input: Array::from_slice(&flat, &[prompts.len() as i32, longest as i32])?,
             pad,
-            eos: model.stop_ids(&params.stop_tokens, params.ignore_eos),
+            eos,
         })
     }
 
@@ -276,7 +284,10 @@ impl<'a> Batch<'a> {
         // ever made, so a call must not make its own.
         let stream = pooled_stream(self.model.device())?;
         let mut first = None;
-        loop {
+        for step in 0.. {
+            if step == params.min_tokens {
+                self.sampler.release();
+            }
             let ids = self.step(&stream, first.is_none())?;
             first.get_or_insert_with(Instant::now);
             self.take(&ids, params)?;
@@ -293,6 +304,7 @@ impl<'a> Batch<'a> {
             let next: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
             self.input = Array::from_slice(&next, &[next.len() as i32, 1])?;
         }
+        Err(Error::internal("a batch ran past usize::MAX steps"))
     }
 
     /// One forward pass and each row's next token. The first step carries the NaN check of

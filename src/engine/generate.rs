@@ -77,6 +77,8 @@ pub struct Generation {
     pending: Option<Array>,
     generated: Vec<u32>,
     eos: HashSet<u32>,
+    /// Tokens sampled so far; the first `params.min_tokens` cannot be one of `eos`.
+    sampled: usize,
     /// The text delivered, and what is held back.
     out: TextStream,
     finish: Option<FinishReason>,
@@ -124,6 +126,7 @@ impl Generation {
             generated: Vec::new(),
             out: TextStream::new(params),
             eos,
+            sampled: 0,
             finish: None,
             metrics: Metrics {
                 prompt_tokens: prompt.len(),
@@ -167,6 +170,19 @@ impl Generation {
     }
 
     fn sample(&mut self, logits: &Array) -> Result<Array> {
+        // min_tokens: while fewer tokens were sampled, the stop tokens are held back. Every
+        // token sampled before then is generated (none can end generation), so the count of
+        // samples is the count of generated tokens.
+        if self.sampled < self.params.min_tokens {
+            if !self.sampler.holding() {
+                let mut ids: Vec<u32> = self.eos.iter().copied().collect();
+                ids.sort_unstable();
+                self.sampler.hold(&ids)?;
+            }
+        } else if self.sampler.holding() {
+            self.sampler.release();
+        }
+        self.sampled += 1;
         self.sampler.sample(logits)
     }
 

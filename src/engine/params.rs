@@ -60,6 +60,12 @@ pub struct GenerateParams {
     pub stop_strings: Vec<String>,
     /// Do not stop at the model's EOS tokens.
     pub ignore_eos: bool,
+    /// No stop before this many tokens were generated: until then the EOS and stop tokens
+    /// cannot be chosen (their logits are masked to -inf, as transformers'
+    /// `MinNewTokensLengthLogitsProcessor` and vLLM's `min_tokens` do) and stop strings are
+    /// not looked for (only text of the tokens after the first `min_tokens` can hold one, as
+    /// vLLM checks them). 0 = off. `max_tokens` and the context length still end generation.
+    pub min_tokens: usize,
     /// Prompt tokens processed per forward pass.
     pub prefill_chunk: usize,
     /// Leave special tokens out of the text.
@@ -76,6 +82,7 @@ impl Default for GenerateParams {
             stop_tokens: Vec::new(),
             stop_strings: Vec::new(),
             ignore_eos: false,
+            min_tokens: 0,
             prefill_chunk: 2048,
             skip_special_tokens: true,
             cancel: None,

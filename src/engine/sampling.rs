@@ -13,6 +13,9 @@ pub struct Sampler {
     /// The penalty window's tokens: [B, n] int32 on the device (n <= window), updated with
     /// every token sampled. None without penalties (or before [`Sampler::start_history`]).
     history: Option<Array>,
+    /// Token ids that cannot be chosen while set ([1, n] int32): the stop tokens before
+    /// `min_tokens` (see [`Sampler::hold`]).
+    held: Option<Array>,
     /// Whether the history may hold the padding id V (vocabulary size): rows of a batch with
     /// fewer tokens than the window.
     padded_history: bool,
@@ -48,7 +51,7 @@ impl Sampler {
             let n = ids.len() as i32;
             Some((Array::from_slice(&ids, &[1, n])?, Array::from_slice(&vals, &[1, n])?))
         };
-        Ok(Sampler { p: p.clone(), key, bias, history: None, padded_history: false })
+        Ok(Sampler { p: p.clone(), key, bias, history: None, held: None, padded_history: false })
     }
 
     /// Starts the penalty history from each row's tokens so far (prompts), when a penalty is
@@ -83,6 +86,28 @@ impl Sampler {
         self.p.repetition_penalty != 1.0 || self.p.presence_penalty != 0.0 || self.p.frequency_penalty != 0.0
     }
 
+    /// Keeps `ids` from being chosen (their logits become -inf) until [`Sampler::release`]:
+    /// how `min_tokens` holds back the EOS and stop tokens. Nothing is held for no ids.
+    pub fn hold(&mut self, ids: &[u32]) -> Result<()> {
+        self.held = if ids.is_empty() {
+            None
+        } else {
+            let ids: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+            Some(Array::from_slice(&ids, &[1, ids.len() as i32])?)
+        };
+        Ok(())
+    }
+
+    /// Ends [`Sampler::hold`].
+    pub fn release(&mut self) {
+        self.held = None;
+    }
+
+    /// Whether ids are held.
+    pub fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
     /// Applies bias and penalties to float32 logits [B, V]; `history` is [B, n] int32 (recent
     /// tokens, n ≤ window), or None when there is none yet.
     fn adjust(&self, mut logits: Array, history: Option<&Array>) -> Result<Array> {
@@ -92,6 +117,12 @@ impl Sampler {
             let ids = ops::broadcast_to(ids, &[b, n])?;
             let cur = ops::take_along_axis(&logits, &ids, -1)?;
             logits = ops::put_along_axis(&logits, &ids, &ops::add(&cur, vals)?, -1)?;
+        }
+        if let Some(ids) = &self.held {
+            let shape = [logits.dim(0)?, ids.dim(1)?];
+            let ids = ops::broadcast_to(ids, &shape)?;
+            let banned = ops::broadcast_to(&scalar(f32::NEG_INFINITY), &shape)?;
+            logits = ops::put_along_axis(&logits, &ids, &banned, -1)?;
         }
         let Some(h) = history.filter(|_| self.needs_history()) else { return Ok(logits) };
         let vocab = logits.dim(1)?;
@@ -143,7 +174,8 @@ impl Sampler {
     fn choose(&mut self, logits: &Array) -> Result<Array> {
         let history = self.history.clone();
         let history = history.as_ref();
-        let plain = self.bias.is_none() && (history.is_none() || !self.needs_history());
+        let plain =
+            self.bias.is_none() && self.held.is_none() && (history.is_none() || !self.needs_history());
         if self.p.temperature == 0.0 && plain {
             // Greedy with nothing to adjust: the argmax of the logits as they are (converting
             // to float32 first changes no value, only costs a kernel per token).

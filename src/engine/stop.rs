@@ -60,6 +60,21 @@ impl StopMatcher {
         StopCheck::Emit(out)
     }
 
+    /// Adds a decoded piece that no stop string may begin in (the text of the first
+    /// `min_tokens` tokens): it and anything held back are emitted as they are.
+    pub fn push_unchecked(&mut self, piece: &str) -> String {
+        self.text.push_str(piece);
+        let out = self.text[self.emitted..].to_string();
+        self.emitted = self.text.len();
+        out
+    }
+
+    /// Everything emitted or to be emitted (stop strings excluded).
+    #[cfg(test)]
+    fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Text still held back (emitted when generation ends for another reason).
     pub fn flush(&mut self) -> String {
         let out = self.text[self.emitted..].to_string();
@@ -107,6 +122,19 @@ mod tests {
     #[test]
     fn earliest_stop_wins() {
         assert_eq!(run(&["b", "abc"], &["xxabc"]), ("xx".into(), true));
+    }
+
+    #[test]
+    fn unchecked_text_holds_no_stop_string() {
+        let mut m = StopMatcher::new(&["END".to_string()]);
+        assert_eq!(m.push_unchecked("a EN"), "a EN");
+        assert_eq!(m.push_unchecked("D b"), "D b");
+        // Checked from here on: only text after the unchecked part can stop.
+        match m.push(" END c") {
+            StopCheck::Stopped(t) => assert_eq!(t, " "),
+            StopCheck::Emit(t) => panic!("no stop, emitted {t:?}"),
+        }
+        assert_eq!(m.text(), "a END b ");
     }
 
     #[test]

@@ -11,6 +11,10 @@ pub(crate) struct TextStream {
     decoder: StreamDecoder,
     stop: StopMatcher,
     text: String,
+    /// Tokens pushed so far, and how many come before stop strings are looked for
+    /// (`GenerateParams::min_tokens`).
+    pushed: usize,
+    min_tokens: usize,
 }
 
 impl TextStream {
@@ -19,6 +23,8 @@ impl TextStream {
             decoder: StreamDecoder::new(params.skip_special_tokens),
             stop: StopMatcher::new(&params.stop_strings),
             text: String::new(),
+            pushed: 0,
+            min_tokens: params.min_tokens,
         }
     }
 
@@ -26,7 +32,8 @@ impl TextStream {
     /// ended the text with it.
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<(String, bool)> {
         let piece = self.decoder.push(tok, id)?.unwrap_or_default();
-        let (t, stopped) = match self.stop.push(&piece) {
+        self.pushed += 1;
+        let (t, stopped) = match self.check(&piece) {
             StopCheck::Emit(t) => (t, false),
             StopCheck::Stopped(t) => (t, true),
         };
@@ -39,7 +46,7 @@ impl TextStream {
     pub fn release(&mut self, tok: &Tokenizer) -> String {
         let mut rest = String::new();
         if let Ok(Some(tail)) = self.decoder.flush(tok) {
-            match self.stop.push(&tail) {
+            match self.check(&tail) {
                 StopCheck::Emit(t) => rest.push_str(&t),
                 StopCheck::Stopped(t) => {
                     self.text.push_str(&t);
@@ -50,6 +57,16 @@ impl TextStream {
         rest.push_str(&self.stop.flush());
         self.text.push_str(&rest);
         rest
+    }
+
+    /// Passes text to the stop matcher: text of the first `min_tokens` tokens is emitted
+    /// unchecked, so no stop string can begin in it.
+    fn check(&mut self, piece: &str) -> StopCheck {
+        if self.pushed <= self.min_tokens {
+            StopCheck::Emit(self.stop.push_unchecked(piece))
+        } else {
+            self.stop.push(piece)
+        }
     }
 
     /// All the text delivered so far.

@@ -14,6 +14,7 @@ pub mod cancel;
 pub mod device;
 pub mod error;
 pub(crate) mod handle;
+pub mod inspect;
 pub mod lora;
 pub mod memory;
 pub mod model;

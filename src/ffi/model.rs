@@ -142,7 +142,7 @@ c_struct!(lmx_model_desc {
 });
 
 /// `s` into `dst`, cut to fit with its NUL, the rest zeroed.
-fn copy_str(dst: &mut [c_char], s: &str) {
+pub(super) fn copy_str(dst: &mut [c_char], s: &str) {
     dst.fill(0);
     let n = dst.len().saturating_sub(1);
     for (d, b) in dst.iter_mut().zip(s.bytes().take(n)) {

@@ -105,6 +105,11 @@ pub struct lmx_generate_params {
     /// the current prefill chunk or step. The way to cancel lmx_batch_generate() and
     /// lmx_classify(); sessions also have lmx_session_cancel().
     pub cancel: *const lmx_cancel,
+    /// No stop before this many tokens were generated: until then the EOS and stop tokens
+    /// cannot be chosen (their logits are masked) and stop strings are not looked for (no
+    /// stop string can begin in the text of the first min_tokens tokens). max_tokens and the
+    /// context length still end generation. 0 = off. Default 0.
+    pub min_tokens: u32,
 }
 
 c_struct!(lmx_model_params { struct_size, context_length, dtype, device });
@@ -133,7 +138,8 @@ c_struct!(lmx_generate_params {
     logit_bias_values,
     n_logit_bias,
     prefill_chunk,
-    cancel
+    cancel,
+    min_tokens
 });
 // SAFETY: only integers, floats and raw pointers (the layout test lists every field).
 unsafe impl AnyBits for lmx_generate_params {}
@@ -173,6 +179,7 @@ fn generate_defaults() -> lmx_generate_params {
         n_logit_bias: 0,
         prefill_chunk: d.prefill_chunk as u32,
         cancel: std::ptr::null(),
+        min_tokens: d.min_tokens as u32,
     }
 }
 
@@ -280,6 +287,7 @@ impl lmx_generate_params {
             stop_tokens: token_ids(self.stop_tokens, self.n_stop_tokens, "params->stop_tokens")?,
             stop_strings,
             ignore_eos: flag(self.ignore_eos, "params->ignore_eos")?,
+            min_tokens: self.min_tokens as usize,
             prefill_chunk: self.prefill_chunk as usize,
             skip_special_tokens: flag(self.skip_special_tokens, "params->skip_special_tokens")?,
             cancel,

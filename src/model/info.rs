@@ -10,6 +10,9 @@ use crate::model::text::chat::ChatTemplate;
 use crate::model::LoadParams;
 use crate::Result;
 
+/// The context length of a model whose config gives no `max_position_embeddings`.
+pub const DEFAULT_CONTEXT: i32 = 4096;
+
 /// A description of a loaded model.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelInfo {
@@ -75,7 +78,7 @@ impl ModelInfo {
     ) -> Result<ModelInfo> {
         let s = transformer.spec();
         let first = &s.layers[0].attn;
-        let max_pos = s.max_position.unwrap_or(4096);
+        let max_pos = s.max_position.unwrap_or(DEFAULT_CONTEXT);
         let (quant_bits, quant_group_size) = transformer.quantization().unwrap_or((0, 0));
         Ok(ModelInfo {
             model_type,

@@ -73,15 +73,31 @@ const LAYOUTS: &[(&str, &str)] =
 /// file and the tensor. Resets MLX's peak memory counter to measure the load.
 pub(super) fn load(path: &Path, params: &LoadParams) -> Result<Model> {
     let start = Instant::now();
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, &e))?;
+    let format = format_of(path)?;
     params.check()?;
+    match format {
+        Format::Gguf => load_gguf(path, params, start),
+        Format::Folder => load_folder(path, params, start),
+    }
+}
+
+/// What a model path is.
+pub(super) enum Format {
+    /// A Hugging Face folder (config.json, *.safetensors, tokenizer.json).
+    Folder,
+    Gguf,
+}
+
+/// Whether `path` is a model folder or a GGUF file; anything else is an error naming it.
+pub(super) fn format_of(path: &Path) -> Result<Format> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, &e))?;
     if meta.is_file() && gguf::is_gguf(path) {
-        return load_gguf(path, params, start);
+        Ok(Format::Gguf)
+    } else if meta.is_dir() {
+        Ok(Format::Folder)
+    } else {
+        Err(Error::invalid(format!("{}: not a model folder nor a GGUF file", path.display())))
     }
-    if !meta.is_dir() {
-        return Err(Error::invalid(format!("{}: not a model folder nor a GGUF file", path.display())));
-    }
-    load_folder(path, params, start)
 }
 
 /// A JSON file of the folder read whole (None when absent), fed to the fingerprint.

@@ -18,6 +18,7 @@ pub mod config;
 pub mod fingerprint;
 pub mod gguf;
 pub mod info;
+pub mod inspect;
 mod load;
 pub mod nn;
 pub mod text;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use arch::spec::ModelSpec;
 pub use info::ModelInfo;
+pub use inspect::{inspect, Inspection};
 pub use load::LoadParams;
 pub use nn::cache::{KvCache, KvQuant, LayerState, Packed};
 pub use nn::lora::{LoraConfig, LoraWeights, Target};

@@ -235,6 +235,24 @@ static void test_generate(lmx_model *m) {
     CHECK(strncmp(s2.text, s1.text, strlen(s2.text)) == 0);
   }
 
+  /* min_tokens (default 0): the first greedy token as a stop token ends generation at once;
+   * with min_tokens 3 it cannot be chosen before three tokens, and ends it when it is. */
+  {
+    int32_t first = s1.ids[0];
+    lmx_generate_params r = p;
+    CHECK(r.min_tokens == 0);
+    r.stop_tokens = &first;
+    r.n_stop_tokens = 1;
+    memset(&s2, 0, sizeof s2);
+    CHECK(lmx_session_generate(s, "The keeper counted 37 grey ships", &r, collect, &s2) == LMX_OK);
+    CHECK(s2.n == 0);
+    r.min_tokens = 3;
+    memset(&s2, 0, sizeof s2);
+    CHECK(lmx_session_generate(s, "The keeper counted 37 grey ships", &r, collect, &s2) == LMX_OK);
+    CHECK(s2.n >= 3);
+    for (int i = 0; i < s2.n; i++) CHECK(s2.ids[i] != first);
+  }
+
   /* Bad arguments. */
   lmx_generate_params bad = p;
   bad.temperature = -1.0f;
