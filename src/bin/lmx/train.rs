@@ -338,7 +338,7 @@ impl Progress {
         }
         let bar = ProgressBar::with_draw_target(Some(iters), ProgressDrawTarget::stderr());
         // The template is a constant: it parses.
-        if let Ok(style) = ProgressStyle::with_template("[{bar:30}] {pos}/{len} {msg} | eta {eta}") {
+        if let Ok(style) = ProgressStyle::with_template("[{wide_bar}] {pos}/{len} {msg} | eta {eta}") {
             bar.set_style(style.progress_chars("#> "));
         }
         Progress::Bar(bar)
