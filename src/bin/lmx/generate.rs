@@ -25,7 +25,7 @@ use crate::options::{at_least, AdapterArgs, ModelArgs, SamplingArgs};
 pub(crate) struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The prompt.
+    /// The text to complete (with --chat: the user's message).
     #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
     pub prompt: String,
     /// Put the prompt through the model's chat template as one user message.
