@@ -18,9 +18,11 @@ use crate::options::{at_least, AdapterArgs};
 pub(crate) struct CacheArgs {
     /// Restore the KV cache from FILE first (saved by --save-cache or mlx_lm.cache_prompt).
     ///
-    /// A prompt that extends the saved tokens computes only its new part; `chat` resumes the
-    /// conversation saved by `lmx chat --save-cache`. A file from mlx_lm.cache_prompt has no
-    /// token ids: the prompt is appended after its cached positions.
+    /// A prompt that extends the saved tokens computes only its new part (the metrics line
+    /// says how many were cached). `chat` resumes only a conversation saved by `lmx chat
+    /// --save-cache`. A file from mlx_lm.cache_prompt has no token ids: the prompt (with
+    /// --chat, the rendered chat from the user's message on, as mlx_lm.generate does) is
+    /// appended after its cached positions.
     #[arg(long, value_name = "FILE")]
     pub load_cache: Option<PathBuf>,
     /// Save the KV cache and its token ids to FILE at the end (mlx-lm's prompt-cache layout).
