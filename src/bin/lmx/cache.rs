@@ -80,6 +80,8 @@ pub(crate) struct Loaded {
 /// The session options the KV-cache flags ask for, checked against `model`; errors name the
 /// flags.
 pub(crate) fn options(a: &CacheArgs, model: &Model) -> Result<SessionOptions> {
+    // Checked here rather than with clap's `requires`, whose message names only the missing
+    // option, not the one that needs it.
     let Some(bits) = a.kv_bits else {
         if a.kv_group_size.is_some() {
             return Err(Error::invalid("--kv-group-size needs --kv-bits"));
