@@ -210,6 +210,24 @@ fn an_option_a_subcommand_does_not_take_is_refused_and_named() {
 }
 
 #[test]
+fn arguments_that_are_not_utf8_are_no_crash() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let bad = OsStr::from_bytes(b"/no/such/\xff\xfe");
+    let s = OsStr::new;
+    for args in [
+        vec![s("--frobnicate"), bad],
+        vec![s("generate"), s("--prompt"), s("x"), s("--model"), bad, s("--frobnicate")],
+        vec![s("generate"), s("--prompt"), s("x"), s("--model"), bad],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_lmx")).args(&args).output().unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn a_misspelling_gets_a_suggestion() {
     let m = qwen3();
     refused(

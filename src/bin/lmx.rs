@@ -137,7 +137,10 @@ fn with_tip(mut e: clap::Error) -> clap::Error {
     let long = long.to_string();
     let cli = Cli::command();
     // The top level takes no option with a value, so the first word is the subcommand.
-    let Some(sub) = std::env::args().skip(1).find(|a| !a.starts_with('-')) else { return e };
+    let Some(sub) = std::env::args_os().skip(1).find(|a| !a.as_encoded_bytes().starts_with(b"-")) else {
+        return e;
+    };
+    let sub = sub.to_string_lossy();
     let tip = if sub == "train" && long == "adapter" {
         "'--resume-adapter DIR' continues training an adapter".to_string()
     } else {
