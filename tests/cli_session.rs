@@ -266,10 +266,13 @@ fn quantized_kv_cache() {
         &["generate", "--model", &g, "--prompt", "x", "--kv-bits", "8", "--kv-group-size", "32"],
         &["--kv-group-size 32"],
     );
-    fails(&["generate", "--model", &m, "--prompt", "x", "--kv-bits", "3"], &["--kv-bits 3"]);
+    fails(
+        &["generate", "--model", &m, "--prompt", "x", "--kv-bits", "3"],
+        &["invalid value '3' for '--kv-bits <BITS>'"],
+    );
     fails(
         &["generate", "--model", &m, "--prompt", "x", "--kv-bits", "8", "--kv-group-size", "48"],
-        &["--kv-group-size 48"],
+        &["invalid value '48' for '--kv-group-size <SIZE>'"],
     );
     fails(&["generate", "--model", &m, "--prompt", "x", "--kv-bits", "eight"], &["--kv-bits"]);
     fails(
@@ -290,7 +293,7 @@ fn quantized_kv_cache() {
             "--quantized-kv-start",
             "-1",
         ],
-        &["--quantized-kv-start -1"],
+        &["invalid value '-1' for '--quantized-kv-start <N>'"],
     );
     let o = Command::new(env!("CARGO_BIN_EXE_lmx"))
         .args(["chat", "--model", &m, "--kv-bits", "8", "--kv-group-size", "32", "--max-tokens", "3"])
@@ -351,7 +354,10 @@ fn bad_cache_files_are_named() {
         &["generate", "--model", &m, "--prompt", "x", "--adapter", path(&t.0), "--save-cache", path(&f)],
         &["--save-cache", "--adapter"],
     );
-    fails(&["generate", "--model", &m, "--prompt", "x", "--load-cache"], &["--load-cache needs a value"]);
+    fails(
+        &["generate", "--model", &m, "--prompt", "x", "--load-cache"],
+        &["a value is required for '--load-cache <FILE>'"],
+    );
     fails(&["chat", "--model", &m, "--max-tokens", "0"], &["--max-tokens"]);
 }
 

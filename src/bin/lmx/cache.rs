@@ -5,11 +5,63 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use clap::{Args, ValueEnum};
 use lmx::engine::{Session, SessionOptions};
 use lmx::model::{KvQuant, Message, Model};
 use lmx::{Error, Result};
 
-use super::Args;
+use crate::options::{at_least, AdapterArgs};
+
+/// The session-file and KV-cache options of `generate` and `chat`.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Session cache")]
+pub(crate) struct CacheArgs {
+    /// Restore the KV cache from FILE first (saved by --save-cache or mlx_lm.cache_prompt).
+    ///
+    /// A prompt that extends the saved tokens computes only its new part (the metrics line
+    /// says how many were cached). `chat` resumes only a conversation saved by `lmx chat
+    /// --save-cache`. A file from mlx_lm.cache_prompt has no token ids: the prompt (with
+    /// --chat, the rendered chat from the user's message on, as mlx_lm.generate does) is
+    /// appended after its cached positions.
+    #[arg(long, value_name = "FILE")]
+    pub load_cache: Option<PathBuf>,
+    /// Save the KV cache and its token ids to FILE at the end (mlx-lm's prompt-cache layout).
+    ///
+    /// `generate` saves the prompt and the generated tokens (with --max-tokens 0 the prompt
+    /// alone); `chat` saves the conversation when it ends.
+    #[arg(long, value_name = "FILE")]
+    pub save_cache: Option<PathBuf>,
+    /// Quantize the KV cache of the global-attention layers to BITS bits.
+    #[arg(long, value_name = "BITS")]
+    pub kv_bits: Option<KvBits>,
+    /// Values per quantization group of the KV cache (needs --kv-bits) [default: 64].
+    #[arg(long, value_name = "SIZE")]
+    pub kv_group_size: Option<KvGroupSize>,
+    /// Quantize the KV cache once it holds N positions (needs --kv-bits; mlx_lm.generate's
+    /// default is 5000) [default: 0].
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least::<i32>(0))]
+    pub quantized_kv_start: Option<i32>,
+}
+
+/// Bits per value of a quantized KV cache.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum KvBits {
+    #[value(name = "4")]
+    Four,
+    #[value(name = "8")]
+    Eight,
+}
+
+/// Values per scale and bias of a quantized KV cache.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum KvGroupSize {
+    #[value(name = "32")]
+    G32,
+    #[value(name = "64")]
+    G64,
+    #[value(name = "128")]
+    G128,
+}
 
 /// The user-metadata key under which `lmx chat` saves its conversation (a JSON array of
 /// `{role, content}`).
@@ -27,26 +79,28 @@ pub(crate) struct Loaded {
 
 /// The session options the KV-cache flags ask for, checked against `model`; errors name the
 /// flags.
-pub(crate) fn options(a: &Args, model: &Model) -> Result<SessionOptions> {
+pub(crate) fn options(a: &CacheArgs, model: &Model) -> Result<SessionOptions> {
+    // Checked here rather than with clap's `requires`, whose message names only the missing
+    // option, not the one that needs it.
     let Some(bits) = a.kv_bits else {
         if a.kv_group_size.is_some() {
             return Err(Error::invalid("--kv-group-size needs --kv-bits"));
         }
-        if a.kv_start.is_some() {
+        if a.quantized_kv_start.is_some() {
             return Err(Error::invalid("--quantized-kv-start needs --kv-bits"));
         }
         return Ok(SessionOptions::default());
     };
-    let q = KvQuant { bits, group_size: a.kv_group_size.unwrap_or(64), start: a.kv_start.unwrap_or(0) };
-    if !matches!(q.bits, 4 | 8) {
-        return Err(Error::invalid(format!("--kv-bits {}: must be 4 or 8", q.bits)));
-    }
-    if !matches!(q.group_size, 32 | 64 | 128) {
-        return Err(Error::invalid(format!("--kv-group-size {}: must be 32, 64 or 128", q.group_size)));
-    }
-    if q.start < 0 {
-        return Err(Error::invalid(format!("--quantized-kv-start {}: must be at least 0", q.start)));
-    }
+    let bits = match bits {
+        KvBits::Four => 4,
+        KvBits::Eight => 8,
+    };
+    let group_size = match a.kv_group_size.unwrap_or(KvGroupSize::G64) {
+        KvGroupSize::G32 => 32,
+        KvGroupSize::G64 => 64,
+        KvGroupSize::G128 => 128,
+    };
+    let q = KvQuant { bits, group_size, start: a.quantized_kv_start.unwrap_or(0) };
     q.check(model.spec()).map_err(|e| {
         let msg = e
             .message
@@ -60,7 +114,7 @@ pub(crate) fn options(a: &Args, model: &Model) -> Result<SessionOptions> {
 
 /// Checks the cache-file options before the model loads: the file to restore exists, the
 /// folder to save into exists, and no adapter is asked for with either.
-pub(crate) fn check_files(a: &Args) -> Result<()> {
+pub(crate) fn check_files(a: &CacheArgs, adapter: &AdapterArgs) -> Result<()> {
     if let Some(p) = &a.load_cache {
         if !p.is_file() {
             let why = match std::fs::metadata(p) {
@@ -80,7 +134,7 @@ pub(crate) fn check_files(a: &Args) -> Result<()> {
             )));
         }
     }
-    if a.adapter.is_some() {
+    if adapter.adapter.is_some() {
         for (flag, p) in [("--save-cache", &a.save_cache), ("--load-cache", &a.load_cache)] {
             if p.is_some() {
                 return Err(Error::unsupported(format!(
@@ -94,7 +148,7 @@ pub(crate) fn check_files(a: &Args) -> Result<()> {
 }
 
 /// A new session with the KV-cache options, or the one `--load-cache` restores.
-pub(crate) fn open(a: &Args, model: &Arc<Model>) -> Result<(Session, Option<Loaded>)> {
+pub(crate) fn open(a: &CacheArgs, model: &Arc<Model>) -> Result<(Session, Option<Loaded>)> {
     let opts = options(a, model)?;
     let Some(path) = &a.load_cache else {
         return Ok((Session::with_options(model.clone(), &opts)?, None));

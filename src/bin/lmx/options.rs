@@ -1,0 +1,141 @@
+//! Option groups that several subcommands share (flattened into each with
+//! `#[command(flatten)]`), and the value parsers that check numbers as they are parsed, so a
+//! bad value is refused with the option's name before anything loads.
+//!
+//! A group holds only options that mean the same in every subcommand that takes it; an option
+//! that only one subcommand takes lives in that subcommand's struct, so no other accepts it.
+
+use std::fmt::Display;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use lmx::engine::{GenerateParams, SamplerParams, Session};
+use lmx::model::{LoadParams, Model};
+use lmx::{Error, Result};
+
+/// The model every subcommand but `version`, `device` and `completions` runs.
+#[derive(Args, Debug)]
+pub(crate) struct ModelArgs {
+    /// The model: a folder (config.json, *.safetensors, tokenizer.json) or a GGUF file.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+}
+
+impl ModelArgs {
+    pub fn load(&self, p: &LoadParams) -> Result<Arc<Model>> {
+        Ok(Arc::new(Model::load(&self.model, p)?))
+    }
+}
+
+/// How `generate` and `chat` choose each token. The defaults are greedy decoding.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Sampling")]
+pub(crate) struct SamplingArgs {
+    /// Sampling temperature; 0 picks the most likely token (greedy).
+    #[arg(long, value_name = "T", default_value_t = 0.0, allow_negative_numbers = true,
+          value_parser = float(|x| x >= 0.0, "must be a number >= 0"))]
+    pub temperature: f32,
+    /// Sample among the K most likely tokens only (0 = off).
+    #[arg(long, value_name = "K", default_value_t = 0, allow_negative_numbers = true,
+          value_parser = at_least::<i32>(0))]
+    pub top_k: i32,
+    /// Sample among the most likely tokens whose probabilities add up to P (1 = off).
+    #[arg(long, value_name = "P", default_value_t = 1.0, allow_negative_numbers = true,
+          value_parser = float(|x| x > 0.0 && x <= 1.0, "must be in (0, 1]"))]
+    pub top_p: f32,
+    /// Drop the tokens less likely than P times the most likely one (0 = off).
+    #[arg(long, value_name = "P", default_value_t = 0.0, allow_negative_numbers = true,
+          value_parser = float(|x| (0.0..1.0).contains(&x), "must be in [0, 1)"))]
+    pub min_p: f32,
+    /// Penalize the tokens seen in the last 64 (prompt included): a penalty R > 1 makes them
+    /// less likely (1 = off).
+    #[arg(long, value_name = "R", default_value_t = 1.0, allow_negative_numbers = true,
+          value_parser = float(|x| x > 0.0, "must be a positive number"))]
+    pub repetition_penalty: f32,
+    /// Seed of the sampler: the same seed and options give the same text [default: random].
+    #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = at_least::<u64>(0))]
+    pub seed: Option<u64>,
+    /// Stop when the text would contain STRING (left out of the output); repeatable.
+    #[arg(long, value_name = "STRING", allow_hyphen_values = true)]
+    pub stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    /// Generation parameters with these options and `max_tokens`.
+    pub fn params(&self, max_tokens: usize) -> GenerateParams {
+        GenerateParams {
+            max_tokens,
+            sampler: SamplerParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repetition_penalty,
+                seed: self.seed,
+                ..Default::default()
+            },
+            stop_strings: self.stop.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A LoRA adapter applied to the model (`generate` and `chat`).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Adapter")]
+pub(crate) struct AdapterArgs {
+    /// Apply the LoRA adapter in folder DIR (mlx-lm's format: adapter_config.json and
+    /// adapters.safetensors, as `lmx train` and `mlx_lm.lora` save them).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// The adapter's scale (0 = the base model) [default: the scale it was trained with].
+    #[arg(long, value_name = "S", allow_negative_numbers = true,
+          value_parser = float(|_| true, "must be a finite number"))]
+    pub adapter_scale: Option<f32>,
+}
+
+impl AdapterArgs {
+    /// Applies the adapter, if any, to `session`.
+    pub fn apply(&self, model: &Model, session: &Session) -> Result<()> {
+        match &self.adapter {
+            Some(dir) => {
+                let w = model.load_adapter(dir)?;
+                let scale = self.adapter_scale.unwrap_or(w.config().scale);
+                session.set_adapter(Some((Arc::new(w), scale)))
+            }
+            None if self.adapter_scale.is_some() => Err(Error::invalid("--adapter-scale needs --adapter")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A value parser for whole numbers of at least `min`; a negative value for an unsigned
+/// option says so rather than "invalid digit".
+pub(crate) fn at_least<T>(min: i128) -> impl Fn(&str) -> std::result::Result<T, String> + Clone + Send + Sync
+where
+    T: TryFrom<i128> + Display,
+{
+    move |s| {
+        let n: i128 = s.trim().parse().map_err(|_| "not a whole number".to_string())?;
+        if n < min {
+            return Err(format!("must be at least {min}"));
+        }
+        T::try_from(n).map_err(|_| "too large".to_string())
+    }
+}
+
+/// A value parser for finite numbers that satisfy `ok` (`what` says how when they do not).
+pub(crate) fn float(
+    ok: fn(f32) -> bool,
+    what: &'static str,
+) -> impl Fn(&str) -> std::result::Result<f32, String> + Clone + Send + Sync {
+    move |s| {
+        let x: f32 = s.trim().parse().map_err(|_| "not a number".to_string())?;
+        if x.is_finite() && ok(x) {
+            Ok(x)
+        } else {
+            Err(what.to_string())
+        }
+    }
+}
