@@ -312,16 +312,32 @@ impl Session {
     }
 
     /// The tokens of a chat, rendered with the model's template and a generation prompt.
+    /// [`cancel`](Self::cancel) and `caller` (the call's own token, may be None) stop the
+    /// rendering too: the error is then `Cancelled`.
     pub fn chat_tokens(
         &self,
         messages: &[Message],
         extra: &serde_json::Map<String, serde_json::Value>,
+        caller: Option<&Cancel>,
     ) -> Result<Vec<u32>> {
         if messages.is_empty() {
             return Err(Error::invalid("the chat has no messages"));
         }
-        let m = &self.model;
-        let text = m.render_chat(messages, true, extra)?;
-        m.encode(&text, false)
+        // While the template renders, Session::cancel reaches this token (no generation runs
+        // yet, so nothing else is registered; one that is, is left alone).
+        let own = Cancel::new();
+        let registered = {
+            let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            cur.is_none().then(|| *cur = Some(own.clone())).is_some()
+        };
+        let stop = || own.is_requested() || caller.is_some_and(Cancel::is_requested);
+        let text = self.model.render_chat(messages, true, extra, Some(&stop));
+        if registered {
+            let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            if cur.as_ref() == Some(&own) {
+                *cur = None;
+            }
+        }
+        self.model.encode(&text?, false)
     }
 }

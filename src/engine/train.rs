@@ -277,16 +277,19 @@ impl Trainer {
     /// The loss, token count and adapter gradients of `batch`, lazy. Call under the stream
     /// and the compute lock.
     fn lazy_gradients(&self, batch: &Batch) -> Result<(Array, Array, Vec<Array>)> {
-        let ntoks = std::cell::RefCell::new(None);
+        let ntoks = std::sync::Mutex::new(None);
         let (loss, grads) = autodiff::value_and_grad(
             |p| {
                 let (l, n) = self.loss(p, batch, true)?;
-                *ntoks.borrow_mut() = Some(n);
+                *ntoks.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
                 Ok(l)
             },
             &self.weights.arrays(),
         )?;
-        let n = ntoks.into_inner().ok_or_else(|| Error::internal("no token count"))?;
+        let n = ntoks
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .ok_or_else(|| Error::internal("no token count"))?;
         Ok((loss, ops::stop_gradient(&n)?, grads))
     }
 

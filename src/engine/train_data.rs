@@ -78,10 +78,10 @@ pub fn example(v: &serde_json::Value, model: &Model, mask_prompt: bool) -> Resul
         return Err(Error::format("expected \"text\", \"prompt\" and \"completion\", or \"messages\""));
     };
     let none = serde_json::Map::new();
-    let full = model.render_chat(&messages, false, &none)?;
+    let full = model.render_chat(&messages, false, &none, None)?;
     let tokens = model.encode(&full, false)?;
     let offset = if mask_prompt {
-        let head = model.render_chat(&messages[..messages.len() - 1], true, &none)?;
+        let head = model.render_chat(&messages[..messages.len() - 1], true, &none, None)?;
         model.encode(&head, false)?.len()
     } else {
         0

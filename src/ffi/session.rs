@@ -201,8 +201,10 @@ pub extern "C" fn lmx_session_generate_tokens(
 /// As lmx_session_generate() with the prompt made from `n` chat messages by the model's chat
 /// template, with the generation prompt added; `extra_json` (may be NULL) holds extra template
 /// variables as a JSON object. For a multi-turn chat pass the whole conversation each time:
-/// only the tokens the cache does not hold are computed. Returns as lmx_session_generate(), and
-/// LMX_STATUS_INVALID_ARGUMENT for an unknown role or bad JSON.
+/// only the tokens the cache does not hold are computed. lmx_session_cancel() and
+/// params->cancel also stop the template while it renders (checked every few milliseconds).
+/// Returns as lmx_session_generate(), and LMX_STATUS_INVALID_ARGUMENT for an unknown role or
+/// bad JSON.
 #[no_mangle]
 pub extern "C" fn lmx_session_chat(
     session: *mut lmx_session,
@@ -216,7 +218,8 @@ pub extern "C" fn lmx_session_chat(
     status(|| {
         let s = session_ref(session)?;
         let msgs = messages(messages_in, n)?;
-        let ids = s.session.chat_tokens(&msgs, &extra_vars(extra_json)?)?;
+        let cancel = generate_params(params)?.cancel;
+        let ids = s.session.chat_tokens(&msgs, &extra_vars(extra_json)?, cancel.as_ref())?;
         run(&s, ids, params, callback, user_data)
     })
 }

@@ -112,7 +112,9 @@ pub extern "C" fn lmx_session_stream_chat(
 ) -> lmx_status {
     status(|| {
         let s = session_ref(session)?;
-        let ids = s.session.chat_tokens(&messages(messages_in, n)?, &extra_vars(extra_json)?)?;
+        let cancel = generate_params(params)?.cancel;
+        let ids =
+            s.session.chat_tokens(&messages(messages_in, n)?, &extra_vars(extra_json)?, cancel.as_ref())?;
         start(&s, ids, params, stream_out)
     })
 }

@@ -156,7 +156,7 @@ pub extern "C" fn lmx_chat_apply_template(
         let m = model_ref(model)?;
         let msgs = messages(messages_in, n)?;
         let extra = extra_vars(extra_json)?;
-        let text = m.render_chat(&msgs, add_generation_prompt, &extra)?;
+        let text = m.render_chat(&msgs, add_generation_prompt, &extra, None)?;
         fill_text(&text, buf, capacity, len_out)
     })
 }

@@ -4,6 +4,13 @@
 //!
 //! A Rust error inside the function cannot cross MLX's C++ frames: it is kept beside the
 //! closure and returned in place of MLX's generic "closure failed" message.
+//!
+//! Lifetimes: MLX keeps a checkpointed function inside the lazy graph it builds (the backward
+//! pass calls it again, whenever and on whichever thread the graph is evaluated), so a
+//! [`Checkpointed`] function must own what it uses (`'static`) and be callable from any
+//! thread (`Send + Sync`). [`value_and_grad`]'s function is only called while
+//! `value_and_grad` runs (MLX traces it once and keeps the arrays it returns, not the
+//! function), so it may borrow.
 
 use std::ffi::{c_int, c_void};
 use std::sync::{Arc, Mutex};
@@ -12,7 +19,7 @@ use super::ops::VecArray;
 use super::{check, sys, Array};
 use crate::{Error, Result};
 
-type Func<'a> = dyn Fn(&[Array]) -> Result<Vec<Array>> + 'a;
+type Func<'a> = dyn Fn(&[Array]) -> Result<Vec<Array>> + Send + Sync + 'a;
 
 struct Payload<'a> {
     f: Box<Func<'a>>,
@@ -69,9 +76,11 @@ impl Drop for Closure {
 }
 
 impl Closure {
-    /// The payload borrows whatever `f` captures for `'a`; every closure made here is
-    /// freed (and with it the payload) before `'a` ends, by the functions of this module.
-    fn new<'a>(f: impl Fn(&[Array]) -> Result<Vec<Array>> + 'a) -> Result<Closure> {
+    /// A closure over `f`. MLX may keep (a copy of) it for as long as a graph refers to it, so
+    /// the caller guarantees that `f` lives that long: `'static` for a [`Checkpointed`]
+    /// function, and for [`value_and_grad`]'s the fact that MLX calls and drops it within the
+    /// call.
+    fn new<'a>(f: impl Fn(&[Array]) -> Result<Vec<Array>> + Send + Sync + 'a) -> Result<Closure> {
         let error = Arc::new(Mutex::new(None));
         let payload: Box<Payload<'a>> = Box::new(Payload { f: Box::new(f), error: error.clone() });
         let payload = Box::into_raw(payload) as *mut c_void;
@@ -90,9 +99,11 @@ impl Closure {
 }
 
 /// The value of the scalar function `f` at `params` and its gradient with respect to each of
-/// them. `f` may capture other arrays (data): they are constants of the differentiation.
+/// them. `f` may capture other arrays (data): they are constants of the differentiation. It
+/// is called during this call only (MLX traces it once), so it may borrow; a checkpoint it
+/// builds inside owns what it uses (see [`Checkpointed`]).
 pub fn value_and_grad<'a>(
-    f: impl Fn(&[Array]) -> Result<Array> + 'a,
+    f: impl Fn(&[Array]) -> Result<Array> + Send + Sync + 'a,
     params: &[Array],
 ) -> Result<(Array, Vec<Array>)> {
     let c = Closure::new(move |x: &[Array]| Ok(vec![f(x)?]))?;
@@ -110,16 +121,33 @@ pub fn value_and_grad<'a>(
 
 /// A function whose intermediate arrays are not kept for the backward pass: they are
 /// recomputed from its inputs when gradients flow through it (less memory, more compute).
-pub struct Checkpointed<'a> {
+/// MLX keeps the function in the graphs built from its outputs, beyond this value's life:
+/// it owns everything it uses and may be called from any thread. A function that borrows is
+/// refused at compile time:
+///
+/// ```compile_fail
+/// use lmx::mlx::{autodiff::Checkpointed, ops, Array};
+/// let w = Array::scalar_f32(2.0);
+/// let f = Checkpointed::new(|x: &[Array]| Ok(vec![ops::multiply(&x[0], &w)?]));
+/// ```
+///
+/// and one that owns what it uses is accepted:
+///
+/// ```
+/// use lmx::mlx::{autodiff::Checkpointed, ops, Array};
+/// let w = Array::scalar_f32(2.0);
+/// let f = Checkpointed::new(move |x: &[Array]| Ok(vec![ops::multiply(&x[0], &w)?])).unwrap();
+/// let y = f.call(&[Array::scalar_f32(3.0)]).unwrap();
+/// assert_eq!(y[0].item::<f32>().unwrap(), 6.0);
+/// ```
+pub struct Checkpointed {
     inner: Closure,
-    /// Keeps the wrapped closure (which the checkpointed one calls) alive.
+    /// The wrapped closure (which the checkpointed one calls); MLX holds its own reference.
     _wrapped: Closure,
-    /// What the function borrows.
-    _borrows: std::marker::PhantomData<&'a ()>,
 }
 
-impl<'a> Checkpointed<'a> {
-    pub fn new(f: impl Fn(&[Array]) -> Result<Vec<Array>> + 'a) -> Result<Checkpointed<'a>> {
+impl Checkpointed {
+    pub fn new(f: impl Fn(&[Array]) -> Result<Vec<Array>> + Send + Sync + 'static) -> Result<Checkpointed> {
         let wrapped = Closure::new(f)?;
         // SAFETY: an empty handle for mlx-c to fill.
         let mut raw = unsafe { sys::mlx_closure_new() };
@@ -127,7 +155,7 @@ impl<'a> Checkpointed<'a> {
         let rc = unsafe { sys::mlx_checkpoint(&mut raw, wrapped.raw) };
         let inner = Closure { raw, error: wrapped.error.clone() };
         check(rc, "checkpointing a function")?;
-        Ok(Checkpointed { inner, _wrapped: wrapped, _borrows: std::marker::PhantomData })
+        Ok(Checkpointed { inner, _wrapped: wrapped })
     }
 
     pub fn call(&self, inputs: &[Array]) -> Result<Vec<Array>> {

@@ -173,20 +173,23 @@ impl Model {
         self.tokenizer.decode(ids, skip_special)
     }
 
-    /// `messages` rendered with the model's chat template.
+    /// `messages` rendered with the model's chat template. With `stop`, the rendering ends
+    /// with a `Cancelled` error as soon as `stop` returns true (checked every few
+    /// milliseconds while the template runs; see [`ChatTemplate::render_cancellable`]).
     pub fn render_chat(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
         extra: &serde_json::Map<String, serde_json::Value>,
+        stop: Option<&dyn Fn() -> bool>,
     ) -> Result<String> {
-        self.chat.render(
-            messages,
-            add_generation_prompt,
-            extra,
-            self.tokenizer.bos_text(),
-            self.tokenizer.eos_text(),
-        )
+        let (bos, eos) = (self.tokenizer.bos_text(), self.tokenizer.eos_text());
+        match stop {
+            Some(stop) => {
+                self.chat.render_cancellable(messages, add_generation_prompt, extra, bos, eos, stop)
+            }
+            None => self.chat.render(messages, add_generation_prompt, extra, bos, eos),
+        }
     }
 
     /// The ids that end generation: `extra`, and the model's EOS set unless `ignore_eos`.

@@ -302,6 +302,42 @@ impl Attention {
     }
 }
 
+impl Block {
+    /// Attention and MLP with their residuals; `i` is the block's layer index.
+    fn forward(
+        &self,
+        i: usize,
+        x: &Array,
+        cache: Option<&mut KvCache>,
+        eps: f32,
+        padded: Option<&Padded>,
+        lora: Option<(LoraApply, &LayerPairs)>,
+    ) -> Result<Array> {
+        let r = self.self_attn.forward(
+            &ops::rms_norm(x, Some(&self.input_layernorm), eps)?,
+            cache,
+            i,
+            eps,
+            padded,
+            lora,
+        )?;
+        match (&self.pre_feedforward_layernorm, &self.post_feedforward_layernorm) {
+            (Some(pre), Some(post)) => {
+                let hmid = ops::add(x, &ops::rms_norm(&r, Some(&self.post_attention_layernorm), eps)?)?;
+                let m = self.mlp.forward(&ops::rms_norm(&hmid, Some(pre), eps)?, lora)?;
+                ops::add(&hmid, &ops::rms_norm(&m, Some(post), eps)?)
+            }
+            _ => {
+                let hmid = ops::add(x, &r)?;
+                let m = self
+                    .mlp
+                    .forward(&ops::rms_norm(&hmid, Some(&self.post_attention_layernorm), eps)?, lora)?;
+                ops::add(&hmid, &m)
+            }
+        }
+    }
+}
+
 impl Transformer {
     /// Builds the decoder from `store`. `prefix` is where the decoder's tensors live
     /// ("model." or "language_model.model."), `head` the output head's module name.
@@ -445,13 +481,16 @@ impl Transformer {
                         .collect()
                 })
                 .unwrap_or_default();
+            // MLX keeps the function in the graph past this call: it owns its block (a
+            // clone shares the weights' buffers).
+            let block = b.clone();
             let f = crate::mlx::autodiff::Checkpointed::new(move |inp: &[Array]| {
                 let adapted = match &owned {
                     Some((l, p)) => Some((*l, p.with_arrays(&inp[1..])?)),
                     None => None,
                 };
                 let pl = adapted.as_ref().map(|(l, p)| (*l, p));
-                Ok(vec![self.layer(b, i, &inp[0], None, eps, None, pl)?])
+                Ok(vec![block.forward(i, &inp[0], None, eps, None, pl)?])
             })?;
             let mut inputs = vec![x];
             inputs.extend(arrays);
@@ -471,41 +510,6 @@ impl Transformer {
         }
     }
 
-    /// One block: attention and MLP with their residuals.
-    #[allow(clippy::too_many_arguments)]
-    fn layer(
-        &self,
-        b: &Block,
-        i: usize,
-        x: &Array,
-        cache: Option<&mut KvCache>,
-        eps: f32,
-        padded: Option<&Padded>,
-        lora: Option<(LoraApply, &LayerPairs)>,
-    ) -> Result<Array> {
-        let r = b.self_attn.forward(
-            &ops::rms_norm(x, Some(&b.input_layernorm), eps)?,
-            cache,
-            i,
-            eps,
-            padded,
-            lora,
-        )?;
-        match (&b.pre_feedforward_layernorm, &b.post_feedforward_layernorm) {
-            (Some(pre), Some(post)) => {
-                let hmid = ops::add(x, &ops::rms_norm(&r, Some(&b.post_attention_layernorm), eps)?)?;
-                let m = b.mlp.forward(&ops::rms_norm(&hmid, Some(pre), eps)?, lora)?;
-                ops::add(&hmid, &ops::rms_norm(&m, Some(post), eps)?)
-            }
-            _ => {
-                let hmid = ops::add(x, &r)?;
-                let m =
-                    b.mlp.forward(&ops::rms_norm(&hmid, Some(&b.post_attention_layernorm), eps)?, lora)?;
-                ops::add(&hmid, &m)
-            }
-        }
-    }
-
     /// The final hidden states, with a cache or without one (see
     /// [`forward_train`](Self::forward_train)) and an adapter.
     pub fn hidden_with(
@@ -522,7 +526,7 @@ impl Transformer {
         let padded = rows.map(|r| Padded::new(r, &self.layers, offset, l)).transpose()?;
         for (i, b) in self.layers.iter().enumerate() {
             let pairs = lora.and_then(|lo| lo.layer(i).map(|p| (lo.at(i), p)));
-            x = self.layer(b, i, &x, cache.as_deref_mut(), eps, padded.as_ref(), pairs)?;
+            x = b.forward(i, &x, cache.as_deref_mut(), eps, padded.as_ref(), pairs)?;
         }
         if let Some(c) = cache {
             c.advance(l)?;

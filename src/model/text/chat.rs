@@ -2,6 +2,8 @@
 //! template for the architecture when the checkpoint has none.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use minijinja::{Environment, ErrorKind as JErr, Value};
 use serde::{Deserialize, Serialize};
@@ -75,16 +77,20 @@ pub const TEMPLATE_TIME_MAX: std::time::Duration = std::time::Duration::from_sec
 
 /// Collects a rendering's output, refusing past [`TEMPLATE_OUTPUT_MAX`] bytes or
 /// [`TEMPLATE_TIME_MAX`]. Refusing a write ends the rendering.
-struct Bounded {
+struct Bounded<'a> {
     out: Vec<u8>,
     deadline: std::time::Instant,
     /// Why a write was refused.
     refused: Option<String>,
+    /// Set when nobody waits for the result any more (a cancelled rendering).
+    abandoned: Option<&'a AtomicBool>,
 }
 
-impl std::io::Write for Bounded {
+impl std::io::Write for Bounded<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.out.len() + buf.len() > TEMPLATE_OUTPUT_MAX {
+        if self.abandoned.is_some_and(|a| a.load(Ordering::Relaxed)) {
+            self.refused = Some("cancelled".into());
+        } else if self.out.len() + buf.len() > TEMPLATE_OUTPUT_MAX {
             self.refused = Some(format!("the rendered chat exceeds {} MiB", TEMPLATE_OUTPUT_MAX >> 20));
         } else if std::time::Instant::now() > self.deadline {
             self.refused = Some(format!("rendering took more than {} s", TEMPLATE_TIME_MAX.as_secs()));
@@ -252,45 +258,117 @@ impl ChatTemplate {
         bos_token: Option<&str>,
         eos_token: Option<&str>,
     ) -> Result<String> {
-        for (i, m) in messages.iter().enumerate() {
-            if !ROLES.contains(&m.role.as_str()) {
-                return Err(Error::invalid(format!(
-                    "message {i}: unknown role {:?} (expected one of {})",
-                    m.role,
-                    ROLES.join(", ")
-                )));
+        let ctx = context(messages, add_generation_prompt, extra, bos_token, eos_token)?;
+        render_ctx(&self.source, &self.text, ctx, None)
+    }
+
+    /// As [`render`](Self::render), stopping when `stop` says so: the template runs on a
+    /// thread of its own while the calling thread checks `stop` every [`STOP_POLL`], so a
+    /// cancellation is seen within that, not when the template's instruction budget runs out.
+    /// Cancelled, the call returns a `Cancelled` error at once; the abandoned rendering ends by
+    /// itself at its next output or its budget (its result is dropped).
+    pub fn render_cancellable(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, serde_json::Value>,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<String> {
+        let ctx = context(messages, add_generation_prompt, extra, bos_token, eos_token)?;
+        if stop() {
+            return Err(cancelled());
+        }
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (source, text, flag) = (self.source.clone(), self.text.clone(), abandoned.clone());
+        let spawned = std::thread::Builder::new().name("lmx-template".into()).spawn(move || {
+            let _ = tx.send(render_ctx(&source, &text, ctx, Some(&flag)));
+        });
+        if spawned.is_err() {
+            // No thread to be had: render here, cancellable only before it starts.
+            return self.render(messages, add_generation_prompt, extra, bos_token, eos_token);
+        }
+        loop {
+            match rx.recv_timeout(STOP_POLL) {
+                Ok(r) => return r,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if stop() {
+                        abandoned.store(true, Ordering::Relaxed);
+                        return Err(cancelled());
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Error::internal("the chat template's thread ended without a result"))
+                }
             }
         }
-        let mut ctx = serde_json::Map::new();
-        for (k, v) in extra {
-            ctx.insert(k.clone(), v.clone());
-        }
-        ctx.insert(
-            "messages".into(),
-            serde_json::to_value(messages).map_err(|e| Error::internal(e.to_string()))?,
-        );
-        ctx.insert("add_generation_prompt".into(), add_generation_prompt.into());
-        ctx.entry("bos_token").or_insert_with(|| bos_token.unwrap_or("").into());
-        ctx.entry("eos_token").or_insert_with(|| eos_token.unwrap_or("").into());
-        let fail = |detail: String| Error::invalid(format!("chat template ({}): {detail}", self.source));
-        let env = environment();
-        let t = env.template_from_str(&self.text).map_err(|e| fail(e.to_string()))?;
-        let mut out = Bounded {
-            out: Vec::new(),
-            deadline: std::time::Instant::now() + TEMPLATE_TIME_MAX,
-            refused: None,
-        };
-        if let Err(e) = t.render_captured_to(Value::from_serialize(&ctx), &mut out) {
-            let detail = match (&out.refused, e.kind()) {
-                (Some(why), _) => why.clone(),
-                (None, JErr::OutOfFuel) => {
-                    format!("the template ran more than {TEMPLATE_FUEL} instructions (a loop without end?)")
-                }
-                (None, JErr::InvalidOperation) => e.detail().unwrap_or("template error").to_string(),
-                _ => e.to_string(),
-            };
-            return Err(fail(detail));
-        }
-        String::from_utf8(out.out).map_err(|_| fail("the template rendered invalid UTF-8".into()))
     }
+}
+
+/// How often [`ChatTemplate::render_cancellable`] checks for a cancellation.
+pub const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+fn cancelled() -> Error {
+    Error::new(crate::ErrorKind::Cancelled, "cancelled while the chat template was rendering")
+}
+
+/// The variables a chat template sees.
+fn context(
+    messages: &[Message],
+    add_generation_prompt: bool,
+    extra: &serde_json::Map<String, serde_json::Value>,
+    bos_token: Option<&str>,
+    eos_token: Option<&str>,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    for (i, m) in messages.iter().enumerate() {
+        if !ROLES.contains(&m.role.as_str()) {
+            return Err(Error::invalid(format!(
+                "message {i}: unknown role {:?} (expected one of {})",
+                m.role,
+                ROLES.join(", ")
+            )));
+        }
+    }
+    let mut ctx = extra.clone();
+    ctx.insert(
+        "messages".into(),
+        serde_json::to_value(messages).map_err(|e| Error::internal(e.to_string()))?,
+    );
+    ctx.insert("add_generation_prompt".into(), add_generation_prompt.into());
+    ctx.entry("bos_token").or_insert_with(|| bos_token.unwrap_or("").into());
+    ctx.entry("eos_token").or_insert_with(|| eos_token.unwrap_or("").into());
+    Ok(ctx)
+}
+
+/// Renders template `text` (from `source`) with `ctx`; stops at the next output once
+/// `abandoned` is set.
+fn render_ctx(
+    source: &TemplateSource,
+    text: &str,
+    ctx: serde_json::Map<String, serde_json::Value>,
+    abandoned: Option<&AtomicBool>,
+) -> Result<String> {
+    let fail = |detail: String| Error::invalid(format!("chat template ({source}): {detail}"));
+    let env = environment();
+    let t = env.template_from_str(text).map_err(|e| fail(e.to_string()))?;
+    let mut out = Bounded {
+        out: Vec::new(),
+        deadline: std::time::Instant::now() + TEMPLATE_TIME_MAX,
+        refused: None,
+        abandoned,
+    };
+    if let Err(e) = t.render_captured_to(Value::from_serialize(&ctx), &mut out) {
+        let detail = match (&out.refused, e.kind()) {
+            (Some(why), _) => why.clone(),
+            (None, JErr::OutOfFuel) => {
+                format!("the template ran more than {TEMPLATE_FUEL} instructions (a loop without end?)")
+            }
+            (None, JErr::InvalidOperation) => e.detail().unwrap_or("template error").to_string(),
+            _ => e.to_string(),
+        };
+        return Err(fail(detail));
+    }
+    String::from_utf8(out.out).map_err(|_| fail("the template rendered invalid UTF-8".into()))
 }
