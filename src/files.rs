@@ -29,6 +29,24 @@ fn describe(path: &Path, e: &std::io::Error) -> Error {
     Error::io(path, e)
 }
 
+/// Checks that `path` may be written by [`write_replacing`]: new, or a regular file (a
+/// symbolic link, FIFO, socket, device or folder there is refused, naming it).
+pub fn check_replaceable(path: &Path) -> Result<()> {
+    match path.symlink_metadata() {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::invalid(format!(
+            "{}: is a symbolic link; liblmx does not replace links (give the path it points to)",
+            path.display()
+        ))),
+        Ok(m) if !m.is_file() => {
+            let what = if m.is_dir() { "a folder" } else { "not a regular file (a FIFO, socket or device)" };
+            Err(Error::invalid(format!("{}: is {what}; liblmx only replaces regular files", path.display())))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(describe(path, &e)),
+    }
+}
+
 /// Refuses file I/O on a thread holding the compute lock (see
 /// [`crate::mlx::compute_lock_held`]): a bug in liblmx, caught as an error instead of a stall.
 fn not_under_compute_lock(path: &Path) -> Result<()> {
@@ -101,24 +119,7 @@ pub fn read_text(path: &Path, max: u64) -> Result<String> {
 /// is refused, never replaced. Errors name `path`, not the temporary file.
 pub fn write_replacing(path: &Path, ext: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     not_under_compute_lock(path)?;
-    match path.symlink_metadata() {
-        Ok(m) if m.file_type().is_symlink() => {
-            return Err(Error::invalid(format!(
-                "{}: is a symbolic link; liblmx does not replace links (give the path it points to)",
-                path.display()
-            )))
-        }
-        Ok(m) if !m.is_file() => {
-            let what = if m.is_dir() { "a folder" } else { "not a regular file (a FIFO, socket or device)" };
-            return Err(Error::invalid(format!(
-                "{}: is {what}; liblmx only replaces regular files",
-                path.display()
-            )));
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(describe(path, &e)),
-    }
+    check_replaceable(path)?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let base = path
         .file_name()

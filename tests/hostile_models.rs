@@ -108,6 +108,76 @@ fn files_that_are_not_regular_files_are_refused_without_blocking() {
     assert!(e.message.contains("a folder"), "{e}");
 }
 
+/// Loads `dir` on a thread of its own; a load still running after a minute has hung (a
+/// guard against a test that never ends, not a measure of speed).
+fn load_or_hang(dir: &Path) -> lmx::Result<Model> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(load(&d));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("loading {} hung", dir.display()))
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn files_the_loader_does_not_use_are_never_opened() {
+    let clean = load(&fixtures().join("qwen3")).unwrap().fingerprint().to_string();
+    // qwen3's template is in tokenizer_config.json: a chat_template.jinja beside it is not the
+    // model's template, so neither the loader nor the fingerprint opens it, whatever it is.
+    for (tag, make) in [
+        ("jinja-fifo", mkfifo as fn(&Path)),
+        ("jinja-zero", |p: &Path| std::os::unix::fs::symlink("/dev/zero", p).unwrap()),
+    ] {
+        let t = copy_fixture("qwen3", tag);
+        make(&t.0.join("chat_template.jinja"));
+        let m = load_or_hang(&t.0).unwrap();
+        assert_eq!(m.fingerprint(), clean, "{tag}: a file the model does not use changed the fingerprint");
+    }
+    // With an index naming the weight files, a stray *.safetensors beside them is not a weight
+    // file: a FIFO or a link to /dev/zero there is never opened.
+    let weights = lmx::mlx::io::read_header(&fixtures().join("qwen3").join("model.safetensors")).unwrap();
+    let map: serde_json::Map<String, serde_json::Value> =
+        weights.tensors.keys().map(|k| (k.clone(), "model.safetensors".into())).collect();
+    for (tag, make) in [
+        ("stray-fifo", mkfifo as fn(&Path)),
+        ("stray-zero", |p: &Path| std::os::unix::fs::symlink("/dev/zero", p).unwrap()),
+    ] {
+        let t = copy_fixture("qwen3", tag);
+        let index = serde_json::json!({"metadata": {}, "weight_map": map});
+        std::fs::write(t.0.join("model.safetensors.index.json"), index.to_string()).unwrap();
+        make(&t.0.join("stray.safetensors"));
+        let m = load_or_hang(&t.0).unwrap();
+        let session = std::sync::Arc::new(m);
+        let p = GenerateParams { max_tokens: 2, ignore_eos: true, ..Default::default() };
+        let ids = session.encode("hello", true).unwrap();
+        Session::new(session).unwrap().generate(&ids, &p, |_| true).unwrap();
+    }
+    // The model's own template as a FIFO or a link to /dev/zero (no template elsewhere): a
+    // clear error naming it, never a wait or a read without end.
+    for (tag, make) in [
+        ("own-fifo", mkfifo as fn(&Path)),
+        ("own-zero", |p: &Path| std::os::unix::fs::symlink("/dev/zero", p).unwrap()),
+    ] {
+        let t = copy_fixture("qwen3", tag);
+        let cfg_path = t.0.join("tokenizer_config.json");
+        let mut cfg = json(&cfg_path);
+        cfg.as_object_mut().unwrap().remove("chat_template");
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        make(&t.0.join("chat_template.jinja"));
+        let e = load_or_hang(&t.0).err().unwrap();
+        assert!(
+            e.message.contains("chat_template.jinja") && e.message.contains("not a regular file"),
+            "{tag}: {e}"
+        );
+    }
+}
+
 #[test]
 fn a_symlink_loop_and_invalid_utf8_are_named_as_such() {
     let t = copy_fixture("qwen3", "loop");

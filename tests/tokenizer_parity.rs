@@ -117,3 +117,40 @@ fn unknown_roles_and_template_errors_are_invalid_arguments() {
     assert_eq!(e.kind, lmx::ErrorKind::InvalidArgument);
     assert!(e.message.contains("unknown role \"wizard\""), "{e}");
 }
+
+#[test]
+fn only_the_template_in_use_adds_end_of_turn_markers() {
+    // gemma3's fixture without generation_config.json: EOS is config.json's id 1 only, and
+    // <end_of_turn> (id 4) is a token of the vocabulary.
+    let with_template = |template: serde_json::Value| {
+        let t = copy_fixture("gemma3", "named-templates");
+        std::fs::remove_file(t.0.join("generation_config.json")).unwrap();
+        let cfg_path = t.0.join("tokenizer_config.json");
+        let mut cfg = json(&cfg_path);
+        cfg["chat_template"] = template;
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let m = Model::load(&t.0, &LoadParams::default()).unwrap();
+        let eos: Vec<u32> = m.tokenizer().eos_ids().iter().copied().collect();
+        let rendered =
+            m.render_chat(&[Message::new("user", "hi")], false, &Default::default(), None).unwrap();
+        (eos, rendered)
+    };
+    // A named template other than "default" uses the marker: it is not the model's template,
+    // so the marker does not end generation.
+    let (eos, rendered) = with_template(serde_json::json!([
+        {"name": "default", "template": "[{{ messages[0].content }}]"},
+        {"name": "tool_use", "template": "{{ messages[0].content }}<end_of_turn>"},
+    ]));
+    assert_eq!(eos, vec![1], "a marker of a template not in use joined the EOS set");
+    assert_eq!(rendered, "[hi]");
+    // The default template uses it: it does.
+    let (eos, rendered) = with_template(serde_json::json!([
+        {"name": "default", "template": "{{ messages[0].content }}<end_of_turn>"},
+        {"name": "rag", "template": "[{{ messages[0].content }}]"},
+    ]));
+    assert_eq!(eos, vec![1, 4]);
+    assert_eq!(rendered, "hi<end_of_turn>");
+    // A plain string template, as it is.
+    let (eos, _) = with_template("{{ messages[0].content }}<end_of_turn>".into());
+    assert_eq!(eos, vec![1, 4]);
+}

@@ -451,8 +451,11 @@ pub extern "C" fn lmx_trainer_evaluate(trainer: *const lmx_trainer, loss_out: *m
 
 /// Writes the adapter as trained so far into folder `path` (made if absent):
 /// adapters.safetensors and adapter_config.json in mlx-lm's format (mlx_lm's
-/// `--adapter-path` and lmx_adapter_load() read it). Returns LMX_OK, LMX_STATUS_BUSY,
-/// LMX_STATUS_IO or LMX_STATUS_INVALID_ARGUMENT.
+/// `--adapter-path` and lmx_adapter_load() read it). Each file is replaced only once its new
+/// version is complete; an existing adapters.safetensors or adapter_config.json that is not a
+/// regular file (a symbolic link, FIFO, device, folder) is refused, never replaced. Returns
+/// LMX_OK, LMX_STATUS_BUSY, LMX_STATUS_IO or LMX_STATUS_INVALID_ARGUMENT (errors name the
+/// path).
 #[no_mangle]
 pub extern "C" fn lmx_trainer_save_adapter(trainer: *const lmx_trainer, path: *const c_char) -> lmx_status {
     status(|| {

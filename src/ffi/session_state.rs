@@ -94,7 +94,9 @@ pub extern "C" fn lmx_session_create_with(
 }
 
 /// Writes the session's KV cache and the token ids it holds to the file `path` (UTF-8, not
-/// NULL; replaced only once the new file is complete). The file is safetensors in mlx-lm's
+/// NULL; replaced only once the new file is complete). An existing `path` must be a regular
+/// file: a symbolic link, FIFO, socket, device or folder there is refused
+/// (LMX_STATUS_INVALID_ARGUMENT), never replaced. Errors name `path`. The file is safetensors in mlx-lm's
 /// prompt-cache layout (mlx_lm.load_prompt_cache reads it) with liblmx's metadata: format and
 /// liblmx version, the model's architecture and fingerprint, the dtype and the tokens.
 /// Returns LMX_OK; LMX_STATUS_INVALID_ARGUMENT (bad handle or path, an empty session);

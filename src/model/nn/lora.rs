@@ -324,6 +324,9 @@ impl LoraWeights {
         if !dir.is_dir() {
             return Err(Error::invalid(format!("{}: not a folder", dir.display())));
         }
+        // Both files are checked before either is written: a refusal leaves the folder as it was.
+        crate::files::check_replaceable(&dir.join("adapters.safetensors"))?;
+        crate::files::check_replaceable(&dir.join("adapter_config.json"))?;
         let named = self.named();
         let refs: Vec<(&str, &Array)> = named.iter().map(|(n, a)| (n.as_str(), a)).collect();
         crate::files::write_replacing(&dir.join("adapters.safetensors"), "safetensors", |tmp| {
