@@ -500,7 +500,8 @@ lmx_status lmx_classify(const lmx_model *model,
 // applies to every prompt. Writes a result set to `*batch_out` (not NULL), to be read with
 // lmx_batch_get() and freed with lmx_batch_free(). A prompt that cannot run gets its own
 // status in its item. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL, bad
-// params) or LMX_STATUS_MLX.
+// params), LMX_STATUS_FORMAT (the model's output is NaN or infinite: corrupt or overflowing
+// weights) or LMX_STATUS_MLX.
 lmx_status lmx_batch_generate(const lmx_model *model,
                               const char *const *prompts_in,
                               size_t n,
@@ -572,7 +573,8 @@ lmx_status lmx_model_inspect(const char *path, lmx_model_desc *desc_out);
 // mlx_lm.lora writes them; LoRA only) for `model` and writes it to `*adapter_out` (not NULL);
 // free it with lmx_adapter_free(). Returns LMX_OK; LMX_STATUS_NOT_FOUND (no such file);
 // LMX_STATUS_FORMAT (a tensor the model has no projection for, a missing half of a pair, a
-// shape that does not fit, a bad config; the message names the tensor);
+// shape that does not fit, NaN or infinite values, a bad config; the message names the
+// tensor);
 // LMX_STATUS_UNSUPPORTED (DoRA or full fine-tunes); LMX_STATUS_INVALID_ARGUMENT.
 lmx_status lmx_adapter_load(const lmx_model *model, const char *path, lmx_adapter **adapter_out);
 
@@ -597,8 +599,9 @@ lmx_status lmx_session_set_adapter(const lmx_session *session,
 // Makes a new model: `model` with `adapter` at `scale` added into its weights (quantized
 // layers are dequantized, updated and quantized again with the same bits and group size, so
 // the result is within a quantization step of the unfused adapter's output). Writes it to
-// `*model_out` (not NULL); `model` is unchanged. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT
-// or LMX_STATUS_MLX / LMX_STATUS_OUT_OF_MEMORY.
+// `*model_out` (not NULL); `model` is unchanged. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT,
+// LMX_STATUS_FORMAT (the adapter holds NaN or infinite values) or LMX_STATUS_MLX /
+// LMX_STATUS_OUT_OF_MEMORY.
 lmx_status lmx_adapter_fuse(const lmx_model *model,
                             const lmx_adapter *adapter,
                             float scale,
@@ -620,8 +623,10 @@ lmx_status lmx_trainer_create(const lmx_model *model,
                               lmx_trainer **trainer_out);
 
 // Writes how many weights an adapter of `params` (rank, targets, num_layers; the data is not
-// read) has on `model` to `*count_out` (not NULL). Returns LMX_OK or
-// LMX_STATUS_INVALID_ARGUMENT (bad handles or parameters).
+// read, the paths need not exist) has on `model` to `*count_out` (not NULL). `params` may be
+// NULL: the defaults (lmx_train_params_init()'s). Every field is checked as
+// lmx_trainer_create() checks it. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT (bad handles
+// or parameters).
 lmx_status lmx_lora_param_count(const lmx_model *model,
                                 const lmx_train_params *params,
                                 uint64_t *count_out);
@@ -639,14 +644,18 @@ lmx_status lmx_trainer_evaluate(const lmx_trainer *trainer, float *loss_out);
 
 // Writes the adapter as trained so far into folder `path` (made if absent):
 // adapters.safetensors and adapter_config.json in mlx-lm's format (mlx_lm's
-// `--adapter-path` and lmx_adapter_load() read it). Returns LMX_OK, LMX_STATUS_BUSY,
-// LMX_STATUS_IO or LMX_STATUS_INVALID_ARGUMENT.
+// `--adapter-path` and lmx_adapter_load() read it). Each file is replaced only once its new
+// version is complete; an existing adapters.safetensors or adapter_config.json that is not a
+// regular file (a symbolic link, FIFO, device, folder) is refused, never replaced. Returns
+// LMX_OK, LMX_STATUS_BUSY, LMX_STATUS_IO or LMX_STATUS_INVALID_ARGUMENT (errors name the
+// path).
 lmx_status lmx_trainer_save_adapter(const lmx_trainer *trainer, const char *path);
 
 // Writes the adapter as trained so far, as an adapter handle for lmx_session_set_adapter()
 // and lmx_adapter_fuse(), to `*adapter_out` (not NULL; free it with lmx_adapter_free()).
-// Later steps do not change it. Returns LMX_OK, LMX_STATUS_BUSY or
-// LMX_STATUS_INVALID_ARGUMENT.
+// Later steps do not change it. Returns LMX_OK, LMX_STATUS_BUSY,
+// LMX_STATUS_INVALID_ARGUMENT or LMX_STATUS_FORMAT (training diverged: the adapter holds NaN
+// or infinite values, named in the message).
 lmx_status lmx_trainer_adapter(const lmx_trainer *trainer, lmx_adapter **adapter_out);
 
 // Frees a trainer (NULL accepted). Returns LMX_OK, LMX_STATUS_BUSY (nothing freed) while a
@@ -769,8 +778,10 @@ lmx_status lmx_session_last_result(const lmx_session *session,
 // lmx_session_last_result() gives the finish reason and metrics. Returns LMX_OK (finished:
 // stop, length, or the callback stopped it); LMX_STATUS_CANCELLED (lmx_session_cancel());
 // LMX_STATUS_INVALID_ARGUMENT (NULL, invalid UTF-8, bad params, a prompt that does not fit the
-// context); LMX_STATUS_BUSY (the session is generating); LMX_STATUS_MLX /
-// LMX_STATUS_OUT_OF_MEMORY (the session's cache is then reset).
+// context); LMX_STATUS_BUSY (the session is generating); LMX_STATUS_FORMAT (the model's
+// output is NaN or infinite: corrupt or overflowing weights; no token is chosen from it);
+// LMX_STATUS_MLX / LMX_STATUS_OUT_OF_MEMORY. After a FORMAT, MLX or OUT_OF_MEMORY error the
+// session's cache is reset.
 lmx_status lmx_session_generate(lmx_session *session,
                                 const char *prompt,
                                 const lmx_generate_params *params,
@@ -788,8 +799,10 @@ lmx_status lmx_session_generate_tokens(lmx_session *session,
 // As lmx_session_generate() with the prompt made from `n` chat messages by the model's chat
 // template, with the generation prompt added; `extra_json` (may be NULL) holds extra template
 // variables as a JSON object. For a multi-turn chat pass the whole conversation each time:
-// only the tokens the cache does not hold are computed. Returns as lmx_session_generate(), and
-// LMX_STATUS_INVALID_ARGUMENT for an unknown role or bad JSON.
+// only the tokens the cache does not hold are computed. lmx_session_cancel() and
+// params->cancel also stop the template while it renders (checked every few milliseconds).
+// Returns as lmx_session_generate(), and LMX_STATUS_INVALID_ARGUMENT for an unknown role or
+// bad JSON.
 lmx_status lmx_session_chat(lmx_session *session,
                             const lmx_message *messages_in,
                             size_t n,
@@ -813,14 +826,17 @@ lmx_status lmx_session_create_with(const lmx_model *model,
                                    lmx_session **session_out);
 
 // Writes the session's KV cache and the token ids it holds to the file `path` (UTF-8, not
-// NULL; replaced only once the new file is complete). The file is safetensors in mlx-lm's
+// NULL; replaced only once the new file is complete). An existing `path` must be a regular
+// file: a symbolic link, FIFO, socket, device or folder there is refused
+// (LMX_STATUS_INVALID_ARGUMENT), never replaced. Errors name `path`. The file is safetensors in mlx-lm's
 // prompt-cache layout (mlx_lm.load_prompt_cache reads it) with liblmx's metadata: format and
 // liblmx version, the model's architecture and fingerprint, the dtype and the tokens.
 // Returns LMX_OK; LMX_STATUS_INVALID_ARGUMENT (bad handle or path, an empty session);
 // LMX_STATUS_UNSUPPORTED (the session has an adapter: fuse it with lmx_adapter_fuse() and
 // save a session of the fused model); LMX_STATUS_BUSY while it generates; LMX_STATUS_IO or
 // LMX_STATUS_MLX when writing fails (the old file, if any, is left as it was).
-lmx_status lmx_session_save(const lmx_session *session, const char *path);
+lmx_status lmx_session_save(const lmx_session *session,
+                            const char *path);
 
 // Restores a session saved by lmx_session_save() (or by mlx-lm's save_prompt_cache, e.g.
 // `mlx_lm.cache_prompt`) for `model`, with `params` (NULL: defaults; a quantization applies
@@ -879,8 +895,9 @@ lmx_status lmx_session_stream_chat(lmx_session *session,
 // NUL-terminated, owned by the stream, valid until the next call on it; may be empty). With
 // `*done_out` true the generation has ended and nothing else is written; the session's
 // lmx_session_last_result() tells how. All out pointers must be non-NULL. Returns LMX_OK;
-// LMX_STATUS_CANCELLED (done: lmx_session_cancel() stopped it); LMX_STATUS_MLX or another
-// error (done).
+// LMX_STATUS_CANCELLED (done: lmx_session_cancel() stopped it); LMX_STATUS_FORMAT (done:
+// the model's output is NaN or infinite, corrupt or overflowing weights); LMX_STATUS_MLX or
+// another error (done).
 lmx_status lmx_stream_next(lmx_stream *stream,
                            int32_t *token_out,
                            const char **text_out,

@@ -244,3 +244,76 @@ fn a_logit_bias_that_bans_every_token_is_refused() {
     let out = Session::new(m).unwrap().generate(&prompt, &params, |_| true).unwrap();
     assert!(out.tokens.iter().all(|&t| t == 7), "{:?}", out.tokens);
 }
+
+#[test]
+fn adapters_of_nan_or_infinite_values_are_refused_at_load_and_fuse() {
+    let m = load(&fixtures().join("qwen3")).unwrap();
+    let cfg = lmx::model::LoraConfig {
+        rank: 2,
+        scale: 1.0,
+        dropout: 0.0,
+        num_layers: 1,
+        targets: vec![lmx::model::Target::Q, lmx::model::Target::V],
+    };
+    let good = lmx::model::LoraWeights::init(cfg, m.spec(), &lmx::mlx::random::key(3).unwrap()).unwrap();
+    for (tag, bad) in [("nan", f32::NAN), ("inf", f32::INFINITY)] {
+        // The last array (layer 1's v_proj B) gets one non-finite value.
+        let mut arrays = good.arrays();
+        let last = arrays.pop().unwrap();
+        let mut v = last.to_f32_vec().unwrap();
+        v[1] = bad;
+        arrays.push(Array::from_slice(&v, &last.shape()).unwrap());
+        let w = good.with_arrays(&arrays).unwrap();
+        let e = m.fused(&w, 1.0).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::Format, "{tag}: {e}");
+        assert!(e.message.contains("model.layers.1.self_attn.v_proj.lora_b"), "{tag}: {e}");
+        // Saved and loaded back: refused at load, naming file and tensor.
+        let t = TempDir::new(&format!("adapter-{tag}"));
+        w.save(&t.0).unwrap();
+        let e = m.load_adapter(&t.0).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::Format, "{tag}: {e}");
+        assert!(
+            e.message.contains("adapters.safetensors") && e.message.contains("v_proj.lora_b"),
+            "{tag}: {e}"
+        );
+    }
+    // The finite one loads and fuses.
+    let t = TempDir::new("adapter-ok");
+    good.save(&t.0).unwrap();
+    m.fused(&m.load_adapter(&t.0).unwrap(), 1.0).unwrap();
+}
+
+#[test]
+fn every_train_params_field_is_checked_wherever_it_is_passed() {
+    use lmx::ffi::lora::{lmx_lora_param_count, lmx_train_params, lmx_train_params_init};
+    use lmx::ffi::model::{lmx_model_free, lmx_model_load};
+    let path = std::ffi::CString::new(fixtures().join("qwen3").to_str().unwrap()).unwrap();
+    let mut model = std::ptr::null_mut();
+    assert_eq!(lmx_model_load(path.as_ptr(), std::ptr::null(), &mut model), lmx::ffi::lmx_status::LMX_OK);
+    let mut p: lmx_train_params = unsafe { std::mem::zeroed() };
+    assert_eq!(lmx_train_params_init(&mut p, std::mem::size_of_val(&p)), lmx::ffi::lmx_status::LMX_OK);
+    let mut n = 0u64;
+    // NULL params: the defaults, as documented.
+    assert_eq!(lmx_lora_param_count(model, std::ptr::null(), &mut n), lmx::ffi::lmx_status::LMX_OK);
+    let mut n2 = 0u64;
+    assert_eq!(lmx_lora_param_count(model, &p, &mut n2), lmx::ffi::lmx_status::LMX_OK);
+    assert!(n > 0 && n == n2);
+    // A flag of 255 is refused here as lmx_trainer_create refuses it.
+    for field in ["mask_prompt", "grad_checkpoint"] {
+        let mut q = p;
+        match field {
+            "mask_prompt" => q.mask_prompt = 255,
+            _ => q.grad_checkpoint = 255,
+        }
+        assert_eq!(
+            lmx_lora_param_count(model, &q, &mut n),
+            lmx::ffi::lmx_status::LMX_STATUS_INVALID_ARGUMENT,
+            "{field} = 255 was accepted"
+        );
+        let msg = unsafe { std::ffi::CStr::from_ptr(lmx::ffi::error::lmx_last_error()) }
+            .to_string_lossy()
+            .into_owned();
+        assert!(msg.contains(field) && msg.contains("255"), "{msg}");
+    }
+    assert_eq!(lmx_model_free(model), lmx::ffi::lmx_status::LMX_OK);
+}

@@ -145,7 +145,8 @@ c_struct!(lmx_batch_item { struct_size, status, error, tokens, n_tokens, text, t
 /// applies to every prompt. Writes a result set to `*batch_out` (not NULL), to be read with
 /// lmx_batch_get() and freed with lmx_batch_free(). A prompt that cannot run gets its own
 /// status in its item. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL, bad
-/// params) or LMX_STATUS_MLX.
+/// params), LMX_STATUS_FORMAT (the model's output is NaN or infinite: corrupt or overflowing
+/// weights) or LMX_STATUS_MLX.
 #[no_mangle]
 pub extern "C" fn lmx_batch_generate(
     model: *const lmx_model,

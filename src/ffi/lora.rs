@@ -31,7 +31,8 @@ fn adapter_ref(p: *const lmx_adapter) -> Result<Arc<lmx_adapter>> {
 /// mlx_lm.lora writes them; LoRA only) for `model` and writes it to `*adapter_out` (not NULL);
 /// free it with lmx_adapter_free(). Returns LMX_OK; LMX_STATUS_NOT_FOUND (no such file);
 /// LMX_STATUS_FORMAT (a tensor the model has no projection for, a missing half of a pair, a
-/// shape that does not fit, a bad config; the message names the tensor);
+/// shape that does not fit, NaN or infinite values, a bad config; the message names the
+/// tensor);
 /// LMX_STATUS_UNSUPPORTED (DoRA or full fine-tunes); LMX_STATUS_INVALID_ARGUMENT.
 #[no_mangle]
 pub extern "C" fn lmx_adapter_load(
@@ -43,9 +44,7 @@ pub extern "C" fn lmx_adapter_load(
         let m = model_ref(model)?;
         let o = out(adapter_out, "adapter_out")?;
         let path = str_arg(path, "path")?;
-        let w = crate::mlx::with_stream(crate::mlx::device::shared_stream(m.device())?, || {
-            LoraWeights::load(Path::new(path), m.spec())
-        })?;
+        let w = m.load_adapter(Path::new(path))?;
         o.set(into_handle(lmx_adapter { weights: Arc::new(w) }));
         Ok(())
     })
@@ -94,8 +93,9 @@ pub extern "C" fn lmx_session_set_adapter(
 /// Makes a new model: `model` with `adapter` at `scale` added into its weights (quantized
 /// layers are dequantized, updated and quantized again with the same bits and group size, so
 /// the result is within a quantization step of the unfused adapter's output). Writes it to
-/// `*model_out` (not NULL); `model` is unchanged. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT
-/// or LMX_STATUS_MLX / LMX_STATUS_OUT_OF_MEMORY.
+/// `*model_out` (not NULL); `model` is unchanged. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT,
+/// LMX_STATUS_FORMAT (the adapter holds NaN or infinite values) or LMX_STATUS_MLX /
+/// LMX_STATUS_OUT_OF_MEMORY.
 #[no_mangle]
 pub extern "C" fn lmx_adapter_fuse(
     model: *const lmx_model,
@@ -314,40 +314,39 @@ pub extern "C" fn lmx_trainer_create(
         if params.is_null() {
             return Err(Error::invalid("params is NULL (data_path is required)"));
         }
-        let p = read_in(params, "params", train_defaults())?;
-        let data_path = opt_path(p.data_path, "params->data_path")?
-            .ok_or_else(|| Error::invalid("params->data_path is NULL"))?;
-        let mask = flag(p.mask_prompt, "params->mask_prompt")?;
-        let layers = m.spec().layers.len();
-        let tp = train_params(&p, layers)?;
-        let data = load_jsonl(Path::new(data_path), &m, mask)?;
-        let valid = match opt_path(p.valid_path, "params->valid_path")? {
-            Some(v) => Some(load_jsonl(Path::new(v), &m, mask)?),
-            None => None,
-        };
-        let init = match opt_path(p.resume_adapter, "params->resume_adapter")? {
-            Some(dir) => {
-                Some(crate::mlx::with_stream(crate::mlx::device::shared_stream(m.device())?, || {
-                    LoraWeights::load(Path::new(dir), m.spec())
-                })?)
-            }
-            None => None,
-        };
+        let r = train_request(params, m.num_layers())?;
+        let data_path = r.data_path.ok_or_else(|| Error::invalid("params->data_path is NULL"))?;
+        let data = load_jsonl(Path::new(data_path), &m, r.mask_prompt)?;
+        let valid = r.valid_path.map(|v| load_jsonl(Path::new(v), &m, r.mask_prompt)).transpose()?;
+        let init = r.resume_adapter.map(|dir| m.load_adapter(Path::new(dir))).transpose()?;
+        let tp = r.params;
         let trainer = Trainer::new(m, tp, data, init)?;
         o.set(into_handle(lmx_trainer { state: Mutex::new((trainer, valid)) }));
         Ok(())
     })
 }
 
-/// The engine's parameters from C's, for a model of `layers` layers.
-fn train_params(p: &lmx_train_params, layers: usize) -> Result<TrainParams> {
+/// What an lmx_train_params asks for, every field checked.
+struct TrainRequest<'a> {
+    params: TrainParams,
+    mask_prompt: bool,
+    data_path: Option<&'a str>,
+    valid_path: Option<&'a str>,
+    resume_adapter: Option<&'a str>,
+}
+
+/// Reads and checks `*p` (NULL: the defaults) for a model of `layers` layers: the one path
+/// every function taking an lmx_train_params goes through, so each field (flags, strings,
+/// numbers) is refused alike wherever it is passed.
+fn train_request<'a>(p: *const lmx_train_params, layers: usize) -> Result<TrainRequest<'a>> {
+    let p = read_in(p, "params", train_defaults())?;
     let rank =
         i32::try_from(p.rank).map_err(|_| Error::invalid(format!("params->rank {} is too large", p.rank)))?;
     let scale = if p.scale == 0.0 { LoraConfig::scale_from_alpha(p.alpha, rank) } else { p.scale };
     let targets = Target::parse_list(opt_path(p.targets, "params->targets")?.unwrap_or(""))?;
     let num_layers =
         if p.num_layers == 0 { LoraConfig::default_layers(layers) } else { p.num_layers as usize };
-    let tp = TrainParams {
+    let params = TrainParams {
         lora: LoraConfig {
             rank,
             scale,
@@ -368,13 +367,21 @@ fn train_params(p: &lmx_train_params, layers: usize) -> Result<TrainParams> {
         seed: p.seed,
         ..TrainParams::default()
     };
-    tp.validate(layers)?;
-    Ok(tp)
+    params.validate(layers)?;
+    Ok(TrainRequest {
+        params,
+        mask_prompt: flag(p.mask_prompt, "params->mask_prompt")?,
+        data_path: opt_path(p.data_path, "params->data_path")?,
+        valid_path: opt_path(p.valid_path, "params->valid_path")?,
+        resume_adapter: opt_path(p.resume_adapter, "params->resume_adapter")?,
+    })
 }
 
 /// Writes how many weights an adapter of `params` (rank, targets, num_layers; the data is not
-/// read) has on `model` to `*count_out` (not NULL). Returns LMX_OK or
-/// LMX_STATUS_INVALID_ARGUMENT (bad handles or parameters).
+/// read, the paths need not exist) has on `model` to `*count_out` (not NULL). `params` may be
+/// NULL: the defaults (lmx_train_params_init()'s). Every field is checked as
+/// lmx_trainer_create() checks it. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT (bad handles
+/// or parameters).
 #[no_mangle]
 pub extern "C" fn lmx_lora_param_count(
     model: *const lmx_model,
@@ -384,10 +391,8 @@ pub extern "C" fn lmx_lora_param_count(
     status(|| {
         let m = model_ref(model)?;
         let o = out(count_out, "count_out")?;
-        let p = read_in(params, "params", train_defaults())?;
-        let spec = m.spec();
-        let tp = train_params(&p, spec.layers.len())?;
-        o.set(tp.lora.param_count(spec));
+        let r = train_request(params, m.num_layers())?;
+        o.set(r.params.lora.param_count(m.spec()));
         Ok(())
     })
 }
@@ -468,8 +473,9 @@ pub extern "C" fn lmx_trainer_save_adapter(trainer: *const lmx_trainer, path: *c
 
 /// Writes the adapter as trained so far, as an adapter handle for lmx_session_set_adapter()
 /// and lmx_adapter_fuse(), to `*adapter_out` (not NULL; free it with lmx_adapter_free()).
-/// Later steps do not change it. Returns LMX_OK, LMX_STATUS_BUSY or
-/// LMX_STATUS_INVALID_ARGUMENT.
+/// Later steps do not change it. Returns LMX_OK, LMX_STATUS_BUSY,
+/// LMX_STATUS_INVALID_ARGUMENT or LMX_STATUS_FORMAT (training diverged: the adapter holds NaN
+/// or infinite values, named in the message).
 #[no_mangle]
 pub extern "C" fn lmx_trainer_adapter(
     trainer: *const lmx_trainer,
@@ -479,6 +485,7 @@ pub extern "C" fn lmx_trainer_adapter(
         let t = trainer_ref(trainer)?;
         let o = out(adapter_out, "adapter_out")?;
         let w = t.lock()?.0.weights().clone();
+        w.check_finite()?;
         o.set(into_handle(lmx_adapter { weights: Arc::new(w) }));
         Ok(())
     })

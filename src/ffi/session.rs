@@ -163,8 +163,10 @@ fn run(
 /// lmx_session_last_result() gives the finish reason and metrics. Returns LMX_OK (finished:
 /// stop, length, or the callback stopped it); LMX_STATUS_CANCELLED (lmx_session_cancel());
 /// LMX_STATUS_INVALID_ARGUMENT (NULL, invalid UTF-8, bad params, a prompt that does not fit the
-/// context); LMX_STATUS_BUSY (the session is generating); LMX_STATUS_MLX /
-/// LMX_STATUS_OUT_OF_MEMORY (the session's cache is then reset).
+/// context); LMX_STATUS_BUSY (the session is generating); LMX_STATUS_FORMAT (the model's
+/// output is NaN or infinite: corrupt or overflowing weights; no token is chosen from it);
+/// LMX_STATUS_MLX / LMX_STATUS_OUT_OF_MEMORY. After a FORMAT, MLX or OUT_OF_MEMORY error the
+/// session's cache is reset.
 #[no_mangle]
 pub extern "C" fn lmx_session_generate(
     session: *mut lmx_session,

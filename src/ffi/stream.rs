@@ -124,8 +124,9 @@ pub extern "C" fn lmx_session_stream_chat(
 /// NUL-terminated, owned by the stream, valid until the next call on it; may be empty). With
 /// `*done_out` true the generation has ended and nothing else is written; the session's
 /// lmx_session_last_result() tells how. All out pointers must be non-NULL. Returns LMX_OK;
-/// LMX_STATUS_CANCELLED (done: lmx_session_cancel() stopped it); LMX_STATUS_MLX or another
-/// error (done).
+/// LMX_STATUS_CANCELLED (done: lmx_session_cancel() stopped it); LMX_STATUS_FORMAT (done:
+/// the model's output is NaN or infinite, corrupt or overflowing weights); LMX_STATUS_MLX or
+/// another error (done).
 #[no_mangle]
 pub extern "C" fn lmx_stream_next(
     stream: *mut lmx_stream,

@@ -69,6 +69,7 @@ impl Model {
         if !scale.is_finite() {
             return Err(Error::invalid(format!("adapter scale {scale} is not a finite number")));
         }
+        w.check_finite()?;
         let stream = shared_stream(self.device)?;
         let transformer = with_stream(stream, || self.transformer.fused(w, scale))?;
         Ok(Model {

@@ -438,7 +438,33 @@ impl LoraWeights {
         config.validate(n).map_err(|e| e.context(cfg_path.display()))?;
         let w = LoraWeights { config, layers };
         crate::mlx::eval(&w.arrays().iter().collect::<Vec<_>>())?;
+        w.check_finite().map_err(|e| e.context(file.display()))?;
         Ok(w)
+    }
+
+    /// Checks that every value is finite: an adapter of NaN or infinite values (a diverged
+    /// training run, a corrupt file) would turn every output it touches into NaN. One
+    /// reduction over all the arrays; the tensor is named only when one is bad.
+    pub fn check_finite(&self) -> Result<()> {
+        // x - x is 0 for a finite x and NaN for NaN or ±inf; the sum is NaN iff one is.
+        let probe = |a: &Array| -> Result<Array> {
+            let d = ops::subtract(&ops::astype(a, Dtype::F32)?, &ops::astype(a, Dtype::F32)?)?;
+            ops::sum(&d, &(0..d.ndim() as i32).collect::<Vec<_>>(), false)
+        };
+        let named = self.named();
+        let mut total = Array::scalar_f32(0.0);
+        for (_, a) in &named {
+            total = ops::add(&total, &probe(a)?)?;
+        }
+        if total.item::<f32>()?.is_finite() {
+            return Ok(());
+        }
+        for (name, a) in &named {
+            if !probe(a)?.item::<f32>()?.is_finite() {
+                return Err(Error::format(format!("tensor {name} holds NaN or infinite values")));
+            }
+        }
+        Ok(())
     }
 }
 
