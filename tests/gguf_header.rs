@@ -90,21 +90,31 @@ fn sample() -> Writer {
 fn a_written_file_reads_back_exactly() {
     let bytes = sample().bytes(3);
     let h = parse_header(&bytes, bytes.len() as u64).unwrap();
-    assert_eq!(h.version, 3);
-    assert_eq!(h.metadata["general.architecture"], Value::Str("llama".into()));
-    assert_eq!(h.metadata["llama.block_count"].as_u64(), Some(2));
-    assert_eq!(h.metadata["llama.rope.freq_base"].as_f64(), Some(10000.0));
-    assert_eq!(h.metadata["tokenizer.ggml.add_bos_token"], Value::Bool(true));
-    let tokens: Vec<&str> =
-        h.metadata["tokenizer.ggml.tokens"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(h.version(), 3);
+    assert_eq!(h.metadata()["general.architecture"], Value::Str("llama".into()));
+    assert_eq!(h.metadata()["llama.block_count"].as_u64(), Some(2));
+    assert_eq!(h.metadata()["llama.rope.freq_base"].as_f64(), Some(10000.0));
+    assert_eq!(h.metadata()["tokenizer.ggml.add_bos_token"], Value::Bool(true));
+    let tokens: Vec<&str> = h.metadata()["tokenizer.ggml.tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(tokens, ["<s>", "hello", "wörld"]);
-    assert_eq!(h.metadata["test.ids"], Value::Array(vec![Value::I32(7), Value::I32(-1)]));
-    assert_eq!(h.tensors.len(), 2);
-    assert_eq!(h.tensors[0].name, "token_embd.weight");
-    assert_eq!((h.tensors[0].dims.clone(), h.tensors[0].ggml_type, h.tensors[0].bytes), (vec![4, 2], 0, 32));
-    assert_eq!((h.tensors[1].dims.clone(), h.tensors[1].ggml_type, h.tensors[1].bytes), (vec![32, 2], 8, 68));
-    assert_eq!(h.data_start % 32, 0);
-    assert_eq!(h.tensors[1].offset, 32);
+    assert_eq!(h.metadata()["test.ids"], Value::Array(vec![Value::I32(7), Value::I32(-1)]));
+    assert_eq!(h.tensors().len(), 2);
+    assert_eq!(h.tensors()[0].name, "token_embd.weight");
+    assert_eq!(
+        (h.tensors()[0].dims.clone(), h.tensors()[0].ggml_type, h.tensors()[0].bytes),
+        (vec![4, 2], 0, 32)
+    );
+    assert_eq!(
+        (h.tensors()[1].dims.clone(), h.tensors()[1].ggml_type, h.tensors()[1].bytes),
+        (vec![32, 2], 8, 68)
+    );
+    assert_eq!(h.data_start() % 32, 0);
+    assert_eq!(h.tensors()[1].offset, 32);
     // Not a whole model: the config names what is missing.
     let e = h.config_json().unwrap_err();
     assert!(e.message.contains("llama.embedding_length: missing"), "{e}");
@@ -137,7 +147,7 @@ fn damaged_files_are_clear_errors() {
     // Every truncation before the last tensor's last byte is an error, never a panic; past
     // it only alignment padding is missing.
     let h = parse_header(&good, good.len() as u64).unwrap();
-    let data_end = h.data_start + h.tensors.iter().map(|t| t.offset + t.bytes).max().unwrap();
+    let data_end = h.data_start() + h.tensors().iter().map(|t| t.offset + t.bytes).max().unwrap();
     for cut in 0..good.len() {
         let r = parse_header(&good[..cut], cut as u64);
         assert_eq!(r.is_ok(), cut as u64 >= data_end, "cut at {cut} of {}", good.len());
@@ -175,11 +185,11 @@ fn a_llama_cpp_vocabulary_file_parses() {
         return;
     }
     let h = read_header(&path).unwrap();
-    assert_eq!(h.metadata["general.architecture"].as_str(), Some("qwen2"));
-    let tokens = h.metadata["tokenizer.ggml.tokens"].as_array().unwrap();
+    assert_eq!(h.metadata()["general.architecture"].as_str(), Some("qwen2"));
+    let tokens = h.metadata()["tokenizer.ggml.tokens"].as_array().unwrap();
     assert!(tokens.len() > 150_000, "{} tokens", tokens.len());
     assert!(tokens.iter().all(|t| t.as_str().is_some()));
-    assert_eq!(h.metadata["tokenizer.ggml.model"].as_str(), Some("gpt2"));
+    assert_eq!(h.metadata()["tokenizer.ggml.model"].as_str(), Some("gpt2"));
 }
 
 /// The real GGUF files the real-model cache converts from: they parse, their block counts
@@ -195,10 +205,10 @@ fn the_real_gguf_files_parse_and_dequantize_like_their_conversions() {
         let Some(dir) = common::folder(folder) else { continue };
         let path = common::cache_dir().join("gguf").join(file);
         let h = read_header(&path).unwrap();
-        assert_eq!(h.metadata["general.architecture"].as_str(), Some(arch), "{file}");
-        let blocks = h.metadata[&format!("{arch}.block_count")].as_u64().unwrap();
+        assert_eq!(h.metadata()["general.architecture"].as_str(), Some(arch), "{file}");
+        let blocks = h.metadata()[&format!("{arch}.block_count")].as_u64().unwrap();
         let mut layers: Vec<u64> = h
-            .tensors
+            .tensors()
             .iter()
             .filter_map(|t| t.name.strip_prefix("blk.")?.split('.').next()?.parse().ok())
             .collect();
@@ -219,8 +229,8 @@ fn the_real_gguf_files_parse_and_dequantize_like_their_conversions() {
             ("blk.2.attn_output.weight", "model.layers.2.self_attn.o_proj.weight".into()),
         ];
         for (gguf_name, name) in pairs {
-            let t = h.tensors.iter().find(|t| t.name == gguf_name).unwrap();
-            f.seek(SeekFrom::Start(h.data_start + t.offset)).unwrap();
+            let t = h.tensors().iter().find(|t| t.name == gguf_name).unwrap();
+            f.seek(SeekFrom::Start(h.data_start() + t.offset)).unwrap();
             let mut raw = vec![0u8; t.bytes as usize];
             f.read_exact(&mut raw).unwrap();
             let ours = lmx::model::gguf::quants::dequantize(t.ggml_type, &raw).unwrap();

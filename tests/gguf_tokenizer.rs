@@ -88,8 +88,10 @@ fn llama_cpp_gpt2() {
 #[test]
 fn default_pre_tokenizer_round_trips() {
     let Some(path) = cached("vocab/ggml-vocab-gpt-2.gguf") else { return };
-    let mut h = gguf::read_header(&path).unwrap();
-    h.metadata.insert("tokenizer.ggml.pre".into(), Value::Str("default".into()));
+    let h = gguf::read_header(&path).unwrap();
+    let mut md = h.metadata().clone();
+    md.insert("tokenizer.ggml.pre".into(), Value::Str("default".into()));
+    let h = Header::from_metadata(h.version(), md).unwrap();
     let t = build(&h).unwrap();
     assert_eq!(t.kind, "gpt2/default");
     for (text, _) in cases(&path) {
@@ -227,7 +229,14 @@ fn gemma3_matches_its_conversion() {
 
 fn header(pairs: Vec<(&str, Value)>) -> Header {
     let metadata: BTreeMap<String, Value> = pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    Header { version: 3, metadata, tensors: vec![], data_start: 0 }
+    Header::from_metadata(3, metadata).unwrap()
+}
+
+/// `h`'s metadata without `key`.
+fn without(h: &Header, key: &str) -> Header {
+    let mut md = h.metadata().clone();
+    md.remove(key);
+    Header::from_metadata(h.version(), md).unwrap()
 }
 
 fn strs(v: &[&str]) -> Value {
@@ -306,8 +315,7 @@ fn hostile_metadata_is_an_error_naming_the_key() {
     );
     fails(&gpt2(vec![(tokens, Value::Array(vec![]))]), ErrorKind::Format, tokens);
     fails(&gpt2(vec![(tokens, strs(&["a", "b", "ab", "a"]))]), ErrorKind::Format, tokens);
-    let mut h = gpt2(vec![]);
-    h.metadata.remove(tokens);
+    let h = without(&gpt2(vec![]), tokens);
     fails(&h, ErrorKind::Format, tokens);
 
     let merges = "tokenizer.ggml.merges";
@@ -317,8 +325,7 @@ fn hostile_metadata_is_an_error_naming_the_key() {
         fails(&gpt2(vec![(merges, strs(&[bad]))]), ErrorKind::Format, merges);
     }
     fails(&gpt2(vec![(merges, strs(&["a c"]))]), ErrorKind::Format, merges);
-    let mut h = gpt2(vec![]);
-    h.metadata.remove(merges);
+    let h = without(&gpt2(vec![]), merges);
     fails(&h, ErrorKind::Format, merges);
 
     let types = "tokenizer.ggml.token_type";
@@ -329,8 +336,7 @@ fn hostile_metadata_is_an_error_naming_the_key() {
     let scores = "tokenizer.ggml.scores";
     fails(&spm(vec![(scores, Value::Array(vec![Value::F32(0.0); 3]))]), ErrorKind::Format, scores);
     fails(&spm(vec![(scores, Value::Str("x".into()))]), ErrorKind::Format, scores);
-    let mut h = spm(vec![]);
-    h.metadata.remove(scores);
+    let h = without(&spm(vec![]), scores);
     fails(&h, ErrorKind::Format, scores);
     // NaN scores rank somewhere, but never panic.
     let _ = build(&spm(vec![(scores, Value::Array(vec![Value::F32(f32::NAN); 8]))]));
@@ -339,8 +345,7 @@ fn hostile_metadata_is_an_error_naming_the_key() {
     fails(&gpt2(vec![(model, Value::Str("bert".into()))]), ErrorKind::Unsupported, model);
     fails(&gpt2(vec![(model, Value::Str("bert".into()))]), ErrorKind::Unsupported, "gpt2, llama");
     fails(&gpt2(vec![(model, Value::U32(1))]), ErrorKind::Format, model);
-    let mut h = gpt2(vec![]);
-    h.metadata.remove(model);
+    let h = without(&gpt2(vec![]), model);
     fails(&h, ErrorKind::Format, model);
 
     let pre = "tokenizer.ggml.pre";

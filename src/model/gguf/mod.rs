@@ -104,11 +104,11 @@ pub struct TensorInfo {
 /// A GGUF file's header.
 #[derive(Clone, Debug)]
 pub struct Header {
-    pub version: u32,
-    pub metadata: BTreeMap<String, Value>,
-    pub tensors: Vec<TensorInfo>,
+    version: u32,
+    metadata: BTreeMap<String, Value>,
+    tensors: Vec<TensorInfo>,
     /// Where the data section starts in the file.
-    pub data_start: u64,
+    data_start: u64,
 }
 
 /// A cursor over the header bytes that refuses to read past the end.
@@ -341,6 +341,35 @@ pub fn read_header(path: &Path) -> Result<Header> {
 }
 
 impl Header {
+    /// A header of metadata only (no tensors), as a file holding just a vocabulary would
+    /// have: what the tokenizer is built from. The version must be 2 or 3.
+    pub fn from_metadata(version: u32, metadata: BTreeMap<String, Value>) -> Result<Header> {
+        if !(2..=3).contains(&version) {
+            return Err(Error::unsupported(format!("GGUF version {version} is not supported (2 or 3)")));
+        }
+        Ok(Header { version, metadata, tensors: Vec::new(), data_start: 0 })
+    }
+
+    /// The format version (2 or 3).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The metadata key-value pairs.
+    pub fn metadata(&self) -> &BTreeMap<String, Value> {
+        &self.metadata
+    }
+
+    /// The tensor directory, each tensor checked to lie within the file.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    /// Where the data section starts in the file.
+    pub fn data_start(&self) -> u64 {
+        self.data_start
+    }
+
     fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.get(key)
     }

@@ -5,31 +5,9 @@
 
 use crate::{Error, Result};
 
-/// An IEEE half-precision value.
-pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let frac = (h & 0x3ff) as u32;
-    let bits = match exp {
-        0 if frac == 0 => sign,
-        0 => {
-            // Subnormal: normalize.
-            let mut e = 127 - 15 + 1;
-            let mut f = frac;
-            while f & 0x400 == 0 {
-                f <<= 1;
-                e -= 1;
-            }
-            sign | (e << 23) | ((f & 0x3ff) << 13)
-        }
-        0x1f => sign | 0x7f80_0000 | (frac << 13),
-        _ => sign | ((exp + 127 - 15) << 23) | (frac << 13),
-    };
-    f32::from_bits(bits)
-}
-
-fn half(b: &[u8], at: usize) -> f32 {
-    f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
+/// The little-endian IEEE half-precision value at `b[at..at + 2]`.
+pub fn half(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
 /// The ggml type numbers this module dequantizes.
@@ -43,7 +21,7 @@ pub fn dequantize(ggml_type: u32, data: &[u8]) -> Result<Vec<f32>> {
     let block: fn(&[u8], &mut [f32]) = match ggml_type {
         F32 => |b, y| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
         F16 => |b, y| y[0] = half(b, 0),
-        BF16 => |b, y| y[0] = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16),
+        BF16 => |b, y| y[0] = half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
         Q4_0 => q4_0,
         Q4_1 => q4_1,
         Q5_0 => q5_0,

@@ -205,7 +205,7 @@ fn byte_chars() -> [char; 256] {
 /// malformed vocabulary is `Format`, a vocabulary kind or pre-tokenizer we do not implement
 /// is `Unsupported`.
 pub fn build(h: &Header) -> Result<GgufTokenizer> {
-    let md = &h.metadata;
+    let md = &h.metadata();
     let model = string(md, MODEL)?.ok_or_else(|| Error::format(format!("{MODEL}: missing")))?;
     if !SUPPORTED_MODELS.contains(&model) {
         return Err(Error::unsupported(format!(

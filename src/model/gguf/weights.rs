@@ -17,7 +17,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::quants::{dequantize, f16_to_f32};
+use super::quants::dequantize;
 use super::types::{self as q, Becomes};
 use crate::mlx::Array;
 use crate::model::gguf::{Header, TensorInfo};
@@ -122,7 +122,7 @@ pub fn unpermute_rows(rows: usize, heads: usize) -> Result<Vec<usize>> {
 /// `(q, scale, bias)` per 32-value group of one block of an exactly convertible type: value
 /// `v = scale * q + bias`. `q` gets the block's codes; scales and biases one entry per group.
 fn exact_codes(t: u32, b: &[u8], codes: &mut [u8], sb: &mut [(f32, f32)]) {
-    let half = |at: usize| f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]));
+    let half = |at: usize| super::quants::half(b, at);
     match t {
         q::Q4_0 | q::Q4_1 => {
             let (d, m, qs) = if t == q::Q4_0 {
@@ -265,7 +265,7 @@ fn convert_quantized(t: &TensorInfo, raw: &[u8], bits: i32, order: &[usize]) -> 
 /// Bytes the converted tensors of `h` will take (quantized ones with float32 scales and biases,
 /// float ones as float32), to check against the memory limit before converting.
 pub fn projected_bytes(h: &Header) -> u64 {
-    h.tensors
+    h.tensors()
         .iter()
         .map(|t| {
             let n: u64 = t.dims.iter().product();
@@ -293,7 +293,7 @@ pub fn affine(t: &TensorInfo, raw: &[u8]) -> Result<(QuantParams, [Array; 3])> {
 /// Reads `t`'s bytes from the data section of `file`.
 fn read_tensor(file: &File, path: &Path, h: &Header, t: &TensorInfo) -> Result<Vec<u8>> {
     let mut raw = vec![0u8; t.bytes as usize];
-    file.read_exact_at(&mut raw, h.data_start + t.offset)
+    file.read_exact_at(&mut raw, h.data_start() + t.offset)
         .map_err(|e| Error::format(format!("{}: tensor {}: {e}", path.display(), t.name)))?;
     Ok(raw)
 }
@@ -306,7 +306,7 @@ pub fn convert(path: &Path, h: &Header, arch: &str, heads: usize, kv_heads: usiz
     let mut overrides = HashMap::new();
     let mut report: BTreeMap<u32, Conversion> = BTreeMap::new();
     let mut bits_seen: Option<i32> = None;
-    for t in &h.tensors {
+    for t in h.tensors() {
         let Some(name) = hf_name(arch, &t.name) else {
             return Err(Error::unsupported(format!(
                 "{}: tensor {}: not a tensor liblmx knows for architecture {arch}",
