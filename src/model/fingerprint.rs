@@ -49,10 +49,10 @@ impl Fingerprint {
 
     /// A weight file's name, size, and first and last [`SAMPLE`] bytes.
     pub fn sample(&mut self, path: &Path) -> Result<&mut Self> {
-        let (name, size, head, tail) = sample_file(path)?;
-        self.field(name.as_bytes()).field(&size.to_le_bytes()).field(&head);
-        if let Some(t) = tail {
-            self.field(&t);
+        let s = Sample::of(path)?;
+        self.field(s.name.as_bytes()).field(&s.size.to_le_bytes()).field(&s.head);
+        if let Some(t) = &s.tail {
+            self.field(t);
         }
         Ok(self)
     }
@@ -67,21 +67,30 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A file's name, size, first bytes and (for a file longer than [`SAMPLE`]) last bytes.
-fn sample_file(path: &Path) -> Result<(String, u64, Vec<u8>, Option<Vec<u8>>)> {
-    let (mut f, size) = crate::files::open_regular(path)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut head = vec![0u8; SAMPLE.min(size) as usize];
-    f.read_exact(&mut head).map_err(|e| Error::io(path, &e))?;
-    let tail = if size > SAMPLE {
-        let n = SAMPLE.min(size - SAMPLE);
-        f.seek(SeekFrom::Start(size - n)).map_err(|e| Error::io(path, &e))?;
-        let mut t = vec![0u8; n as usize];
-        f.read_exact(&mut t).map_err(|e| Error::io(path, &e))?;
-        Some(t)
-    } else {
-        None
-    };
-    Ok((name, size, head, tail))
+struct Sample {
+    name: String,
+    size: u64,
+    head: Vec<u8>,
+    tail: Option<Vec<u8>>,
+}
+
+impl Sample {
+    fn of(path: &Path) -> Result<Sample> {
+        let (mut f, size) = crate::files::open_regular(path)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut head = vec![0u8; SAMPLE.min(size) as usize];
+        f.read_exact(&mut head).map_err(|e| Error::io(path, &e))?;
+        let tail = if size > SAMPLE {
+            let n = SAMPLE.min(size - SAMPLE);
+            f.seek(SeekFrom::Start(size - n)).map_err(|e| Error::io(path, &e))?;
+            let mut t = vec![0u8; n as usize];
+            f.read_exact(&mut t).map_err(|e| Error::io(path, &e))?;
+            Some(t)
+        } else {
+            None
+        };
+        Ok(Sample { name, size, head, tail })
+    }
 }
 
 /// The fingerprint of a GGUF file (header, tokenizer and sampled tensor data all live in it).
@@ -134,10 +143,10 @@ impl Legacy {
     pub fn compute(&self) -> Result<String> {
         let mut h = Fnv::new();
         let sample = |h: &mut Fnv, p: &Path| -> Result<()> {
-            let (name, size, head, tail) = sample_file(p)?;
-            h.field(name.as_bytes()).field(&size.to_le_bytes()).field(&head);
-            if let Some(t) = tail {
-                h.field(&t);
+            let s = Sample::of(p)?;
+            h.field(s.name.as_bytes()).field(&s.size.to_le_bytes()).field(&s.head);
+            if let Some(t) = &s.tail {
+                h.field(t);
             }
             Ok(())
         };

@@ -8,7 +8,6 @@
 
 use super::{bad, File};
 use crate::mlx::{ops, Array, Dtype};
-use crate::model::arch::spec::AttentionSpec;
 use crate::model::{KvQuant, LayerState, ModelSpec, Packed};
 use crate::{Error, Result};
 
@@ -47,18 +46,18 @@ impl Writer {
     }
 }
 
-/// Reads layer `i` of class `class` for a model layer `a`; `quant` gathers the quantization
-/// every quantized layer must share.
+/// Reads layer `i` of class `class` for the model's layer `i`; `quant` gathers the
+/// quantization every quantized layer must share.
 pub(super) fn read_layer(
     f: &File,
     i: usize,
     class: &str,
-    a: &AttentionSpec,
     spec: &ModelSpec,
     offset: i32,
     dtype: Dtype,
     quant: &mut Option<KvQuant>,
 ) -> Result<LayerState> {
+    let a = &spec.layers[i].attn;
     let layer = Layer { f, i, heads: a.n_kv_heads, dim: a.head_dim, dtype, offset };
     match (class, a.window) {
         (Full::CLASS, None) => Full::read(&layer),

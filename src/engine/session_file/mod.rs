@@ -204,7 +204,7 @@ pub fn load(model: &Model, path: &Path) -> Result<Restored> {
     let offset = f.int("0.2")?;
     let mut quant: Option<KvQuant> = None;
     let mut states = Vec::with_capacity(n_layers);
-    for (i, (class, ls)) in classes.iter().zip(&spec.layers).enumerate() {
+    for (i, class) in classes.iter().enumerate() {
         let off = f.int(&format!("{i}.2"))?;
         if off != offset || off <= 0 {
             return Err(bad(
@@ -212,7 +212,7 @@ pub fn load(model: &Model, path: &Path) -> Result<Restored> {
                 format!("layer {i}'s offset {off} differs from the others' or is not positive"),
             ));
         }
-        states.push(codec::read_layer(&f, i, class, &ls.attn, spec, offset, dtype, &mut quant)?);
+        states.push(codec::read_layer(&f, i, class, spec, offset, dtype, &mut quant)?);
     }
     if offset as usize > model.context_length() {
         return Err(Error::invalid(format!(
