@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::boundary::{status, str_arg};
 use super::lmx_status;
-use super::model::{copy_str, lmx_model_desc, LMX_CONVERSIONS_MAX, LMX_NAME_MAX};
+use super::model::{copy_str, lmx_model_desc};
 use super::sized::write_out;
 use crate::{Error, Result};
 
@@ -14,10 +14,6 @@ use crate::{Error, Result};
 fn describe(path: &Path) -> Result<lmx_model_desc> {
     let i = crate::model::inspect(path)?;
     let mut d = lmx_model_desc {
-        struct_size: std::mem::size_of::<lmx_model_desc>(),
-        architecture: [0; LMX_NAME_MAX],
-        model_type: [0; LMX_NAME_MAX],
-        param_count: 0,
         num_layers: i.num_layers,
         hidden_size: i.hidden_size,
         num_heads: i.num_heads,
@@ -27,15 +23,7 @@ fn describe(path: &Path) -> Result<lmx_model_desc> {
         context_length: i.context_length,
         quant_bits: i.quant_bits,
         quant_group_size: i.quant_group_size,
-        dtype: [0; LMX_NAME_MAX],
-        chat_template: [0; LMX_NAME_MAX],
-        weight_bytes: 0,
-        load_seconds: 0.0,
-        load_peak_bytes: 0,
-        backend: [0; LMX_NAME_MAX],
-        format: [0; LMX_NAME_MAX],
-        tokenizer: [0; LMX_NAME_MAX],
-        conversions: [0; LMX_CONVERSIONS_MAX],
+        ..lmx_model_desc::empty()
     };
     copy_str(&mut d.architecture, &i.architecture);
     copy_str(&mut d.model_type, &i.model_type);

@@ -166,6 +166,36 @@ fn conversions_text(list: &[crate::model::gguf::weights::Conversion]) -> String 
     out
 }
 
+impl lmx_model_desc {
+    /// Every number zero and every string empty.
+    pub(super) fn empty() -> lmx_model_desc {
+        lmx_model_desc {
+            struct_size: std::mem::size_of::<lmx_model_desc>(),
+            architecture: [0; LMX_NAME_MAX],
+            model_type: [0; LMX_NAME_MAX],
+            param_count: 0,
+            num_layers: 0,
+            hidden_size: 0,
+            num_heads: 0,
+            num_kv_heads: 0,
+            head_dim: 0,
+            vocab_size: 0,
+            context_length: 0,
+            quant_bits: 0,
+            quant_group_size: 0,
+            dtype: [0; LMX_NAME_MAX],
+            chat_template: [0; LMX_NAME_MAX],
+            weight_bytes: 0,
+            load_seconds: 0.0,
+            load_peak_bytes: 0,
+            backend: [0; LMX_NAME_MAX],
+            format: [0; LMX_NAME_MAX],
+            tokenizer: [0; LMX_NAME_MAX],
+            conversions: [0; LMX_CONVERSIONS_MAX],
+        }
+    }
+}
+
 /// Fills `*desc_out` (not NULL, struct_size set to the caller's sizeof(lmx_model_desc)) with
 /// what `model` is. Thread-safe. Returns LMX_OK, LMX_STATUS_INVALID_ARGUMENT (NULL, a bad
 /// handle or struct_size) or LMX_STATUS_MLX (MLX could not name its backend).
@@ -175,9 +205,6 @@ pub extern "C" fn lmx_model_info(model: *const lmx_model, desc_out: *mut lmx_mod
         let m = model_ref(model)?;
         let i = m.info();
         let mut o = lmx_model_desc {
-            struct_size: std::mem::size_of::<lmx_model_desc>(),
-            architecture: [0; LMX_NAME_MAX],
-            model_type: [0; LMX_NAME_MAX],
             param_count: i.param_count,
             num_layers: i.num_layers,
             hidden_size: i.hidden_size,
@@ -188,15 +215,10 @@ pub extern "C" fn lmx_model_info(model: *const lmx_model, desc_out: *mut lmx_mod
             context_length: i.context_length,
             quant_bits: i.quant_bits,
             quant_group_size: i.quant_group_size,
-            dtype: [0; LMX_NAME_MAX],
-            chat_template: [0; LMX_NAME_MAX],
             weight_bytes: i.weight_bytes,
             load_seconds: i.load_seconds,
             load_peak_bytes: i.load_peak_bytes,
-            backend: [0; LMX_NAME_MAX],
-            format: [0; LMX_NAME_MAX],
-            tokenizer: [0; LMX_NAME_MAX],
-            conversions: [0; LMX_CONVERSIONS_MAX],
+            ..lmx_model_desc::empty()
         };
         copy_str(&mut o.format, &i.format);
         copy_str(&mut o.tokenizer, &i.tokenizer);

@@ -27,19 +27,7 @@ impl Linear {
     pub fn forward(&self, x: &Array) -> Result<Array> {
         let (y, bias) = match self {
             Linear::Dense { wt, bias } => (ops::matmul(x, wt)?, bias),
-            Linear::Quantized { w, scales, biases, bias, p } => (
-                ops::quantized_matmul(
-                    x,
-                    w,
-                    scales,
-                    Some(biases),
-                    true,
-                    p.group_size,
-                    p.bits,
-                    QuantParams::MODE,
-                )?,
-                bias,
-            ),
+            Linear::Quantized { w, scales, biases, bias, p } => (p.matmul(x, w, scales, biases)?, bias),
         };
         match bias {
             Some(b) => ops::add(&y, b),
@@ -278,16 +266,7 @@ impl Embedding {
         match self {
             Embedding::Dense { w } => ops::matmul(x, &ops::transpose(w, &[1, 0])?),
             Embedding::Columns { wt } => ops::matmul(x, wt),
-            Embedding::Quantized { w, scales, biases, p } => ops::quantized_matmul(
-                x,
-                w,
-                scales,
-                Some(biases),
-                true,
-                p.group_size,
-                p.bits,
-                QuantParams::MODE,
-            ),
+            Embedding::Quantized { w, scales, biases, p } => p.matmul(x, w, scales, biases),
         }
     }
 

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use crate::mlx::Array;
 use crate::model::config::Config;
 use crate::{Error, Result};
 
@@ -17,6 +18,21 @@ pub struct QuantParams {
 impl QuantParams {
     /// MLX's quantization mode; liblmx reads affine checkpoints (scales and biases per group).
     pub const MODE: &'static str = "affine";
+
+    /// `x @ W.T` for the [out, in] matrix W packed as `w`, `scales` and `biases` with these
+    /// parameters.
+    pub fn matmul(&self, x: &Array, w: &Array, scales: &Array, biases: &Array) -> Result<Array> {
+        crate::mlx::ops::quantized_matmul(
+            x,
+            w,
+            scales,
+            Some(biases),
+            true,
+            self.group_size,
+            self.bits,
+            Self::MODE,
+        )
+    }
 }
 
 #[derive(Clone, Debug)]
