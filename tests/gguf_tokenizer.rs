@@ -15,25 +15,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use lmx::model::gguf::tokenizer::{build, GgufTokenizer};
 use lmx::model::gguf::{self, Header, Value};
 use lmx::ErrorKind;
-
-/// A prepared file under the test cache, or None (skip) when absent and not required.
-fn cached(rel: &str) -> Option<PathBuf> {
-    let p = cache_dir().join(rel);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("LMX_REAL_MODELS").as_deref() == Ok("1") {
-        panic!("{} is not prepared: run `make real-models`", p.display());
-    }
-    eprintln!("skipping: {} not prepared (make real-models)", p.display());
-    None
-}
 
 fn load(path: &Path) -> GgufTokenizer {
     let h = gguf::read_header(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -58,7 +45,7 @@ fn cases(vocab: &Path) -> Vec<(String, Vec<u32>)> {
 }
 
 fn check_vocab(name: &str, kind: &str) {
-    let Some(path) = cached(&format!("vocab/ggml-vocab-{name}.gguf")) else { return };
+    let Some(path) = real_file(&format!("vocab/ggml-vocab-{name}.gguf")) else { return };
     let t = load(&path);
     assert_eq!(t.kind, kind);
     let cases = cases(&path);
@@ -87,7 +74,7 @@ fn llama_cpp_gpt2() {
 /// of its own: on GPT-2's vocabulary it must at least give back every text it encodes.
 #[test]
 fn default_pre_tokenizer_round_trips() {
-    let Some(path) = cached("vocab/ggml-vocab-gpt-2.gguf") else { return };
+    let Some(path) = real_file("vocab/ggml-vocab-gpt-2.gguf") else { return };
     let h = gguf::read_header(&path).unwrap();
     let mut md = h.metadata().clone();
     md.insert("tokenizer.ggml.pre".into(), Value::Str("default".into()));
@@ -148,8 +135,8 @@ const TEXTS: &[&str] = &[
 ];
 
 fn check_real(gguf_name: &str, folder: &str, kind: &str) -> Option<(GgufTokenizer, tokenizers::Tokenizer)> {
-    let path = cached(&format!("gguf/{gguf_name}"))?;
-    let dir = cached(folder)?;
+    let path = real_file(&format!("gguf/{gguf_name}"))?;
+    let dir = real_file(folder)?;
     let t = load(&path);
     assert_eq!(t.kind, kind);
     let want = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
