@@ -5,11 +5,12 @@
  * fixture's reference.json), greedy generation through the ABI must reproduce the reference
  * continuation. Prints "N passed, 0 failed". */
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "check.h"
 #include "lmx.h"
@@ -287,15 +288,32 @@ static void test_generate(lmx_model *m) {
   CHECK(lmx_session_free(NULL) == LMX_OK);
 }
 
+/* Cancels a session's generation once its prefill is under way. liblmx calls nothing of the
+ * caller's during a prefill, so the canceller watches MLX's active memory: nothing before
+ * the prefill's first chunk allocates any (the sampler is greedy, the session's cache starts
+ * empty), and the chunk's arrays do. The cancel then lands at the prefill's next check
+ * between chunks. */
 typedef struct {
   lmx_session *s;
-  int delay_ms;
+  size_t idle;       /* active memory before the call */
+  atomic_int ended;  /* set by the main thread when the call has returned */
+  int seen;          /* the prefill was seen under way and cancelled */
+  lmx_status status; /* of the memory reads and the cancel */
 } canceller;
 
-static void *cancel_later(void *arg) {
+static void *cancel_once_prefilling(void *arg) {
   canceller *c = arg;
-  usleep((useconds_t)c->delay_ms * 1000);
-  lmx_session_cancel(c->s);
+  while (!atomic_load(&c->ended)) {
+    size_t now = 0;
+    c->status = lmx_get_active_memory(&now);
+    if (c->status != LMX_OK) return NULL;
+    if (now > c->idle) {
+      c->seen = 1;
+      c->status = lmx_session_cancel(c->s);
+      return NULL;
+    }
+    sched_yield();
+  }
   return NULL;
 }
 
@@ -308,28 +326,37 @@ static double now(void) {
 static void test_cancel(lmx_model *m) {
   lmx_session *s = NULL;
   CHECK(lmx_session_create(m, &s) == LMX_OK);
-  /* A long prompt in small chunks: the cancel lands during the prefill. */
+  /* A long prompt in small chunks, cancelled during the prefill. */
   size_t n = 3000;
   int32_t *ids = malloc(n * sizeof *ids);
   for (size_t i = 0; i < n; i++) ids[i] = (int32_t)(10 + (i * 7) % 300);
   lmx_generate_params p;
   CHECK(LMX_GENERATE_PARAMS_INIT(&p) == LMX_OK);
   p.max_tokens = 4;
+  p.temperature = 0;
   p.prefill_chunk = 16;
-  canceller c = {s, 100};
+  canceller c = {.s = s, .status = LMX_OK};
+  CHECK(lmx_get_active_memory(&c.idle) == LMX_OK);
   pthread_t t;
-  CHECK(pthread_create(&t, NULL, cancel_later, &c) == 0);
+  CHECK(pthread_create(&t, NULL, cancel_once_prefilling, &c) == 0);
   double t0 = now();
   lmx_status st = lmx_session_generate_tokens(s, ids, n, &p, NULL, NULL);
   double took = now() - t0;
+  atomic_store(&c.ended, 1);
   CHECK(pthread_join(t, NULL) == 0);
+  CHECK(c.status == LMX_OK && c.seen);
   CHECK(st == LMX_STATUS_CANCELLED);
   CHECK(strstr(lmx_last_error(), "cancelled") != NULL);
   lmx_finish_reason f;
   lmx_metrics mt = {.struct_size = sizeof mt};
   CHECK(lmx_session_last_result(s, &f, &mt) == LMX_OK);
   CHECK(f == LMX_FINISH_CANCELLED && mt.generated_tokens == 0);
-  printf("cancelled a %zu-token prefill after %.3f s\n", n, took);
+  /* The prefill stopped part-way, after whole chunks, which the cache keeps. */
+  lmx_session_cache cache = {.struct_size = sizeof cache};
+  CHECK(lmx_session_cache_info(s, &cache) == LMX_OK);
+  CHECK(cache.positions > 0 && cache.positions < n && cache.positions % p.prefill_chunk == 0);
+  CHECK(cache.known_tokens == cache.positions);
+  printf("cancelled a %zu-token prefill after %llu tokens, %.3f s\n", n, (unsigned long long)cache.positions, took);
 
   /* Cancel during decode, through the pull API, from another thread. */
   lmx_generate_params d;
