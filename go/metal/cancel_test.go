@@ -21,26 +21,89 @@ func TestCancelDuringPrefill(t *testing.T) {
 	if err != nil || len(ids) < 11000 || len(ids) > 12500 {
 		t.Fatalf("the prompt has %d tokens (%v)", len(ids), err)
 	}
+	idle := settledMemory(t)
 	c, cancel := context.WithCancel(ctx)
 	defer cancel()
-	time.AfterFunc(100*time.Millisecond, cancel)
+	ended := make(chan struct{})
+	seen := cancelWhenPrefilling(idle, cancel, ended)
 	start := time.Now()
 	got, _ := collect(m.Generate(c, prompt, inference.WithMaxTokens(8)))
 	took := time.Since(start)
+	close(ended)
+	if !<-seen {
+		t.Fatalf("the prefill was not seen under way: %d tokens, Err() = %v", len(got), m.Err())
+	}
 	if !errors.Is(m.Err(), context.Canceled) {
 		t.Fatalf("Err() = %v, want context.Canceled", m.Err())
 	}
+	// A cancel after the prefill would have come with the first token.
 	if len(got) != 0 || m.Metrics().GeneratedTokens != 0 {
 		t.Fatalf("%d tokens after a cancel during the prefill", len(got))
 	}
-	// The cancel is seen after the current 2048-token chunk (no timing asserted: the machine
-	// is shared; no token and the error above show the prefill was cut short).
+	// The cancel is seen after the current 2048-token chunk.
 	t.Logf("cancelled a %d-token prefill; the loop ended after %v", len(ids), took)
 	// The model is still usable, and no cancel is left over for the next call.
 	ref := readRef(t, "qwen3")
 	if next, _ := collect(m.Generate(ctx, ref.PromptText, inference.WithMaxTokens(5))); !slices.Equal(next, ref.greedy()[:5]) || m.Err() != nil {
 		t.Fatalf("after the cancel: %v, %v", next, m.Err())
 	}
+}
+
+// cancelWhenPrefilling calls cancel once a generation's prefill is under way, and then sends
+// true; false if ended closes first. liblmx calls nothing of the caller's during a prefill,
+// so it watches MLX's active memory (every millisecond; the interval decides nothing): before
+// the prefill's first chunk nothing allocates any (the sampling is greedy, the default, and a
+// model's slot sessions start with empty caches), and the chunk's arrays do. The cancel then
+// lands at the prefill's next check between chunks.
+func cancelWhenPrefilling(idle uint64, cancel func(), ended <-chan struct{}) <-chan bool {
+	seen := make(chan bool, 1)
+	go func() {
+		for {
+			select {
+			case <-ended:
+				seen <- false
+				return
+			default:
+			}
+			a, err := ActiveMemory()
+			if err != nil {
+				seen <- false
+				return
+			}
+			if a > idle {
+				cancel()
+				seen <- true
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	return seen
+}
+
+// watchedCtx is a context that tells when a call starts waiting for its end: its first Done
+// call closes watched. Made with end, it also ends then (context.Canceled).
+type watchedCtx struct {
+	context.Context
+	cancel  context.CancelFunc
+	end     bool
+	once    sync.Once
+	watched chan struct{}
+}
+
+func watchCtx(parent context.Context, end bool) *watchedCtx {
+	c, cancel := context.WithCancel(parent)
+	return &watchedCtx{Context: c, cancel: cancel, end: end, watched: make(chan struct{})}
+}
+
+func (w *watchedCtx) Done() <-chan struct{} {
+	w.once.Do(func() {
+		if w.end {
+			w.cancel()
+		}
+		close(w.watched)
+	})
+	return w.Context.Done()
 }
 
 func TestCancelDuringDecode(t *testing.T) {
@@ -254,11 +317,14 @@ func TestCloseWhileGenerating(t *testing.T) {
 	for range m.Generate(ctx, "Hello", inference.WithMaxTokens(200), WithIgnoreEOS()) {
 		n++
 		if n == 1 {
+			// The second call waits for the only slot, and for its context's end with it.
+			w := watchCtx(ctx, false)
+			defer w.cancel()
 			go func() {
-				_, _ = collect(m.Generate(ctx, "Hello"))
+				_, _ = collect(m.Generate(w, "Hello"))
 				waiting <- m.Err()
 			}()
-			time.Sleep(50 * time.Millisecond)
+			<-w.watched
 		}
 		if n == 3 {
 			m.Close()
@@ -281,12 +347,14 @@ func TestCloseWhileGenerating(t *testing.T) {
 }
 
 // A context that ends during BatchGenerate or Classify stops liblmx's call (a cancellation
-// token requested from Go) and the call returns the context's error.
+// token requested from Go) and the call returns the context's error. The contexts end when
+// the calls start watching them, after their check of the context up front: while liblmx's
+// call runs, however fast the machine.
 func TestCancelBatchAndClassify(t *testing.T) {
 	m := load(t, "qwen3", inference.WithContextLen(16384))
 	prompts := []string{"The keeper counted", "Once upon a time", "Hello", "Ships"}
-	c, cancel := context.WithCancel(ctx)
-	time.AfterFunc(100*time.Millisecond, cancel)
+	c := watchCtx(ctx, true)
+	defer c.cancel()
 	start := time.Now()
 	res, err := m.BatchGenerate(c, prompts, inference.WithMaxTokens(12000))
 	if !errors.Is(err, context.Canceled) || res != nil {
@@ -299,8 +367,8 @@ func TestCancelBatchAndClassify(t *testing.T) {
 	for i := range many {
 		many[i] = long
 	}
-	c2, cancel2 := context.WithCancel(ctx)
-	time.AfterFunc(100*time.Millisecond, cancel2)
+	c2 := watchCtx(ctx, true)
+	defer c2.cancel()
 	out, err := m.Classify(c2, many)
 	if !errors.Is(err, context.Canceled) || out != nil {
 		t.Fatalf("Classify after a cancel: %d results, %v", len(out), err)
