@@ -42,8 +42,8 @@ def rust(folder):
 
 
 def go(label):
-    # Output lines per (package, test) until the test ends; subtests' lines wait for their
-    # top-level test, which go test prints first.
+    # Output lines per (package, test) until the test ends; a failing subtest's lines wait
+    # for its parent's end, to be printed under it.
     lines = collections.defaultdict(list)
     children = collections.defaultdict(list)
     skips = []
@@ -65,18 +65,21 @@ def go(label):
                 sys.stdout.write(out)
         elif test and action in ("pass", "fail", "skip"):
             own = [l for l in lines.pop((pkg, test), []) if not l.startswith("=== ")]
-            mine = own + children.pop((pkg, test), [])
             if action == "skip":
                 # The reason is the last line logged before the "--- SKIP" line.
                 said = [l.strip() for l in own if not l.lstrip().startswith("--- SKIP")]
                 skips.append((f"{pkg} {test}", said[-1] if said else "(no reason given)"))
             if action == "fail":
+                # The "--- FAIL" line comes after the test's log in the stream; go test prints
+                # it first, and a subtest's lines indented under its parent's.
+                head = [l for l in own if l.startswith(f"--- FAIL: {test} (")]
+                block = head + [l for l in own if l not in head] + children.pop((pkg, test), [])
                 if "/" in test:
-                    children[pkg, test.rsplit("/", 1)[0]].extend(mine)
+                    children[pkg, test.rsplit("/", 1)[0]].extend("    " + l for l in block)
                 else:
-                    # The "--- FAIL" line comes last in the stream; go test prints it first.
-                    head = [l for l in mine if l.startswith("--- FAIL")]
-                    sys.stdout.write("".join(head + [l for l in mine if l not in head]))
+                    sys.stdout.write("".join(block))
+            else:
+                children.pop((pkg, test), None)
         sys.stdout.flush()
     summary(label, skips)
 
