@@ -320,9 +320,10 @@ pub extern "C" fn lmx_trainer_create(
         let mask = flag(p.mask_prompt, "params->mask_prompt")?;
         let layers = m.spec().layers.len();
         let tp = train_params(&p, layers)?;
-        let data = load_jsonl(Path::new(data_path), &m, mask)?;
+        let max_len = tp.max_seq_length as usize;
+        let data = load_jsonl(Path::new(data_path), &m, mask, max_len)?;
         let valid = match opt_path(p.valid_path, "params->valid_path")? {
-            Some(v) => Some(load_jsonl(Path::new(v), &m, mask)?),
+            Some(v) => Some(load_jsonl(Path::new(v), &m, mask, max_len)?),
             None => None,
         };
         let init = match opt_path(p.resume_adapter, "params->resume_adapter")? {

@@ -233,9 +233,14 @@ pub(crate) fn run(a: &TrainArgs) -> Result<()> {
     let model = a.model.load(&LoadParams { dtype, ..Default::default() })?;
     let params = a.params(model.num_layers());
     params.validate(model.num_layers())?;
-    let data = load_jsonl(&a.data, &model, a.mask_prompt).context("--data")?;
-    let valid =
-        a.valid.as_ref().map(|v| load_jsonl(v, &model, a.mask_prompt)).transpose().context("--valid")?;
+    let max_len = params.max_seq_length as usize;
+    let data = load_jsonl(&a.data, &model, a.mask_prompt, max_len).context("--data")?;
+    let valid = a
+        .valid
+        .as_ref()
+        .map(|v| load_jsonl(v, &model, a.mask_prompt, max_len))
+        .transpose()
+        .context("--valid")?;
     let init =
         a.resume_adapter.as_ref().map(|d| model.load_adapter(d)).transpose().context("--resume-adapter")?;
     let rows = data.len();
