@@ -16,6 +16,10 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
 use crate::model::{Message, Model};
 use crate::{Error, Result};
 
@@ -241,10 +245,15 @@ pub struct Batch {
 /// Batches as mlx-lm makes them: rows sorted by length, `batch_size` consecutive rows per
 /// batch (a remainder is dropped), the batch order shuffled each pass, width one more than
 /// the longest row rounded up to 32, rows cut at `max_len`.
+///
+/// The shuffle is `rand`'s Fisher-Yates over ChaCha8 seeded from the seed
+/// (`SeedableRng::seed_from_u64`): both are specified to give the same values on every
+/// platform, so a seed gives the same batch order everywhere (mlx-lm's numpy permutation is
+/// another order; nothing compares with it: its reference runs hold one batch).
 pub struct Batches {
     order: Vec<Vec<usize>>,
     at: usize,
-    rng: u64,
+    rng: ChaCha8Rng,
     max_len: usize,
 }
 
@@ -264,33 +273,17 @@ impl Batches {
         }
         let mut idx: Vec<usize> = (0..data.len()).collect();
         idx.sort_by_key(|&i| data[i].tokens.len());
-        let order = idx.chunks_exact(batch_size).map(|c| c.to_vec()).collect();
-        let mut b = Batches { order, at: 0, rng: seed ^ 0x9e37_79b9_7f4a_7c15, max_len };
-        b.shuffle();
-        Ok(b)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        // splitmix64
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn shuffle(&mut self) {
-        for i in (1..self.order.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            self.order.swap(i, j);
-        }
+        let mut order: Vec<Vec<usize>> = idx.chunks_exact(batch_size).map(|c| c.to_vec()).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        order.shuffle(&mut rng);
+        Ok(Batches { order, at: 0, rng, max_len })
     }
 
     /// The next batch, looping over the data (reshuffled each pass).
     pub fn next(&mut self, data: &[Example]) -> Batch {
         if self.at == self.order.len() {
             self.at = 0;
-            self.shuffle();
+            self.order.shuffle(&mut self.rng);
         }
         let rows = &self.order[self.at];
         self.at += 1;
