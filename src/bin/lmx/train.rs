@@ -36,7 +36,7 @@ pub(crate) struct TrainArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Training rows, one JSON object a line: {"text"}, {"prompt", "completion"} or
-    /// {"messages"}.
+    /// {"messages"}; up to 1 GiB, a row up to 64 MiB.
     #[arg(long, value_name = "FILE.jsonl")]
     pub data: PathBuf,
     /// Validation rows (same format), evaluated every --steps-per-eval updates and at the end.
@@ -97,7 +97,8 @@ pub(crate) struct TrainArgs {
     /// Recompute each layer's activations in the backward pass: less memory, slower.
     #[arg(long, help_heading = "Training")]
     pub grad_checkpoint: bool,
-    /// Cut rows to N tokens.
+    /// Cut rows to their first N tokens as they are read (only the start of a long row is
+    /// tokenized).
     #[arg(long, value_name = "N", default_value_t = TrainParams::default().max_seq_length,
           allow_negative_numbers = true, value_parser = at_least::<u32>(2), help_heading = "Training")]
     pub max_seq_length: u32,
