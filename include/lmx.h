@@ -34,6 +34,14 @@
 // Length of `lmx_device.name`, NUL included.
 #define LMX_DEVICE_NAME_MAX 256
 
+// Longest training or validation file lmx_trainer_create() reads, in bytes (1 GiB). The
+// file is read a row at a time; the cap bounds the time spent reading and the token ids kept.
+#define LMX_TRAIN_FILE_MAX_BYTES (1 << 30)
+
+// Longest row (line) of a training or validation file, in bytes (64 MiB). A row is held
+// whole while it is parsed, before it is cut to max_seq_length tokens.
+#define LMX_TRAIN_ROW_MAX_BYTES (64 << 20)
+
 // Maximum lengths (NUL included) of the strings in lmx_model_desc.
 #define LMX_NAME_MAX 64
 
@@ -320,9 +328,11 @@ typedef struct {
   // sizeof(lmx_train_params) as the caller's header declares it.
   size_t struct_size;
   // The training data: a JSONL file of {"text"}, {"prompt", "completion"} or {"messages"}
-  // rows (required).
+  // rows (required), a regular file of at most LMX_TRAIN_FILE_MAX_BYTES, each row (line) at
+  // most LMX_TRAIN_ROW_MAX_BYTES.
   const char *data_path;
-  // Validation data for lmx_trainer_evaluate() (NULL: the training data).
+  // Validation data for lmx_trainer_evaluate() (NULL: the training data), under the same
+  // limits and cut to max_seq_length the same way.
   const char *valid_path;
   // An adapter folder to continue training from (NULL: fresh weights from `seed`).
   const char *resume_adapter;
@@ -358,7 +368,11 @@ typedef struct {
   uint8_t mask_prompt;
   // Rows per batch (>= 1, at most the rows of the data). Default 4.
   uint32_t batch_size;
-  // Rows are cut to this many tokens (>= 2). Default 2048.
+  // Rows are cut to their first max_seq_length tokens as they are read (>= 2), as mlx-lm
+  // cuts them: the loss start of a masked prompt stays where it was, and a cut text row has
+  // no EOS. Only about as much of a long row is tokenized (and of a long chat row's
+  // messages rendered) as the kept tokens need, so a row longer than this costs little more
+  // than reading it. Default 2048.
   uint32_t max_seq_length;
   // Seeds the adapter's initial weights, the batch order and dropout. Default 0.
   uint64_t seed;
@@ -613,11 +627,16 @@ lmx_status lmx_adapter_fuse(const lmx_model *model,
 lmx_status lmx_train_params_init(lmx_train_params *params, size_t size);
 
 // Makes a trainer for `model` from `params` (not NULL; data_path set): reads and tokenizes
-// the data, makes (or loads) the adapter, and writes the trainer to `*trainer_out` (not
-// NULL); free it with lmx_trainer_free(). Returns LMX_OK; LMX_STATUS_INVALID_ARGUMENT (bad
+// the data, each row cut to its first params->max_seq_length tokens (only the start of a
+// long row is tokenized), makes (or loads) the adapter, and writes the trainer to
+// `*trainer_out` (not NULL); free it with lmx_trainer_free(). The trainer keeps at most
+// max_seq_length token ids a row. Returns LMX_OK; LMX_STATUS_INVALID_ARGUMENT (bad
 // parameters: a rank of 0, a learning rate that is not a positive number, an unknown target,
-// more rows per batch than the data has); LMX_STATUS_FORMAT (a malformed JSONL row: the
-// message names the row number; a bad adapter); LMX_STATUS_NOT_FOUND; LMX_STATUS_IO.
+// more rows per batch than the data has); LMX_STATUS_FORMAT (the message names the file and
+// the row number, 1-based as editors count lines: a malformed JSONL row, a row longer than
+// LMX_TRAIN_ROW_MAX_BYTES, a masked prompt that fills max_seq_length; a file longer than
+// LMX_TRAIN_FILE_MAX_BYTES; a path that is not a regular file, such as a FIFO or device,
+// refused without waiting on it; a bad adapter); LMX_STATUS_NOT_FOUND; LMX_STATUS_IO.
 lmx_status lmx_trainer_create(const lmx_model *model,
                               const lmx_train_params *params,
                               lmx_trainer **trainer_out);
@@ -658,8 +677,10 @@ lmx_status lmx_trainer_save_adapter(const lmx_trainer *trainer, const char *path
 // or infinite values, named in the message).
 lmx_status lmx_trainer_adapter(const lmx_trainer *trainer, lmx_adapter **adapter_out);
 
-// Frees a trainer (NULL accepted). Returns LMX_OK, LMX_STATUS_BUSY (nothing freed) while a
-// call runs on it, or LMX_STATUS_INVALID_ARGUMENT.
+// Frees a trainer (NULL accepted): its data, adapter and optimizer state, and the buffers
+// its steps left in MLX's buffer cache (the cache is emptied, as lmx_clear_cache() does).
+// Returns LMX_OK, LMX_STATUS_BUSY (nothing freed) while a call runs on it, or
+// LMX_STATUS_INVALID_ARGUMENT.
 lmx_status lmx_trainer_free(lmx_trainer *trainer);
 
 // Sets MLX's memory limit to `limit` bytes and writes the previous limit to `previous_out`

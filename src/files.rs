@@ -83,8 +83,11 @@ pub fn open_regular(path: &Path) -> Result<(File, u64)> {
     Ok((f, meta.len()))
 }
 
-/// The bytes of a regular file of at most `max` bytes.
-pub fn read_bytes(path: &Path, max: u64) -> Result<Vec<u8>> {
+/// Opens a regular file (see [`open_regular`]) of at most `max` bytes, refused from its size
+/// before anything is read. Returns the file and its size. The file may grow after the check:
+/// a reader reads at most `max + 1` bytes of it and refuses the file when it gets them (see
+/// [`too_long`]).
+pub fn open_capped(path: &Path, max: u64) -> Result<(File, u64)> {
     let (f, size) = open_regular(path)?;
     if size > max {
         return Err(Error::format(format!(
@@ -93,15 +96,22 @@ pub fn read_bytes(path: &Path, max: u64) -> Result<Vec<u8>> {
             max >> 20
         )));
     }
+    Ok((f, size))
+}
+
+/// The error for a file found longer than `max` bytes while reading it.
+pub fn too_long(path: &Path, max: u64) -> Error {
+    Error::format(format!("{}: more than the {} MiB this file may have", path.display(), max >> 20))
+}
+
+/// The bytes of a regular file of at most `max` bytes.
+pub fn read_bytes(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let (f, size) = open_capped(path, max)?;
     let mut buf = Vec::with_capacity(size as usize);
     // The file may grow meanwhile: read at most one byte past the cap to notice.
     f.take(max + 1).read_to_end(&mut buf).map_err(|e| describe(path, &e))?;
     if buf.len() as u64 > max {
-        return Err(Error::format(format!(
-            "{}: more than the {} MiB this file may have",
-            path.display(),
-            max >> 20
-        )));
+        return Err(too_long(path, max));
     }
     Ok(buf)
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use lmx::engine::train::{TrainParams, Trainer};
-use lmx::engine::train_data::{load_jsonl, make_batch, Batch};
+use lmx::engine::train_data::{load_jsonl, make_batch, Batch, Example};
 use lmx::engine::{GenerateParams, Session};
 use lmx::mlx::{ops, Array, Dtype};
 use lmx::model::nn::lora::{Lora, LoraWeights};
@@ -41,6 +41,17 @@ fn params(c: &Case, init: &LoraWeights) -> TrainParams {
     }
 }
 
+/// The reference runs' max_seq_length.
+fn max_len(c: &Case) -> usize {
+    c.r["max_seq_length"].as_u64().unwrap() as usize
+}
+
+/// The case's training rows, read as its reference run read them.
+fn rows(c: &Case) -> Vec<Example> {
+    load_jsonl(&c.dir.join("train.jsonl"), &c.model, c.r["mask_prompt"].as_bool().unwrap(), max_len(c))
+        .unwrap()
+}
+
 fn floats(a: &Array) -> Vec<f32> {
     ops::astype(a, Dtype::F32).unwrap().to_f32_vec().unwrap()
 }
@@ -55,8 +66,7 @@ fn rel(got: &[f32], want: &[f32]) -> f32 {
 fn the_data_pipeline_makes_mlx_lms_batch() {
     for name in CASES {
         let c = case(name);
-        let data =
-            load_jsonl(&c.dir.join("train.jsonl"), &c.model, c.r["mask_prompt"].as_bool().unwrap()).unwrap();
+        let data = rows(&c);
         let b = make_batch(data.iter(), 128);
         let want: Vec<Vec<i32>> = serde_json::from_value(c.r["batch_tokens"].clone()).unwrap();
         let spans: Vec<(i32, i32)> = serde_json::from_value::<Vec<[i32; 2]>>(c.r["batch_lengths"].clone())
@@ -90,8 +100,7 @@ fn loss_and_gradients_equal_mlx_lms() {
     for name in CASES {
         let c = case(name);
         let init = LoraWeights::load(&c.dir.join("init"), c.model.spec()).unwrap();
-        let data =
-            load_jsonl(&c.dir.join("train.jsonl"), &c.model, c.r["mask_prompt"].as_bool().unwrap()).unwrap();
+        let data = rows(&c);
         let batch = reference_batch(&c);
         let want = tensors(&c.dir.join("grads.safetensors"));
         for checkpoint in [false, true] {
@@ -126,8 +135,7 @@ fn twenty_steps_follow_mlx_lms_loss_curve() {
     for name in CASES {
         let c = case(name);
         let init = LoraWeights::load(&c.dir.join("init"), c.model.spec()).unwrap();
-        let data =
-            load_jsonl(&c.dir.join("train.jsonl"), &c.model, c.r["mask_prompt"].as_bool().unwrap()).unwrap();
+        let data = rows(&c);
         let mut t = Trainer::new(c.model.clone(), params(&c, &init), data, Some(init)).unwrap();
         let want: Vec<f32> = serde_json::from_value(c.r["losses"].clone()).unwrap();
         let mut got = Vec::new();
@@ -175,7 +183,7 @@ fn an_adapter_liblmx_trained_gives_its_logits_in_mlx_lm() {
     for name in ["qwen3_all", "llama_q4_last", "gemma3_all"] {
         let c = case(name);
         let init = LoraWeights::load(&c.dir.join("init"), c.model.spec()).unwrap();
-        let data = load_jsonl(&c.dir.join("train.jsonl"), &c.model, false).unwrap();
+        let data = load_jsonl(&c.dir.join("train.jsonl"), &c.model, false, max_len(&c)).unwrap();
         let mut t = Trainer::new(c.model.clone(), params(&c, &init), data, Some(init)).unwrap();
         for _ in 0..5 {
             t.step().unwrap();
@@ -231,7 +239,7 @@ fn bad_adapters_and_parameters_are_clear_errors() {
         LoraWeights::load(std::path::Path::new("/no/such"), spec).err().unwrap().kind,
         lmx::ErrorKind::NotFound
     );
-    let data = load_jsonl(&c.dir.join("train.jsonl"), &c.model, false).unwrap();
+    let data = load_jsonl(&c.dir.join("train.jsonl"), &c.model, false, max_len(&c)).unwrap();
     let mut p = TrainParams { batch_size: 4, ..TrainParams::default() };
     p.lora.num_layers = 2;
     p.lora.rank = 0;
@@ -248,10 +256,10 @@ fn bad_adapters_and_parameters_are_clear_errors() {
     let bad = TempDir::new("lora-bad");
     let f = bad.0.join("bad.jsonl");
     std::fs::write(&f, "{\"text\": \"ok\"}\n\n{\"messages\": [{\"role\": \"user\"}]}\n").unwrap();
-    let e = load_jsonl(&f, &c.model, false).err().unwrap();
+    let e = load_jsonl(&f, &c.model, false, max_len(&c)).err().unwrap();
     assert!(e.message.contains("row 3") && e.message.contains("messages"), "{e}");
     std::fs::write(&f, "{\"prompt\": \"a\"}\n").unwrap();
-    assert!(load_jsonl(&f, &c.model, false).err().unwrap().message.contains("row 1"));
+    assert!(load_jsonl(&f, &c.model, false, max_len(&c)).err().unwrap().message.contains("row 1"));
     // The model still generates the same afterwards.
     assert_eq!(greedy(), before, "the greedy continuation changed after the refused adapters and trainers");
 }
@@ -267,7 +275,7 @@ fn bfloat16_training_stays_finite_and_learns() {
         .unwrap(),
     );
     let init = LoraWeights::load(&c.dir.join("init"), bf16.spec()).unwrap();
-    let data = load_jsonl(&c.dir.join("train.jsonl"), &bf16, false).unwrap();
+    let data = load_jsonl(&c.dir.join("train.jsonl"), &bf16, false, max_len(&c)).unwrap();
     let mut t = Trainer::new(bf16, params(&c, &init), data, Some(init)).unwrap();
     let mut losses = Vec::new();
     for _ in 0..20 {

@@ -123,9 +123,11 @@ pub struct lmx_train_params {
     /// sizeof(lmx_train_params) as the caller's header declares it.
     pub struct_size: usize,
     /// The training data: a JSONL file of {"text"}, {"prompt", "completion"} or {"messages"}
-    /// rows (required).
+    /// rows (required), a regular file of at most LMX_TRAIN_FILE_MAX_BYTES, each row (line) at
+    /// most LMX_TRAIN_ROW_MAX_BYTES.
     pub data_path: *const c_char,
-    /// Validation data for lmx_trainer_evaluate() (NULL: the training data).
+    /// Validation data for lmx_trainer_evaluate() (NULL: the training data), under the same
+    /// limits and cut to max_seq_length the same way.
     pub valid_path: *const c_char,
     /// An adapter folder to continue training from (NULL: fresh weights from `seed`).
     pub resume_adapter: *const c_char,
@@ -161,11 +163,26 @@ pub struct lmx_train_params {
     pub mask_prompt: u8,
     /// Rows per batch (>= 1, at most the rows of the data). Default 4.
     pub batch_size: u32,
-    /// Rows are cut to this many tokens (>= 2). Default 2048.
+    /// Rows are cut to their first max_seq_length tokens as they are read (>= 2), as mlx-lm
+    /// cuts them: the loss start of a masked prompt stays where it was, and a cut text row has
+    /// no EOS. Only about as much of a long row is tokenized (and of a long chat row's
+    /// messages rendered) as the kept tokens need, so a row longer than this costs little more
+    /// than reading it. Default 2048.
     pub max_seq_length: u32,
     /// Seeds the adapter's initial weights, the batch order and dropout. Default 0.
     pub seed: u64,
 }
+
+/// Longest training or validation file lmx_trainer_create() reads, in bytes (1 GiB). The
+/// file is read a row at a time; the cap bounds the time spent reading and the token ids kept.
+pub const LMX_TRAIN_FILE_MAX_BYTES: u64 = 1 << 30;
+/// Longest row (line) of a training or validation file, in bytes (64 MiB). A row is held
+/// whole while it is parsed, before it is cut to max_seq_length tokens.
+pub const LMX_TRAIN_ROW_MAX_BYTES: u64 = 64 << 20;
+const _: () = assert!(
+    LMX_TRAIN_FILE_MAX_BYTES == crate::engine::train_data::DATA_FILE_MAX
+        && LMX_TRAIN_ROW_MAX_BYTES == crate::engine::train_data::ROW_MAX
+);
 
 /// What lmx_trainer_step() did. Set struct_size to sizeof(lmx_train_report).
 #[repr(C)]
@@ -297,11 +314,16 @@ fn opt_path<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
 }
 
 /// Makes a trainer for `model` from `params` (not NULL; data_path set): reads and tokenizes
-/// the data, makes (or loads) the adapter, and writes the trainer to `*trainer_out` (not
-/// NULL); free it with lmx_trainer_free(). Returns LMX_OK; LMX_STATUS_INVALID_ARGUMENT (bad
+/// the data, each row cut to its first params->max_seq_length tokens (only the start of a
+/// long row is tokenized), makes (or loads) the adapter, and writes the trainer to
+/// `*trainer_out` (not NULL); free it with lmx_trainer_free(). The trainer keeps at most
+/// max_seq_length token ids a row. Returns LMX_OK; LMX_STATUS_INVALID_ARGUMENT (bad
 /// parameters: a rank of 0, a learning rate that is not a positive number, an unknown target,
-/// more rows per batch than the data has); LMX_STATUS_FORMAT (a malformed JSONL row: the
-/// message names the row number; a bad adapter); LMX_STATUS_NOT_FOUND; LMX_STATUS_IO.
+/// more rows per batch than the data has); LMX_STATUS_FORMAT (the message names the file and
+/// the row number, 1-based as editors count lines: a malformed JSONL row, a row longer than
+/// LMX_TRAIN_ROW_MAX_BYTES, a masked prompt that fills max_seq_length; a file longer than
+/// LMX_TRAIN_FILE_MAX_BYTES; a path that is not a regular file, such as a FIFO or device,
+/// refused without waiting on it; a bad adapter); LMX_STATUS_NOT_FOUND; LMX_STATUS_IO.
 #[no_mangle]
 pub extern "C" fn lmx_trainer_create(
     model: *const lmx_model,
@@ -316,8 +338,9 @@ pub extern "C" fn lmx_trainer_create(
         }
         let r = train_request(params, m.num_layers())?;
         let data_path = r.data_path.ok_or_else(|| Error::invalid("params->data_path is NULL"))?;
-        let data = load_jsonl(Path::new(data_path), &m, r.mask_prompt)?;
-        let valid = r.valid_path.map(|v| load_jsonl(Path::new(v), &m, r.mask_prompt)).transpose()?;
+        let max_len = r.params.max_seq_length as usize;
+        let data = load_jsonl(Path::new(data_path), &m, r.mask_prompt, max_len)?;
+        let valid = r.valid_path.map(|v| load_jsonl(Path::new(v), &m, r.mask_prompt, max_len)).transpose()?;
         let init = r.resume_adapter.map(|dir| m.load_adapter(Path::new(dir))).transpose()?;
         let tp = r.params;
         let trainer = Trainer::new(m, tp, data, init)?;
@@ -491,13 +514,23 @@ pub extern "C" fn lmx_trainer_adapter(
     })
 }
 
-/// Frees a trainer (NULL accepted). Returns LMX_OK, LMX_STATUS_BUSY (nothing freed) while a
-/// call runs on it, or LMX_STATUS_INVALID_ARGUMENT.
+/// Frees a trainer (NULL accepted): its data, adapter and optimizer state, and the buffers
+/// its steps left in MLX's buffer cache (the cache is emptied, as lmx_clear_cache() does).
+/// Returns LMX_OK, LMX_STATUS_BUSY (nothing freed) while a call runs on it, or
+/// LMX_STATUS_INVALID_ARGUMENT.
 #[no_mangle]
 pub extern "C" fn lmx_trainer_free(trainer: *mut lmx_trainer) -> lmx_status {
     status(|| {
         let freed = super::handle::take_handle_if(trainer, "trainer", |t| t.lock().map(drop))?;
-        drop(freed);
+        if let Some(t) = freed {
+            // Dropping the trainer's arrays moves their memory (activations, gradients,
+            // optimizer state: for a real model, gigabytes) into MLX's buffer cache, where
+            // it would stay until MLX next wanted buffers of those sizes. A training run is
+            // a one-off: the memory goes back to the system now. The trainer is freed
+            // either way, so a failure to clear is no failure of this call.
+            drop(t);
+            let _ = crate::mlx::memory::clear_cache();
+        }
         Ok(())
     })
 }

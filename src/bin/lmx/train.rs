@@ -36,7 +36,7 @@ pub(crate) struct TrainArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Training rows, one JSON object a line: {"text"}, {"prompt", "completion"} or
-    /// {"messages"}.
+    /// {"messages"}; up to 1 GiB, a row up to 64 MiB.
     #[arg(long, value_name = "FILE.jsonl")]
     pub data: PathBuf,
     /// Validation rows (same format), evaluated every --steps-per-eval updates and at the end.
@@ -97,7 +97,8 @@ pub(crate) struct TrainArgs {
     /// Recompute each layer's activations in the backward pass: less memory, slower.
     #[arg(long, help_heading = "Training")]
     pub grad_checkpoint: bool,
-    /// Cut rows to N tokens.
+    /// Cut rows to their first N tokens as they are read (only the start of a long row is
+    /// tokenized).
     #[arg(long, value_name = "N", default_value_t = TrainParams::default().max_seq_length,
           allow_negative_numbers = true, value_parser = at_least::<u32>(2), help_heading = "Training")]
     pub max_seq_length: u32,
@@ -233,9 +234,14 @@ pub(crate) fn run(a: &TrainArgs) -> Result<()> {
     let model = a.model.load(&LoadParams { dtype, ..Default::default() })?;
     let params = a.params(model.num_layers());
     params.validate(model.num_layers())?;
-    let data = load_jsonl(&a.data, &model, a.mask_prompt).context("--data")?;
-    let valid =
-        a.valid.as_ref().map(|v| load_jsonl(v, &model, a.mask_prompt)).transpose().context("--valid")?;
+    let max_len = params.max_seq_length as usize;
+    let data = load_jsonl(&a.data, &model, a.mask_prompt, max_len).context("--data")?;
+    let valid = a
+        .valid
+        .as_ref()
+        .map(|v| load_jsonl(v, &model, a.mask_prompt, max_len))
+        .transpose()
+        .context("--valid")?;
     let init =
         a.resume_adapter.as_ref().map(|d| model.load_adapter(d)).transpose().context("--resume-adapter")?;
     let rows = data.len();
