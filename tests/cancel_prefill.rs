@@ -62,6 +62,8 @@ fn cancelling_a_long_prefill_stops_it_between_chunks_and_leaves_the_session_usab
     );
     assert_eq!(cached.len() % chunk, 0, "{} tokens cached", cached.len());
     assert_eq!(cached, prompt[..cached.len()]);
+    // The metrics count what was computed, not the whole prompt.
+    assert_eq!(out.metrics.prefill_tokens, cached.len(), "prefill_tokens of a cancelled prefill");
     eprintln!("cancelled after {} of {} prompt tokens", cached.len(), prompt.len());
     // The session is usable: the next call computes only what the cache lacks and continues
     // as a fresh session does.

@@ -17,10 +17,11 @@ fn close(a: &[f32], b: &[f32], tol: f32) {
     }
 }
 
+/// A path `name` in a temporary folder that lives for the whole test process (the tests
+/// here write a file and read it back within one test).
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lmx-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::Builder::new().prefix("lmx-mlx-layer-").tempdir().unwrap()).path().join(name)
 }
 
 #[test]

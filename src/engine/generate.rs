@@ -130,7 +130,8 @@ impl Generation {
             finish: None,
             metrics: Metrics {
                 prompt_tokens: prompt.len(),
-                prefill_tokens: prompt.len() - keep,
+                // Counted as chunks are computed: a prefill cancelled midway reports its part.
+                prefill_tokens: 0,
                 ..Metrics::default()
             },
             started,
@@ -166,6 +167,7 @@ impl Generation {
         let x = Array::from_slice(&ids, &[1, ids.len() as i32])?;
         let logits = st.forward_last(&self.model, &x)?;
         st.tokens.extend_from_slice(tokens);
+        self.metrics.prefill_tokens += tokens.len();
         Ok(logits)
     }
 
