@@ -100,17 +100,7 @@ func (m *Model) Capabilities() inference.CapabilityReport {
 			CacheMode:     CacheModeNative,
 			NativeRuntime: true,
 		},
-		Model: inference.ModelIdentity{
-			Path:          m.path,
-			Architecture:  d.Architecture,
-			QuantBits:     d.QuantBits,
-			QuantGroup:    d.QuantGroup,
-			ContextLength: d.ContextLength,
-			NumLayers:     d.NumLayers,
-			HiddenSize:    d.HiddenSize,
-			VocabSize:     d.VocabSize,
-			Labels:        map[string]string{"model_type": d.ModelType, "format": d.Format, "dtype": d.DType},
-		},
+		Model: modelIdentity(m.path, d, map[string]string{"format": d.Format, "dtype": d.DType}),
 		Tokenizer: inference.TokenizerIdentity{
 			Kind:   d.Tokenizer,
 			Labels: map[string]string{"chat_template_source": d.ChatTemplate},
@@ -129,4 +119,24 @@ func (m *Model) Capabilities() inference.CapabilityReport {
 		r.Capabilities = append(r.Capabilities, e)
 	}
 	return r
+}
+
+// modelIdentity is the contract's description of the model at path described by d; labels
+// add to the model_type label.
+func modelIdentity(path string, d Description, labels map[string]string) inference.ModelIdentity {
+	all := map[string]string{"model_type": d.ModelType}
+	for k, v := range labels {
+		all[k] = v
+	}
+	return inference.ModelIdentity{
+		Path:          path,
+		Architecture:  d.Architecture,
+		QuantBits:     d.QuantBits,
+		QuantGroup:    d.QuantGroup,
+		ContextLength: d.ContextLength,
+		NumLayers:     d.NumLayers,
+		HiddenSize:    d.HiddenSize,
+		VocabSize:     d.VocabSize,
+		Labels:        all,
+	}
 }

@@ -155,19 +155,9 @@ func (Backend) InspectModelPack(ctx context.Context, path string) (*inference.Mo
 		return nil, err
 	}
 	return &inference.ModelPackInspection{
-		Path:   path,
-		Format: d.Format,
-		Model: inference.ModelIdentity{
-			Path:          path,
-			Architecture:  d.Architecture,
-			QuantBits:     d.QuantBits,
-			QuantGroup:    d.QuantGroup,
-			ContextLength: d.ContextLength,
-			NumLayers:     d.NumLayers,
-			HiddenSize:    d.HiddenSize,
-			VocabSize:     d.VocabSize,
-			Labels:        map[string]string{"model_type": d.ModelType},
-		},
+		Path:      path,
+		Format:    d.Format,
+		Model:     modelIdentity(path, d, nil),
 		Supported: true,
 	}, nil
 }
