@@ -29,6 +29,15 @@ fn describe(path: &Path, e: &std::io::Error) -> Error {
     Error::io(path, e)
 }
 
+/// What a path that is not a regular file is, for error messages.
+fn not_regular(meta: &std::fs::Metadata) -> &'static str {
+    if meta.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file (a FIFO, socket or device)"
+    }
+}
+
 /// Checks that `path` may be written by [`write_replacing`]: new, or a regular file (a
 /// symbolic link, FIFO, socket, device or folder there is refused, naming it).
 pub fn check_replaceable(path: &Path) -> Result<()> {
@@ -37,10 +46,11 @@ pub fn check_replaceable(path: &Path) -> Result<()> {
             "{}: is a symbolic link; liblmx does not replace links (give the path it points to)",
             path.display()
         ))),
-        Ok(m) if !m.is_file() => {
-            let what = if m.is_dir() { "a folder" } else { "not a regular file (a FIFO, socket or device)" };
-            Err(Error::invalid(format!("{}: is {what}; liblmx only replaces regular files", path.display())))
-        }
+        Ok(m) if !m.is_file() => Err(Error::invalid(format!(
+            "{}: is {}; liblmx only replaces regular files",
+            path.display(),
+            not_regular(&m)
+        ))),
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(describe(path, &e)),
@@ -66,8 +76,7 @@ pub fn open_regular(path: &Path) -> Result<(File, u64)> {
     not_under_compute_lock(path)?;
     let meta = std::fs::metadata(path).map_err(|e| describe(path, &e))?;
     if !meta.is_file() {
-        let what = if meta.is_dir() { "a folder" } else { "not a regular file (a FIFO, socket or device)" };
-        return Err(Error::format(format!("{}: {what}", path.display())));
+        return Err(Error::format(format!("{}: {}", path.display(), not_regular(&meta))));
     }
     // O_NONBLOCK: should the path have become a FIFO since the check, opening does not wait
     // for a writer. It changes nothing for a regular file.
@@ -124,8 +133,8 @@ pub fn read_text(path: &Path, max: u64) -> Result<String> {
 }
 
 /// Writes the file at `path` through `write` (given a temporary path in the same folder,
-/// ending in `.{ext}`: MLX's writers name their files by type), then renames it over `path`: a failed write leaves what was there.
-/// `path` must be new or a regular file: an existing FIFO, socket, device, folder or symlink
+/// ending in `.{ext}`: MLX's writers name their files by type), then renames it over `path`:
+/// a failed write leaves what was there. `path` must be new or a regular file: an existing FIFO, socket, device, folder or symlink
 /// is refused, never replaced. Errors name `path`, not the temporary file.
 pub fn write_replacing(path: &Path, ext: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     not_under_compute_lock(path)?;
@@ -138,15 +147,10 @@ pub fn write_replacing(path: &Path, ext: &str, write: impl FnOnce(&Path) -> Resu
         .into_owned();
     let tmp = dir.join(format!(".{base}.{}.lmx-tmp.{ext}", std::process::id()));
     let r = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, &e)));
-    if let Err(e) = r {
+    r.map_err(|mut e| {
         let _ = std::fs::remove_file(&tmp);
         // The temporary file is an implementation detail: the error names the caller's path.
-        let tmp_s = tmp.display().to_string();
-        let mut e = e;
-        if e.message.contains(&tmp_s) {
-            e.message = e.message.replace(&tmp_s, &path.display().to_string());
-        }
-        return Err(e);
-    }
-    Ok(())
+        e.message = e.message.replace(&tmp.display().to_string(), &path.display().to_string());
+        e
+    })
 }
