@@ -49,11 +49,9 @@ impl Fingerprint {
 
     /// A weight file's name, size, and first and last [`SAMPLE`] bytes.
     pub fn sample(&mut self, path: &Path) -> Result<&mut Self> {
-        let s = Sample::of(path)?;
-        self.field(s.name.as_bytes()).field(&s.size.to_le_bytes()).field(&s.head);
-        if let Some(t) = &s.tail {
-            self.field(t);
-        }
+        Sample::of(path)?.hash_into(&mut |d| {
+            self.field(d);
+        });
         Ok(self)
     }
 
@@ -90,6 +88,17 @@ impl Sample {
             None
         };
         Ok(Sample { name, size, head, tail })
+    }
+
+    /// Feeds the sample to a hash as fields: name, size, head, and the tail where there is one
+    /// (the same sequence for both fingerprint formats).
+    fn hash_into(&self, field: &mut dyn FnMut(&[u8])) {
+        field(self.name.as_bytes());
+        field(&self.size.to_le_bytes());
+        field(&self.head);
+        if let Some(t) = &self.tail {
+            field(t);
+        }
     }
 }
 
@@ -143,11 +152,9 @@ impl Legacy {
     pub fn compute(&self) -> Result<String> {
         let mut h = Fnv::new();
         let sample = |h: &mut Fnv, p: &Path| -> Result<()> {
-            let s = Sample::of(p)?;
-            h.field(s.name.as_bytes()).field(&s.size.to_le_bytes()).field(&s.head);
-            if let Some(t) = &s.tail {
-                h.field(t);
-            }
+            Sample::of(p)?.hash_into(&mut |d| {
+                h.field(d);
+            });
             Ok(())
         };
         match self {
