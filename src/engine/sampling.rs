@@ -172,8 +172,7 @@ impl Sampler {
     }
 
     fn choose(&mut self, logits: &Array) -> Result<Array> {
-        let history = self.history.clone();
-        let history = history.as_ref();
+        let history = self.history.as_ref();
         let plain =
             self.bias.is_none() && self.held.is_none() && (history.is_none() || !self.needs_history());
         if self.p.temperature == 0.0 && plain {
