@@ -62,6 +62,16 @@ static void test_load_and_info(lmx_model **out) {
   printf("model: %s (%s), %llu params, %d layers, template %s\n", d.architecture, d.model_type,
          (unsigned long long)d.param_count, d.num_layers, d.chat_template);
   CHECK_ERR(lmx_model_info(NULL, &d), LMX_STATUS_INVALID_ARGUMENT, "model is NULL");
+  /* Inspecting the folder without loading it agrees with the loaded model on what the
+     config says (the context is the model's own: no load parameters apply). */
+  lmx_model_desc in = {.struct_size = sizeof in};
+  CHECK(lmx_model_inspect(model_dir, &in) == LMX_OK);
+  CHECK(strcmp(in.architecture, d.architecture) == 0 && strcmp(in.model_type, d.model_type) == 0);
+  CHECK(in.num_layers == d.num_layers && in.hidden_size == d.hidden_size && in.vocab_size == d.vocab_size);
+  CHECK(in.num_heads == d.num_heads && in.num_kv_heads == d.num_kv_heads && in.head_dim == d.head_dim);
+  CHECK(in.quant_bits == d.quant_bits && strcmp(in.format, "safetensors") == 0);
+  CHECK(in.param_count == 0 && in.dtype[0] == '\0'); /* what only a load knows is left empty */
+  CHECK_ERR(lmx_model_inspect("/no/such/model", &in), LMX_STATUS_NOT_FOUND, "/no/such/model");
   *out = m;
 }
 
