@@ -2,11 +2,12 @@
 //! built and dispatched before token n is handed out, so the device works while the caller
 //! handles a token.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::cancel::Cancel;
+use super::guide::Guide;
 use super::metrics::Metrics;
 use super::params::GenerateParams;
 use super::sampling::Sampler;
@@ -86,16 +87,38 @@ pub struct Generation {
     started: Instant,
     first_token: Option<Instant>,
     ctx_limit: i32,
+    /// Constrained decoding: the matcher's thread, the next step's logits (dispatched, not
+    /// yet sampled), tokens chosen and not yet handed out, and how generation ends once they
+    /// are (the grammar complete, or the token budget spent on forced tokens).
+    guide: Option<Guide>,
+    logits: Option<Array>,
+    queue: VecDeque<u32>,
+    end_after_queue: Option<FinishReason>,
+}
+
+/// What [`Generation::prepare`] makes before a session's state is taken.
+pub(crate) struct Prepared {
+    sampler: Sampler,
+    guide: Option<Guide>,
 }
 
 impl Generation {
     /// Everything that can fail is prepared before the session's state is taken, so an error
     /// never strands the state outside its session: the sampler, its penalty history started
     /// from the prompt.
-    pub(crate) fn prepare(model: &Model, prompt: &[u32], params: &GenerateParams) -> Result<Sampler> {
+    /// A constraint is compiled here too, so that one that does not compile fails the call.
+    pub(crate) fn prepare(model: &Model, prompt: &[u32], params: &GenerateParams) -> Result<Prepared> {
         let mut sampler = Sampler::new(&params.sampler)?;
         sampler.start_history(&[prompt], model.vocab())?;
-        Ok(sampler)
+        let guide = match &params.constraint {
+            Some(c) => {
+                let mut eos: Vec<u32> = model.stop_ids(&params.stop_tokens, params.ignore_eos).into_iter().collect();
+                eos.sort_unstable();
+                Some(Guide::new(model, c, true, eos)?)
+            }
+            None => None,
+        };
+        Ok(Prepared { sampler, guide })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -108,7 +131,7 @@ impl Generation {
         prompt: &[u32],
         keep: usize,
         params: &GenerateParams,
-        sampler: Sampler,
+        prepared: Prepared,
     ) -> Generation {
         let started = Instant::now();
         let eos = model.stop_ids(&params.stop_tokens, params.ignore_eos);
@@ -120,7 +143,11 @@ impl Generation {
             caller_cancel: params.cancel.clone(),
             cancel,
             current,
-            sampler,
+            sampler: prepared.sampler,
+            guide: prepared.guide,
+            logits: None,
+            queue: VecDeque::new(),
+            end_after_queue: None,
             to_prefill: prompt[keep..].to_vec(),
             pending: None,
             generated: Vec::new(),
@@ -191,6 +218,25 @@ impl Generation {
     /// Runs the prefill: every prompt token but the last in chunks (the cache evaluated after
     /// each, cancellation checked between), then the last one, dispatching the first token.
     fn prefill(&mut self) -> Result<bool> {
+        if !self.prefill_chunks()? {
+            return Ok(false);
+        }
+        let last = self.to_prefill.split_off(0);
+        let _lock = compute_lock();
+        let stream = self.stream()?;
+        with_stream(&stream, || -> Result<()> {
+            let logits = self.feed(&last)?;
+            // The first token carries the check of the prompt's logits for NaN.
+            let y = super::sampling::nan_guard(&logits, &self.sample(&logits)?)?;
+            mlx::async_eval(&[&y])?;
+            self.pending = Some(y);
+            Ok(())
+        })?;
+        Ok(true)
+    }
+
+    /// Every prompt token but the last, in chunks; false when cancelled between two.
+    fn prefill_chunks(&mut self) -> Result<bool> {
         let chunk = self.params.prefill_chunk;
         while self.to_prefill.len() > 1 {
             let n = chunk.min(self.to_prefill.len() - 1);
@@ -208,17 +254,6 @@ impl Generation {
                 return Ok(false);
             }
         }
-        let last = self.to_prefill.split_off(0);
-        let _lock = compute_lock();
-        let stream = self.stream()?;
-        with_stream(&stream, || -> Result<()> {
-            let logits = self.feed(&last)?;
-            // The first token carries the check of the prompt's logits for NaN.
-            let y = super::sampling::nan_guard(&logits, &self.sample(&logits)?)?;
-            mlx::async_eval(&[&y])?;
-            self.pending = Some(y);
-            Ok(())
-        })?;
         Ok(true)
     }
 
@@ -257,6 +292,9 @@ impl Generation {
     fn advance(&mut self) -> Result<Option<Event>> {
         if self.cancelled() {
             return Ok(self.end(FinishReason::Cancelled, true));
+        }
+        if self.guide.is_some() {
+            return self.advance_guided();
         }
         if self.pending.is_none() && !self.prefill()? {
             return Ok(self.end(FinishReason::Cancelled, true));
@@ -333,6 +371,152 @@ impl Generation {
             return Ok(Some(merge(ev, tail)));
         }
         Ok(Some(ev))
+    }
+
+    /// Constrained decoding's `advance`: hands out the next chosen token, choosing more when
+    /// none is left.
+    fn advance_guided(&mut self) -> Result<Option<Event>> {
+        if self.queue.is_empty() && self.end_after_queue.is_none() && !self.choose_guided()? {
+            return Ok(self.end(FinishReason::Cancelled, true));
+        }
+        let Some(id) = self.queue.pop_front() else {
+            let reason = self.end_after_queue.unwrap_or(FinishReason::Stop);
+            return Ok(self.end(reason, true));
+        };
+        if self.first_token.is_none() {
+            self.first_token = Some(Instant::now());
+        }
+        if self.generated.len() % CLEAR_CACHE_EVERY == CLEAR_CACHE_EVERY - 1 {
+            memory::clear_cache()?;
+        }
+        if self.eos.contains(&id) {
+            return Ok(self.end(FinishReason::Stop, true));
+        }
+        self.generated.push(id);
+        let (text, stopped) = self.out.push(self.model.tokenizer(), id)?;
+        let ev = Event { id: Some(id), text };
+        if stopped {
+            self.end(FinishReason::Stop, false);
+            return Ok(Some(ev));
+        }
+        if self.queue.is_empty() {
+            if let Some(reason) = self.end_after_queue {
+                let tail = self.end(reason, true);
+                return Ok(Some(merge(ev, tail)));
+            }
+        }
+        if self.cancelled() {
+            let tail = self.end(FinishReason::Cancelled, true);
+            return Ok(Some(merge(ev, tail)));
+        }
+        Ok(Some(ev))
+    }
+
+    fn guide(&mut self) -> Result<&mut Guide> {
+        self.guide.as_mut().ok_or_else(|| Error::internal("constrained step without a constraint"))
+    }
+
+    fn cache_offset(&self) -> i32 {
+        self.state.as_ref().map(|s| s.cache.offset()).unwrap_or(0)
+    }
+
+    /// Chooses the next tokens under the constraint into the queue: the tokens the grammar
+    /// forces, fed to the model in one forward pass, then one drawn under the grammar's mask.
+    /// As in unconstrained decoding, the drawn token's forward pass is dispatched before the
+    /// token is read, and while the device computes it the guide's thread computes the mask
+    /// that will apply to its logits. False when cancelled during the prefill.
+    fn choose_guided(&mut self) -> Result<bool> {
+        if self.logits.is_none() {
+            // The matcher works out the first mask while the prompt is computed.
+            self.guide()?.tell(Vec::new())?;
+            if !self.prefill_chunks()? {
+                return Ok(false);
+            }
+            let last = self.to_prefill.split_off(0);
+            let _lock = compute_lock();
+            let stream = self.stream()?;
+            with_stream(&stream, || -> Result<()> {
+                let l = self.feed(&last)?;
+                mlx::async_eval(&[&l])?;
+                self.logits = Some(l);
+                Ok(())
+            })?;
+        }
+        let wait = Instant::now();
+        let step = self.guide()?.step()?;
+        self.metrics.constraint_wait_seconds += wait.elapsed().as_secs_f64();
+        self.metrics.constraint_seconds += step.seconds;
+        // Tokens that may still be generated, and appended to the sequence.
+        let room = self.params.max_tokens.saturating_sub(self.generated.len());
+        let fit = (self.ctx_limit - self.cache_offset()).max(0) as usize;
+        let mut forced = step.forced;
+        if step.done || forced.len() >= room.min(fit) {
+            let reason = if step.done && forced.len() <= room.min(fit) { FinishReason::Stop } else { FinishReason::Length };
+            forced.truncate(room.min(fit));
+            self.metrics.forced_tokens += forced.len();
+            self.queue.extend(forced);
+            self.end_after_queue = Some(reason);
+            self.logits = None;
+            return Ok(true);
+        }
+        let mut logits = self.logits.take().ok_or_else(|| Error::internal("no logits to draw from"))?;
+        if !forced.is_empty() {
+            self.metrics.forced_tokens += forced.len();
+            let _lock = compute_lock();
+            let stream = self.stream()?;
+            logits = with_stream(&stream, || self.feed(&forced))?;
+            // Not prompt tokens: feed() counted them as such.
+            self.metrics.prefill_tokens -= forced.len();
+            self.queue.extend(forced);
+        }
+        let first = self.first_token.is_none() && self.queue.is_empty();
+        let more = self.generated.len() + self.queue.len() + 1 < self.params.max_tokens
+            && self.cache_offset() + 2 <= self.ctx_limit;
+        let words = step.mask.len();
+        let id = {
+            let _lock = compute_lock();
+            let stream = self.stream()?;
+            with_stream(&stream, || -> Result<u32> {
+                self.sampler.allow(&step.mask, words)?;
+                let mut y = self.sample(&logits)?;
+                if first {
+                    // The first token carries the check of the prompt's logits for NaN, and
+                    // is read before anything is built on it.
+                    y = super::sampling::nan_guard(&logits, &y)?;
+                    let id = y.item::<u32>()?;
+                    if id == super::sampling::NAN_TOKEN {
+                        return Err(super::sampling::nan_error());
+                    }
+                }
+                if more {
+                    let st = self.state.as_mut().expect("state");
+                    let next = st.forward_last(&self.model, &ops::reshape(&y, &[1, 1])?)?;
+                    mlx::async_eval(&[&y, &next])?;
+                    self.logits = Some(next);
+                } else {
+                    mlx::async_eval(&[&y])?;
+                }
+                let wait = Instant::now();
+                let id = y.item::<u32>()?;
+                if !first {
+                    self.metrics.decode_wait_seconds += wait.elapsed().as_secs_f64();
+                }
+                Ok(id)
+            })?
+        };
+        self.queue.push_back(id);
+        if !more {
+            self.end_after_queue = Some(FinishReason::Length);
+            self.logits = None;
+            return Ok(true);
+        }
+        if let Some(st) = self.state.as_mut() {
+            st.tokens.push(id);
+        }
+        if !self.eos.contains(&id) {
+            self.guide()?.tell(vec![id])?;
+        }
+        Ok(true)
     }
 
     /// Ends a generation that is still running, as cancelled (metrics complete). Nothing more

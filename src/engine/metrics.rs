@@ -23,6 +23,12 @@ pub struct Metrics {
     /// Seconds of `decode_seconds` spent waiting for the device to produce a token; the rest
     /// is host work (building and dispatching steps, detokenizing, the caller's callback).
     pub decode_wait_seconds: f64,
+    /// Constrained decoding: seconds the matcher computed masks and forced tokens (on its
+    /// own thread, beside the device), and seconds of that the decode loop waited for it.
+    pub constraint_seconds: f64,
+    pub constraint_wait_seconds: f64,
+    /// Tokens the constraint forced, appended without a decode step each.
+    pub forced_tokens: usize,
     /// MLX peak memory during the call, in bytes.
     pub peak_memory: u64,
     /// MLX active memory at the end of the call, in bytes.

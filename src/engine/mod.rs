@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod cancel;
 pub mod generate;
+mod guide;
 pub mod metrics;
 pub mod params;
 pub mod sampling;

@@ -72,6 +72,8 @@ pub struct GenerateParams {
     pub skip_special_tokens: bool,
     /// Stops the call when requested (checked between prefill chunks and decode steps).
     pub cancel: Option<super::Cancel>,
+    /// What the output must match (JSON schema, regex, grammar, choice); None: anything.
+    pub constraint: Option<crate::model::Constraint>,
 }
 
 impl Default for GenerateParams {
@@ -86,6 +88,7 @@ impl Default for GenerateParams {
             prefill_chunk: 2048,
             skip_special_tokens: true,
             cancel: None,
+            constraint: None,
         }
     }
 }
@@ -164,6 +167,9 @@ impl GenerateParams {
         }
         if self.prefill_chunk == 0 {
             return Err(Error::invalid("prefill_chunk must be at least 1"));
+        }
+        if let Some(c) = &self.constraint {
+            c.validate()?;
         }
         Ok(())
     }

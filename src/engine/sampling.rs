@@ -19,6 +19,12 @@ pub struct Sampler {
     /// Whether the history may hold the padding id V (vocabulary size): rows of a batch with
     /// fewer tokens than the window.
     padded_history: bool,
+    /// Constrained decoding: the allowed tokens of the next draw, bitmasks [B, ceil(V/32)]
+    /// uint32 (see [`Sampler::allow`]).
+    allowed: Option<Array>,
+    /// For each id of the vocabulary, its mask word and bit: ([V] int32, [V] uint32), made
+    /// once for the vocabulary size.
+    bit_index: Option<(Array, Array, i32)>,
 }
 
 fn scalar(v: f32) -> Array {
@@ -51,7 +57,16 @@ impl Sampler {
             let n = ids.len() as i32;
             Some((Array::from_slice(&ids, &[1, n])?, Array::from_slice(&vals, &[1, n])?))
         };
-        Ok(Sampler { p: p.clone(), key, bias, history: None, held: None, padded_history: false })
+        Ok(Sampler {
+            p: p.clone(),
+            key,
+            bias,
+            history: None,
+            held: None,
+            padded_history: false,
+            allowed: None,
+            bit_index: None,
+        })
     }
 
     /// Starts the penalty history from each row's tokens so far (prompts), when a penalty is
@@ -106,6 +121,32 @@ impl Sampler {
     /// Whether ids are held.
     pub fn holding(&self) -> bool {
         self.held.is_some()
+    }
+
+    /// Restricts the next draw to the tokens whose bits are set in `words` (row after row,
+    /// `words_per_row` uint32 words each, bit i of word i/32 for id i): a constraint's mask.
+    /// Only the words travel to the device; the comparison runs there. Applies to one draw.
+    pub fn allow(&mut self, words: &[u32], words_per_row: usize) -> Result<()> {
+        let rows = words.len() / words_per_row.max(1);
+        self.allowed = Some(Array::from_slice(words, &[rows as i32, words_per_row as i32])?);
+        Ok(())
+    }
+
+    /// `logits` [B, V] with the tokens outside the allowed set at -inf.
+    fn mask_allowed(&mut self, logits: Array, words: &Array) -> Result<Array> {
+        let vocab = logits.dim(-1)?;
+        if self.bit_index.as_ref().is_none_or(|(_, _, v)| *v != vocab) {
+            let ids: Vec<i32> = (0..vocab).collect();
+            let word: Vec<i32> = ids.iter().map(|i| i / 32).collect();
+            let bit: Vec<u32> = ids.iter().map(|&i| (i % 32) as u32).collect();
+            self.bit_index =
+                Some((Array::from_slice(&word, &[vocab])?, Array::from_slice(&bit, &[vocab])?, vocab));
+        }
+        let (word, bit, _) = self.bit_index.as_ref().expect("made above");
+        let picked = ops::take(words, word, 1)?;
+        let set = ops::bitwise_and(&ops::right_shift(&picked, bit)?, &Array::from_slice(&[1u32], &[1])?)?;
+        let allowed = ops::greater(&set, &Array::from_slice(&[0u32], &[1])?)?;
+        ops::where_(&allowed, &logits, &scalar(f32::NEG_INFINITY))
     }
 
     /// Applies bias and penalties to float32 logits [B, V]; `history` is [B, n] int32 (recent
@@ -172,15 +213,23 @@ impl Sampler {
     }
 
     fn choose(&mut self, logits: &Array) -> Result<Array> {
+        let allowed = self.allowed.take();
         let history = self.history.as_ref();
-        let plain =
-            self.bias.is_none() && self.held.is_none() && (history.is_none() || !self.needs_history());
+        let plain = self.bias.is_none()
+            && self.held.is_none()
+            && allowed.is_none()
+            && (history.is_none() || !self.needs_history());
         if self.p.temperature == 0.0 && plain {
             // Greedy with nothing to adjust: the argmax of the logits as they are (converting
             // to float32 first changes no value, only costs a kernel per token).
             return ops::argmax(logits, -1, false);
         }
-        let logits = self.adjust(ops::astype(logits, Dtype::F32)?, history)?;
+        let mut logits = ops::astype(logits, Dtype::F32)?;
+        if let Some(words) = &allowed {
+            logits = self.mask_allowed(logits, words)?;
+        }
+        let history = self.history.as_ref();
+        let logits = self.adjust(logits, history)?;
         let p = &self.p;
         if p.temperature == 0.0 {
             return ops::argmax(&logits, -1, false);

@@ -263,7 +263,7 @@ impl Session {
     pub fn start(&self, prompt: &[u32], params: &GenerateParams) -> Result<Generation> {
         params.validate(self.model.vocab())?;
         self.model.check_prompt(prompt, "the prompt")?;
-        let sampler = Generation::prepare(&self.model, prompt, params)?;
+        let prepared = Generation::prepare(&self.model, prompt, params)?;
         let mut state = self.take_state()?;
         let keep = match state.reuse(prompt) {
             Ok(k) => k,
@@ -292,7 +292,7 @@ impl Session {
             prompt,
             keep,
             params,
-            sampler,
+            prepared,
         ))
     }
 

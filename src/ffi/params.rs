@@ -8,7 +8,7 @@ use super::lmx_status;
 use super::sized::{c_struct, flag, init, read_in, AnyBits};
 use crate::engine::{GenerateParams, SamplerParams};
 use crate::mlx::{Device, Dtype};
-use crate::model::LoadParams;
+use crate::model::{Constraint, LoadParams};
 use crate::{Error, Result};
 
 /// Floating-point type to keep and compute weights in: one of the LMX_DTYPE_* values.
@@ -25,6 +25,21 @@ pub type lmx_device_kind = i32;
 pub const LMX_DEVICE_DEFAULT: lmx_device_kind = 0;
 pub const LMX_DEVICE_CPU: lmx_device_kind = 1;
 pub const LMX_DEVICE_GPU: lmx_device_kind = 2;
+
+/// What a generation's output must match: one of the LMX_CONSTRAINT_* values.
+pub type lmx_constraint_kind = i32;
+/// No constraint.
+pub const LMX_CONSTRAINT_NONE: lmx_constraint_kind = 0;
+/// A JSON value valid against the JSON Schema in constraint_text.
+pub const LMX_CONSTRAINT_JSON_SCHEMA: lmx_constraint_kind = 1;
+/// Any JSON object (constraint_text unused).
+pub const LMX_CONSTRAINT_JSON_OBJECT: lmx_constraint_kind = 2;
+/// Text the regular expression in constraint_text matches whole.
+pub const LMX_CONSTRAINT_REGEX: lmx_constraint_kind = 3;
+/// Text in the language of the Lark grammar (llguidance's format) in constraint_text.
+pub const LMX_CONSTRAINT_GRAMMAR: lmx_constraint_kind = 4;
+/// Exactly one of the strings in choices.
+pub const LMX_CONSTRAINT_CHOICE: lmx_constraint_kind = 5;
 
 /// Most stop strings in lmx_generate_params.
 pub const LMX_MAX_STOP_STRINGS: usize = 64;
@@ -110,6 +125,20 @@ pub struct lmx_generate_params {
     /// stop string can begin in the text of the first min_tokens tokens). max_tokens and the
     /// context length still end generation. 0 = off. Default 0.
     pub min_tokens: u32,
+    /// What the output must match: an LMX_CONSTRAINT_* value. Default LMX_CONSTRAINT_NONE.
+    /// A constraint that does not compile (invalid JSON, an unsupported schema keyword, a
+    /// regex or grammar error, a grammar no text satisfies) fails the call with
+    /// LMX_STATUS_INVALID_ARGUMENT and a message naming the kind and what failed; nothing is
+    /// generated and the session stays usable. Tokens the constraint forces are appended
+    /// without a decode step each. The output ends when the constraint is satisfied and
+    /// nothing more may follow, at an EOS the constraint allows, or at max_tokens (finish
+    /// reason "length": then it may be incomplete).
+    pub constraint: lmx_constraint_kind,
+    /// The JSON Schema, regular expression or grammar (NUL-terminated UTF-8, at most 1 MiB).
+    pub constraint_text: *const c_char,
+    /// LMX_CONSTRAINT_CHOICE: n_choices NUL-terminated UTF-8 strings, each non-empty.
+    pub choices: *const *const c_char,
+    pub n_choices: usize,
 }
 
 c_struct!(lmx_model_params { struct_size, context_length, dtype, device });
@@ -139,7 +168,11 @@ c_struct!(lmx_generate_params {
     n_logit_bias,
     prefill_chunk,
     cancel,
-    min_tokens
+    min_tokens,
+    constraint,
+    constraint_text,
+    choices,
+    n_choices
 });
 // SAFETY: only integers, floats and raw pointers (the layout test lists every field).
 unsafe impl AnyBits for lmx_generate_params {}
@@ -180,6 +213,10 @@ fn generate_defaults() -> lmx_generate_params {
         prefill_chunk: d.prefill_chunk as u32,
         cancel: std::ptr::null(),
         min_tokens: d.min_tokens as u32,
+        constraint: LMX_CONSTRAINT_NONE,
+        constraint_text: std::ptr::null(),
+        choices: std::ptr::null(),
+        n_choices: 0,
     }
 }
 
@@ -291,7 +328,39 @@ impl lmx_generate_params {
             prefill_chunk: self.prefill_chunk as usize,
             skip_special_tokens: flag(self.skip_special_tokens, "params->skip_special_tokens")?,
             cancel,
+            constraint: self.constraint()?,
         })
+    }
+
+    fn constraint(&self) -> Result<Option<Constraint>> {
+        let text = || str_arg(self.constraint_text, "params->constraint_text").map(str::to_string);
+        Ok(Some(match self.constraint {
+            LMX_CONSTRAINT_NONE => return Ok(None),
+            LMX_CONSTRAINT_JSON_SCHEMA => Constraint::JsonSchema(text()?),
+            LMX_CONSTRAINT_JSON_OBJECT => Constraint::JsonObject,
+            LMX_CONSTRAINT_REGEX => Constraint::Regex(text()?),
+            LMX_CONSTRAINT_GRAMMAR => Constraint::Lark(text()?),
+            LMX_CONSTRAINT_CHOICE => {
+                if self.n_choices > crate::model::grammar::MAX_CHOICES {
+                    return Err(Error::invalid(format!(
+                        "params->n_choices is {}; at most {}",
+                        self.n_choices,
+                        crate::model::grammar::MAX_CHOICES
+                    )));
+                }
+                let list = slice(self.choices, self.n_choices, "params->choices")?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &s)| str_arg(s, &format!("params->choices[{i}]")).map(str::to_string))
+                    .collect::<Result<Vec<String>>>()?;
+                Constraint::Choice(list)
+            }
+            v => {
+                return Err(Error::invalid(format!(
+                    "params->constraint is {v}; it must be an LMX_CONSTRAINT_* value (0 to 5)"
+                )))
+            }
+        }))
     }
 }
 

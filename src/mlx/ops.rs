@@ -136,6 +136,8 @@ binary! {
     greater => mlx_greater;
     greater_equal => mlx_greater_equal;
     logical_and => mlx_logical_and;
+    bitwise_and => mlx_bitwise_and;
+    right_shift => mlx_right_shift;
     /// Matrix product with NumPy broadcasting of the batch dimensions.
     matmul => mlx_matmul;
 }

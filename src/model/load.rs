@@ -188,6 +188,7 @@ fn load_folder(dir: &Path, params: &LoadParams, start: Instant) -> Result<Model>
         device,
         fingerprint: fp.finish(),
         legacy: Some(Legacy::Folder(dir.to_path_buf())),
+        grammars: Default::default(),
     })
 }
 
@@ -248,6 +249,7 @@ fn load_gguf(path: &Path, params: &LoadParams, start: Instant) -> Result<Model> 
         device,
         fingerprint: fingerprint::of_gguf(path)?,
         legacy: Some(Legacy::Gguf(path.to_path_buf())),
+        grammars: Default::default(),
     })
 }
 

@@ -17,6 +17,7 @@ pub mod arch;
 pub mod config;
 pub mod fingerprint;
 pub mod gguf;
+pub mod grammar;
 pub mod info;
 pub mod inspect;
 mod load;
@@ -26,8 +27,10 @@ pub mod weights;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 pub use arch::spec::ModelSpec;
+pub use grammar::{Constraint, Grammars, Matcher};
 pub use info::ModelInfo;
 pub use inspect::{inspect, Inspection};
 pub use load::LoadParams;
@@ -55,6 +58,9 @@ pub struct Model {
     /// How the fingerprint of liblmx's first session-file format is computed for this model
     /// (None where it cannot be: a model with an adapter fused in).
     legacy: Option<fingerprint::Legacy>,
+    /// The grammar compiler for constrained decoding, built on first use (it walks the
+    /// vocabulary once), or why it cannot be.
+    grammars: OnceLock<std::result::Result<Arc<Grammars>, Error>>,
 }
 
 impl Model {
@@ -81,6 +87,8 @@ impl Model {
             chat: self.chat.clone(),
             info: self.info.clone(),
             device: self.device,
+            // Same tokenizer, same vocabulary: the grammars compiled so far still hold.
+            grammars: self.grammars.get().cloned().map(OnceLock::from).unwrap_or_default(),
         })
     }
 
@@ -191,6 +199,22 @@ impl Model {
             }
             None => self.chat.render(messages, add_generation_prompt, extra, bos, eos),
         }
+    }
+
+    /// The grammar compiler for constrained decoding, built on the first call (a walk over
+    /// the vocabulary); an `Unsupported` error for a vocabulary it cannot represent.
+    pub fn grammars(&self) -> Result<Arc<Grammars>> {
+        self.grammars
+            .get_or_init(|| {
+                let eos: Vec<u32> = self.tokenizer.eos_ids().iter().copied().collect();
+                Grammars::new(&self.tokenizer, self.vocab(), &eos).map(Arc::new)
+            })
+            .clone()
+    }
+
+    /// A fresh matcher for `c` (see [`Grammars::matcher`]).
+    pub fn matcher(&self, c: &Constraint) -> Result<Matcher> {
+        self.grammars()?.matcher(c)
     }
 
     /// The ids that end generation: `extra`, and the model's EOS set unless `ignore_eos`.

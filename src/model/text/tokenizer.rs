@@ -193,4 +193,9 @@ impl Tokenizer {
     pub fn eos_ids(&self) -> &BTreeSet<u32> {
         &self.eos
     }
+
+    /// The `tokenizers` tokenizer underneath (for the constrained-decoding vocabulary).
+    pub(crate) fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
 }
