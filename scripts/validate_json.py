@@ -17,9 +17,14 @@ A line whose finish is "length" ran out of tokens: it is counted as incomplete, 
 and is allowed. Each failure prints one line (constraint, reason, text); the last line is
 "N valid, M incomplete (length), K invalid". Exit status 1 if any line is invalid.
 
+multipleOf is checked in decimal (jsonschema's own check uses binary floats). The formats are
+checked by RFC 3339 rules, stricter than llguidance 1.9.1's grammar, which also lets through
+February 29 of any year and second 60 of any minute: such outputs are reported invalid here.
+
 Runs in the reference virtualenv (.venv-ref/bin/python), which has jsonschema.
 """
 
+import decimal
 import json
 import pathlib
 import re
@@ -27,6 +32,20 @@ import sys
 import tempfile
 
 import jsonschema
+
+
+def multiple_of(validator, divisor, instance, schema):
+    """multipleOf in decimal, as the number is written: with binary floats jsonschema finds
+    77.63 not a multiple of 0.01."""
+    if not validator.is_type(instance, "number"):
+        return
+    quotient = decimal.Decimal(repr(instance)) / decimal.Decimal(repr(divisor))
+    if quotient != quotient.to_integral_value():
+        yield jsonschema.ValidationError(f"{instance!r} is not a multiple of {divisor!r}")
+
+
+Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"multipleOf": multiple_of})
+
 
 class Checker:
     """Checks records of one mode; caches compiled schema validators by path."""
@@ -42,9 +61,8 @@ class Checker:
             p = self.base_dir / p
         if p not in self.validators:
             schema = json.loads(p.read_text())
-            cls = jsonschema.Draft202012Validator
-            cls.check_schema(schema)
-            self.validators[p] = cls(schema, format_checker=cls.FORMAT_CHECKER)
+            Validator.check_schema(schema)
+            self.validators[p] = Validator(schema, format_checker=Validator.FORMAT_CHECKER)
         return self.validators[p]
 
     def check(self, rec):
@@ -89,7 +107,11 @@ def self_test():
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
-        "properties": {"name": {"type": "string", "maxLength": 5}, "day": {"type": "string", "format": "date"}},
+        "properties": {
+            "name": {"type": "string", "maxLength": 5},
+            "day": {"type": "string", "format": "date"},
+            "price": {"type": "number", "multipleOf": 0.01},
+        },
         "required": ["name"],
         "additionalProperties": False,
     }
@@ -98,7 +120,8 @@ def self_test():
         path.write_text(json.dumps(schema))
         cases = {
             "schema": [
-                ({"schema": str(path), "text": '{"name": "Ada", "day": "2024-02-29"}'}, True),
+                ({"schema": str(path), "text": '{"name": "Ada", "day": "2024-02-29", "price": 77.63}'}, True),
+                ({"schema": str(path), "text": '{"name": "Ada", "price": 77.635}'}, False),
                 ({"schema": str(path), "text": '{"name": "Ada", "age": 3}'}, False),
                 ({"schema": str(path), "text": '{"name": "Ada", "day": "2024-02-30"}'}, False),
                 ({"schema": str(path), "text": '{"name": "Ad'}, False),
