@@ -176,10 +176,12 @@ test-go: lib real-models
 # Regenerates tests/fixtures/ (tiny checkpoints with Hugging Face and mlx-lm reference
 # outputs) with scripts/make_fixtures.py, in the pinned virtualenv .venv-ref.
 # The reference toolchain (transformers, torch, mlx-lm) for `make references` and the real-model
-# tests. torch from PyPI brings its CUDA libraries: a few GB, installed once.
+# tests, and jsonschema (with its format checkers) for scripts/validate_json.py. torch from PyPI
+# brings its CUDA libraries: a few GB, installed once.
 REF_PKGS  := torch==2.9.1 transformers==5.23.0 'mlx-lm[cpu]==0.32.2' 'mlx[cpu]==0.32.2' gguf==0.19.0 \
-             accelerate==1.15.0 psutil==7.2.2 numpy safetensors
-REF_STAMP := $(ROOT)/.venv-ref/.pinned-2
+             accelerate==1.15.0 psutil==7.2.2 numpy safetensors \
+             'jsonschema[format-nongpl]==4.26.0'
+REF_STAMP := $(ROOT)/.venv-ref/.pinned-3
 
 $(REF_STAMP):
 	@echo "installing the reference toolchain into .venv-ref (transformers, torch, mlx-lm)"
