@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::generate::FinishReason;
+use super::guide::Guide;
 use super::metrics::Metrics;
 use super::params::GenerateParams;
 use super::sampling::{nan_error, nan_guard, Sampler, NAN_TOKEN};
@@ -64,6 +65,15 @@ pub fn classify(
     // A pooled stream: MLX keeps a thread (and on CUDA a device stream) for every stream
     // ever made, so a call must not make its own.
     let stream = pooled_stream(model.device())?;
+    // A constraint limits the one token: its first mask, the same for every prompt.
+    let allowed = match &params.constraint {
+        Some(c) => {
+            let mut eos: Vec<u32> = model.stop_ids(&params.stop_tokens, params.ignore_eos).into_iter().collect();
+            eos.sort_unstable();
+            Some(super::guide::first_mask(model, c, &eos)?)
+        }
+        None => None,
+    };
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&i| prompts[i].len());
     let mut results: Vec<Option<ClassifyOutput>> = vec![None; prompts.len()];
@@ -84,6 +94,7 @@ pub fn classify(
             group.iter().map(|&i| prompts[i].as_slice()),
             params,
             want_logits,
+            allowed.as_deref(),
         )?;
         for (&i, o) in group.iter().zip(outs) {
             results[i] = Some(o);
@@ -100,6 +111,7 @@ fn classify_group<'a>(
     prompts: impl Iterator<Item = &'a [u32]>,
     params: &GenerateParams,
     want_logits: bool,
+    allowed: Option<&[u32]>,
 ) -> Result<Vec<ClassifyOutput>> {
     let prompts: Vec<&[u32]> = prompts.collect();
     let b = prompts.len();
@@ -130,6 +142,9 @@ fn classify_group<'a>(
         let logits = logits.ok_or_else(|| Error::internal("empty batch"))?;
         let tokens: Vec<u32> = if shared {
             let mut s = Sampler::new(&params.sampler)?;
+            if let Some(words) = allowed {
+                s.allow(&words.repeat(b), words.len())?;
+            }
             nan_guard(&logits, &s.sample(&logits)?)?.to_vec::<u32>()?
         } else {
             // Each row with its own sampler (seeded alike) and penalty history.
@@ -137,6 +152,9 @@ fn classify_group<'a>(
             for (r, p) in prompts.iter().enumerate() {
                 let mut s = Sampler::new(&params.sampler)?;
                 s.start_history(&[p], model.vocab())?;
+                if let Some(words) = allowed {
+                    s.allow(words, words.len())?;
+                }
                 let row = ops::slice_axis(&logits, 0, r as i32, r as i32 + 1)?;
                 t.push(nan_guard(&row, &s.sample(&row)?)?.item::<u32>()?);
             }
@@ -174,6 +192,8 @@ pub struct BatchOutput {
 }
 
 struct Row {
+    /// The row's constraint, when it has one.
+    guide: Option<Guide>,
     prompt_len: usize,
     done: Option<FinishReason>,
     tokens: Vec<u32>,
@@ -184,6 +204,7 @@ struct Row {
 impl Row {
     fn new(prompt_len: usize, params: &GenerateParams) -> Row {
         Row {
+            guide: None,
             prompt_len,
             done: None,
             tokens: Vec::new(),
@@ -218,16 +239,65 @@ pub fn batch_generate(
     prompts: &[Vec<u32>],
     params: &GenerateParams,
 ) -> Result<(Vec<Result<BatchOutput>>, Metrics)> {
+    batch_generate_constrained(model, prompts, params, &[])
+}
+
+/// As [`batch_generate`], each row under its own constraint: `constraints[i]` for prompt i
+/// (None: unconstrained), or `params.constraint` for every row when `constraints` is empty.
+/// A constraint that does not compile is its row's error. Forced tokens come one step each
+/// here (the rows step together), as masks that allow only them.
+pub fn batch_generate_constrained(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    params: &GenerateParams,
+    constraints: &[Option<crate::model::Constraint>],
+) -> Result<(Vec<Result<BatchOutput>>, Metrics)> {
     params.validate(model.vocab())?;
+    if !constraints.is_empty() && constraints.len() != prompts.len() {
+        return Err(Error::invalid(format!(
+            "{} constraints for {} prompts: give one per prompt (or none)",
+            constraints.len(),
+            prompts.len()
+        )));
+    }
     let started = Instant::now();
-    let mut results: Vec<Option<Result<BatchOutput>>> =
-        prompts.iter().enumerate().map(|(i, p)| check_prompt(model, i, p).err().map(Err)).collect();
+    let mut eos: Vec<u32> = model.stop_ids(&params.stop_tokens, params.ignore_eos).into_iter().collect();
+    eos.sort_unstable();
+    let mut guides: Vec<Option<Guide>> = Vec::with_capacity(prompts.len());
+    let mut results: Vec<Option<Result<BatchOutput>>> = Vec::with_capacity(prompts.len());
+    for (i, p) in prompts.iter().enumerate() {
+        let c = if constraints.is_empty() { params.constraint.as_ref() } else { constraints[i].as_ref() };
+        let guide = match check_prompt(model, i, p) {
+            Err(e) => Err(e),
+            Ok(()) => match c {
+                Some(c) => c
+                    .validate()
+                    .and_then(|_| Guide::new(model, c, false, eos.clone()))
+                    .map(Some)
+                    .map_err(|e| e.context(format!("prompt {i}"))),
+                None => Ok(None),
+            },
+        };
+        match guide {
+            Ok(g) => {
+                guides.push(g);
+                results.push(None);
+            }
+            Err(e) => {
+                guides.push(None);
+                results.push(Some(Err(e)));
+            }
+        }
+    }
     let live: Vec<usize> = (0..prompts.len()).filter(|&i| results[i].is_none()).collect();
     let prompt_tokens = live.iter().map(|&i| prompts[i].len()).sum();
     let mut metrics = Metrics { prompt_tokens, prefill_tokens: prompt_tokens, ..Metrics::default() };
     if !live.is_empty() {
         let live_prompts: Vec<&[u32]> = live.iter().map(|&i| prompts[i].as_slice()).collect();
         let mut batch = Batch::new(model, &live_prompts, params)?;
+        for (row, &i) in batch.rows.iter_mut().zip(&live) {
+            row.guide = guides[i].take();
+        }
         let first = batch.run(params)?;
         metrics.finish(started, first, batch.rows.iter().map(|r| r.tokens.len()).sum());
         for (&i, r) in live.iter().zip(batch.rows) {
@@ -284,6 +354,11 @@ impl<'a> Batch<'a> {
         // ever made, so a call must not make its own.
         let stream = pooled_stream(self.model.device())?;
         let mut first = None;
+        for r in self.rows.iter_mut() {
+            if let Some(g) = r.guide.as_mut() {
+                g.tell(Vec::new())?;
+            }
+        }
         for step in 0.. {
             if step == params.min_tokens {
                 self.sampler.release();
@@ -310,11 +385,17 @@ impl<'a> Batch<'a> {
     /// One forward pass and each row's next token. The first step carries the NaN check of
     /// the prompts' logits.
     fn step(&mut self, stream: &Stream, first: bool) -> Result<Vec<u32>> {
+        let guided = self.rows.iter().any(|r| r.guide.is_some() && r.done.is_none());
         let ids = {
             let _lock = compute_lock();
             with_stream(stream, || -> Result<Vec<u32>> {
                 let last =
                     self.model.transformer().forward_last(&self.input, &mut self.cache, Some(&self.pad))?;
+                if guided {
+                    // The device computes the step while the rows' guides finish their masks.
+                    mlx::async_eval(&[&last])?;
+                    self.allow_rows(last.dim(1)? as usize)?;
+                }
                 let mut y = self.sampler.sample(&last)?;
                 if first {
                     y = nan_guard(&last, &y)?;
@@ -326,6 +407,26 @@ impl<'a> Batch<'a> {
             return Err(nan_error());
         }
         Ok(ids)
+    }
+
+    /// Each running row's constraint mask for the next draw (every token allowed in the
+    /// rows without one); a row whose constraint is complete ends here, as stopped.
+    fn allow_rows(&mut self, vocab: usize) -> Result<()> {
+        let words = vocab.div_ceil(32);
+        let mut all = vec![u32::MAX; words * self.rows.len()];
+        let tok = self.model.tokenizer();
+        for (i, r) in self.rows.iter_mut().enumerate() {
+            let Some(g) = r.guide.as_mut().filter(|_| r.done.is_none()) else { continue };
+            let step = g.step()?;
+            if step.done {
+                r.finish(FinishReason::Stop, tok, true);
+                continue;
+            }
+            let n = step.mask.len().min(words);
+            all[i * words..i * words + n].copy_from_slice(&step.mask[..n]);
+            all[i * words + n..(i + 1) * words].fill(0);
+        }
+        self.sampler.allow(&all, words)
     }
 
     /// Hands each running row its token: EOS, stop strings, max_tokens and the row's own
@@ -340,6 +441,9 @@ impl<'a> Batch<'a> {
             if self.eos.contains(&id) {
                 r.finish(FinishReason::Stop, tok, true);
                 continue;
+            }
+            if let Some(g) = r.guide.as_mut() {
+                g.tell(vec![id])?;
             }
             r.tokens.push(id);
             let (_, stopped) = r.out.push(tok, id)?;

@@ -73,6 +73,22 @@ impl Guide {
     }
 }
 
+/// The tokens `c` allows first (the mask of an output's first token), computed here: what
+/// classification constrains its one token to.
+pub(crate) fn first_mask(model: &Model, c: &Constraint, eos: &[u32]) -> Result<Vec<u32>> {
+    let mut m = model.matcher(c)?;
+    let step = advance(&mut m, &[], false, eos, c.kind(), true)?;
+    if step.done {
+        return Err(Error::invalid(format!("{}: the constraint allows only an empty output", c.kind())));
+    }
+    Ok(step.mask)
+}
+
+/// The first line of llguidance's error text (the rest is its parser state).
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
 fn work(
     mut m: Matcher,
     requests: mpsc::Receiver<Vec<u32>>,
@@ -98,10 +114,10 @@ fn work(
 
 fn advance(m: &mut Matcher, tokens: &[u32], fast_forward: bool, eos: &[u32], kind: &str, first: bool) -> Result<Step> {
     let fail = |m: &Matcher, what: &str| {
-        Error::internal(format!("{kind} constraint: {what}: {}", m.get_error().unwrap_or_default()))
+        Error::internal(format!("{kind} constraint: {what}: {}", first_line(&m.get_error().unwrap_or_default())))
     };
     if !tokens.is_empty() {
-        m.consume_tokens(tokens).map_err(|e| Error::internal(format!("{kind} constraint: token refused: {e}")))?;
+        m.consume_tokens(tokens).map_err(|e| Error::internal(format!("{kind} constraint: token refused: {}", first_line(&e.to_string()))))?;
     }
     let done = |forced| Step { forced, done: true, mask: Vec::new(), seconds: 0.0 };
     if m.is_stopped() {
@@ -114,13 +130,18 @@ fn advance(m: &mut Matcher, tokens: &[u32], fast_forward: bool, eos: &[u32], kin
     if m.is_stopped() {
         return Ok(done(forced));
     }
-    let mut mask = m.compute_mask().map_err(|e| Error::internal(format!("{kind} constraint: {e}")))?;
-    if mask.is_zero() {
-        return Err(if first {
-            Error::invalid(format!("{kind}: no output can satisfy the constraint (it allows no first token)"))
+    // A dead end (no token allowed) is the constraint's: a grammar with a part no text
+    // satisfies is compiled lazily, so it shows only when the output reaches that part.
+    let dead_end = || {
+        Error::invalid(if first {
+            format!("{kind}: no output can satisfy the constraint (it allows no first token)")
         } else {
-            Error::internal(format!("{kind} constraint: no token is allowed after the output so far"))
-        });
+            format!("{kind}: the constraint allows no continuation of the output so far (a part of it no text satisfies)")
+        })
+    };
+    let mut mask = m.compute_mask().map_err(|_| dead_end())?;
+    if mask.is_zero() {
+        return Err(dead_end());
     }
     // Every EOS id ends output alike: where the grammar allows one, it allows them all.
     if eos.iter().any(|&t| mask.is_allowed(t)) {

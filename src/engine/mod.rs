@@ -16,7 +16,7 @@ mod text;
 pub mod train;
 pub mod train_data;
 
-pub use batch::{batch_generate, classify, BatchOutput, ClassifyOutput};
+pub use batch::{batch_generate, batch_generate_constrained, classify, BatchOutput, ClassifyOutput};
 pub use cancel::Cancel;
 pub use generate::{Event, FinishReason, Generation};
 pub use metrics::Metrics;

@@ -10,7 +10,7 @@ use lmx::{Error, ErrorKind, Result};
 use crate::cache::{self, CacheArgs};
 use crate::generate::metrics_line;
 use crate::interrupt;
-use crate::options::{at_least, AdapterArgs, ModelArgs, SamplingArgs};
+use crate::options::{at_least, AdapterArgs, ConstraintArgs, ModelArgs, SamplingArgs};
 
 /// Chat with a model: one user message per line on stdin.
 ///
@@ -34,6 +34,8 @@ pub(crate) struct ChatArgs {
     pub max_tokens: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
     #[command(flatten)]
     pub adapter: AdapterArgs,
     #[command(flatten)]
@@ -72,7 +74,9 @@ pub(crate) fn run(a: &ChatArgs) -> Result<()> {
     if loaded.is_some() {
         eprintln!("[resuming the conversation ({} messages)]", msgs.len());
     }
-    let base = a.sampling.params(a.max_tokens);
+    let mut base = a.sampling.params(a.max_tokens);
+    // Every reply of the conversation under the constraint (read and checked once, here).
+    base.constraint = a.constraint.constraint()?;
     let stdin = std::io::stdin();
     let mut line = String::new();
     loop {

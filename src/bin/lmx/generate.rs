@@ -9,7 +9,7 @@ use lmx::{Error, Result};
 
 use crate::cache::{self, CacheArgs};
 use crate::interrupt;
-use crate::options::{at_least, AdapterArgs, ModelArgs, SamplingArgs};
+use crate::options::{at_least, AdapterArgs, ConstraintArgs, ModelArgs, SamplingArgs};
 
 /// Generate a completion of a prompt.
 ///
@@ -47,6 +47,8 @@ pub(crate) struct GenerateArgs {
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
+    pub constraint: ConstraintArgs,
+    #[command(flatten)]
     pub adapter: AdapterArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
@@ -55,6 +57,9 @@ pub(crate) struct GenerateArgs {
 const EXAMPLES: &str = "Examples:
   lmx generate --model M --prompt 'Once upon a time' --max-tokens 64 --temperature 0.7
   lmx generate --model M --chat --system 'Be brief.' --prompt 'What is MLX?' --json
+  # Structured output: a JSON value valid against a schema, or one of a few answers:
+  lmx generate --model M --chat --prompt 'A user record for Ada' --json-schema user.schema.json
+  lmx generate --model M --chat --prompt 'Is MLX fast?' --choices yes,no,maybe
   # Compute a long document once, then ask about it (only the question is computed):
   lmx generate --model M --prompt \"$(cat report.txt)\" --max-tokens 0 --save-cache report.cache
   lmx generate --model M --load-cache report.cache --prompt \"$(cat report.txt) Summarize it.\"";
@@ -90,6 +95,7 @@ pub(crate) fn run(a: &GenerateArgs) -> Result<()> {
     };
     let mut params = a.sampling.params(if prefill_only { 1 } else { a.max_tokens });
     params.ignore_eos = a.ignore_eos;
+    params.constraint = a.constraint.constraint()?;
     let cancel = Cancel::new();
     params.cancel = Some(cancel.clone());
     let stdout = std::io::stdout();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use lmx::engine::{GenerateParams, SamplerParams, Session};
-use lmx::model::{LoadParams, Model};
+use lmx::model::{Constraint, LoadParams, Model};
 use lmx::{Error, Result};
 
 /// The model every subcommand but `version`, `device` and `completions` runs.
@@ -78,6 +78,49 @@ impl SamplingArgs {
             stop_strings: self.stop.clone(),
             ..Default::default()
         }
+    }
+}
+
+/// What the output must match (`generate` and `chat`); at most one of these.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Structured output")]
+#[group(multiple = false)]
+pub(crate) struct ConstraintArgs {
+    /// Output a JSON value valid against the JSON Schema in FILE (draft 2020-12 subset;
+    /// unsupported keywords are refused by name).
+    #[arg(long, value_name = "FILE")]
+    pub json_schema: Option<PathBuf>,
+    /// Output a JSON object (any).
+    #[arg(long)]
+    pub json_object: bool,
+    /// Output text that the regular expression RX matches whole.
+    #[arg(long, value_name = "RX", allow_hyphen_values = true)]
+    pub regex: Option<String>,
+    /// Output text in the language of the Lark grammar in FILE (llguidance's format).
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<PathBuf>,
+    /// Output exactly one of these comma-separated strings.
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',', allow_hyphen_values = true)]
+    pub choices: Option<Vec<String>>,
+}
+
+impl ConstraintArgs {
+    /// The constraint these options name, files read; None without one.
+    pub fn constraint(&self) -> Result<Option<Constraint>> {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).map_err(|e| Error::invalid(format!("{}: {e}", p.display())))
+        };
+        Ok(if let Some(p) = &self.json_schema {
+            Some(Constraint::JsonSchema(read(p)?))
+        } else if self.json_object {
+            Some(Constraint::JsonObject)
+        } else if let Some(rx) = &self.regex {
+            Some(Constraint::Regex(rx.clone()))
+        } else if let Some(p) = &self.grammar {
+            Some(Constraint::Lark(read(p)?))
+        } else {
+            self.choices.as_ref().map(|c| Constraint::Choice(c.clone()))
+        })
     }
 }
 
