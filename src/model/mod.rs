@@ -37,6 +37,7 @@ pub use nn::transformer::Transformer;
 pub use text::chat::{ChatTemplate, Message, TemplateSource};
 pub use text::stream::StreamDecoder;
 pub use text::tokenizer::Tokenizer;
+pub use text::tools::{Tool, ToolCall, ToolChoice, Tools};
 
 use crate::mlx::device::shared_stream;
 use crate::mlx::{with_stream, Device};
@@ -181,15 +182,16 @@ impl Model {
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
+        tools: Option<&Tools>,
         extra: &serde_json::Map<String, serde_json::Value>,
         stop: Option<&dyn Fn() -> bool>,
     ) -> Result<String> {
         let (bos, eos) = (self.tokenizer.bos_text(), self.tokenizer.eos_text());
         match stop {
             Some(stop) => {
-                self.chat.render_cancellable(messages, add_generation_prompt, extra, bos, eos, stop)
+                self.chat.render_cancellable(messages, add_generation_prompt, tools, extra, bos, eos, stop)
             }
-            None => self.chat.render(messages, add_generation_prompt, extra, bos, eos),
+            None => self.chat.render(messages, add_generation_prompt, tools, extra, bos, eos),
         }
     }
 

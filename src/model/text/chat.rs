@@ -8,19 +8,47 @@ use std::sync::Arc;
 use minijinja::{Environment, ErrorKind as JErr, Value};
 use serde::{Deserialize, Serialize};
 
+use super::tools::{ToolCall, Tools};
 use crate::model::config::Config;
 use crate::{Error, Result};
 
-/// One chat message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One chat message. In JSON (and in a template's context) it has the form Hugging Face
+/// transformers gives templates, with only the keys that are set: an assistant message
+/// `{"role", "content", "tool_calls": [{"id", "type": "function", "function": {"name",
+/// "arguments"}}]}`, a tool's result `{"role": "tool", "content", "tool_call_id", "name"}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
+    #[serde(default)]
     pub content: String,
+    /// The calls an assistant message makes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// On a tool's result: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// On a tool's result: the tool's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Message {
-        Message { role: role.into(), content: content.into() }
+        Message { role: role.into(), content: content.into(), ..Default::default() }
+    }
+
+    /// An assistant message making `calls` (after `content`, which may be empty).
+    pub fn assistant_calls(content: &str, calls: Vec<ToolCall>) -> Message {
+        Message { tool_calls: calls, ..Message::new("assistant", content) }
+    }
+
+    /// A tool's result, answering call `id` of tool `name`.
+    pub fn tool_result(content: &str, id: Option<&str>, name: Option<&str>) -> Message {
+        Message {
+            tool_call_id: id.map(str::to_string),
+            name: name.map(str::to_string),
+            ..Message::new("tool", content)
+        }
     }
 }
 
@@ -248,17 +276,19 @@ impl ChatTemplate {
         &self.text
     }
 
-    /// Renders `messages`. `extra` adds variables (for example `enable_thinking`); it may not
-    /// replace `messages` or `add_generation_prompt`.
+    /// Renders `messages`, offering `tools` (the template's `tools` variable; none: null, as
+    /// transformers passes it). `extra` adds variables (for example `enable_thinking`); it may
+    /// not replace `messages` or `add_generation_prompt` (nor `tools` when `tools` is given).
     pub fn render(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
+        tools: Option<&Tools>,
         extra: &serde_json::Map<String, serde_json::Value>,
         bos_token: Option<&str>,
         eos_token: Option<&str>,
     ) -> Result<String> {
-        let ctx = context(messages, add_generation_prompt, extra, bos_token, eos_token)?;
+        let ctx = context(messages, add_generation_prompt, tools, extra, bos_token, eos_token)?;
         render_ctx(&self.source, &self.text, ctx, None)
     }
 
@@ -271,12 +301,13 @@ impl ChatTemplate {
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
+        tools: Option<&Tools>,
         extra: &serde_json::Map<String, serde_json::Value>,
         bos_token: Option<&str>,
         eos_token: Option<&str>,
         stop: &dyn Fn() -> bool,
     ) -> Result<String> {
-        let ctx = context(messages, add_generation_prompt, extra, bos_token, eos_token)?;
+        let ctx = context(messages, add_generation_prompt, tools, extra, bos_token, eos_token)?;
         if stop() {
             return Err(cancelled());
         }
@@ -288,7 +319,7 @@ impl ChatTemplate {
         });
         if spawned.is_err() {
             // No thread to be had: render here, cancellable only before it starts.
-            return self.render(messages, add_generation_prompt, extra, bos_token, eos_token);
+            return self.render(messages, add_generation_prompt, tools, extra, bos_token, eos_token);
         }
         loop {
             match rx.recv_timeout(STOP_POLL) {
@@ -314,10 +345,12 @@ fn cancelled() -> Error {
     Error::new(crate::ErrorKind::Cancelled, "cancelled while the chat template was rendering")
 }
 
-/// The variables a chat template sees.
+/// The variables a chat template sees, as transformers' `apply_chat_template` gives them:
+/// `tools` and `documents` are null unless set.
 fn context(
     messages: &[Message],
     add_generation_prompt: bool,
+    tools: Option<&Tools>,
     extra: &serde_json::Map<String, serde_json::Value>,
     bos_token: Option<&str>,
     eos_token: Option<&str>,
@@ -330,6 +363,9 @@ fn context(
                 ROLES.join(", ")
             )));
         }
+        if !m.tool_calls.is_empty() && m.role != "assistant" {
+            return Err(Error::invalid(format!("message {i}: only an assistant message makes tool calls")));
+        }
     }
     let mut ctx = extra.clone();
     ctx.insert(
@@ -337,6 +373,15 @@ fn context(
         serde_json::to_value(messages).map_err(|e| Error::internal(e.to_string()))?,
     );
     ctx.insert("add_generation_prompt".into(), add_generation_prompt.into());
+    match tools {
+        Some(t) => {
+            ctx.insert("tools".into(), t.to_json());
+        }
+        None => {
+            ctx.entry("tools").or_insert(serde_json::Value::Null);
+        }
+    }
+    ctx.entry("documents").or_insert(serde_json::Value::Null);
     ctx.entry("bos_token").or_insert_with(|| bos_token.unwrap_or("").into());
     ctx.entry("eos_token").or_insert_with(|| eos_token.unwrap_or("").into());
     Ok(ctx)

@@ -4,3 +4,4 @@
 pub mod chat;
 pub mod stream;
 pub mod tokenizer;
+pub mod tools;
