@@ -37,6 +37,7 @@ pub use nn::transformer::Transformer;
 pub use text::chat::{ChatTemplate, Message, TemplateSource};
 pub use text::stream::StreamDecoder;
 pub use text::tokenizer::Tokenizer;
+pub use text::tool_calls::{ParsedOutput, ToolFormat, ToolStream};
 pub use text::tools::{Tool, ToolCall, ToolChoice, Tools};
 
 use crate::mlx::device::shared_stream;

@@ -4,4 +4,5 @@
 pub mod chat;
 pub mod stream;
 pub mod tokenizer;
+pub mod tool_calls;
 pub mod tools;
