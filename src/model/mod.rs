@@ -35,6 +35,7 @@ pub use nn::cache::{KvCache, KvQuant, LayerState, Packed};
 pub use nn::lora::{LoraConfig, LoraWeights, Target};
 pub use nn::transformer::Transformer;
 pub use text::chat::{ChatTemplate, Message, TemplateSource};
+pub use text::reasoning::{ReasoningSplit, ReasoningTags};
 pub use text::stream::StreamDecoder;
 pub use text::tokenizer::Tokenizer;
 pub use text::tool_calls::{ParsedOutput, ToolFormat, ToolStream};
