@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use minijinja::value::Kwargs;
 use minijinja::{Environment, ErrorKind as JErr, Value};
 use serde::{Deserialize, Serialize};
 
@@ -142,34 +143,121 @@ fn environment() -> Environment<'static> {
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    // Python's: None is not iterable (minijinja's test says it is), so `tools is iterable`
+    // is false when no tools are given.
+    env.add_test("iterable", |v: Value| !v.is_none() && v.try_iter().is_ok());
     env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
         Err(minijinja::Error::new(JErr::InvalidOperation, msg))
     });
     env.add_function("strftime_now", |fmt: String| -> std::result::Result<String, minijinja::Error> {
         Ok(strftime_now(&fmt))
     });
-    // JSON as Python's json.dumps writes it (no HTML escaping), optionally indented.
+    // JSON as transformers' tojson writes it (Python's json.dumps: no HTML escaping, keys in
+    // their order, ", " and ": " between items), with its indent, separators, sort_keys and
+    // ensure_ascii options.
     env.add_filter(
         "tojson",
-        |v: Value, indent: Option<usize>| -> std::result::Result<String, minijinja::Error> {
-            let j = serde_json::to_value(&v)
-                .map_err(|e| minijinja::Error::new(JErr::InvalidOperation, e.to_string()))?;
-            let s = match indent {
-                Some(n) => {
-                    let mut out = Vec::new();
-                    let ind = " ".repeat(n);
-                    let fmt = serde_json::ser::PrettyFormatter::with_indent(ind.as_bytes());
-                    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-                    serde::Serialize::serialize(&j, &mut ser)
-                        .map_err(|e| minijinja::Error::new(JErr::InvalidOperation, e.to_string()))?;
-                    String::from_utf8(out).unwrap_or_default()
-                }
-                None => serde_json::to_string(&j).unwrap_or_default(),
+        |v: Value, indent: Option<Value>, kwargs: Kwargs| -> std::result::Result<String, minijinja::Error> {
+            let bad = |e: String| minijinja::Error::new(JErr::InvalidOperation, e);
+            let j = serde_json::to_value(&v).map_err(|e| bad(e.to_string()))?;
+            let indent = match kwargs.get::<Option<Value>>("indent")?.or(indent) {
+                None => None,
+                Some(i) if i.is_none() => None,
+                Some(i) => match i.as_str() {
+                    Some(s) => Some(s.to_string()),
+                    None => Some(" ".repeat(usize::try_from(i).map_err(|e| bad(e.to_string()))?)),
+                },
             };
-            Ok(s)
+            let (item_sep, key_sep) = match kwargs.get::<Option<Vec<String>>>("separators")? {
+                Some(s) if s.len() == 2 => (s[0].clone(), s[1].clone()),
+                Some(_) => return Err(bad("tojson: separators must be two strings".into())),
+                None if indent.is_some() => (",".into(), ": ".into()),
+                None => (", ".into(), ": ".into()),
+            };
+            let fmt = PyJson {
+                indent,
+                item_sep,
+                key_sep,
+                sort_keys: kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false),
+                ensure_ascii: kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false),
+            };
+            kwargs.assert_all_used()?;
+            let mut out = String::new();
+            fmt.write(&j, 0, &mut out);
+            Ok(out)
         },
     );
     env
+}
+
+/// Python's `json.dumps` layout.
+struct PyJson {
+    indent: Option<String>,
+    item_sep: String,
+    key_sep: String,
+    sort_keys: bool,
+    ensure_ascii: bool,
+}
+
+impl PyJson {
+    fn write(&self, v: &serde_json::Value, level: usize, out: &mut String) {
+        use serde_json::Value as J;
+        let (open, close, items): (char, char, Vec<(Option<&String>, &J)>) = match v {
+            J::Array(a) => ('[', ']', a.iter().map(|x| (None, x)).collect()),
+            J::Object(o) => {
+                let mut kv: Vec<(Option<&String>, &J)> = o.iter().map(|(k, x)| (Some(k), x)).collect();
+                if self.sort_keys {
+                    kv.sort_by(|a, b| a.0.cmp(&b.0));
+                }
+                ('{', '}', kv)
+            }
+            J::String(s) => return self.string(s, out),
+            other => return out.push_str(&other.to_string()),
+        };
+        out.push(open);
+        if items.is_empty() {
+            out.push(close);
+            return;
+        }
+        let newline = |out: &mut String, level: usize| {
+            if let Some(ind) = &self.indent {
+                out.push('\n');
+                for _ in 0..level {
+                    out.push_str(ind);
+                }
+            }
+        };
+        for (i, (k, x)) in items.into_iter().enumerate() {
+            if i > 0 {
+                out.push_str(&self.item_sep);
+            }
+            newline(out, level + 1);
+            if let Some(k) = k {
+                self.string(k, out);
+                out.push_str(&self.key_sep);
+            }
+            self.write(x, level + 1, out);
+        }
+        newline(out, level);
+        out.push(close);
+    }
+
+    fn string(&self, s: &str, out: &mut String) {
+        let quoted = serde_json::to_string(s).unwrap_or_default();
+        if !self.ensure_ascii {
+            return out.push_str(&quoted);
+        }
+        for c in quoted.chars() {
+            if c.is_ascii() {
+                out.push(c);
+            } else {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+        }
+    }
 }
 
 /// The local time formatted with C strftime, for templates that print today's date.
