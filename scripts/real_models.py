@@ -405,6 +405,13 @@ TEMPLATE_CASES = [
         "add_generation_prompt": True,
         "extra": {"enable_thinking": False},
     },
+    {
+        "name": "thinking_on",
+        "messages": [ASK],
+        "tools": True,
+        "add_generation_prompt": True,
+        "extra": {"enable_thinking": True},
+    },
 ]
 
 
@@ -845,7 +852,7 @@ def build_steps(need_pylib):
     templates = Step(
         "templates",
         [TEMPLATES_DIR / "index.json"] + [TEMPLATES_DIR / f"{n}.reference.json" for n in TEMPLATES],
-        recipe(LLAMA_CPP_SDIST, TEMPLATES, TOOLS, TEMPLATE_CASES, DATE, 2),
+        recipe(LLAMA_CPP_SDIST, TEMPLATES, TOOLS, TEMPLATE_CASES, DATE, 3),
         run_templates,
     )
     steps += [smol_gguf, smol_conv, smol_4bit, smol_ref, smol_4bit_ref, gemma_gguf, gemma_conv, gemma_ref, vocab, templates]

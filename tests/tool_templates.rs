@@ -11,7 +11,7 @@
 mod common;
 
 use common::*;
-use lmx::model::{ChatTemplate, Message, TemplateSource, ToolFormat, Tools};
+use lmx::model::{ChatTemplate, Message, ReasoningSplit, ReasoningTags, TemplateSource, ToolFormat, Tools};
 
 #[test]
 fn real_templates_render_tools_as_transformers_does() {
@@ -81,6 +81,8 @@ fn real_templates_tool_formats() {
         ("NousResearch-Hermes-3-Llama-3.1-8B-tool_use", ToolFormat::Hermes),
         ("HuggingFaceTB-SmolLM3-3B", ToolFormat::Hermes),
         ("meta-llama-Llama-3.1-8B-Instruct", ToolFormat::Llama3),
+        ("meta-llama-Llama-3.2-3B-Instruct", ToolFormat::Llama3),
+        ("Qwen3-Coder", ToolFormat::QwenXml),
         ("mistralai-Mistral-Nemo-Instruct-2407", ToolFormat::Mistral),
         ("Mistral-Small-3.2-24B-Instruct-2506", ToolFormat::MistralArgs),
     ];
@@ -88,4 +90,79 @@ fn real_templates_tool_formats() {
         let text = std::fs::read_to_string(dir.join(format!("{name}.jinja"))).unwrap();
         assert_eq!(ToolFormat::detect(&text, |_| false), want, "{name}");
     }
+}
+
+/// What the templates write for an assistant's call (what the models learnt to emit) reads
+/// back, with our parser for the template's detected format, as that call.
+#[test]
+fn real_templates_calls_read_back() {
+    let Some(dir) = real_file("templates/index.json").map(|p| p.parent().unwrap().to_path_buf()) else {
+        return;
+    };
+    // Template, where its call text begins, and the end-of-turn marker after it.
+    let cases = [
+        ("Qwen-Qwen2.5-7B-Instruct", "<tool_call>", "<|im_end|>"),
+        ("NousResearch-Hermes-3-Llama-3.1-8B-tool_use", "<tool_call>", "<|im_end|>"),
+        ("Qwen3-Coder", "<tool_call>", "<|im_end|>"),
+        ("meta-llama-Llama-3.1-8B-Instruct", "{\"name\"", "<|eot_id|>"),
+        ("meta-llama-Llama-3.2-3B-Instruct", "{\"name\"", "<|eot_id|>"),
+        ("mistralai-Mistral-Nemo-Instruct-2407", "[TOOL_CALLS]", "</s>"),
+        ("Mistral-Small-3.2-24B-Instruct-2506", "[TOOL_CALLS]", "</s>"),
+    ];
+    for (name, begin, end) in cases {
+        let template = std::fs::read_to_string(dir.join(format!("{name}.jinja"))).unwrap();
+        let format = ToolFormat::detect(&template, |_| false);
+        let r = json(&dir.join(format!("{name}.reference.json")));
+        let case =
+            r["cases"].as_array().unwrap().iter().find(|c| c["name"] == "one_call_and_result").unwrap();
+        let text = case["text"].as_str().unwrap();
+        // The call is the last `begin` before the tool's result (Llama's tool list has
+        // `{"name"` in it too).
+        let ask = text.rfind("What is the weather").unwrap();
+        let at = ask + text[ask..].find(begin).unwrap_or_else(|| panic!("{name}: no {begin:?}"));
+        let stop = at + text[at..].find(end).unwrap();
+        let p = format.parse(&text[at..stop]);
+        assert!(p.errors.is_empty(), "{name}: {:?}", p.errors);
+        assert_eq!(p.content, "", "{name}");
+        assert_eq!(p.calls.len(), 1, "{name}: {p:?}");
+        assert_eq!(p.calls[0].name, "get_weather", "{name}");
+        assert_eq!(p.calls[0].arguments, serde_json::json!({"city": "Paris"}), "{name}");
+        if format == ToolFormat::Mistral || format == ToolFormat::MistralArgs {
+            assert_eq!(p.calls[0].id.as_deref(), Some("call0001a"), "{name}");
+        }
+    }
+}
+
+/// Reasoning tags come from the templates that have them, and the generation prompt tells
+/// whether the model starts inside its reasoning: with thinking on, DeepSeek-R1's and QwQ's
+/// open it (Qwen 3's leaves the opening to the model); with it off, they close it.
+#[test]
+fn real_templates_reasoning_start() {
+    let Some(dir) = real_file("templates/index.json").map(|p| p.parent().unwrap().to_path_buf()) else {
+        return;
+    };
+    let cases = [
+        ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", "thinking_on", true),
+        ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", "thinking_off", false),
+        ("Qwen-Qwen3-0.6B", "thinking_on", false),
+        ("Qwen-Qwen3-0.6B", "thinking_off", false),
+        ("Qwen-QwQ-32B", "thinking_on", true),
+        ("Qwen-QwQ-32B", "thinking_off", false),
+    ];
+    for (name, case_name, inside) in cases {
+        let template = std::fs::read_to_string(dir.join(format!("{name}.jinja"))).unwrap();
+        let tags = ReasoningTags::detect(&template, |_| false).unwrap_or_else(|| panic!("{name}: no tags"));
+        let r = json(&dir.join(format!("{name}.reference.json")));
+        let case = r["cases"].as_array().unwrap().iter().find(|c| c["name"] == case_name).unwrap();
+        let prompt = case["text"].as_str().unwrap();
+        assert_eq!(
+            tags.prompt_opens(prompt),
+            inside,
+            "{name} / {case_name}: {:?}",
+            &prompt[prompt.len() - 30..]
+        );
+        assert_eq!(ReasoningSplit::after_prompt(tags, prompt).in_reasoning(), inside);
+    }
+    let plain = std::fs::read_to_string(dir.join("Qwen-Qwen2.5-7B-Instruct.jinja")).unwrap();
+    assert!(ReasoningTags::detect(&plain, |_| false).is_none());
 }

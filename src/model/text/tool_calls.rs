@@ -5,6 +5,10 @@
 //! Formats:
 //! - [`ToolFormat::Hermes`] (Qwen 2.5 / 3, Hermes, SmolLM3 and the generic default):
 //!   `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`, any number, text around.
+//! - [`ToolFormat::QwenXml`] (Qwen3-Coder): `<tool_call>\n<function=NAME>\n<parameter=KEY>\n
+//!   VALUE\n</parameter>\n...</function>\n</tool_call>`; a value that reads as JSON other
+//!   than a string (a number, an object...) is taken as that, any other as a string. No
+//!   grammar for it yet.
 //! - [`ToolFormat::Llama3`]: `<|python_tag|>` then JSON, or a bare JSON object at the very
 //!   start of the output: `{"name": ..., "parameters": {...}}` (or `"arguments"`, or with
 //!   `"type": "function"`), several separated by `;`. Everything from the trigger to the end
@@ -29,6 +33,7 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ToolFormat {
     Hermes,
+    QwenXml,
     Llama3,
     Mistral,
     MistralArgs,
@@ -47,10 +52,13 @@ impl ToolFormat {
     /// The format of a model, from its chat template's text and its vocabulary: a template
     /// that writes `<tool_call>` is Hermes; `[TOOL_CALLS]` Mistral (`[ARGS]` in the template
     /// or the vocabulary: the newer form); `<|python_tag|>` in the template or the
-    /// vocabulary, or Llama 3's header tokens with a template that handles tools, Llama 3.
+    /// vocabulary, or Llama 3's header token (in either) with a template that handles
+    /// tools, Llama 3.
     /// Anything else gets Hermes, the generic form.
     pub fn detect(template: &str, has_token: impl Fn(&str) -> bool) -> ToolFormat {
-        if template.contains("<tool_call>") {
+        if template.contains("<tool_call>") && template.contains("<function=") {
+            ToolFormat::QwenXml
+        } else if template.contains("<tool_call>") {
             ToolFormat::Hermes
         } else if template.contains("[TOOL_CALLS]") || has_token("[TOOL_CALLS]") {
             if template.contains("[ARGS]") || has_token("[ARGS]") {
@@ -59,7 +67,8 @@ impl ToolFormat {
                 ToolFormat::Mistral
             }
         } else if template.contains("<|python_tag|>")
-            || (has_token("<|start_header_id|>") && template.contains("tools"))
+            || ((has_token("<|start_header_id|>") || template.contains("<|start_header_id|>"))
+                && template.contains("tools"))
         {
             ToolFormat::Llama3
         } else {
@@ -71,7 +80,7 @@ impl ToolFormat {
     /// beginning of the output (see the module doc).
     pub fn trigger(&self) -> &'static str {
         match self {
-            ToolFormat::Hermes => "<tool_call>",
+            ToolFormat::Hermes | ToolFormat::QwenXml => "<tool_call>",
             ToolFormat::Llama3 => "<|python_tag|>",
             ToolFormat::Mistral | ToolFormat::MistralArgs => "[TOOL_CALLS]",
         }
@@ -80,7 +89,7 @@ impl ToolFormat {
     /// The text that ends one call, for formats where one does.
     fn end(&self) -> Option<&'static str> {
         match self {
-            ToolFormat::Hermes => Some("</tool_call>"),
+            ToolFormat::Hermes | ToolFormat::QwenXml => Some("</tool_call>"),
             _ => None,
         }
     }
@@ -104,6 +113,7 @@ impl ToolFormat {
     fn read_calls(&self, body: &str) -> std::result::Result<Vec<ToolCall>, String> {
         match self {
             ToolFormat::Hermes => json_call(body.trim(), &["arguments", "parameters"]).map(|c| vec![c]),
+            ToolFormat::QwenXml => xml_call(body).map(|c| vec![c]),
             ToolFormat::Llama3 => {
                 let mut calls = Vec::new();
                 for v in json_values(body)? {
@@ -140,6 +150,37 @@ fn json_call_value(v: &Value, args_keys: &[&str]) -> std::result::Result<ToolCal
         return Err(format!("{:?} is not a tool name", call.name));
     }
     Ok(call)
+}
+
+/// Qwen3-Coder's `<function=NAME><parameter=KEY>VALUE</parameter>...</function>`.
+fn xml_call(body: &str) -> std::result::Result<ToolCall, String> {
+    let rest = body.trim().strip_prefix("<function=").ok_or("no <function=NAME> after the trigger")?;
+    let (name, mut rest) = rest.split_once('>').ok_or("<function= without >")?;
+    let mut args = Map::new();
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("</function>") {
+            if !r.trim().is_empty() {
+                return Err("text after </function>".into());
+            }
+            break;
+        }
+        let r = rest.strip_prefix("<parameter=").ok_or("expected <parameter=KEY> or </function>")?;
+        let (key, r) = r.split_once('>').ok_or("<parameter= without >")?;
+        let (value, r) = r.split_once("</parameter>").ok_or("<parameter> without </parameter>")?;
+        let value = value.strip_prefix('\n').unwrap_or(value);
+        let value = value.strip_suffix('\n').unwrap_or(value);
+        let v = match serde_json::from_str::<Value>(value) {
+            Ok(v) if !v.is_string() => v,
+            _ => Value::String(value.to_string()),
+        };
+        args.insert(key.to_string(), v);
+        rest = r;
+    }
+    if !valid_tool_name(name) {
+        return Err(format!("{name:?} is not a tool name"));
+    }
+    Ok(ToolCall::new(name, Value::Object(args)))
 }
 
 /// JSON values separated by `;` and whitespace.
@@ -183,11 +224,17 @@ fn mistral_calls(body: &str) -> std::result::Result<Vec<ToolCall>, String> {
             }
         } else {
             let (name, args) = part.split_once("[ARGS]").ok_or("neither a JSON list nor name[ARGS]{...}")?;
-            let name = name.split("[CALL_ID]").next().unwrap_or(name).trim();
+            let (name, id) = match name.split_once("[CALL_ID]") {
+                Some((n, id)) => (n.trim(), Some(id.trim())),
+                None => (name.trim(), None),
+            };
             let args: Value =
                 serde_json::from_str(args.trim()).map_err(|e| format!("arguments not JSON: {e}"))?;
             let mut flat = Map::new();
             flat.insert("name".into(), name.into());
+            if let Some(id) = id {
+                flat.insert("id".into(), id.into());
+            }
             flat.insert("arguments".into(), args);
             calls.push(ToolCall::from_json(&Value::Object(flat))?);
         }
@@ -462,6 +509,9 @@ impl ToolFormat {
         with_trigger: bool,
     ) -> Result<String> {
         choice.check(tools)?;
+        if *self == ToolFormat::QwenXml {
+            return Err(Error::unsupported("no grammar for Qwen3-Coder's XML tool calls yet"));
+        }
         let allowed = choice.allowed(tools);
         if allowed.is_empty() {
             return Err(Error::invalid("no tool may be called (tool_choice none, or no tools)"));
@@ -472,7 +522,9 @@ impl ToolFormat {
         for (i, t) in allowed.iter().enumerate() {
             let args = args_schema(t.parameters.as_ref());
             let head = match self {
-                ToolFormat::Hermes | ToolFormat::Mistral => format!("\"{}\", \"arguments\": ", t.name),
+                ToolFormat::Hermes | ToolFormat::QwenXml | ToolFormat::Mistral => {
+                    format!("\"{}\", \"arguments\": ", t.name)
+                }
                 ToolFormat::Llama3 => format!("\"{}\", \"parameters\": ", t.name),
                 ToolFormat::MistralArgs => t.name.clone(),
             };
@@ -489,7 +541,7 @@ impl ToolFormat {
         g.push_str(&format!("fn: {}\n", fns.join(" | ")));
         let open = lit("{\"name\": ");
         let start = match self {
-            ToolFormat::Hermes => {
+            ToolFormat::Hermes | ToolFormat::QwenXml => {
                 let end = marker("</tool_call>", special);
                 g.push_str(&format!("body: {} {open} fn {} {end}\n", lit("\n"), lit("}\n")));
                 g.push_str(&format!("calls: body ({} {trig} body)*\n", lit("\n")));
@@ -535,8 +587,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const ALL: [ToolFormat; 4] =
-        [ToolFormat::Hermes, ToolFormat::Llama3, ToolFormat::Mistral, ToolFormat::MistralArgs];
+    const ALL: [ToolFormat; 5] = [
+        ToolFormat::Hermes,
+        ToolFormat::QwenXml,
+        ToolFormat::Llama3,
+        ToolFormat::Mistral,
+        ToolFormat::MistralArgs,
+    ];
 
     /// The text split into pieces at `cuts`, through a stream: what was shown, and the split.
     fn streamed(f: ToolFormat, text: &str, cuts: &[usize]) -> (String, ParsedOutput) {
@@ -610,6 +667,25 @@ mod tests {
     }
 
     #[test]
+    fn qwen_xml() {
+        let f = ToolFormat::QwenXml;
+        let p = same_at_every_cut(
+            f,
+            "Checking.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=days>\n3\n</parameter>\n<parameter=opts>\n{\"a\": [1]}\n</parameter>\n</function>\n</tool_call>",
+        );
+        assert_eq!(p.content, "Checking.");
+        assert_eq!(
+            p.calls,
+            vec![call("call_0", "get_weather", json!({"city": "Paris", "days": 3, "opts": {"a": [1]}}))]
+        );
+        let p = same_at_every_cut(f, "<tool_call>\n<function=f>\n</function>\n</tool_call>");
+        assert_eq!(p.calls, vec![call("call_0", "f", json!({}))]);
+        let p = same_at_every_cut(f, "<tool_call><function=f><parameter=x>1</tool_call>");
+        assert_eq!(p.errors.len(), 1);
+        assert_eq!(p.content, "<tool_call><function=f><parameter=x>1</tool_call>");
+    }
+
+    #[test]
     fn llama3() {
         let f = ToolFormat::Llama3;
         let p = same_at_every_cut(f, "  {\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}");
@@ -646,6 +722,9 @@ mod tests {
                 p.calls,
                 vec![call("call00000", "a", json!({"x": 1})), call("call00001", "b", json!({}))]
             );
+            let p =
+                same_at_every_cut(f, "[TOOL_CALLS]get_weather[CALL_ID]abcdefghi[ARGS]{\"city\": \"Paris\"}");
+            assert_eq!(p.calls, vec![call("abcdefghi", "get_weather", json!({"city": "Paris"}))]);
             let p = same_at_every_cut(f, "[TOOL_CALLS] nonsense");
             assert_eq!((p.content.as_str(), p.errors.len()), ("[TOOL_CALLS] nonsense", 1));
             let p = same_at_every_cut(f, "[TOOL no");
@@ -674,6 +753,7 @@ mod tests {
     fn detect() {
         let none = |_: &str| false;
         assert_eq!(ToolFormat::detect("{{ '<tool_call>' }}", none), ToolFormat::Hermes);
+        assert_eq!(ToolFormat::detect("<tool_call>\n<function=", none), ToolFormat::QwenXml);
         assert_eq!(ToolFormat::detect("{{ '[TOOL_CALLS]' }}", none), ToolFormat::Mistral);
         assert_eq!(ToolFormat::detect("[TOOL_CALLS] [ARGS]", none), ToolFormat::MistralArgs);
         assert_eq!(ToolFormat::detect("<|python_tag|>", none), ToolFormat::Llama3);
