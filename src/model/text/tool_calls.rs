@@ -530,9 +530,11 @@ impl ToolFormat {
             };
             let head = lit(&head);
             match self {
-                ToolFormat::MistralArgs => {
-                    g.push_str(&format!("fn_{i}: {head} {} args_{i}\n", marker("[ARGS]", special)))
-                }
+                ToolFormat::MistralArgs => g.push_str(&format!(
+                    "fn_{i}: {head} ({} CALL_ID)? {} args_{i}\n",
+                    marker("[CALL_ID]", special),
+                    marker("[ARGS]", special)
+                )),
                 _ => g.push_str(&format!("fn_{i}: {head} args_{i}\n")),
             }
             g.push_str(&format!("args_{i}: %json {args}\n"));
@@ -561,7 +563,9 @@ impl ToolFormat {
                 }
             }
             ToolFormat::Mistral => {
-                g.push_str(&format!("call: {open} fn {}\n", lit("}")));
+                // The id Mistral's templates write after the arguments (9 letters or digits).
+                g.push_str(&format!("call: {open} fn ({} CALL_ID)? {}\n", lit(", \"id\": "), lit("}")));
+                g.push_str("CALL_ID: /\"[A-Za-z0-9]{9}\"/\n");
                 g.push_str(&format!("calls: {} call ({} call)* {}\n", lit("["), lit(", "), lit("]")));
                 if with_trigger {
                     format!("{trig} calls")
@@ -571,6 +575,7 @@ impl ToolFormat {
             }
             ToolFormat::MistralArgs => {
                 g.push_str(&format!("calls: fn ({trig} fn)*\n"));
+                g.push_str("CALL_ID: /[A-Za-z0-9]{9}/\n");
                 if with_trigger {
                     format!("{trig} calls")
                 } else {
@@ -827,6 +832,17 @@ mod tests {
             assert!(!accepts(&r, "Hello"), "{f:?} required accepts text");
             let named = f.required_grammar(&t, &ToolChoice::Function("noargs".into()), &none).unwrap();
             assert!(!accepts(&named, &format!("{}{good}", f.trigger())), "{f:?} named accepts another tool");
+        }
+        let ids = [
+            (ToolFormat::Mistral, "[{\"name\": \"noargs\", \"arguments\": {}, \"id\": \"abc123def\"}]"),
+            (ToolFormat::MistralArgs, "noargs[CALL_ID]abc123def[ARGS]{}"),
+        ];
+        for (f, text) in ids {
+            assert!(
+                accepts(&f.call_grammar(&t, &ToolChoice::Auto, &none).unwrap(), text),
+                "{f:?} with an id"
+            );
+            assert_eq!(f.parse(&format!("[TOOL_CALLS]{text}")).calls[0].id.as_deref(), Some("abc123def"));
         }
         assert!(accepts(
             &ToolFormat::Llama3.required_grammar(&t, &ToolChoice::Auto, &none).unwrap(),
