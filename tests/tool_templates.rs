@@ -11,7 +11,9 @@
 mod common;
 
 use common::*;
-use lmx::model::{ChatTemplate, Message, ReasoningSplit, ReasoningTags, TemplateSource, ToolFormat, Tools};
+use lmx::model::{
+    ChatTemplate, Message, ReasoningSplit, ReasoningTags, TemplateSource, ToolChoice, ToolFormat, Tools,
+};
 
 #[test]
 fn real_templates_render_tools_as_transformers_does() {
@@ -130,7 +132,37 @@ fn real_templates_calls_read_back() {
         if format == ToolFormat::Mistral || format == ToolFormat::MistralArgs {
             assert_eq!(p.calls[0].id.as_deref(), Some("call0001a"), "{name}");
         }
+        // The call grammar accepts the template's call text (after the trigger, where there
+        // is one: Llama's bare JSON has none).
+        if format == ToolFormat::QwenXml {
+            continue; // no grammar yet
+        }
+        let tools = Tools::parse(case["tools_json"].as_str().unwrap()).unwrap();
+        let g = format.call_grammar(&tools, &ToolChoice::Auto, &|_| false).unwrap();
+        let call = &text[at..stop];
+        let after = call.strip_prefix(format.trigger()).unwrap_or(call);
+        assert!(grammar_accepts(&g, after), "{name}: the call grammar rejects {after:?}\n{g}");
+        let named =
+            format.required_grammar(&tools, &ToolChoice::Function("get_time".into()), &|_| false).unwrap();
+        assert!(!grammar_accepts(&named, call), "{name}: a grammar for get_time accepts {call:?}");
     }
+}
+
+/// Whether llguidance, over a vocabulary of single bytes, accepts `text` whole.
+fn grammar_accepts(grammar: &str, text: &str) -> bool {
+    use llguidance::api::TopLevelGrammar;
+    use llguidance::{Matcher, ParserFactory};
+    let env = toktrie::ApproximateTokEnv::single_byte_env();
+    let mut factory = ParserFactory::new_simple(&env).unwrap();
+    factory.quiet();
+    let parser = factory.create_parser(TopLevelGrammar::from_lark(grammar.to_string()));
+    let mut m = Matcher::new(Ok(parser.unwrap_or_else(|e| panic!("{e}\n{grammar}"))));
+    for b in text.bytes() {
+        if m.consume_token(u32::from(b)).is_err() || m.is_error() {
+            return false;
+        }
+    }
+    m.is_accepting().unwrap_or(false)
 }
 
 /// Reasoning tags come from the templates that have them, and the generation prompt tells
