@@ -311,7 +311,8 @@ impl Session {
         self.model.encode(text, true)
     }
 
-    /// The tokens of a chat, rendered with the model's template and a generation prompt.
+    /// The tokens of a chat, rendered with the model's template and a generation prompt,
+    /// offering `tools` when given.
     /// [`cancel`](Self::cancel) and `caller` (the call's own token, may be None) stop the
     /// rendering too: the error is then `Cancelled`.
     pub fn chat_tokens(

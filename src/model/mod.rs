@@ -177,7 +177,18 @@ impl Model {
         self.tokenizer.decode(ids, skip_special)
     }
 
-    /// `messages` rendered with the model's chat template. With `stop`, the rendering ends
+    /// How this model writes tool calls, from its chat template and vocabulary.
+    pub fn tool_format(&self) -> ToolFormat {
+        ToolFormat::detect(self.chat.text(), |t| self.tokenizer.token_to_id(t).is_some())
+    }
+
+    /// This model's think tags, if it has any (from its chat template and vocabulary).
+    pub fn reasoning_tags(&self) -> Option<ReasoningTags> {
+        ReasoningTags::detect(self.chat.text(), |t| self.tokenizer.token_to_id(t).is_some())
+    }
+
+    /// `messages` rendered with the model's chat template, offering `tools` (see
+    /// [`ChatTemplate::render`]). With `stop`, the rendering ends
     /// with a `Cancelled` error as soon as `stop` returns true (checked every few
     /// milliseconds while the template runs; see [`ChatTemplate::render_cancellable`]).
     pub fn render_chat(
