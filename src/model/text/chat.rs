@@ -385,6 +385,7 @@ impl ChatTemplate {
     /// cancellation is seen within that, not when the template's instruction budget runs out.
     /// Cancelled, the call returns a `Cancelled` error at once; the abandoned rendering ends by
     /// itself at its next output or its budget (its result is dropped).
+    #[allow(clippy::too_many_arguments)] // render's, and the stop check
     pub fn render_cancellable(
         &self,
         messages: &[Message],
