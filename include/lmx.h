@@ -146,6 +146,9 @@ typedef struct lmx_stream lmx_stream;
 // meanwhile gets LMX_STATUS_BUSY); the model stays usable for generation meanwhile.
 typedef struct lmx_trainer lmx_trainer;
 
+// What a generation's output must match: one of the LMX_CONSTRAINT_* values.
+typedef int32_t lmx_constraint_kind;
+
 // How generation runs. Initialize with lmx_generate_params_init() (or
 // LMX_GENERATE_PARAMS_INIT), then set what you need; all pointers are borrowed for the
 // duration of the call only.
@@ -202,6 +205,39 @@ typedef struct {
   // stop string can begin in the text of the first min_tokens tokens). max_tokens and the
   // context length still end generation. 0 = off. Default 0.
   uint32_t min_tokens;
+  // What the output must match: an LMX_CONSTRAINT_* value. Default LMX_CONSTRAINT_NONE.
+  // A constraint that does not compile (invalid JSON, an unsupported schema keyword, a
+  // regex or grammar error, a grammar no text satisfies) fails the call with
+  // LMX_STATUS_INVALID_ARGUMENT and a message naming the kind and what failed; nothing is
+  // generated and the session stays usable. Tokens the constraint forces are appended
+  // without a decode step each. The output ends when the constraint is satisfied and
+  // nothing more may follow, at an EOS the constraint allows, or at max_tokens (finish
+  // reason "length": then it may be incomplete).
+  lmx_constraint_kind constraint;
+  // The JSON Schema, regular expression or grammar (NUL-terminated UTF-8, at most 1 MiB).
+  const char *constraint_text;
+  // LMX_CONSTRAINT_CHOICE: n_choices NUL-terminated UTF-8 strings, each non-empty.
+  const char *const *choices;
+  size_t n_choices;
+  // Tools the model may call: a JSON array of function definitions (OpenAI / Hugging Face:
+  // {"type": "function", "function": {"name", "description", "parameters"}}, or the bare
+  // function objects); NULL: none. Chat calls render them into the model's chat template;
+  // the output is parsed for calls in the model's own format (Qwen/Hermes `<tool_call>`,
+  // Llama 3, Mistral `[TOOL_CALLS]`), their text withheld from callbacks and streams, and
+  // reported by lmx_session_last_message() / lmx_stream_message().
+  const char *tools_json;
+  // "auto" (NULL: the default: the model decides; calls are parsed), "none" (nothing is
+  // parsed), "required" (the whole output is one or more calls, constrained so that each
+  // names a tool and its arguments validate against the tool's parameters), or a tool's
+  // name (the same, that tool only; the OpenAI object as JSON also works).
+  const char *tool_choice;
+  // 1: split the model's reasoning (`<think>...</think>` and the like) off the text:
+  // callbacks and streams get the answer only, lmx_session_last_message() has the
+  // reasoning apart. 0 (default): the text as generated.
+  uint8_t split_reasoning;
+  // Most tokens of reasoning before its closing tag is forced (implies split_reasoning);
+  // 0 (default): no limit.
+  uint32_t thinking_budget;
 } lmx_generate_params;
 
 // One prompt's result. Pointers are owned by the lmx_batch and valid until lmx_batch_free().
@@ -434,6 +470,14 @@ typedef struct {
   size_t struct_size;
   const char *role;
   const char *content;
+  // An assistant message's tool calls: a JSON array as OpenAI writes them
+  // ([{"id": ..., "type": "function", "function": {"name": ..., "arguments": {...} or
+  // "<JSON text>"}}]); NULL: none.
+  const char *tool_calls_json;
+  // A tool message: the id of the call it answers; NULL: none.
+  const char *tool_call_id;
+  // A tool message: the tool's name; NULL: none.
+  const char *name;
 } lmx_message;
 
 // How a session keeps its KV cache. Initialize with lmx_session_params_init() (or
@@ -484,6 +528,24 @@ typedef struct {
 #define LMX_DEVICE_CPU 1
 
 #define LMX_DEVICE_GPU 2
+
+// No constraint.
+#define LMX_CONSTRAINT_NONE 0
+
+// A JSON value valid against the JSON Schema in constraint_text.
+#define LMX_CONSTRAINT_JSON_SCHEMA 1
+
+// Any JSON object (constraint_text unused).
+#define LMX_CONSTRAINT_JSON_OBJECT 2
+
+// Text the regular expression in constraint_text matches whole.
+#define LMX_CONSTRAINT_REGEX 3
+
+// Text in the language of the Lark grammar (llguidance's format) in constraint_text.
+#define LMX_CONSTRAINT_GRAMMAR 4
+
+// Exactly one of the strings in choices.
+#define LMX_CONSTRAINT_CHOICE 5
 
 #ifdef __cplusplus
 extern "C" {
@@ -726,6 +788,41 @@ lmx_status lmx_reset_peak_memory(void);
 
 // Returns MLX's buffer cache to the system. Returns LMX_OK or LMX_STATUS_MLX.
 lmx_status lmx_clear_cache(void);
+
+// Writes the assistant message of the session's last finished generation as JSON:
+// {"role": "assistant", "content": the answer, "reasoning_content": the reasoning (only
+// when split, see lmx_generate_params.split_reasoning), "tool_calls": [{"id", "type":
+// "function", "function": {"name", "arguments": "<JSON text>"}}] (only when tools were given
+// and calls were made)}. Size-then-fill like lmx_detokenize(): `*len_out` (not NULL) gets
+// the length; the text and a NUL are written when `capacity` exceeds it. An empty string
+// before any generation finished. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_session_last_message(const lmx_session *session,
+                                    char *buf,
+                                    size_t capacity,
+                                    size_t *len_out);
+
+// Splits `text` (NUL-terminated UTF-8, generated by `model` or in its format) into visible
+// text and tool calls in the model's format (Qwen/Hermes `<tool_call>`, Llama 3, Mistral
+// `[TOOL_CALLS]`) and writes {"visible_text": ..., "calls": [{"id", "name", "type":
+// "function", "arguments_json": "<JSON text>"}], "errors": [...]} (calls that could not be
+// read stay in the visible text and are named in errors). Size-then-fill like
+// lmx_detokenize(). Thread-safe. Returns LMX_OK or LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_model_parse_tools(const lmx_model *model,
+                                 const char *text,
+                                 char *buf,
+                                 size_t capacity,
+                                 size_t *len_out);
+
+// Splits `text` (NUL-terminated UTF-8) into the model's reasoning (`<think>...</think>` or
+// the model's own tags) and the visible answer, and writes {"visible_text": ..., "reasoning":
+// [{"kind": "think", "text": ...}]} (no segment when there is no reasoning, or the model has
+// no reasoning tags). Size-then-fill like lmx_detokenize(). Thread-safe. Returns LMX_OK or
+// LMX_STATUS_INVALID_ARGUMENT.
+lmx_status lmx_model_parse_reasoning(const lmx_model *model,
+                                     const char *text,
+                                     char *buf,
+                                     size_t capacity,
+                                     size_t *len_out);
 
 // Loads the model at `path` (NUL-terminated UTF-8): a folder (config.json, *.safetensors,
 // tokenizer.json, tokenizer_config.json) or a GGUF file (llama.cpp's format: architectures
