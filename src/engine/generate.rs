@@ -131,7 +131,7 @@ impl Generation {
         let tool_constraint = match (&params.tools, format) {
             (Some(tools), Some(f)) if required => {
                 let special = |t: &str| model.is_special_token(t);
-                Some(Constraint::Lark(f.required_grammar(tools, &params.tool_choice, &special)?))
+                Some(Constraint::Lark(f.required_grammar(tools, &params.tool_choice, &special, params.parallel_tool_calls)?))
             }
             _ => None,
         };

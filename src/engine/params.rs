@@ -80,6 +80,9 @@ pub struct GenerateParams {
     /// Auto: the model decides (calls are parsed); None: no calls are parsed; Required or a
     /// named function: the whole output is calls, constrained to the tools' schemas.
     pub tool_choice: crate::model::ToolChoice,
+    /// Under tool_choice required (or a named tool): whether the output may hold several
+    /// calls (as OpenAI's `parallel_tool_calls`); false: exactly one.
+    pub parallel_tool_calls: bool,
     /// Split the model's reasoning (`<think>...</think>`) off the text: events and the text
     /// carry the answer, [`Output::reasoning`](super::generate::Output::reasoning) the rest.
     pub split_reasoning: bool,
@@ -103,6 +106,7 @@ impl Default for GenerateParams {
             constraint: None,
             tools: None,
             tool_choice: crate::model::ToolChoice::Auto,
+            parallel_tool_calls: true,
             split_reasoning: false,
             thinking_budget: None,
         }

@@ -151,6 +151,9 @@ pub struct lmx_generate_params {
     /// names a tool and its arguments validate against the tool's parameters), or a tool's
     /// name (the same, that tool only; the OpenAI object as JSON also works).
     pub tool_choice: *const c_char,
+    /// Under tool_choice "required" or a named tool: 1 (default) the output may hold several
+    /// calls; 0 exactly one (OpenAI's parallel_tool_calls).
+    pub parallel_tool_calls: u8,
     /// 1: split the model's reasoning (`<think>...</think>` and the like) off the text:
     /// callbacks and streams get the answer only, lmx_session_last_message() has the
     /// reasoning apart. 0 (default): the text as generated.
@@ -194,6 +197,7 @@ c_struct!(lmx_generate_params {
     n_choices,
     tools_json,
     tool_choice,
+    parallel_tool_calls,
     split_reasoning,
     thinking_budget
 });
@@ -242,6 +246,7 @@ fn generate_defaults() -> lmx_generate_params {
         n_choices: 0,
         tools_json: std::ptr::null(),
         tool_choice: std::ptr::null(),
+        parallel_tool_calls: 1,
         split_reasoning: 0,
         thinking_budget: 0,
     }
@@ -368,6 +373,7 @@ impl lmx_generate_params {
                 ToolChoice::parse(str_arg(self.tool_choice, "params->tool_choice")?)
                     .map_err(|e| e.context("params->tool_choice"))?
             },
+            parallel_tool_calls: flag(self.parallel_tool_calls, "params->parallel_tool_calls")?,
             split_reasoning: flag(self.split_reasoning, "params->split_reasoning")?,
             thinking_budget: (self.thinking_budget > 0).then_some(self.thinking_budget as usize),
         })

@@ -472,7 +472,12 @@ fn args_schema(params: Option<&Value>) -> String {
         }
     };
     s.entry("type").or_insert("object".into());
-    s.insert("x-guidance".into(), serde_json::json!({"lenient": true}));
+    // models write whitespace without end); lenient: keywords the engine cannot enforce are
+    // ignored rather than refused, since the tools come from the caller as they are.
+    s.insert(
+        "x-guidance".into(),
+        serde_json::json!({"lenient": true, "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
+    );
     serde_json::to_string(&Value::Object(s)).unwrap_or_default()
 }
 
@@ -487,18 +492,19 @@ impl ToolFormat {
         choice: &ToolChoice,
         special: &dyn Fn(&str) -> bool,
     ) -> Result<String> {
-        self.grammar(tools, choice, special, false)
+        self.grammar(tools, choice, special, false, true)
     }
 
     /// A grammar for a whole output that is nothing but calls, trigger included (for
-    /// `tool_choice` required or a named function).
+    /// `tool_choice` required or a named function); one call only unless `parallel`.
     pub fn required_grammar(
         &self,
         tools: &Tools,
         choice: &ToolChoice,
         special: &dyn Fn(&str) -> bool,
+        parallel: bool,
     ) -> Result<String> {
-        self.grammar(tools, choice, special, true)
+        self.grammar(tools, choice, special, true, parallel)
     }
 
     fn grammar(
@@ -507,7 +513,10 @@ impl ToolFormat {
         choice: &ToolChoice,
         special: &dyn Fn(&str) -> bool,
         with_trigger: bool,
+        parallel: bool,
     ) -> Result<String> {
+        // More calls after the first, or none.
+        let more = |rest: String| if parallel { rest } else { String::new() };
         choice.check(tools)?;
         if *self == ToolFormat::QwenXml {
             return Err(Error::unsupported("no grammar for Qwen3-Coder's XML tool calls yet"));
@@ -546,7 +555,7 @@ impl ToolFormat {
             ToolFormat::Hermes | ToolFormat::QwenXml => {
                 let end = marker("</tool_call>", special);
                 g.push_str(&format!("body: {} {open} fn {} {end}\n", lit("\n"), lit("}\n")));
-                g.push_str(&format!("calls: body ({} {trig} body)*\n", lit("\n")));
+                g.push_str(&format!("calls: body {}\n", more(format!("({} {trig} body)*", lit("\n")))));
                 if with_trigger {
                     format!("{trig} calls")
                 } else {
@@ -555,7 +564,7 @@ impl ToolFormat {
             }
             ToolFormat::Llama3 => {
                 g.push_str(&format!("call: {open} fn {}\n", lit("}")));
-                g.push_str(&format!("calls: call ({} call)*\n", lit("; ")));
+                g.push_str(&format!("calls: call {}\n", more(format!("({} call)*", lit("; ")))));
                 if with_trigger {
                     format!("{trig}? calls")
                 } else {
@@ -566,7 +575,7 @@ impl ToolFormat {
                 // The id Mistral's templates write after the arguments (9 letters or digits).
                 g.push_str(&format!("call: {open} fn ({} CALL_ID)? {}\n", lit(", \"id\": "), lit("}")));
                 g.push_str("CALL_ID: /\"[A-Za-z0-9]{9}\"/\n");
-                g.push_str(&format!("calls: {} call ({} call)* {}\n", lit("["), lit(", "), lit("]")));
+                g.push_str(&format!("calls: {} call {} {}\n", lit("["), more(format!("({} call)*", lit(", "))), lit("]")));
                 if with_trigger {
                     format!("{trig} calls")
                 } else {
@@ -574,7 +583,7 @@ impl ToolFormat {
                 }
             }
             ToolFormat::MistralArgs => {
-                g.push_str(&format!("calls: fn ({trig} fn)*\n"));
+                g.push_str(&format!("calls: fn {}\n", more(format!("({trig} fn)*"))));
                 g.push_str("CALL_ID: /[A-Za-z0-9]{9}/\n");
                 if with_trigger {
                     format!("{trig} calls")
@@ -827,10 +836,10 @@ mod tests {
             // The parser reads what the grammar makes.
             let p = f.parse(&format!("{}{good}", f.trigger()));
             assert!(p.errors.is_empty() && !p.calls.is_empty(), "{f:?}: {p:?}");
-            let r = f.required_grammar(&t, &ToolChoice::Required, &none).unwrap();
+            let r = f.required_grammar(&t, &ToolChoice::Required, &none, true).unwrap();
             assert!(accepts(&r, &format!("{}{good}", f.trigger())), "{f:?} required\n{r}");
             assert!(!accepts(&r, "Hello"), "{f:?} required accepts text");
-            let named = f.required_grammar(&t, &ToolChoice::Function("noargs".into()), &none).unwrap();
+            let named = f.required_grammar(&t, &ToolChoice::Function("noargs".into()), &none, true).unwrap();
             assert!(!accepts(&named, &format!("{}{good}", f.trigger())), "{f:?} named accepts another tool");
         }
         let ids = [
@@ -845,13 +854,13 @@ mod tests {
             assert_eq!(f.parse(&format!("[TOOL_CALLS]{text}")).calls[0].id.as_deref(), Some("abc123def"));
         }
         assert!(accepts(
-            &ToolFormat::Llama3.required_grammar(&t, &ToolChoice::Auto, &none).unwrap(),
+            &ToolFormat::Llama3.required_grammar(&t, &ToolChoice::Auto, &none, true).unwrap(),
             "{\"name\": \"noargs\", \"parameters\": {}}"
         ));
         assert!(ToolFormat::Hermes.call_grammar(&t, &ToolChoice::None, &none).is_err());
         assert!(ToolFormat::Hermes.call_grammar(&t, &ToolChoice::Function("zz".into()), &none).is_err());
         // A special trigger is referenced by name (the test vocabulary has <|tool|>).
-        let g = ToolFormat::Hermes.required_grammar(&t, &ToolChoice::Auto, &|s| s == "<tool_call>").unwrap();
+        let g = ToolFormat::Hermes.required_grammar(&t, &ToolChoice::Auto, &|s| s == "<tool_call>", true).unwrap();
         assert!(g.starts_with("start: <tool_call> calls"), "{g}");
     }
 }
