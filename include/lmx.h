@@ -146,6 +146,9 @@ typedef struct lmx_stream lmx_stream;
 // meanwhile gets LMX_STATUS_BUSY); the model stays usable for generation meanwhile.
 typedef struct lmx_trainer lmx_trainer;
 
+// What a generation's output must match: one of the LMX_CONSTRAINT_* values.
+typedef int32_t lmx_constraint_kind;
+
 // How generation runs. Initialize with lmx_generate_params_init() (or
 // LMX_GENERATE_PARAMS_INIT), then set what you need; all pointers are borrowed for the
 // duration of the call only.
@@ -202,6 +205,20 @@ typedef struct {
   // stop string can begin in the text of the first min_tokens tokens). max_tokens and the
   // context length still end generation. 0 = off. Default 0.
   uint32_t min_tokens;
+  // What the output must match: an LMX_CONSTRAINT_* value. Default LMX_CONSTRAINT_NONE.
+  // A constraint that does not compile (invalid JSON, an unsupported schema keyword, a
+  // regex or grammar error, a grammar no text satisfies) fails the call with
+  // LMX_STATUS_INVALID_ARGUMENT and a message naming the kind and what failed; nothing is
+  // generated and the session stays usable. Tokens the constraint forces are appended
+  // without a decode step each. The output ends when the constraint is satisfied and
+  // nothing more may follow, at an EOS the constraint allows, or at max_tokens (finish
+  // reason "length": then it may be incomplete).
+  lmx_constraint_kind constraint;
+  // The JSON Schema, regular expression or grammar (NUL-terminated UTF-8, at most 1 MiB).
+  const char *constraint_text;
+  // LMX_CONSTRAINT_CHOICE: n_choices NUL-terminated UTF-8 strings, each non-empty.
+  const char *const *choices;
+  size_t n_choices;
 } lmx_generate_params;
 
 // One prompt's result. Pointers are owned by the lmx_batch and valid until lmx_batch_free().
@@ -484,6 +501,24 @@ typedef struct {
 #define LMX_DEVICE_CPU 1
 
 #define LMX_DEVICE_GPU 2
+
+// No constraint.
+#define LMX_CONSTRAINT_NONE 0
+
+// A JSON value valid against the JSON Schema in constraint_text.
+#define LMX_CONSTRAINT_JSON_SCHEMA 1
+
+// Any JSON object (constraint_text unused).
+#define LMX_CONSTRAINT_JSON_OBJECT 2
+
+// Text the regular expression in constraint_text matches whole.
+#define LMX_CONSTRAINT_REGEX 3
+
+// Text in the language of the Lark grammar (llguidance's format) in constraint_text.
+#define LMX_CONSTRAINT_GRAMMAR 4
+
+// Exactly one of the strings in choices.
+#define LMX_CONSTRAINT_CHOICE 5
 
 #ifdef __cplusplus
 extern "C" {

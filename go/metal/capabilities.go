@@ -74,6 +74,7 @@ var capabilities = []capability{
 	{inference.CapabilityCacheWarm, gRuntime, no, ""},
 	{inference.CapabilityToolParse, gModel, no, ""},
 	{inference.CapabilityReasoningParse, gModel, no, ""},
+	{inference.CapabilityStructuredOutput, gModel, yes, "inference.WithJSONSchema, WithJSONObject, WithRegex, WithGrammar (Lark), WithChoices: one per call, on llguidance"},
 	{inference.CapabilitySpeculativeDecode, gModel, no, ""},
 	{inference.CapabilityPromptLookupDecode, gModel, no, ""},
 	{inference.CapabilityMoERouting, gModel, no, ""},

@@ -96,6 +96,12 @@ func TestCapabilitiesAreTruthful(t *testing.T) {
 				t.Fatalf("computed %d of %d prompt tokens again", n, all)
 			}
 		},
+		inference.CapabilityStructuredOutput: func(t *testing.T) {
+			_, text := collect(m.Chat(ctx, msgs, inference.WithChoices("day", "night"), inference.WithMaxTokens(8)))
+			if text != "day" && text != "night" {
+				t.Fatal(text, m.Err())
+			}
+		},
 		inference.CapabilityStateFork: func(t *testing.T) {
 			s := newTestSession(t, m)
 			collect(s.Generate(ctx, "Hello there", few...))

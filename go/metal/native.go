@@ -59,8 +59,9 @@ static lmxgo_result lmxgo_session_stream(lmx_session *s, const char *prompt, con
 	return lmxgo_finish(lmx_session_stream(s, prompt, p, out));
 }
 static lmxgo_result lmxgo_session_stream_chat(lmx_session *s, const lmx_message *msgs, size_t n,
-                                              const lmx_generate_params *p, lmx_stream **out) {
-	return lmxgo_finish(lmx_session_stream_chat(s, msgs, n, NULL, p, out));
+                                              const char *extra_json, const lmx_generate_params *p,
+                                              lmx_stream **out) {
+	return lmxgo_finish(lmx_session_stream_chat(s, msgs, n, extra_json, p, out));
 }
 static lmxgo_result lmxgo_stream_next(lmx_stream *st, int32_t *tok, const char **text, size_t *len, bool *done) {
 	return lmxgo_finish(lmx_stream_next(st, tok, text, len, done));
@@ -294,7 +295,25 @@ type genParams struct {
 	minTokens         uint32
 	// banned can never be generated: liblmx's logit bias of -inf.
 	banned []int32
+	// constraint is an LMX_CONSTRAINT_* kind; constraintText its schema, regex or grammar;
+	// choices LMX_CONSTRAINT_CHOICE's strings.
+	constraint     constraintKind
+	constraintText string
+	choices        []string
+	// templateExtra is a JSON object of extra chat-template variables ("" = none).
+	templateExtra string
 }
+
+// constraintKind is an lmx_constraint_kind.
+type constraintKind int32
+
+const (
+	constraintJSONSchema constraintKind = C.LMX_CONSTRAINT_JSON_SCHEMA
+	constraintJSONObject constraintKind = C.LMX_CONSTRAINT_JSON_OBJECT
+	constraintRegex      constraintKind = C.LMX_CONSTRAINT_REGEX
+	constraintGrammar    constraintKind = C.LMX_CONSTRAINT_GRAMMAR
+	constraintChoice     constraintKind = C.LMX_CONSTRAINT_CHOICE
+)
 
 // cParams is an lmx_generate_params in C memory, with its arrays in C memory too.
 type cParams struct {
@@ -303,18 +322,39 @@ type cParams struct {
 	stops      *cStrings
 	biasTokens *C.int32_t
 	biasValues *C.float
+	ctext      *C.char
+	choices    *cStrings
+	// extra is the chat template's extra variables (JSON), or nil; it is not part of the
+	// params struct but goes with the chat calls.
+	extra *C.char
 }
 
 func newCParams(g genParams) (*cParams, error) {
-	stops, err := newCStrings(g.stopStrings, "a stop string")
-	if err != nil {
-		return nil, err
-	}
-	cp := &cParams{stops: stops}
-	cp.p = (*C.lmx_generate_params)(C.malloc(C.sizeof_lmx_generate_params))
-	if err := result(C.lmxgo_generate_params_init(cp.p)); err != nil {
+	cp := &cParams{}
+	fail := func(err error) (*cParams, error) {
 		cp.free()
 		return nil, err
+	}
+	var err error
+	if cp.stops, err = newCStrings(g.stopStrings, "a stop string"); err != nil {
+		return fail(err)
+	}
+	if cp.choices, err = newCStrings(g.choices, "a choice"); err != nil {
+		return fail(err)
+	}
+	if g.constraintText != "" {
+		if cp.ctext, err = cString(g.constraintText, "the constraint"); err != nil {
+			return fail(err)
+		}
+	}
+	if g.templateExtra != "" {
+		if cp.extra, err = cString(g.templateExtra, "the template variables"); err != nil {
+			return fail(err)
+		}
+	}
+	cp.p = (*C.lmx_generate_params)(C.malloc(C.sizeof_lmx_generate_params))
+	if err := result(C.lmxgo_generate_params_init(cp.p)); err != nil {
+		return fail(err)
 	}
 	p := cp.p
 	p.max_tokens = C.uint32_t(g.maxTokens)
@@ -345,20 +385,33 @@ func newCParams(g genParams) (*cParams, error) {
 		p.stop_tokens = cp.tokens
 		p.n_stop_tokens = C.size_t(n)
 	}
-	if stops.n > 0 {
-		p.stop_strings = stops.arr
-		p.n_stop_strings = C.size_t(stops.n)
+	if cp.stops.n > 0 {
+		p.stop_strings = cp.stops.arr
+		p.n_stop_strings = C.size_t(cp.stops.n)
+	}
+	p.constraint = C.lmx_constraint_kind(g.constraint)
+	p.constraint_text = cp.ctext
+	if cp.choices.n > 0 {
+		p.choices = cp.choices.arr
+		p.n_choices = C.size_t(cp.choices.n)
 	}
 	return cp, nil
 }
 
 func (cp *cParams) free() {
-	cp.stops.free()
+	if cp.stops != nil {
+		cp.stops.free()
+	}
+	if cp.choices != nil {
+		cp.choices.free()
+	}
 	// C.free accepts NULL.
 	C.free(unsafe.Pointer(cp.tokens))
 	C.free(unsafe.Pointer(cp.biasTokens))
 	C.free(unsafe.Pointer(cp.biasValues))
-	cp.tokens, cp.biasTokens, cp.biasValues = nil, nil, nil
+	C.free(unsafe.Pointer(cp.ctext))
+	C.free(unsafe.Pointer(cp.extra))
+	cp.tokens, cp.biasTokens, cp.biasValues, cp.ctext, cp.extra = nil, nil, nil, nil, nil
 	if cp.p != nil {
 		C.free(unsafe.Pointer(cp.p))
 		cp.p = nil
@@ -624,7 +677,7 @@ func streamChat(s cSession, msgs []inference.Message, p *cParams) (cStream, erro
 	}
 	defer cm.free()
 	var st cStream
-	if err := result(C.lmxgo_session_stream_chat(s, cm.arr, C.size_t(cm.n), p.p, &st)); err != nil {
+	if err := result(C.lmxgo_session_stream_chat(s, cm.arr, C.size_t(cm.n), p.extra, p.p, &st)); err != nil {
 		return nil, err
 	}
 	return st, nil

@@ -1,8 +1,10 @@
 package metal
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 
 	"liblmx/go/inference"
@@ -120,6 +122,17 @@ func params(cfg inference.GenerateConfig, x extras, contextLen int) (genParams, 
 		return g, invalid(fmt.Sprintf("WithMinTokensBeforeStop(%d): the count must be >= 0", cfg.MinTokensBeforeStop))
 	}
 	g.minTokens = uint32(min(cfg.MinTokensBeforeStop, math.MaxUint32))
+	if err := constraint(cfg, &g); err != nil {
+		return g, err
+	}
+	if cfg.EnableThinking != nil {
+		// The chat templates of thinking models read enable_thinking (Qwen 3's and others').
+		extra, err := json.Marshal(map[string]any{"enable_thinking": *cfg.EnableThinking})
+		if err != nil {
+			return g, invalid(err.Error())
+		}
+		g.templateExtra = string(extra)
+	}
 	if g.topP == 0 {
 		g.topP = 1
 	}
@@ -127,4 +140,35 @@ func params(cfg inference.GenerateConfig, x extras, contextLen int) (genParams, 
 		g.repetitionPenalty = 1
 	}
 	return g, nil
+}
+
+// constraint puts the output constraint of cfg into g. The contract's five constraint fields
+// are one choice: more than one set is refused, naming them, rather than one silently
+// winning.
+func constraint(cfg inference.GenerateConfig, g *genParams) error {
+	var given []string
+	if cfg.JSONSchema != "" {
+		given = append(given, "WithJSONSchema")
+		g.constraint, g.constraintText = constraintJSONSchema, cfg.JSONSchema
+	}
+	if cfg.JSONObject {
+		given = append(given, "WithJSONObject")
+		g.constraint, g.constraintText = constraintJSONObject, ""
+	}
+	if cfg.Regex != "" {
+		given = append(given, "WithRegex")
+		g.constraint, g.constraintText = constraintRegex, cfg.Regex
+	}
+	if cfg.Grammar != "" {
+		given = append(given, "WithGrammar")
+		g.constraint, g.constraintText = constraintGrammar, cfg.Grammar
+	}
+	if len(cfg.Choices) > 0 {
+		given = append(given, "WithChoices")
+		g.constraint, g.constraintText, g.choices = constraintChoice, "", cfg.Choices
+	}
+	if len(given) > 1 {
+		return invalid(fmt.Sprintf("at most one output constraint per call, given %s", strings.Join(given, ", ")))
+	}
+	return nil
 }
