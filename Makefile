@@ -217,7 +217,7 @@ bench: lib real-models
 # in fuzz/artifacts/<target>/; each one found becomes a regression test. (A dependency's link
 # arguments do not reach the fuzz binaries, so they find MLX through LD_LIBRARY_PATH.)
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := safetensors_header config_spec tokenizer_files chat_template gguf_header
+FUZZ_TARGETS := safetensors_header config_spec tokenizer_files chat_template gguf_header tool_text
 
 fuzz: lib
 	@command -v cargo-fuzz >/dev/null || cargo install -q cargo-fuzz --locked

@@ -6,7 +6,8 @@ usage: fuzz_seeds.py FIXTURES_DIR OUT_DIR
 Writes OUT_DIR/<target>/<fixture> for each target: safetensors_header (the data size as
 8 little-endian bytes, then the header JSON), config_spec (config.json), tokenizer_files
 (tokenizer.json, 0xFF, tokenizer_config.json) and chat_template (the template, 0xFF, a
-conversation as JSON).
+conversation as JSON); tool_text gets a few generated outputs with tool calls and reasoning
+(a format-and-stride byte, then the text).
 """
 import json
 import os
@@ -14,7 +15,7 @@ import struct
 import sys
 
 fixtures, out = sys.argv[1], sys.argv[2]
-targets = ["safetensors_header", "config_spec", "tokenizer_files", "chat_template", "gguf_header"]
+targets = ["safetensors_header", "config_spec", "tokenizer_files", "chat_template", "gguf_header", "tool_text"]
 for t in targets:
     os.makedirs(os.path.join(out, t), exist_ok=True)
 
@@ -85,6 +86,19 @@ def gguf_seed():
         out += b"\1" * size + b"\0" * (-size % 32)
     return out
 
+
+TOOL_TEXTS = [
+    (0, 'Checking.\n\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'),
+    (1, '<tool_call>\n<function=f>\n<parameter=x>\n1\n</parameter>\n</function>\n</tool_call>'),
+    (2, '<|python_tag|>{"name": "a", "parameters": {}}; {"name": "b", "parameters": {"x": [1]}}'),
+    (3, '[TOOL_CALLS][{"name": "a", "arguments": {"x": 1}, "id": "abcdefghi"}]'),
+    (4 | 8, '[TOOL_CALLS]a[CALL_ID]abcdefghi[ARGS]{"x": 1}[TOOL_CALLS]b[ARGS]{}'),
+    (5 | 16, '<think>\nFirst, 2+2.\n</think>\n\nThe answer is 4.'),
+]
+for i, (head, text) in enumerate(TOOL_TEXTS):
+    with open(os.path.join(out, "tool_text", f"seed{i}"), "wb") as f:
+        f.write(bytes([head]) + text.encode())
+        count += 1
 
 with open(os.path.join(out, "gguf_header", "synthetic"), "wb") as f:
     f.write(gguf_seed())

@@ -14,6 +14,9 @@ Everything lands in $LMX_TEST_CACHE (default ~/.cache/lmx-test), outside the rep
   gemma3-270m/                 Hugging Face folder, float32 safetensors, tokenizer
   vocab/                       llama.cpp's ggml-vocab-*.gguf files with their .inp/.out tokenizer
                                cases, from the llama-cpp-python sdist (dl/) that vendors llama.cpp
+  templates/                   real chat templates from the same sdist (<name>.jinja), each with
+                               <name>.reference.json: conversations with tools, tool calls and tool
+                               results as transformers' apply_chat_template renders them; index.json
   stamps/<step>.json           one per finished step, written last
   .tmp/                        scratch; every output is built here and renamed into place
 
@@ -277,7 +280,8 @@ def run_gemma_gguf():
     shutil.rmtree(out.parent)
 
 
-def run_vocab():
+def llama_cpp_sdist():
+    """The llama-cpp-python sdist (it vendors llama.cpp's models/ folder), downloaded once."""
     dl = CACHE / "dl"
     sdist = dl / (LLAMA_CPP_MODELS.split("/")[0] + ".tar.gz")
     if not sdist.exists():
@@ -285,6 +289,11 @@ def run_vocab():
         pip("download", "--no-deps", "--no-binary", ":all:", LLAMA_CPP_SDIST, "-d", str(tmp))
         put_in_place(tmp / sdist.name, sdist)
         shutil.rmtree(tmp)
+    return sdist
+
+
+def run_vocab():
+    sdist = llama_cpp_sdist()
     tmp = new_tmp("vocab")
     with tarfile.open(sdist) as t:
         for name in VOCAB_FILES:
@@ -295,6 +304,160 @@ def run_vocab():
     for name in VOCAB_FILES:
         os.replace(tmp / name, VOCAB_DIR / name)
     shutil.rmtree(tmp)
+
+
+# ----------------------------------------------------------------------------------------------
+# Chat templates with tools: real templates (llama.cpp vendors them, from each model's
+# tokenizer_config.json) rendered by transformers, for tests/tool_templates.rs.
+
+TEMPLATES_DIR = CACHE / "templates"
+LLAMA_CPP_TEMPLATES = LLAMA_CPP_MODELS + "/templates"
+# name: (bos_token, eos_token) as the model's tokenizer has them.
+TEMPLATES = {
+    "Qwen-Qwen2.5-7B-Instruct": (None, "<|im_end|>"),
+    "Qwen-Qwen3-0.6B": (None, "<|im_end|>"),
+    "Qwen-QwQ-32B": (None, "<|im_end|>"),
+    "Qwen3-Coder": (None, "<|im_end|>"),
+    "meta-llama-Llama-3.1-8B-Instruct": ("<|begin_of_text|>", "<|eot_id|>"),
+    "meta-llama-Llama-3.2-3B-Instruct": ("<|begin_of_text|>", "<|eot_id|>"),
+    "meta-llama-Llama-3.3-70B-Instruct": ("<|begin_of_text|>", "<|eot_id|>"),
+    "mistralai-Mistral-Nemo-Instruct-2407": ("<s>", "</s>"),
+    "Mistral-Small-3.2-24B-Instruct-2506": ("<s>", "</s>"),
+    "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use": ("<|begin_of_text|>", "<|im_end|>"),
+    "NousResearch-Hermes-3-Llama-3.1-8B-tool_use": ("<|begin_of_text|>", "<|im_end|>"),
+    "HuggingFaceTB-SmolLM3-3B": (None, "<|im_end|>"),
+    "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B": ("<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<\uff5cend\u2581of\u2581sentence\uff5c>"),
+    "ibm-granite-granite-3.3-2B-Instruct": (None, "<|end_of_text|>"),
+    "microsoft-Phi-3.5-mini-instruct": ("<s>", "<|endoftext|>"),
+}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The current weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string", "description": "The city's name."},
+                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                },
+                "required": ["city"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "The time now in a time zone.",
+            "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]},
+        },
+    },
+]
+# Mistral's templates insist on ids of 9 letters and digits.
+CALL_A = {"id": "call0001a", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+CALL_B = {"id": "call0002b", "type": "function", "function": {"name": "get_time", "arguments": {"tz": "Europe/Paris"}}}
+SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
+ASK = {"role": "user", "content": "What is the weather in Paris, and what time is it there?"}
+RESULT_A = {"role": "tool", "tool_call_id": "call0001a", "name": "get_weather", "content": '{"temp": 18, "sky": "clear"}'}
+RESULT_B = {"role": "tool", "tool_call_id": "call0002b", "name": "get_time", "content": "14:05"}
+ANSWER = {"role": "assistant", "content": "It is 18 degrees and clear in Paris, and 14:05."}
+# A fixed date for the templates that print today's (Llama 3.2 and later).
+DATE = {"date_string": "26 Jul 2024"}
+TEMPLATE_CASES = [
+    {"name": "tools_system_user", "messages": [SYSTEM, ASK], "tools": True, "add_generation_prompt": True},
+    {"name": "tools_user", "messages": [ASK], "tools": True, "add_generation_prompt": True},
+    {
+        "name": "one_call_and_result",
+        # Content "" as liblmx's messages always have one (Qwen 3's template needs it).
+        "messages": [SYSTEM, ASK, {"role": "assistant", "content": "", "tool_calls": [CALL_A]}, RESULT_A],
+        "tools": True,
+        "add_generation_prompt": True,
+    },
+    {
+        "name": "two_calls_results_answer",
+        "messages": [
+            ASK,
+            {"role": "assistant", "content": "Let me look.", "tool_calls": [CALL_A, CALL_B]},
+            RESULT_A,
+            RESULT_B,
+            ANSWER,
+        ],
+        "tools": True,
+        "add_generation_prompt": False,
+    },
+    {
+        "name": "no_tools",
+        "messages": [
+            SYSTEM,
+            {"role": "user", "content": "Hi!"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "Bye."},
+        ],
+        "tools": False,
+        "add_generation_prompt": True,
+    },
+    {
+        "name": "thinking_off",
+        "messages": [ASK],
+        "tools": True,
+        "add_generation_prompt": True,
+        "extra": {"enable_thinking": False},
+    },
+    {
+        "name": "thinking_on",
+        "messages": [ASK],
+        "tools": True,
+        "add_generation_prompt": True,
+        "extra": {"enable_thinking": True},
+    },
+]
+
+
+def run_templates():
+    from transformers import AutoTokenizer
+
+    # Any tokenizer renders a given template text; each template gets its model's bos/eos.
+    tok = AutoTokenizer.from_pretrained(Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "qwen3")
+    tmp = new_tmp("templates")
+    with tarfile.open(llama_cpp_sdist()) as t:
+        for name in TEMPLATES:
+            with t.extractfile(f"{LLAMA_CPP_TEMPLATES}/{name}.jinja") as src:
+                (tmp / f"{name}.jinja").write_bytes(src.read())
+    for name, (bos, eos) in TEMPLATES.items():
+        text = (tmp / f"{name}.jinja").read_text()
+        cases = []
+        for case in TEMPLATE_CASES:
+            extra = {**DATE, **case.get("extra", {})}
+            if "enable_thinking" in extra and "enable_thinking" not in text:
+                continue
+            tools = TOOLS if case["tools"] else None
+            # As JSON text: write_json sorts keys, and templates print them in their order.
+            entry = {
+                "name": case["name"],
+                "messages_json": json.dumps(case["messages"]),
+                "tools_json": json.dumps(tools),
+                "add_generation_prompt": case["add_generation_prompt"],
+                "extra": extra,
+            }
+            try:
+                entry["text"] = tok.apply_chat_template(
+                    case["messages"],
+                    tools=tools,
+                    chat_template=text,
+                    tokenize=False,
+                    add_generation_prompt=case["add_generation_prompt"],
+                    bos_token=bos or "",
+                    eos_token=eos or "",
+                    **extra,
+                )
+            except Exception as e:  # the template refuses the conversation: ours must too
+                entry["error"] = f"{type(e).__name__}: {e}"
+            cases.append(entry)
+        write_json(tmp / f"{name}.reference.json", {"template": name, "bos_token": bos, "eos_token": eos, "cases": cases})
+    write_json(tmp / "index.json", {"templates": list(TEMPLATES), "transformers": versions()["transformers"]})
+    put_in_place(tmp, TEMPLATES_DIR)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -686,7 +849,13 @@ def build_steps(need_pylib):
         deps=(gemma_conv,),
     )
     vocab = Step("vocab", [VOCAB_DIR / n for n in VOCAB_FILES], lambda: digest([LLAMA_CPP_SDIST, VOCAB_FILES]), run_vocab)
-    steps += [smol_gguf, smol_conv, smol_4bit, smol_ref, smol_4bit_ref, gemma_gguf, gemma_conv, gemma_ref, vocab]
+    templates = Step(
+        "templates",
+        [TEMPLATES_DIR / "index.json"] + [TEMPLATES_DIR / f"{n}.reference.json" for n in TEMPLATES],
+        recipe(LLAMA_CPP_SDIST, TEMPLATES, TOOLS, TEMPLATE_CASES, DATE, 3),
+        run_templates,
+    )
+    steps += [smol_gguf, smol_conv, smol_4bit, smol_ref, smol_4bit_ref, gemma_gguf, gemma_conv, gemma_ref, vocab, templates]
     return steps
 
 

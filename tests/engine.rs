@@ -81,11 +81,11 @@ fn chat_turns_reuse_the_cache() {
     let m = model("qwen3");
     let s = Session::new(m.clone()).unwrap();
     let mut msgs = vec![Message::new("user", "The keeper counted grey ships.")];
-    let p1 = s.chat_tokens(&msgs, &Default::default(), None).unwrap();
+    let p1 = s.chat_tokens(&msgs, None, &Default::default(), None).unwrap();
     let o1 = s.generate(&p1, &GenerateParams { max_tokens: 6, ..Default::default() }, |_| true).unwrap();
     msgs.push(Message::new("assistant", &o1.text));
     msgs.push(Message::new("user", "And then?"));
-    let p2 = s.chat_tokens(&msgs, &Default::default(), None).unwrap();
+    let p2 = s.chat_tokens(&msgs, None, &Default::default(), None).unwrap();
     let o2 = s.generate(&p2, &GenerateParams { max_tokens: 6, ..Default::default() }, |_| true).unwrap();
     assert!(o2.metrics.prefill_tokens < p2.len(), "prefilled {} of {}", o2.metrics.prefill_tokens, p2.len());
 }

@@ -42,7 +42,7 @@ fn compare(model: &Model, reference: &std::path::Path, name: &str) -> Vec<Agreem
     for (i, p) in r["prompts"].as_array().unwrap().iter().enumerate() {
         let prompt = if let Some(msgs) = p.get("messages").filter(|m| !m.is_null()) {
             let msgs: Vec<Message> = serde_json::from_value(msgs.clone()).unwrap();
-            let text = model.render_chat(&msgs, true, &Default::default(), None).unwrap();
+            let text = model.render_chat(&msgs, true, None, &Default::default(), None).unwrap();
             assert_eq!(text, p["rendered"].as_str().unwrap(), "{name} prompt {i}: the GGUF's chat template");
             model.encode(&text, false).unwrap()
         } else {

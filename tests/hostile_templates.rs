@@ -9,7 +9,7 @@ use lmx::model::{ChatTemplate, LoadParams, Message, Model};
 
 fn render(text: &str, messages: &[Message]) -> lmx::Result<String> {
     let t = ChatTemplate::from_text(lmx::model::TemplateSource::JinjaFile, text.to_string())?;
-    t.render(messages, true, &Default::default(), None, None)
+    t.render(messages, true, None, &Default::default(), None, None)
 }
 
 #[test]
@@ -41,7 +41,7 @@ fn a_real_template_renders_a_long_conversation_within_the_bounds() {
     let msgs: Vec<Message> = (0..4000)
         .map(|i| Message::new(if i % 2 == 0 { "user" } else { "assistant" }, &format!("message {i}")))
         .collect();
-    let text = m.render_chat(&msgs, true, &Default::default(), None).unwrap();
+    let text = m.render_chat(&msgs, true, None, &Default::default(), None).unwrap();
     assert!(text.contains("message 3999"));
 }
 
@@ -60,13 +60,21 @@ fn a_cancel_while_the_template_renders_is_seen_at_once() {
         calls.get() >= 3
     };
     let e = t
-        .render_cancellable(&[Message::new("user", "hi")], true, &Default::default(), None, None, &stop)
+        .render_cancellable(&[Message::new("user", "hi")], true, None, &Default::default(), None, None, &stop)
         .unwrap_err();
     assert_eq!(e.kind, lmx::ErrorKind::Cancelled, "{e}");
     assert_eq!(calls.get(), 3, "the rendering ended before the cancel or ignored it");
     // Without a cancel the same template runs out of fuel: the cancel, not the budget, ended it.
     let e = t
-        .render_cancellable(&[Message::new("user", "hi")], true, &Default::default(), None, None, &|| false)
+        .render_cancellable(
+            &[Message::new("user", "hi")],
+            true,
+            None,
+            &Default::default(),
+            None,
+            None,
+            &|| false,
+        )
         .unwrap_err();
     assert!(e.message.contains(&TEMPLATE_FUEL.to_string()), "{e}");
     // A template that finishes returns its text as render does.
@@ -75,8 +83,8 @@ fn a_cancel_while_the_template_renders_is_seen_at_once() {
             .unwrap();
     let msgs = [Message::new("user", "hello")];
     assert_eq!(
-        ok.render_cancellable(&msgs, true, &Default::default(), None, None, &|| false).unwrap(),
-        ok.render(&msgs, true, &Default::default(), None, None).unwrap()
+        ok.render_cancellable(&msgs, true, None, &Default::default(), None, None, &|| false).unwrap(),
+        ok.render(&msgs, true, None, &Default::default(), None, None).unwrap()
     );
 }
 
@@ -99,7 +107,7 @@ fn session_cancel_stops_a_chat_template_and_the_session_goes_on() {
     // The call's own token, already requested: nothing renders.
     let c = Cancel::new();
     c.request();
-    let e = s.chat_tokens(&[Message::new("user", "spin")], &Default::default(), Some(&c)).unwrap_err();
+    let e = s.chat_tokens(&[Message::new("user", "spin")], None, &Default::default(), Some(&c)).unwrap_err();
     assert_eq!(e.kind, lmx::ErrorKind::Cancelled);
 
     // Session::cancel from another thread while the template spins. The template never
@@ -112,13 +120,13 @@ fn session_cancel_stops_a_chat_template_and_the_session_goes_on() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     });
-    let e = s.chat_tokens(&[Message::new("user", "spin")], &Default::default(), None).unwrap_err();
+    let e = s.chat_tokens(&[Message::new("user", "spin")], None, &Default::default(), None).unwrap_err();
     done.store(true, Ordering::SeqCst);
     canceller.join().unwrap();
     assert_eq!(e.kind, lmx::ErrorKind::Cancelled, "{e}");
 
     // The session is not left cancelled: the next chat renders and generates.
-    let ids = s.chat_tokens(&[Message::new("user", "hello")], &Default::default(), None).unwrap();
+    let ids = s.chat_tokens(&[Message::new("user", "hello")], None, &Default::default(), None).unwrap();
     let out = s.generate(&ids, &GenerateParams { max_tokens: 3, ..Default::default() }, |_| true).unwrap();
     assert_eq!(out.finish, lmx::engine::FinishReason::Length);
 }

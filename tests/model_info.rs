@@ -54,6 +54,7 @@ fn a_model_without_a_template_gets_the_builtin_one_for_its_vocabulary() {
             .render(
                 &[lmx::model::Message::new("user", "hi")],
                 true,
+                None,
                 &Default::default(),
                 m.tokenizer().bos_text(),
                 m.tokenizer().eos_text(),

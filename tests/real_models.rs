@@ -42,6 +42,7 @@ fn check(name: &str) {
                 .render(
                     &msgs,
                     true,
+                    None,
                     &Default::default(),
                     model.tokenizer().bos_text(),
                     model.tokenizer().eos_text(),

@@ -55,7 +55,7 @@ fn chat_templates_render_as_transformers_does() {
             let extra = c["extra"].as_object().cloned().unwrap_or_default();
             let text = m
                 .chat_template()
-                .render(&messages, add, &extra, m.tokenizer().bos_text(), m.tokenizer().eos_text())
+                .render(&messages, add, None, &extra, m.tokenizer().bos_text(), m.tokenizer().eos_text())
                 .unwrap_or_else(|e| panic!("{case}: {e}"));
             assert_eq!(text, c["text"].as_str().unwrap(), "{case}: rendered chat");
             assert_eq!(m.tokenizer().encode(&text, false).unwrap(), ids(&c["ids"]), "{case}: chat ids");
@@ -112,7 +112,7 @@ fn unknown_roles_and_template_errors_are_invalid_arguments() {
     let m = Model::load(&fixtures().join("qwen3"), &LoadParams::default()).unwrap();
     let e = m
         .chat_template()
-        .render(&[Message::new("wizard", "hi")], true, &Default::default(), None, None)
+        .render(&[Message::new("wizard", "hi")], true, None, &Default::default(), None, None)
         .unwrap_err();
     assert_eq!(e.kind, lmx::ErrorKind::InvalidArgument);
     assert!(e.message.contains("unknown role \"wizard\""), "{e}");
@@ -132,7 +132,7 @@ fn only_the_template_in_use_adds_end_of_turn_markers() {
         let m = Model::load(&t.0, &LoadParams::default()).unwrap();
         let eos: Vec<u32> = m.tokenizer().eos_ids().iter().copied().collect();
         let rendered =
-            m.render_chat(&[Message::new("user", "hi")], false, &Default::default(), None).unwrap();
+            m.render_chat(&[Message::new("user", "hi")], false, None, &Default::default(), None).unwrap();
         (eos, rendered)
     };
     // A named template other than "default" uses the marker: it is not the model's template,

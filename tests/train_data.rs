@@ -64,7 +64,7 @@ fn small_rows() -> Vec<serde_json::Value> {
 
 /// The ids of `messages` through the fixture's chat template.
 fn chat_ids(model: &Model, messages: &[Message], generation_prompt: bool) -> Vec<u32> {
-    let text = model.render_chat(messages, generation_prompt, &serde_json::Map::new(), None).unwrap();
+    let text = model.render_chat(messages, generation_prompt, None, &serde_json::Map::new(), None).unwrap();
     model.encode(&text, false).unwrap()
 }
 

@@ -22,7 +22,7 @@ fuzz_target!(
     let messages: Vec<Message> = serde_json::from_slice(rest)
         .unwrap_or_else(|_| vec![Message::new("system", "Be brief."), Message::new("user", "Hello!")]);
     let Ok(t) = ChatTemplate::from_text(TemplateSource::JinjaFile, text.to_string()) else { return };
-    if let Ok(out) = t.render(&messages, true, &Default::default(), Some("<s>"), Some("</s>")) {
+    if let Ok(out) = t.render(&messages, true, None, &Default::default(), Some("<s>"), Some("</s>")) {
         assert!(out.len() <= lmx::model::text::chat::TEMPLATE_OUTPUT_MAX);
     }
 }

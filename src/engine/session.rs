@@ -15,7 +15,7 @@ use super::generate::{Generation, Output};
 use super::params::GenerateParams;
 use crate::mlx::device::{pooled_stream, StreamLease};
 use crate::model::nn::lora::{Lora, LoraWeights};
-use crate::model::{KvCache, KvQuant, Message, Model};
+use crate::model::{KvCache, KvQuant, Message, Model, Tools};
 use crate::{Error, ErrorKind, Result};
 
 /// What a session keeps between calls.
@@ -311,12 +311,14 @@ impl Session {
         self.model.encode(text, true)
     }
 
-    /// The tokens of a chat, rendered with the model's template and a generation prompt.
+    /// The tokens of a chat, rendered with the model's template and a generation prompt,
+    /// offering `tools` when given.
     /// [`cancel`](Self::cancel) and `caller` (the call's own token, may be None) stop the
     /// rendering too: the error is then `Cancelled`.
     pub fn chat_tokens(
         &self,
         messages: &[Message],
+        tools: Option<&Tools>,
         extra: &serde_json::Map<String, serde_json::Value>,
         caller: Option<&Cancel>,
     ) -> Result<Vec<u32>> {
@@ -331,7 +333,7 @@ impl Session {
             cur.is_none().then(|| *cur = Some(own.clone())).is_some()
         };
         let stop = || own.is_requested() || caller.is_some_and(Cancel::is_requested);
-        let text = self.model.render_chat(messages, true, extra, Some(&stop));
+        let text = self.model.render_chat(messages, true, tools, extra, Some(&stop));
         if registered {
             let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
             if cur.as_ref() == Some(&own) {

@@ -202,11 +202,11 @@ pub fn example(v: serde_json::Value, model: &Model, mask_prompt: bool, max_len: 
         cut_messages(&mut messages, model, max_len)?;
     }
     let none = serde_json::Map::new();
-    let full = model.render_chat(&messages, false, &none, None)?;
+    let full = model.render_chat(&messages, false, None, &none, None)?;
     let (tokens, _) = encode_head(model, &full, false, max_len)?;
     drop(full);
     let offset = if mask_prompt {
-        let head = model.render_chat(&messages[..messages.len() - 1], true, &none, None)?;
+        let head = model.render_chat(&messages[..messages.len() - 1], true, None, &none, None)?;
         // A prompt of max_len tokens or more leaves nothing to learn: counting past that
         // changes nothing.
         encode_head(model, &head, false, max_len)?.0.len()

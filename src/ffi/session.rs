@@ -221,7 +221,7 @@ pub extern "C" fn lmx_session_chat(
         let s = session_ref(session)?;
         let msgs = messages(messages_in, n)?;
         let cancel = generate_params(params)?.cancel;
-        let ids = s.session.chat_tokens(&msgs, &extra_vars(extra_json)?, cancel.as_ref())?;
+        let ids = s.session.chat_tokens(&msgs, None, &extra_vars(extra_json)?, cancel.as_ref())?;
         run(&s, ids, params, callback, user_data)
     })
 }

@@ -113,8 +113,12 @@ pub extern "C" fn lmx_session_stream_chat(
     status(|| {
         let s = session_ref(session)?;
         let cancel = generate_params(params)?.cancel;
-        let ids =
-            s.session.chat_tokens(&messages(messages_in, n)?, &extra_vars(extra_json)?, cancel.as_ref())?;
+        let ids = s.session.chat_tokens(
+            &messages(messages_in, n)?,
+            None,
+            &extra_vars(extra_json)?,
+            cancel.as_ref(),
+        )?;
         start(&s, ids, params, stream_out)
     })
 }

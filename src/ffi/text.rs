@@ -46,6 +46,7 @@ pub(crate) fn messages(p: *const lmx_message, n: usize) -> Result<Vec<Message>> 
             Ok(Message {
                 role: str_arg(m.role, &format!("messages[{i}].role"))?.to_string(),
                 content: str_arg(m.content, &format!("messages[{i}].content"))?.to_string(),
+                ..Default::default()
             })
         })
         .collect()
@@ -156,7 +157,7 @@ pub extern "C" fn lmx_chat_apply_template(
         let m = model_ref(model)?;
         let msgs = messages(messages_in, n)?;
         let extra = extra_vars(extra_json)?;
-        let text = m.render_chat(&msgs, add_generation_prompt, &extra, None)?;
+        let text = m.render_chat(&msgs, add_generation_prompt, None, &extra, None)?;
         fill_text(&text, buf, capacity, len_out)
     })
 }

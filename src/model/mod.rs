@@ -38,8 +38,11 @@ pub use nn::cache::{KvCache, KvQuant, LayerState, Packed};
 pub use nn::lora::{LoraConfig, LoraWeights, Target};
 pub use nn::transformer::Transformer;
 pub use text::chat::{ChatTemplate, Message, TemplateSource};
+pub use text::reasoning::{ReasoningSplit, ReasoningTags};
 pub use text::stream::StreamDecoder;
 pub use text::tokenizer::Tokenizer;
+pub use text::tool_calls::{ParsedOutput, ToolFormat, ToolStream};
+pub use text::tools::{Tool, ToolCall, ToolChoice, Tools};
 
 use crate::mlx::device::shared_stream;
 use crate::mlx::{with_stream, Device};
@@ -182,22 +185,34 @@ impl Model {
         self.tokenizer.decode(ids, skip_special)
     }
 
-    /// `messages` rendered with the model's chat template. With `stop`, the rendering ends
+    /// How this model writes tool calls, from its chat template and vocabulary.
+    pub fn tool_format(&self) -> ToolFormat {
+        ToolFormat::detect(self.chat.text(), |t| self.tokenizer.token_to_id(t).is_some())
+    }
+
+    /// This model's think tags, if it has any (from its chat template and vocabulary).
+    pub fn reasoning_tags(&self) -> Option<ReasoningTags> {
+        ReasoningTags::detect(self.chat.text(), |t| self.tokenizer.token_to_id(t).is_some())
+    }
+
+    /// `messages` rendered with the model's chat template, offering `tools` (see
+    /// [`ChatTemplate::render`]). With `stop`, the rendering ends
     /// with a `Cancelled` error as soon as `stop` returns true (checked every few
     /// milliseconds while the template runs; see [`ChatTemplate::render_cancellable`]).
     pub fn render_chat(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
+        tools: Option<&Tools>,
         extra: &serde_json::Map<String, serde_json::Value>,
         stop: Option<&dyn Fn() -> bool>,
     ) -> Result<String> {
         let (bos, eos) = (self.tokenizer.bos_text(), self.tokenizer.eos_text());
         match stop {
             Some(stop) => {
-                self.chat.render_cancellable(messages, add_generation_prompt, extra, bos, eos, stop)
+                self.chat.render_cancellable(messages, add_generation_prompt, tools, extra, bos, eos, stop)
             }
-            None => self.chat.render(messages, add_generation_prompt, extra, bos, eos),
+            None => self.chat.render(messages, add_generation_prompt, tools, extra, bos, eos),
         }
     }
 

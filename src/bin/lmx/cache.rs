@@ -186,12 +186,12 @@ fn mib(bytes: usize) -> String {
 pub(crate) fn chat_suffix_tokens(model: &Model, msgs: &[Message]) -> Result<Vec<u32>> {
     const MARK: &str = "<query>";
     let extra = Default::default();
-    let full = model.render_chat(msgs, true, &extra, None)?;
+    let full = model.render_chat(msgs, true, None, &extra, None)?;
     let mut probe = msgs.to_vec();
     if let Some(last) = probe.last_mut() {
         last.content = MARK.into();
     }
-    let test = model.render_chat(&probe, true, &extra, None)?;
+    let test = model.render_chat(&probe, true, None, &extra, None)?;
     let at =
         test.find(MARK).filter(|&i| full.is_char_boundary(i) && full[..i] == test[..i]).ok_or_else(|| {
             Error::unsupported("this model's chat template cannot continue a cache without token ids")

@@ -90,7 +90,7 @@ pub(crate) fn run(a: &ChatArgs) -> Result<()> {
             break;
         }
         msgs.push(Message::new("user", text));
-        let ids = session.chat_tokens(&msgs, &Default::default(), None)?;
+        let ids = session.chat_tokens(&msgs, None, &Default::default(), None)?;
         // A token per turn: a Ctrl-C stops this reply only.
         let cancel = Cancel::new();
         let params = lmx::engine::GenerateParams { cancel: Some(cancel.clone()), ..base.clone() };

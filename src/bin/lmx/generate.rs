@@ -86,7 +86,7 @@ pub(crate) fn run(a: &GenerateArgs) -> Result<()> {
         if append {
             cache::chat_suffix_tokens(&model, &msgs)?
         } else {
-            session.chat_tokens(&msgs, &Default::default(), None)?
+            session.chat_tokens(&msgs, None, &Default::default(), None)?
         }
     } else if append {
         model.encode(&a.prompt, false)?

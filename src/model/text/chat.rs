@@ -5,22 +5,51 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use minijinja::value::Kwargs;
 use minijinja::{Environment, ErrorKind as JErr, Value};
 use serde::{Deserialize, Serialize};
 
+use super::tools::{ToolCall, Tools};
 use crate::model::config::Config;
 use crate::{Error, Result};
 
-/// One chat message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One chat message. In JSON (and in a template's context) it has the form Hugging Face
+/// transformers gives templates, with only the keys that are set: an assistant message
+/// `{"role", "content", "tool_calls": [{"id", "type": "function", "function": {"name",
+/// "arguments"}}]}`, a tool's result `{"role": "tool", "content", "tool_call_id", "name"}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
+    #[serde(default)]
     pub content: String,
+    /// The calls an assistant message makes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// On a tool's result: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// On a tool's result: the tool's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Message {
-        Message { role: role.into(), content: content.into() }
+        Message { role: role.into(), content: content.into(), ..Default::default() }
+    }
+
+    /// An assistant message making `calls` (after `content`, which may be empty).
+    pub fn assistant_calls(content: &str, calls: Vec<ToolCall>) -> Message {
+        Message { tool_calls: calls, ..Message::new("assistant", content) }
+    }
+
+    /// A tool's result, answering call `id` of tool `name`.
+    pub fn tool_result(content: &str, id: Option<&str>, name: Option<&str>) -> Message {
+        Message {
+            tool_call_id: id.map(str::to_string),
+            name: name.map(str::to_string),
+            ..Message::new("tool", content)
+        }
     }
 }
 
@@ -114,34 +143,121 @@ fn environment() -> Environment<'static> {
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    // Python's: None is not iterable (minijinja's test says it is), so `tools is iterable`
+    // is false when no tools are given.
+    env.add_test("iterable", |v: Value| !v.is_none() && v.try_iter().is_ok());
     env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
         Err(minijinja::Error::new(JErr::InvalidOperation, msg))
     });
     env.add_function("strftime_now", |fmt: String| -> std::result::Result<String, minijinja::Error> {
         Ok(strftime_now(&fmt))
     });
-    // JSON as Python's json.dumps writes it (no HTML escaping), optionally indented.
+    // JSON as transformers' tojson writes it (Python's json.dumps: no HTML escaping, keys in
+    // their order, ", " and ": " between items), with its indent, separators, sort_keys and
+    // ensure_ascii options.
     env.add_filter(
         "tojson",
-        |v: Value, indent: Option<usize>| -> std::result::Result<String, minijinja::Error> {
-            let j = serde_json::to_value(&v)
-                .map_err(|e| minijinja::Error::new(JErr::InvalidOperation, e.to_string()))?;
-            let s = match indent {
-                Some(n) => {
-                    let mut out = Vec::new();
-                    let ind = " ".repeat(n);
-                    let fmt = serde_json::ser::PrettyFormatter::with_indent(ind.as_bytes());
-                    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-                    serde::Serialize::serialize(&j, &mut ser)
-                        .map_err(|e| minijinja::Error::new(JErr::InvalidOperation, e.to_string()))?;
-                    String::from_utf8(out).unwrap_or_default()
-                }
-                None => serde_json::to_string(&j).unwrap_or_default(),
+        |v: Value, indent: Option<Value>, kwargs: Kwargs| -> std::result::Result<String, minijinja::Error> {
+            let bad = |e: String| minijinja::Error::new(JErr::InvalidOperation, e);
+            let j = serde_json::to_value(&v).map_err(|e| bad(e.to_string()))?;
+            let indent = match kwargs.get::<Option<Value>>("indent")?.or(indent) {
+                None => None,
+                Some(i) if i.is_none() => None,
+                Some(i) => match i.as_str() {
+                    Some(s) => Some(s.to_string()),
+                    None => Some(" ".repeat(usize::try_from(i).map_err(|e| bad(e.to_string()))?)),
+                },
             };
-            Ok(s)
+            let (item_sep, key_sep) = match kwargs.get::<Option<Vec<String>>>("separators")? {
+                Some(s) if s.len() == 2 => (s[0].clone(), s[1].clone()),
+                Some(_) => return Err(bad("tojson: separators must be two strings".into())),
+                None if indent.is_some() => (",".into(), ": ".into()),
+                None => (", ".into(), ": ".into()),
+            };
+            let fmt = PyJson {
+                indent,
+                item_sep,
+                key_sep,
+                sort_keys: kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false),
+                ensure_ascii: kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false),
+            };
+            kwargs.assert_all_used()?;
+            let mut out = String::new();
+            fmt.write(&j, 0, &mut out);
+            Ok(out)
         },
     );
     env
+}
+
+/// Python's `json.dumps` layout.
+struct PyJson {
+    indent: Option<String>,
+    item_sep: String,
+    key_sep: String,
+    sort_keys: bool,
+    ensure_ascii: bool,
+}
+
+impl PyJson {
+    fn write(&self, v: &serde_json::Value, level: usize, out: &mut String) {
+        use serde_json::Value as J;
+        let (open, close, items): (char, char, Vec<(Option<&String>, &J)>) = match v {
+            J::Array(a) => ('[', ']', a.iter().map(|x| (None, x)).collect()),
+            J::Object(o) => {
+                let mut kv: Vec<(Option<&String>, &J)> = o.iter().map(|(k, x)| (Some(k), x)).collect();
+                if self.sort_keys {
+                    kv.sort_by(|a, b| a.0.cmp(&b.0));
+                }
+                ('{', '}', kv)
+            }
+            J::String(s) => return self.string(s, out),
+            other => return out.push_str(&other.to_string()),
+        };
+        out.push(open);
+        if items.is_empty() {
+            out.push(close);
+            return;
+        }
+        let newline = |out: &mut String, level: usize| {
+            if let Some(ind) = &self.indent {
+                out.push('\n');
+                for _ in 0..level {
+                    out.push_str(ind);
+                }
+            }
+        };
+        for (i, (k, x)) in items.into_iter().enumerate() {
+            if i > 0 {
+                out.push_str(&self.item_sep);
+            }
+            newline(out, level + 1);
+            if let Some(k) = k {
+                self.string(k, out);
+                out.push_str(&self.key_sep);
+            }
+            self.write(x, level + 1, out);
+        }
+        newline(out, level);
+        out.push(close);
+    }
+
+    fn string(&self, s: &str, out: &mut String) {
+        let quoted = serde_json::to_string(s).unwrap_or_default();
+        if !self.ensure_ascii {
+            return out.push_str(&quoted);
+        }
+        for c in quoted.chars() {
+            if c.is_ascii() {
+                out.push(c);
+            } else {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+        }
+    }
 }
 
 /// The local time formatted with C strftime, for templates that print today's date.
@@ -248,17 +364,19 @@ impl ChatTemplate {
         &self.text
     }
 
-    /// Renders `messages`. `extra` adds variables (for example `enable_thinking`); it may not
-    /// replace `messages` or `add_generation_prompt`.
+    /// Renders `messages`, offering `tools` (the template's `tools` variable; none: null, as
+    /// transformers passes it). `extra` adds variables (for example `enable_thinking`); it may
+    /// not replace `messages` or `add_generation_prompt` (nor `tools` when `tools` is given).
     pub fn render(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
+        tools: Option<&Tools>,
         extra: &serde_json::Map<String, serde_json::Value>,
         bos_token: Option<&str>,
         eos_token: Option<&str>,
     ) -> Result<String> {
-        let ctx = context(messages, add_generation_prompt, extra, bos_token, eos_token)?;
+        let ctx = context(messages, add_generation_prompt, tools, extra, bos_token, eos_token)?;
         render_ctx(&self.source, &self.text, ctx, None)
     }
 
@@ -267,16 +385,18 @@ impl ChatTemplate {
     /// cancellation is seen within that, not when the template's instruction budget runs out.
     /// Cancelled, the call returns a `Cancelled` error at once; the abandoned rendering ends by
     /// itself at its next output or its budget (its result is dropped).
+    #[allow(clippy::too_many_arguments)] // render's, and the stop check
     pub fn render_cancellable(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
+        tools: Option<&Tools>,
         extra: &serde_json::Map<String, serde_json::Value>,
         bos_token: Option<&str>,
         eos_token: Option<&str>,
         stop: &dyn Fn() -> bool,
     ) -> Result<String> {
-        let ctx = context(messages, add_generation_prompt, extra, bos_token, eos_token)?;
+        let ctx = context(messages, add_generation_prompt, tools, extra, bos_token, eos_token)?;
         if stop() {
             return Err(cancelled());
         }
@@ -288,7 +408,7 @@ impl ChatTemplate {
         });
         if spawned.is_err() {
             // No thread to be had: render here, cancellable only before it starts.
-            return self.render(messages, add_generation_prompt, extra, bos_token, eos_token);
+            return self.render(messages, add_generation_prompt, tools, extra, bos_token, eos_token);
         }
         loop {
             match rx.recv_timeout(STOP_POLL) {
@@ -314,10 +434,12 @@ fn cancelled() -> Error {
     Error::new(crate::ErrorKind::Cancelled, "cancelled while the chat template was rendering")
 }
 
-/// The variables a chat template sees.
+/// The variables a chat template sees, as transformers' `apply_chat_template` gives them:
+/// `tools` and `documents` are null unless set.
 fn context(
     messages: &[Message],
     add_generation_prompt: bool,
+    tools: Option<&Tools>,
     extra: &serde_json::Map<String, serde_json::Value>,
     bos_token: Option<&str>,
     eos_token: Option<&str>,
@@ -330,6 +452,9 @@ fn context(
                 ROLES.join(", ")
             )));
         }
+        if !m.tool_calls.is_empty() && m.role != "assistant" {
+            return Err(Error::invalid(format!("message {i}: only an assistant message makes tool calls")));
+        }
     }
     let mut ctx = extra.clone();
     ctx.insert(
@@ -337,6 +462,15 @@ fn context(
         serde_json::to_value(messages).map_err(|e| Error::internal(e.to_string()))?,
     );
     ctx.insert("add_generation_prompt".into(), add_generation_prompt.into());
+    match tools {
+        Some(t) => {
+            ctx.insert("tools".into(), t.to_json());
+        }
+        None => {
+            ctx.entry("tools").or_insert(serde_json::Value::Null);
+        }
+    }
+    ctx.entry("documents").or_insert(serde_json::Value::Null);
     ctx.entry("bos_token").or_insert_with(|| bos_token.unwrap_or("").into());
     ctx.entry("eos_token").or_insert_with(|| eos_token.unwrap_or("").into());
     Ok(ctx)
