@@ -112,7 +112,7 @@ fn run() -> Result<()> {
         ("regex", "Give a phone number.", Constraint::Regex(r"\+[0-9]{2} [0-9]{3} [0-9]{3} [0-9]{3}".into())),
     ];
     for (name, question, c) in &cases {
-        let prompt = session.chat_tokens(&[Message::new("user", question)], &Default::default(), None)?;
+        let prompt = session.chat_tokens(&[Message::new("user", question)], None, &Default::default(), None)?;
         let cp = GenerateParams { max_tokens: a.max_tokens, constraint: Some(c.clone()), ..Default::default() };
         // Warm-up: compiles the grammar (cached from then on) and the kernels.
         session.reset()?;

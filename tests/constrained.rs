@@ -20,7 +20,7 @@ fn load(dir: &Path) -> Arc<Model> {
 
 fn chat_prompt(m: &Arc<Model>, text: &str) -> Vec<u32> {
     let s = Session::new(m.clone()).unwrap();
-    s.chat_tokens(&[Message::new("user", text)], &Default::default(), None).unwrap()
+    s.chat_tokens(&[Message::new("user", text)], None, &Default::default(), None).unwrap()
 }
 
 fn params(c: Option<Constraint>, max_tokens: usize, seed: Option<u64>) -> GenerateParams {
