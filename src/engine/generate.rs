@@ -12,9 +12,9 @@ use super::metrics::Metrics;
 use super::params::GenerateParams;
 use super::sampling::Sampler;
 use super::session::SessionState;
-use super::text::TextStream;
+use super::text::{Post, TextStream};
 use crate::mlx::{self, compute_lock, memory, ops, with_stream, Array};
-use crate::model::Model;
+use crate::model::{Constraint, Model, ReasoningSplit, ToolCall, ToolChoice, ToolStream};
 use crate::{Error, Result};
 
 /// Why generation ended.
@@ -53,9 +53,17 @@ pub struct Event {
 #[derive(Clone, Debug)]
 pub struct Output {
     pub tokens: Vec<u32>,
+    /// The text delivered: with tools, without the calls' text; with `split_reasoning`,
+    /// without the reasoning.
     pub text: String,
     pub finish: FinishReason,
     pub metrics: Metrics,
+    /// The reasoning split off the text (`split_reasoning`); empty otherwise.
+    pub reasoning: String,
+    /// The tool calls parsed from the output (when tools were given).
+    pub tool_calls: Vec<ToolCall>,
+    /// Calls whose text could not be read (it stays in `text`), one line each.
+    pub tool_errors: Vec<String>,
 }
 
 /// Clear MLX's buffer cache this often (tokens), as mlx-lm does.
@@ -94,12 +102,18 @@ pub struct Generation {
     logits: Option<Array>,
     queue: VecDeque<u32>,
     end_after_queue: Option<FinishReason>,
+    /// Tokens generated inside the reasoning, and whether its closing tag was forced (the
+    /// thinking budget).
+    reasoning_tokens: usize,
+    budget_spent: bool,
 }
 
 /// What [`Generation::prepare`] makes before a session's state is taken.
 pub(crate) struct Prepared {
     sampler: Sampler,
     guide: Option<Guide>,
+    post: Post,
+    keep_special: bool,
 }
 
 impl Generation {
@@ -110,7 +124,18 @@ impl Generation {
     pub(crate) fn prepare(model: &Model, prompt: &[u32], params: &GenerateParams) -> Result<Prepared> {
         let mut sampler = Sampler::new(&params.sampler)?;
         sampler.start_history(&[prompt], model.vocab())?;
-        let guide = match &params.constraint {
+        // Tools: a call required (or of one named tool) makes the whole output calls, under
+        // the format's grammar; otherwise calls are parsed from the text as it comes.
+        let format = params.tools.as_ref().map(|_| model.tool_format());
+        let required = matches!(params.tool_choice, ToolChoice::Required | ToolChoice::Function(_));
+        let tool_constraint = match (&params.tools, format) {
+            (Some(tools), Some(f)) if required => {
+                let special = |t: &str| model.is_special_token(t);
+                Some(Constraint::Lark(f.required_grammar(tools, &params.tool_choice, &special)?))
+            }
+            _ => None,
+        };
+        let guide = match tool_constraint.as_ref().or(params.constraint.as_ref()) {
             Some(c) => {
                 let mut eos: Vec<u32> = model.stop_ids(&params.stop_tokens, params.ignore_eos).into_iter().collect();
                 eos.sort_unstable();
@@ -118,7 +143,23 @@ impl Generation {
             }
             None => None,
         };
-        Ok(Prepared { sampler, guide })
+        let mut post = Post::default();
+        let mut keep_special = false;
+        if let (Some(f), false) = (format, params.tool_choice == ToolChoice::None) {
+            // Markers that are special tokens (`<|python_tag|>`, `[TOOL_CALLS]`) must stay
+            // in the text for the parser to see them.
+            keep_special = model.is_special_token(f.trigger());
+            post.tools = Some(ToolStream::new(f));
+        }
+        if params.split_reasoning || params.thinking_budget.is_some() {
+            if let Some(tags) = model.reasoning_tags() {
+                // The prompt may leave the model inside its reasoning (it ends with the tag).
+                let tail = &prompt[prompt.len().saturating_sub(8)..];
+                let text = model.decode(tail, false).unwrap_or_default();
+                post.split = Some(ReasoningSplit::after_prompt(tags, &text));
+            }
+        }
+        Ok(Prepared { sampler, guide, post, keep_special })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -148,10 +189,12 @@ impl Generation {
             logits: None,
             queue: VecDeque::new(),
             end_after_queue: None,
+            reasoning_tokens: 0,
+            budget_spent: false,
             to_prefill: prompt[keep..].to_vec(),
             pending: None,
             generated: Vec::new(),
-            out: TextStream::new(params),
+            out: TextStream::with_post(params, prepared.post, prepared.keep_special),
             eos,
             sampled: 0,
             finish: None,
@@ -296,6 +339,19 @@ impl Generation {
         if self.guide.is_some() {
             return self.advance_guided();
         }
+        if let Some(id) = self.queue.pop_front() {
+            // A forced token (the thinking budget's closing tag), already in the cache.
+            let ev = self.emit(id)?;
+            if self.finish.is_some() {
+                return Ok(ev);
+            }
+            let ev = ev.unwrap_or(Event { id: Some(id), text: String::new() });
+            if self.generated.len() >= self.params.max_tokens {
+                let tail = self.end(FinishReason::Length, true);
+                return Ok(Some(merge(ev, tail)));
+            }
+            return Ok(Some(ev));
+        }
         if self.pending.is_none() && !self.prefill()? {
             return Ok(self.end(FinishReason::Cancelled, true));
         }
@@ -366,11 +422,65 @@ impl Generation {
             let tail = self.end(FinishReason::Length, true);
             return Ok(Some(merge(ev, tail)));
         }
+        self.check_thinking_budget()?;
         if self.cancelled() {
             let tail = self.end(FinishReason::Cancelled, true);
             return Ok(Some(merge(ev, tail)));
         }
         Ok(Some(ev))
+    }
+
+    /// Hands out token `id` (already chosen and in the cache): EOS ends generation, a stop
+    /// string too; None when it ended without text.
+    fn emit(&mut self, id: u32) -> Result<Option<Event>> {
+        if self.first_token.is_none() {
+            self.first_token = Some(Instant::now());
+        }
+        if self.eos.contains(&id) {
+            return Ok(self.end(FinishReason::Stop, true));
+        }
+        self.generated.push(id);
+        let (text, stopped) = self.out.push(self.model.tokenizer(), id)?;
+        let ev = Event { id: Some(id), text };
+        if stopped {
+            self.end(FinishReason::Stop, false);
+        }
+        Ok(Some(ev))
+    }
+
+    /// The thinking budget: once the reasoning has taken that many tokens, its closing tag is
+    /// forced. The token already drawn after the last one is dropped; the tag's tokens are fed
+    /// in one pass, the next token drawn from there, and the tag handed out first.
+    fn check_thinking_budget(&mut self) -> Result<()> {
+        let Some(budget) = self.params.thinking_budget else { return Ok(()) };
+        if self.budget_spent || !self.out.in_reasoning() {
+            return Ok(());
+        }
+        self.reasoning_tokens += 1;
+        if self.reasoning_tokens < budget || self.pending.is_none() {
+            return Ok(());
+        }
+        let Some(tags) = self.model.reasoning_tags() else { return Ok(()) };
+        self.budget_spent = true;
+        let forced = self.model.encode(&format!("{}\n\n", tags.close), false)?;
+        let room = self.params.max_tokens.saturating_sub(self.generated.len());
+        if forced.is_empty() || forced.len() >= room || self.cache_offset() + forced.len() as i32 + 2 > self.ctx_limit {
+            return Ok(());
+        }
+        self.pending = None;
+        let _lock = compute_lock();
+        let stream = self.stream()?;
+        with_stream(&stream, || -> Result<()> {
+            let logits = self.feed(&forced)?;
+            self.metrics.prefill_tokens -= forced.len();
+            let y = self.sample(&logits)?;
+            mlx::async_eval(&[&y])?;
+            self.pending = Some(y);
+            Ok(())
+        })?;
+        self.metrics.forced_tokens += forced.len();
+        self.queue.extend(forced);
+        Ok(())
     }
 
     /// Constrained decoding's `advance`: hands out the next chosen token, choosing more when
@@ -539,13 +649,18 @@ impl Generation {
         Ok(self.output())
     }
 
-    /// The result so far.
-    pub fn output(&self) -> Output {
+    /// The result so far (once it has ended: the reasoning and the parsed tool calls too).
+    pub fn output(&mut self) -> Output {
+        let (reasoning, parsed) = if self.finish.is_some() { self.out.message() } else { Default::default() };
+        let (tool_calls, tool_errors) = parsed.map(|p| (p.calls, p.errors)).unwrap_or_default();
         Output {
             tokens: self.generated.clone(),
             text: self.out.text().to_string(),
             finish: self.finish.unwrap_or(FinishReason::Error),
             metrics: self.metrics.clone(),
+            reasoning,
+            tool_calls,
+            tool_errors,
         }
     }
 }

@@ -74,6 +74,18 @@ pub struct GenerateParams {
     pub cancel: Option<super::Cancel>,
     /// What the output must match (JSON schema, regex, grammar, choice); None: anything.
     pub constraint: Option<crate::model::Constraint>,
+    /// Tools the model may call: chat calls render them into the template, and the output
+    /// is parsed for calls in the model's format (their text withheld from the stream).
+    pub tools: Option<std::sync::Arc<crate::model::Tools>>,
+    /// Auto: the model decides (calls are parsed); None: no calls are parsed; Required or a
+    /// named function: the whole output is calls, constrained to the tools' schemas.
+    pub tool_choice: crate::model::ToolChoice,
+    /// Split the model's reasoning (`<think>...</think>`) off the text: events and the text
+    /// carry the answer, [`Output::reasoning`](super::generate::Output::reasoning) the rest.
+    pub split_reasoning: bool,
+    /// Most tokens of reasoning before its closing tag is forced (implies
+    /// `split_reasoning`); None: no limit.
+    pub thinking_budget: Option<usize>,
 }
 
 impl Default for GenerateParams {
@@ -89,6 +101,10 @@ impl Default for GenerateParams {
             skip_special_tokens: true,
             cancel: None,
             constraint: None,
+            tools: None,
+            tool_choice: crate::model::ToolChoice::Auto,
+            split_reasoning: false,
+            thinking_budget: None,
         }
     }
 }
@@ -170,6 +186,25 @@ impl GenerateParams {
         }
         if let Some(c) = &self.constraint {
             c.validate()?;
+        }
+        match &self.tools {
+            Some(t) => self.tool_choice.check(t)?,
+            None if matches!(
+                self.tool_choice,
+                crate::model::ToolChoice::Required | crate::model::ToolChoice::Function(_)
+            ) =>
+            {
+                return Err(Error::invalid("tool_choice requires a call, but no tools were given"))
+            }
+            None => {}
+        }
+        if self.constraint.is_some()
+            && self.tools.is_some()
+            && matches!(self.tool_choice, crate::model::ToolChoice::Required | crate::model::ToolChoice::Function(_))
+        {
+            return Err(Error::invalid(
+                "a constraint and tool_choice required (or a named tool) cannot both be set: the calls are the constraint",
+            ));
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ pub(crate) mod handle;
 pub mod inspect;
 pub mod lora;
 pub mod memory;
+pub mod message;
 pub mod model;
 pub mod params;
 pub mod result;

@@ -8,7 +8,7 @@ use super::lmx_status;
 use super::sized::{c_struct, flag, init, read_in, AnyBits};
 use crate::engine::{GenerateParams, SamplerParams};
 use crate::mlx::{Device, Dtype};
-use crate::model::{Constraint, LoadParams};
+use crate::model::{Constraint, LoadParams, ToolChoice, Tools};
 use crate::{Error, Result};
 
 /// Floating-point type to keep and compute weights in: one of the LMX_DTYPE_* values.
@@ -139,6 +139,25 @@ pub struct lmx_generate_params {
     /// LMX_CONSTRAINT_CHOICE: n_choices NUL-terminated UTF-8 strings, each non-empty.
     pub choices: *const *const c_char,
     pub n_choices: usize,
+    /// Tools the model may call: a JSON array of function definitions (OpenAI / Hugging Face:
+    /// {"type": "function", "function": {"name", "description", "parameters"}}, or the bare
+    /// function objects); NULL: none. Chat calls render them into the model's chat template;
+    /// the output is parsed for calls in the model's own format (Qwen/Hermes `<tool_call>`,
+    /// Llama 3, Mistral `[TOOL_CALLS]`), their text withheld from callbacks and streams, and
+    /// reported by lmx_session_last_message() / lmx_stream_message().
+    pub tools_json: *const c_char,
+    /// "auto" (NULL: the default: the model decides; calls are parsed), "none" (nothing is
+    /// parsed), "required" (the whole output is one or more calls, constrained so that each
+    /// names a tool and its arguments validate against the tool's parameters), or a tool's
+    /// name (the same, that tool only; the OpenAI object as JSON also works).
+    pub tool_choice: *const c_char,
+    /// 1: split the model's reasoning (`<think>...</think>` and the like) off the text:
+    /// callbacks and streams get the answer only, lmx_session_last_message() has the
+    /// reasoning apart. 0 (default): the text as generated.
+    pub split_reasoning: u8,
+    /// Most tokens of reasoning before its closing tag is forced (implies split_reasoning);
+    /// 0 (default): no limit.
+    pub thinking_budget: u32,
 }
 
 c_struct!(lmx_model_params { struct_size, context_length, dtype, device });
@@ -172,7 +191,11 @@ c_struct!(lmx_generate_params {
     constraint,
     constraint_text,
     choices,
-    n_choices
+    n_choices,
+    tools_json,
+    tool_choice,
+    split_reasoning,
+    thinking_budget
 });
 // SAFETY: only integers, floats and raw pointers (the layout test lists every field).
 unsafe impl AnyBits for lmx_generate_params {}
@@ -217,6 +240,10 @@ fn generate_defaults() -> lmx_generate_params {
         constraint_text: std::ptr::null(),
         choices: std::ptr::null(),
         n_choices: 0,
+        tools_json: std::ptr::null(),
+        tool_choice: std::ptr::null(),
+        split_reasoning: 0,
+        thinking_budget: 0,
     }
 }
 
@@ -329,6 +356,20 @@ impl lmx_generate_params {
             skip_special_tokens: flag(self.skip_special_tokens, "params->skip_special_tokens")?,
             cancel,
             constraint: self.constraint()?,
+            tools: if self.tools_json.is_null() {
+                None
+            } else {
+                let text = str_arg(self.tools_json, "params->tools_json")?;
+                Some(std::sync::Arc::new(Tools::parse(text).map_err(|e| e.context("params->tools_json"))?))
+            },
+            tool_choice: if self.tool_choice.is_null() {
+                ToolChoice::Auto
+            } else {
+                ToolChoice::parse(str_arg(self.tool_choice, "params->tool_choice")?)
+                    .map_err(|e| e.context("params->tool_choice"))?
+            },
+            split_reasoning: flag(self.split_reasoning, "params->split_reasoning")?,
+            thinking_budget: (self.thinking_budget > 0).then_some(self.thinking_budget as usize),
         })
     }
 

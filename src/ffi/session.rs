@@ -13,8 +13,15 @@ use super::text::{extra_vars, lmx_message, messages};
 use crate::engine::{Event, FinishReason, Metrics, Session};
 use crate::{Error, ErrorKind, Result};
 
-/// The outcome of the last finished generation of a session.
-pub(crate) type LastResult = Arc<Mutex<Option<(FinishReason, Metrics)>>>;
+/// The outcome of the last finished generation of a session: how it ended, its metrics and
+/// its assistant message as JSON (see lmx_session_last_message()).
+pub(crate) struct Last {
+    pub finish: FinishReason,
+    pub metrics: Metrics,
+    pub message: String,
+}
+
+pub(crate) type LastResult = Arc<Mutex<Option<Last>>>;
 
 /// A generation session on a model (opaque). Keeps its KV cache between calls. One generation
 /// at a time per session (another call meanwhile gets LMX_STATUS_BUSY); separate sessions may
@@ -105,7 +112,7 @@ pub extern "C" fn lmx_session_last_result(
 ) -> lmx_status {
     status(|| {
         let s = session_ref(session)?;
-        let last = s.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let last = s.last.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|l| (l.finish, l.metrics.clone()));
         let (finish, metrics) = match last {
             Some((f, m)) => (lmx_finish_reason::from(f), m),
             None => (lmx_finish_reason::LMX_FINISH_NONE, Metrics::default()),
@@ -142,7 +149,8 @@ fn run(
     let mut last = s.last.lock().unwrap_or_else(|p| p.into_inner());
     match result {
         Ok(o) => {
-            *last = Some((o.finish, o.metrics.clone()));
+            let message = super::message::message_json(&o);
+            *last = Some(Last { finish: o.finish, metrics: o.metrics.clone(), message });
             if o.finish == FinishReason::Cancelled && !caller_stopped {
                 return Err(Error::cancelled());
             }
@@ -150,7 +158,7 @@ fn run(
         }
         Err(e) => {
             if e.kind != ErrorKind::Busy {
-                *last = Some((FinishReason::Error, Metrics::default()));
+                *last = Some(Last { finish: FinishReason::Error, metrics: Metrics::default(), message: String::new() });
             }
             Err(e)
         }
@@ -220,8 +228,8 @@ pub extern "C" fn lmx_session_chat(
     status(|| {
         let s = session_ref(session)?;
         let msgs = messages(messages_in, n)?;
-        let cancel = generate_params(params)?.cancel;
-        let ids = s.session.chat_tokens(&msgs, None, &extra_vars(extra_json)?, cancel.as_ref())?;
+        let p = generate_params(params)?;
+        let ids = s.session.chat_tokens(&msgs, p.tools.as_deref(), &extra_vars(extra_json)?, p.cancel.as_ref())?;
         run(&s, ids, params, callback, user_data)
     })
 }

@@ -44,7 +44,10 @@ impl Pull {
     fn record(&mut self) {
         if !self.recorded {
             if let Some(f) = self.gen.finish_reason() {
-                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((f, self.gen.metrics().clone()));
+                let o = self.gen.output();
+                let message = super::message::message_json(&o);
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(super::session::Last { finish: f, metrics: o.metrics, message });
                 self.recorded = true;
             }
         }
@@ -112,12 +115,12 @@ pub extern "C" fn lmx_session_stream_chat(
 ) -> lmx_status {
     status(|| {
         let s = session_ref(session)?;
-        let cancel = generate_params(params)?.cancel;
+        let p = generate_params(params)?;
         let ids = s.session.chat_tokens(
             &messages(messages_in, n)?,
-            None,
+            p.tools.as_deref(),
             &extra_vars(extra_json)?,
-            cancel.as_ref(),
+            p.cancel.as_ref(),
         )?;
         start(&s, ids, params, stream_out)
     })

@@ -20,9 +20,17 @@ pub struct lmx_message {
     pub struct_size: usize,
     pub role: *const c_char,
     pub content: *const c_char,
+    /// An assistant message's tool calls: a JSON array as OpenAI writes them
+    /// ([{"id": ..., "type": "function", "function": {"name": ..., "arguments": {...} or
+    /// "<JSON text>"}}]); NULL: none.
+    pub tool_calls_json: *const c_char,
+    /// A tool message: the id of the call it answers; NULL: none.
+    pub tool_call_id: *const c_char,
+    /// A tool message: the tool's name; NULL: none.
+    pub name: *const c_char,
 }
 
-c_struct!(lmx_message { struct_size, role, content });
+c_struct!(lmx_message { struct_size, role, content, tool_calls_json, tool_call_id, name });
 // SAFETY: only integers, floats and raw pointers (the layout test lists every field).
 unsafe impl AnyBits for lmx_message {}
 
@@ -38,17 +46,44 @@ pub(crate) fn messages(p: *const lmx_message, n: usize) -> Result<Vec<Message>> 
         struct_size: std::mem::size_of::<lmx_message>(),
         role: std::ptr::null(),
         content: std::ptr::null(),
+        tool_calls_json: std::ptr::null(),
+        tool_call_id: std::ptr::null(),
+        name: std::ptr::null(),
+    };
+    let opt = |p: *const c_char, name: String| -> Result<Option<String>> {
+        if p.is_null() {
+            Ok(None)
+        } else {
+            str_arg(p, &name).map(|s| Some(s.to_string()))
+        }
     };
     read_array(p, n, "messages", none)?
         .iter()
         .enumerate()
         .map(|(i, m)| {
+            let tool_calls = match opt(m.tool_calls_json, format!("messages[{i}].tool_calls_json"))? {
+                None => Vec::new(),
+                Some(text) => tool_calls(&text).map_err(|e| e.context(format!("messages[{i}].tool_calls_json")))?,
+            };
             Ok(Message {
                 role: str_arg(m.role, &format!("messages[{i}].role"))?.to_string(),
                 content: str_arg(m.content, &format!("messages[{i}].content"))?.to_string(),
-                ..Default::default()
+                tool_calls,
+                tool_call_id: opt(m.tool_call_id, format!("messages[{i}].tool_call_id"))?,
+                name: opt(m.name, format!("messages[{i}].name"))?,
             })
         })
+        .collect()
+}
+
+/// Tool calls from a JSON array (OpenAI's or Hugging Face's shapes).
+fn tool_calls(text: &str) -> Result<Vec<crate::model::ToolCall>> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| Error::invalid(format!("not valid JSON: {e}")))?;
+    let arr = v.as_array().ok_or_else(|| Error::invalid("not a JSON array of calls"))?;
+    arr.iter()
+        .enumerate()
+        .map(|(j, c)| crate::model::ToolCall::from_json(c).map_err(|e| Error::invalid(format!("call {j}: {e}"))))
         .collect()
 }
 

@@ -190,6 +190,11 @@ impl Model {
         ToolFormat::detect(self.chat.text(), |t| self.tokenizer.token_to_id(t).is_some())
     }
 
+    /// Whether `text` is a special token of the vocabulary (see [`Tokenizer::is_special`]).
+    pub fn is_special_token(&self, text: &str) -> bool {
+        self.tokenizer.is_special(text)
+    }
+
     /// This model's think tags, if it has any (from its chat template and vocabulary).
     pub fn reasoning_tags(&self) -> Option<ReasoningTags> {
         ReasoningTags::detect(self.chat.text(), |t| self.tokenizer.token_to_id(t).is_some())

@@ -194,6 +194,14 @@ impl Tokenizer {
         &self.eos
     }
 
+    /// Whether `text` is one special token of the vocabulary (an added token marked special:
+    /// it decodes to nothing when special tokens are skipped).
+    pub fn is_special(&self, text: &str) -> bool {
+        self.inner.token_to_id(text).is_some_and(|id| {
+            self.inner.get_added_tokens_decoder().get(&id).is_some_and(|t| t.special)
+        })
+    }
+
     /// The `tokenizers` tokenizer underneath (for the constrained-decoding vocabulary).
     pub(crate) fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
