@@ -102,6 +102,18 @@ func TestCapabilitiesAreTruthful(t *testing.T) {
 				t.Fatal(text, m.Err())
 			}
 		},
+		inference.CapabilityToolParse: func(t *testing.T) {
+			r, err := m.ParseTools(nil, `<tool_call>{"name":"f","arguments":{}}</tool_call>`)
+			if err != nil || len(r.Calls) != 1 || r.Calls[0].Name != "f" {
+				t.Fatal(r, err)
+			}
+		},
+		inference.CapabilityReasoningParse: func(t *testing.T) {
+			r, err := m.ParseReasoning(nil, "<think>a</think>b")
+			if err != nil || r.VisibleText != "b" || len(r.Reasoning) != 1 {
+				t.Fatal(r, err)
+			}
+		},
 		inference.CapabilityStateFork: func(t *testing.T) {
 			s := newTestSession(t, m)
 			collect(s.Generate(ctx, "Hello there", few...))

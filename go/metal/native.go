@@ -126,6 +126,27 @@ static lmxgo_result lmxgo_chat_template(const lmx_model *m, const lmx_message *m
 	if (st != LMX_OK) { free(*out); *out = NULL; }
 	return lmxgo_finish(st);
 }
+// Size-then-fill of a text liblmx writes as JSON: the model's parse of text (which 0: tool
+// calls, 1: reasoning) or a session's last message (2).
+static lmx_status lmxgo_json_call(int which, const lmx_model *m, const lmx_session *s,
+                                  const char *text, char *buf, size_t cap, size_t *len) {
+	switch (which) {
+	case 0: return lmx_model_parse_tools(m, text, buf, cap, len);
+	case 1: return lmx_model_parse_reasoning(m, text, buf, cap, len);
+	default: return lmx_session_last_message(s, buf, cap, len);
+	}
+}
+static lmxgo_result lmxgo_json(int which, const lmx_model *m, const lmx_session *s,
+                               const char *text, char **out, size_t *len) {
+	*out = NULL;
+	lmx_status status = lmxgo_json_call(which, m, s, text, NULL, 0, len);
+	if (status != LMX_OK) return lmxgo_finish(status);
+	*out = malloc(*len + 1);
+	if (!*out) return (lmxgo_result){ LMX_STATUS_OUT_OF_MEMORY, strdup("malloc failed") };
+	status = lmxgo_json_call(which, m, s, text, *out, *len + 1, len);
+	if (status != LMX_OK) { free(*out); *out = NULL; }
+	return lmxgo_finish(status);
+}
 static lmxgo_result lmxgo_train_params_init(lmx_train_params *p) {
 	return lmxgo_finish(LMX_TRAIN_PARAMS_INIT(p));
 }
@@ -245,34 +266,60 @@ func (cs *cStrings) free() {
 type cMessages struct {
 	arr  *C.lmx_message
 	n    int
-	strs *cStrings // roles and contents, interleaved
+	strs []*C.char // the C strings the messages point to
 }
 
 func newCMessages(msgs []inference.Message) (*cMessages, error) {
-	flat := make([]string, 0, 2*len(msgs))
-	for _, m := range msgs {
-		flat = append(flat, m.Role, m.Content)
+	cm := &cMessages{n: len(msgs)}
+	if len(msgs) == 0 {
+		return cm, nil
 	}
-	strs, err := newCStrings(flat, "a chat message")
-	if err != nil {
-		return nil, err
+	// An optional field left empty is NULL (absent), not "".
+	str := func(v, what string, optional bool) (*C.char, error) {
+		if optional && v == "" {
+			return nil, nil
+		}
+		p, err := cString(v, what)
+		if err != nil {
+			return nil, err
+		}
+		cm.strs = append(cm.strs, p)
+		return p, nil
 	}
-	cm := &cMessages{n: len(msgs), strs: strs}
-	if len(msgs) > 0 {
-		cm.arr = (*C.lmx_message)(C.calloc(C.size_t(len(msgs)), C.sizeof_lmx_message))
-		items := unsafe.Slice(cm.arr, len(msgs))
-		ptrs := unsafe.Slice(strs.arr, len(flat))
-		for i := range msgs {
-			items[i].struct_size = C.sizeof_lmx_message
-			items[i].role = ptrs[2*i]
-			items[i].content = ptrs[2*i+1]
+	cm.arr = (*C.lmx_message)(C.calloc(C.size_t(len(msgs)), C.sizeof_lmx_message))
+	items := unsafe.Slice(cm.arr, len(msgs))
+	for i, m := range msgs {
+		it := &items[i]
+		it.struct_size = C.sizeof_lmx_message
+		calls, err := toolCallsJSON(m.ToolCalls)
+		if err == nil {
+			it.role, err = str(m.Role, "a chat message", false)
+		}
+		if err == nil {
+			it.content, err = str(m.Content, "a chat message", false)
+		}
+		if err == nil {
+			it.tool_calls_json, err = str(calls, "a chat message's tool calls", true)
+		}
+		if err == nil {
+			it.tool_call_id, err = str(m.ToolCallID, "a chat message's tool call id", true)
+		}
+		if err == nil {
+			it.name, err = str(m.Name, "a chat message's name", true)
+		}
+		if err != nil {
+			cm.free()
+			return nil, err
 		}
 	}
 	return cm, nil
 }
 
 func (cm *cMessages) free() {
-	cm.strs.free()
+	for _, p := range cm.strs {
+		C.free(unsafe.Pointer(p))
+	}
+	cm.strs = nil
 	if cm.arr != nil {
 		C.free(unsafe.Pointer(cm.arr))
 		cm.arr = nil
@@ -302,6 +349,10 @@ type genParams struct {
 	choices        []string
 	// templateExtra is a JSON object of extra chat-template variables ("" = none).
 	templateExtra string
+	// toolsJSON is the offered tools in OpenAI's form ("" = none); toolChoice "" = auto.
+	toolsJSON, toolChoice string
+	splitReasoning        bool
+	thinkingBudget        uint32
 }
 
 // constraintKind is an lmx_constraint_kind.
@@ -324,6 +375,8 @@ type cParams struct {
 	biasValues *C.float
 	ctext      *C.char
 	choices    *cStrings
+	tools      *C.char
+	toolChoice *C.char
 	// extra is the chat template's extra variables (JSON), or nil; it is not part of the
 	// params struct but goes with the chat calls.
 	extra *C.char
@@ -349,6 +402,16 @@ func newCParams(g genParams) (*cParams, error) {
 	}
 	if g.templateExtra != "" {
 		if cp.extra, err = cString(g.templateExtra, "the template variables"); err != nil {
+			return fail(err)
+		}
+	}
+	if g.toolsJSON != "" {
+		if cp.tools, err = cString(g.toolsJSON, "the tools"); err != nil {
+			return fail(err)
+		}
+	}
+	if g.toolChoice != "" {
+		if cp.toolChoice, err = cString(g.toolChoice, "the tool choice"); err != nil {
 			return fail(err)
 		}
 	}
@@ -391,6 +454,10 @@ func newCParams(g genParams) (*cParams, error) {
 	}
 	p.constraint = C.lmx_constraint_kind(g.constraint)
 	p.constraint_text = cp.ctext
+	p.tools_json = cp.tools
+	p.tool_choice = cp.toolChoice
+	p.split_reasoning = cFlag(g.splitReasoning)
+	p.thinking_budget = C.uint32_t(g.thinkingBudget)
 	if cp.choices.n > 0 {
 		p.choices = cp.choices.arr
 		p.n_choices = C.size_t(cp.choices.n)
@@ -411,7 +478,9 @@ func (cp *cParams) free() {
 	C.free(unsafe.Pointer(cp.biasValues))
 	C.free(unsafe.Pointer(cp.ctext))
 	C.free(unsafe.Pointer(cp.extra))
-	cp.tokens, cp.biasTokens, cp.biasValues, cp.ctext, cp.extra = nil, nil, nil, nil, nil
+	C.free(unsafe.Pointer(cp.tools))
+	C.free(unsafe.Pointer(cp.toolChoice))
+	cp.tokens, cp.biasTokens, cp.biasValues, cp.ctext, cp.extra, cp.tools, cp.toolChoice = nil, nil, nil, nil, nil, nil, nil
 	if cp.p != nil {
 		C.free(unsafe.Pointer(cp.p))
 		cp.p = nil
@@ -698,6 +767,35 @@ func streamNext(st cStream) (tok int32, text string, done bool, err error) {
 }
 
 func streamFree(st cStream) error { return result(C.lmxgo_stream_free(st)) }
+
+// jsonOf is the JSON text liblmx writes for one of lmxgo_json's calls.
+func jsonOf(which C.int, m cModel, s cSession, text string) (string, error) {
+	var ctext *C.char
+	if which <= 1 {
+		var err error
+		if ctext, err = cString(text, "the text"); err != nil {
+			return "", err
+		}
+		defer C.free(unsafe.Pointer(ctext))
+	}
+	var out *C.char
+	var n C.size_t
+	if err := result(C.lmxgo_json(which, m, s, ctext, &out, &n)); err != nil {
+		return "", err
+	}
+	defer C.free(unsafe.Pointer(out))
+	return C.GoStringN(out, C.int(n)), nil
+}
+
+// parseTools is the model's reading of the tool calls in text (JSON).
+func parseTools(m cModel, text string) (string, error) { return jsonOf(0, m, nil, text) }
+
+// parseReasoning is the model's reading of the reasoning in text (JSON).
+func parseReasoning(m cModel, text string) (string, error) { return jsonOf(1, m, nil, text) }
+
+// sessionLastMessage is the assistant message of the session's last finished generation
+// (JSON).
+func sessionLastMessage(s cSession) (string, error) { return jsonOf(2, nil, s, "") }
 
 func classify(m cModel, prompts []string, p *cParams, vocab int, wantLogits bool) ([]int32, []float32, error) {
 	cs, err := newCStrings(prompts, "a prompt")
