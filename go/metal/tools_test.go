@@ -173,3 +173,19 @@ func TestRealToolCall(t *testing.T) {
 		t.Fatalf("%+v, %v", rep, err)
 	}
 }
+
+// A prompt that opens a think block starts the output inside it: with a budget of 4 tokens
+// the closing tag is forced after them, the reasoning goes to Reply.Reasoning and only what
+// follows is streamed.
+func TestThinkingBudget(t *testing.T) {
+	m := load(t, "qwen3")
+	var rep Reply
+	_, text := collect(m.Generate(ctx, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n", inference.WithThinkingBudget(4),
+		inference.WithMaxTokens(12), WithIgnoreEOS(), WithReplySink(func(r Reply) { rep = r })))
+	if err := m.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Reasoning == "" || strings.Contains(text, "</think>") || rep.Message.Content != text {
+		t.Fatalf("text %q, reply %+v", text, rep)
+	}
+}
