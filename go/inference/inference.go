@@ -37,6 +37,7 @@ package inference
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"iter"
 	"maps"
@@ -51,10 +52,26 @@ type Token struct {
 	Text string
 }
 
-// Message is one turn of a chat.
+// Message is one turn of a chat. Role is "system", "user", "assistant" or "tool". An
+// assistant turn that called tools lists the calls in ToolCalls; a "tool" turn carries one
+// call's result in Content, with the call's ID in ToolCallID and the tool's name in Name
+// (the fields of OpenAI's chat messages).
 type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role      string     `json:"role"`
+	Content   string     `json:"content"`
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	// ToolCallID is the ID of the call whose result a "tool" message holds.
+	ToolCallID string `json:"tool_call_id,omitempty"`
+	// Name is the tool's name on a "tool" message (some chat templates show it).
+	Name string `json:"name,omitempty"`
+}
+
+// Tool is a function a model may call (OpenAI's "function" tool): its name, what it does,
+// and the JSON Schema of its arguments (nil = takes no arguments).
+type Tool struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	Parameters  json.RawMessage `json:"parameters,omitempty"`
 }
 
 // ClassifyResult is the next token after one prompt, with that position's logits when

@@ -1,6 +1,8 @@
 package inference
 
-import "slices"
+import (
+	"slices"
+)
 
 // GenerateConfig holds the settings of one Generate, Chat, Classify or BatchGenerate call.
 // Zero values of TopK, TopP, MinP and RepeatPenalty mean "off".
@@ -43,6 +45,34 @@ type GenerateConfig struct {
 	// DisablePromptReuse makes this call compute its whole prompt: the backend's cache of an
 	// earlier call's prompt is not reused (for callers whose calls share no prefix).
 	DisablePromptReuse bool
+	// EnableThinking toggles reasoning for models that support it (e.g. Gemma 4).
+	// nil = model default; &true = on; &false = off. Backends ignore it when the
+	// loaded architecture has no thinking mode.
+	EnableThinking *bool
+	// ThinkingBudget caps tokens spent inside a reasoning model's thought
+	// channel; on overrun the backend forces the channel close so a visible
+	// answer is produced rather than the whole budget being spent reasoning.
+	// 0 = unlimited. Ignored by architectures with no thinking mode.
+	ThinkingBudget int
+	// JSONSchema, when not empty, is a JSON Schema the output must be a valid instance of.
+	// JSONSchema, JSONObject, Regex, Grammar and Choices are constraints on the output; a
+	// call may set at most one of them (a backend refuses more).
+	JSONSchema string
+	// JSONObject makes the output any JSON object.
+	JSONObject bool
+	// Regex, when not empty, is a regular expression the whole output must match.
+	Regex string
+	// Grammar, when not empty, is a Lark grammar (llguidance's dialect) the output must
+	// belong to.
+	Grammar string
+	// Choices, when not empty, are the only outputs allowed: the output is one of them.
+	Choices []string
+	// Tools are the functions the model may call (nil = none); a backend puts them in the
+	// chat template and finds the calls in the output.
+	Tools []Tool
+	// ToolChoice says how the tools are used: "" or "auto" (the model decides), "none" (no
+	// call), "required" (at least one call) or the name of the one tool to call.
+	ToolChoice string
 }
 
 // GenerateOption changes a GenerateConfig.
@@ -113,6 +143,67 @@ func WithDisablePromptReuse() GenerateOption {
 // WithMetricsSink hands this call's metrics to fn when its generation ends.
 func WithMetricsSink(fn func(GenerateMetrics)) GenerateOption {
 	return func(c *GenerateConfig) { c.MetricsSink = fn }
+}
+
+// WithEnableThinking sets the reasoning toggle for thinking-capable models.
+// Pass nil for the model default, &true to force on, &false to force off.
+//
+//	off := false
+//	m.Chat(ctx, msgs, inference.WithEnableThinking(&off)) // no reasoning
+func WithEnableThinking(v *bool) GenerateOption {
+	return func(c *GenerateConfig) { c.EnableThinking = v }
+}
+
+// WithThinkingBudget caps tokens spent in the thought channel; 0 = unlimited.
+//
+//	m.Chat(ctx, msgs, inference.WithThinkingBudget(256)) // think briefly, then answer
+func WithThinkingBudget(tokens int) GenerateOption {
+	return func(c *GenerateConfig) { c.ThinkingBudget = tokens }
+}
+
+// WithJSONSchema makes the output a JSON value valid against schema (a JSON Schema
+// document).
+//
+//	m.Chat(ctx, msgs, inference.WithJSONSchema(`{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}`))
+func WithJSONSchema(schema string) GenerateOption {
+	return func(c *GenerateConfig) { c.JSONSchema = schema }
+}
+
+// WithJSONObject makes the output a JSON object (any object).
+func WithJSONObject() GenerateOption {
+	return func(c *GenerateConfig) { c.JSONObject = true }
+}
+
+// WithRegex makes the whole output match the regular expression rx.
+//
+//	m.Generate(ctx, "Year: ", inference.WithRegex(`[12][0-9]{3}`))
+func WithRegex(rx string) GenerateOption {
+	return func(c *GenerateConfig) { c.Regex = rx }
+}
+
+// WithGrammar makes the output belong to the language of a Lark grammar (llguidance's
+// dialect; the start rule is "start").
+func WithGrammar(lark string) GenerateOption {
+	return func(c *GenerateConfig) { c.Grammar = lark }
+}
+
+// WithChoices makes the output exactly one of choices.
+//
+//	m.Chat(ctx, msgs, inference.WithChoices("positive", "negative"))
+func WithChoices(choices ...string) GenerateOption {
+	return func(c *GenerateConfig) { c.Choices = slices.Clone(choices) }
+}
+
+// WithTools offers the model functions to call; the backend shows them to the model
+// through its chat template.
+func WithTools(tools ...Tool) GenerateOption {
+	return func(c *GenerateConfig) { c.Tools = slices.Clone(tools) }
+}
+
+// WithToolChoice says how the offered tools are used: "auto" (the default: the model
+// decides), "none", "required" or a tool's name.
+func WithToolChoice(choice string) GenerateOption {
+	return func(c *GenerateConfig) { c.ToolChoice = choice }
 }
 
 // ApplyGenerateOpts returns the defaults (MaxTokens 256, Temperature 0) with opts applied in

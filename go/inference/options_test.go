@@ -7,6 +7,8 @@ import (
 )
 
 func TestApplyGenerateOpts(t *testing.T) {
+	yes, no := true, false
+	weather := Tool{Name: "get_weather", Description: "The weather in a city", Parameters: json.RawMessage(`{"type":"object"}`)}
 	tests := []struct {
 		name string
 		opts []GenerateOption
@@ -28,6 +30,18 @@ func TestApplyGenerateOpts(t *testing.T) {
 		{"repeat penalty", []GenerateOption{WithRepeatPenalty(1.1)}, GenerateConfig{MaxTokens: 256, RepeatPenalty: 1.1}},
 		{"logits", []GenerateOption{WithLogits()}, GenerateConfig{MaxTokens: 256, ReturnLogits: true}},
 		{"no prompt reuse", []GenerateOption{WithDisablePromptReuse()}, GenerateConfig{MaxTokens: 256, DisablePromptReuse: true}},
+		{"thinking", []GenerateOption{WithEnableThinking(&yes), WithThinkingBudget(64)}, GenerateConfig{MaxTokens: 256, EnableThinking: &yes, ThinkingBudget: 64}},
+		{"thinking off", []GenerateOption{WithEnableThinking(&no)}, GenerateConfig{MaxTokens: 256, EnableThinking: &no}},
+		{"json schema", []GenerateOption{WithJSONSchema(`{"type":"integer"}`)}, GenerateConfig{MaxTokens: 256, JSONSchema: `{"type":"integer"}`}},
+		{"json object", []GenerateOption{WithJSONObject()}, GenerateConfig{MaxTokens: 256, JSONObject: true}},
+		{"regex", []GenerateOption{WithRegex(`[0-9]+`)}, GenerateConfig{MaxTokens: 256, Regex: `[0-9]+`}},
+		{"grammar", []GenerateOption{WithGrammar(`start: "a"`)}, GenerateConfig{MaxTokens: 256, Grammar: `start: "a"`}},
+		{"choices", []GenerateOption{WithChoices("yes", "no")}, GenerateConfig{MaxTokens: 256, Choices: []string{"yes", "no"}}},
+		// The options only record what was asked: refusing two constraints at once is the
+		// backend's work, where the error can reach the caller.
+		{"two constraints recorded", []GenerateOption{WithRegex("a"), WithChoices("a")}, GenerateConfig{MaxTokens: 256, Regex: "a", Choices: []string{"a"}}},
+		{"tools", []GenerateOption{WithTools(weather), WithToolChoice("required")},
+			GenerateConfig{MaxTokens: 256, Tools: []Tool{weather}, ToolChoice: "required"}},
 		{"later wins", []GenerateOption{WithMaxTokens(1), WithMaxTokens(2)}, GenerateConfig{MaxTokens: 2}},
 		{"all", []GenerateOption{WithMaxTokens(5), WithTemperature(1), WithTopK(3), WithTopP(0.5), WithStopTokens(9), WithRepeatPenalty(2), WithLogits()},
 			GenerateConfig{MaxTokens: 5, Temperature: 1, TemperatureSet: true, TopK: 3, TopKSet: true, TopP: 0.5, TopPSet: true, StopTokens: []int32{9}, RepeatPenalty: 2, ReturnLogits: true}},
@@ -49,6 +63,33 @@ func TestTokenOptionsCopyTheirSlices(t *testing.T) {
 	ids[0] = 99
 	if cfg.StopTokens[0] != 1 || cfg.SuppressTokens[0] != 1 {
 		t.Fatalf("the config shares the caller's slice: %+v", cfg)
+	}
+	choices := []string{"a", "b"}
+	tools := []Tool{{Name: "f"}}
+	cfg = ApplyGenerateOpts([]GenerateOption{WithChoices(choices...), WithTools(tools...)})
+	choices[0], tools[0].Name = "z", "g"
+	if cfg.Choices[0] != "a" || cfg.Tools[0].Name != "f" {
+		t.Fatalf("the config shares the caller's slice: %+v", cfg)
+	}
+}
+
+// Messages and tools travel as OpenAI's JSON writes them.
+func TestToolJSON(t *testing.T) {
+	m := Message{Role: "assistant", ToolCalls: []ToolCall{{ID: "call_0", Name: "f", Type: "function", ArgumentsJSON: `{"x":1}`}}}
+	data, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"role":"assistant","content":"","tool_calls":[{"id":"call_0","name":"f","type":"function","arguments_json":"{\"x\":1}"}]}`; string(data) != want {
+		t.Errorf("assistant message: %s, want %s", data, want)
+	}
+	data, _ = json.Marshal(Message{Role: "tool", Content: "20C", ToolCallID: "call_0", Name: "f"})
+	if want := `{"role":"tool","content":"20C","tool_call_id":"call_0","name":"f"}`; string(data) != want {
+		t.Errorf("tool message: %s, want %s", data, want)
+	}
+	data, _ = json.Marshal(Tool{Name: "f", Description: "does f", Parameters: json.RawMessage(`{"type":"object"}`)})
+	if want := `{"name":"f","description":"does f","parameters":{"type":"object"}}`; string(data) != want {
+		t.Errorf("tool: %s, want %s", data, want)
 	}
 }
 
@@ -109,13 +150,24 @@ func TestContractShapes(t *testing.T) {
 		want []string
 	}{
 		{Token{}, []string{"ID int32 ", "Text string "}},
-		{Message{}, []string{`Role string json:"role"`, `Content string json:"content"`}},
+		{Message{}, []string{`Role string json:"role"`, `Content string json:"content"`, `ToolCalls []inference.ToolCall json:"tool_calls,omitempty"`,
+			`ToolCallID string json:"tool_call_id,omitempty"`, `Name string json:"name,omitempty"`}},
+		{Tool{}, []string{`Name string json:"name"`, `Description string json:"description,omitempty"`, `Parameters json.RawMessage json:"parameters,omitempty"`}},
+		{ToolCall{}, []string{`ID string json:"id,omitempty"`, `Name string json:"name,omitempty"`, `Type string json:"type,omitempty"`,
+			`ArgumentsJSON string json:"arguments_json,omitempty"`, `Labels map[string]string json:"labels,omitempty"`}},
+		{ToolParseResult{}, []string{`VisibleText string json:"visible_text,omitempty"`, `Calls []inference.ToolCall json:"calls,omitempty"`,
+			`Labels map[string]string json:"labels,omitempty"`}},
+		{ReasoningSegment{}, []string{`Kind string json:"kind,omitempty"`, `Text string json:"text,omitempty"`, `StartToken int json:"start_token,omitempty"`,
+			`EndToken int json:"end_token,omitempty"`, `Labels map[string]string json:"labels,omitempty"`}},
+		{ReasoningParseResult{}, []string{`VisibleText string json:"visible_text,omitempty"`, `Reasoning []inference.ReasoningSegment json:"reasoning,omitempty"`,
+			`Labels map[string]string json:"labels,omitempty"`}},
 		{ClassifyResult{}, []string{"Token inference.Token ", "Logits []float32 "}},
 		{BatchResult{}, []string{"Tokens []inference.Token ", "Err error "}},
 		{GenerateConfig{}, []string{"MaxTokens int ", "Temperature float32 ", "TopK int ", "TopP float32 ", "MinP float32 ",
 			"TemperatureSet bool ", "TopKSet bool ", "TopPSet bool ", "MinPSet bool ", "Seed uint64 ", "SeedSet bool ",
 			"StopTokens []int32 ", "SuppressTokens []int32 ", "MinTokensBeforeStop int ", "RepeatPenalty float32 ", "ReturnLogits bool ",
-			`MetricsSink func(inference.GenerateMetrics) json:"-"`, "DisablePromptReuse bool "}},
+			`MetricsSink func(inference.GenerateMetrics) json:"-"`, "DisablePromptReuse bool ", "EnableThinking *bool ", "ThinkingBudget int ",
+			"JSONSchema string ", "JSONObject bool ", "Regex string ", "Grammar string ", "Choices []string ", "Tools []inference.Tool ", "ToolChoice string "}},
 		{LoadConfig{}, []string{"Backend string ", "ContextLen int ", "GPULayers int ", "ParallelSlots int ", "AdapterPath string ", "CacheMode string "}},
 		{Capability{}, []string{`ID inference.CapabilityID json:"id"`, `Group inference.CapabilityGroup json:"group,omitempty"`,
 			`Status inference.CapabilityStatus json:"status"`, `Detail string json:"detail,omitempty"`, `Labels map[string]string json:"labels,omitempty"`}},

@@ -96,6 +96,24 @@ func TestCapabilitiesAreTruthful(t *testing.T) {
 				t.Fatalf("computed %d of %d prompt tokens again", n, all)
 			}
 		},
+		inference.CapabilityStructuredOutput: func(t *testing.T) {
+			_, text := collect(m.Chat(ctx, msgs, inference.WithChoices("day", "night"), inference.WithMaxTokens(8)))
+			if text != "day" && text != "night" {
+				t.Fatal(text, m.Err())
+			}
+		},
+		inference.CapabilityToolParse: func(t *testing.T) {
+			r, err := m.ParseTools(nil, `<tool_call>{"name":"f","arguments":{}}</tool_call>`)
+			if err != nil || len(r.Calls) != 1 || r.Calls[0].Name != "f" {
+				t.Fatal(r, err)
+			}
+		},
+		inference.CapabilityReasoningParse: func(t *testing.T) {
+			r, err := m.ParseReasoning(nil, "<think>a</think>b")
+			if err != nil || r.VisibleText != "b" || len(r.Reasoning) != 1 {
+				t.Fatal(r, err)
+			}
+		},
 		inference.CapabilityStateFork: func(t *testing.T) {
 			s := newTestSession(t, m)
 			collect(s.Generate(ctx, "Hello there", few...))

@@ -25,7 +25,11 @@
 // RepeatPenalty (0 = off), ReturnLogits (Classify only: liblmx has no per-token logits when
 // streaming), DisablePromptReuse (the slot's or session's cache is emptied first, so the
 // whole prompt is computed) and MetricsSink (called with the call's metrics when it ends, for
-// Generate, Chat, Classify and BatchGenerate, on the goroutine that ran it). Load options:
+// Generate, Chat, Classify and BatchGenerate, on the goroutine that ran it), the output
+// constraints JSONSchema, JSONObject, Regex, Grammar (Lark, llguidance's dialect) and Choices
+// (at most one per call: more is an error matching lmx.ErrInvalidArgument that names them, as
+// is a constraint that does not compile; nothing is generated then) and EnableThinking (the
+// chat template's enable_thinking variable). Load options:
 // ContextLen, GPULayers (0 = CPU; note that liblmx makes that MLX's default device for the
 // whole process), ParallelSlots (see below), AdapterPath (a LoRA adapter, unfused, used by
 // Generate, Chat and sessions) and CacheMode ("" or "native"; others are refused).

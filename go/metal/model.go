@@ -471,6 +471,20 @@ func run(ctx context.Context, on runOn, cp *cParams, cfg inference.GenerateConfi
 		// Complete also for a stream freed before its end: liblmx ends the generation (as
 		// cancelled) and measures it then.
 		metrics, _, _ = sessionLastResult(on.s)
+		if x.replySink != nil {
+			data, rerr := sessionLastMessage(on.s)
+			var r Reply
+			if rerr == nil {
+				r, rerr = reply(data)
+			}
+			if rerr != nil {
+				if err == nil {
+					err = rerr
+				}
+				return
+			}
+			x.replySink(r)
+		}
 	}()
 	for {
 		// The AfterFunc above interrupts a step under way; these checks make the end exact

@@ -59,8 +59,9 @@ static lmxgo_result lmxgo_session_stream(lmx_session *s, const char *prompt, con
 	return lmxgo_finish(lmx_session_stream(s, prompt, p, out));
 }
 static lmxgo_result lmxgo_session_stream_chat(lmx_session *s, const lmx_message *msgs, size_t n,
-                                              const lmx_generate_params *p, lmx_stream **out) {
-	return lmxgo_finish(lmx_session_stream_chat(s, msgs, n, NULL, p, out));
+                                              const char *extra_json, const lmx_generate_params *p,
+                                              lmx_stream **out) {
+	return lmxgo_finish(lmx_session_stream_chat(s, msgs, n, extra_json, p, out));
 }
 static lmxgo_result lmxgo_stream_next(lmx_stream *st, int32_t *tok, const char **text, size_t *len, bool *done) {
 	return lmxgo_finish(lmx_stream_next(st, tok, text, len, done));
@@ -124,6 +125,27 @@ static lmxgo_result lmxgo_chat_template(const lmx_model *m, const lmx_message *m
 	st = lmx_chat_apply_template(m, msgs, n, true, NULL, *out, *len + 1, len);
 	if (st != LMX_OK) { free(*out); *out = NULL; }
 	return lmxgo_finish(st);
+}
+// Size-then-fill of a text liblmx writes as JSON: the model's parse of text (which 0: tool
+// calls, 1: reasoning) or a session's last message (2).
+static lmx_status lmxgo_json_call(int which, const lmx_model *m, const lmx_session *s,
+                                  const char *text, char *buf, size_t cap, size_t *len) {
+	switch (which) {
+	case 0: return lmx_model_parse_tools(m, text, buf, cap, len);
+	case 1: return lmx_model_parse_reasoning(m, text, buf, cap, len);
+	default: return lmx_session_last_message(s, buf, cap, len);
+	}
+}
+static lmxgo_result lmxgo_json(int which, const lmx_model *m, const lmx_session *s,
+                               const char *text, char **out, size_t *len) {
+	*out = NULL;
+	lmx_status status = lmxgo_json_call(which, m, s, text, NULL, 0, len);
+	if (status != LMX_OK) return lmxgo_finish(status);
+	*out = malloc(*len + 1);
+	if (!*out) return (lmxgo_result){ LMX_STATUS_OUT_OF_MEMORY, strdup("malloc failed") };
+	status = lmxgo_json_call(which, m, s, text, *out, *len + 1, len);
+	if (status != LMX_OK) { free(*out); *out = NULL; }
+	return lmxgo_finish(status);
 }
 static lmxgo_result lmxgo_train_params_init(lmx_train_params *p) {
 	return lmxgo_finish(LMX_TRAIN_PARAMS_INIT(p));
@@ -244,34 +266,60 @@ func (cs *cStrings) free() {
 type cMessages struct {
 	arr  *C.lmx_message
 	n    int
-	strs *cStrings // roles and contents, interleaved
+	strs []*C.char // the C strings the messages point to
 }
 
 func newCMessages(msgs []inference.Message) (*cMessages, error) {
-	flat := make([]string, 0, 2*len(msgs))
-	for _, m := range msgs {
-		flat = append(flat, m.Role, m.Content)
+	cm := &cMessages{n: len(msgs)}
+	if len(msgs) == 0 {
+		return cm, nil
 	}
-	strs, err := newCStrings(flat, "a chat message")
-	if err != nil {
-		return nil, err
+	// An optional field left empty is NULL (absent), not "".
+	str := func(v, what string, optional bool) (*C.char, error) {
+		if optional && v == "" {
+			return nil, nil
+		}
+		p, err := cString(v, what)
+		if err != nil {
+			return nil, err
+		}
+		cm.strs = append(cm.strs, p)
+		return p, nil
 	}
-	cm := &cMessages{n: len(msgs), strs: strs}
-	if len(msgs) > 0 {
-		cm.arr = (*C.lmx_message)(C.calloc(C.size_t(len(msgs)), C.sizeof_lmx_message))
-		items := unsafe.Slice(cm.arr, len(msgs))
-		ptrs := unsafe.Slice(strs.arr, len(flat))
-		for i := range msgs {
-			items[i].struct_size = C.sizeof_lmx_message
-			items[i].role = ptrs[2*i]
-			items[i].content = ptrs[2*i+1]
+	cm.arr = (*C.lmx_message)(C.calloc(C.size_t(len(msgs)), C.sizeof_lmx_message))
+	items := unsafe.Slice(cm.arr, len(msgs))
+	for i, m := range msgs {
+		it := &items[i]
+		it.struct_size = C.sizeof_lmx_message
+		calls, err := toolCallsJSON(m.ToolCalls)
+		if err == nil {
+			it.role, err = str(m.Role, "a chat message", false)
+		}
+		if err == nil {
+			it.content, err = str(m.Content, "a chat message", false)
+		}
+		if err == nil {
+			it.tool_calls_json, err = str(calls, "a chat message's tool calls", true)
+		}
+		if err == nil {
+			it.tool_call_id, err = str(m.ToolCallID, "a chat message's tool call id", true)
+		}
+		if err == nil {
+			it.name, err = str(m.Name, "a chat message's name", true)
+		}
+		if err != nil {
+			cm.free()
+			return nil, err
 		}
 	}
 	return cm, nil
 }
 
 func (cm *cMessages) free() {
-	cm.strs.free()
+	for _, p := range cm.strs {
+		C.free(unsafe.Pointer(p))
+	}
+	cm.strs = nil
 	if cm.arr != nil {
 		C.free(unsafe.Pointer(cm.arr))
 		cm.arr = nil
@@ -294,7 +342,29 @@ type genParams struct {
 	minTokens         uint32
 	// banned can never be generated: liblmx's logit bias of -inf.
 	banned []int32
+	// constraint is an LMX_CONSTRAINT_* kind; constraintText its schema, regex or grammar;
+	// choices LMX_CONSTRAINT_CHOICE's strings.
+	constraint     constraintKind
+	constraintText string
+	choices        []string
+	// templateExtra is a JSON object of extra chat-template variables ("" = none).
+	templateExtra string
+	// toolsJSON is the offered tools in OpenAI's form ("" = none); toolChoice "" = auto.
+	toolsJSON, toolChoice string
+	splitReasoning        bool
+	thinkingBudget        uint32
 }
+
+// constraintKind is an lmx_constraint_kind.
+type constraintKind int32
+
+const (
+	constraintJSONSchema constraintKind = C.LMX_CONSTRAINT_JSON_SCHEMA
+	constraintJSONObject constraintKind = C.LMX_CONSTRAINT_JSON_OBJECT
+	constraintRegex      constraintKind = C.LMX_CONSTRAINT_REGEX
+	constraintGrammar    constraintKind = C.LMX_CONSTRAINT_GRAMMAR
+	constraintChoice     constraintKind = C.LMX_CONSTRAINT_CHOICE
+)
 
 // cParams is an lmx_generate_params in C memory, with its arrays in C memory too.
 type cParams struct {
@@ -303,18 +373,51 @@ type cParams struct {
 	stops      *cStrings
 	biasTokens *C.int32_t
 	biasValues *C.float
+	ctext      *C.char
+	choices    *cStrings
+	tools      *C.char
+	toolChoice *C.char
+	// extra is the chat template's extra variables (JSON), or nil; it is not part of the
+	// params struct but goes with the chat calls.
+	extra *C.char
 }
 
 func newCParams(g genParams) (*cParams, error) {
-	stops, err := newCStrings(g.stopStrings, "a stop string")
-	if err != nil {
-		return nil, err
-	}
-	cp := &cParams{stops: stops}
-	cp.p = (*C.lmx_generate_params)(C.malloc(C.sizeof_lmx_generate_params))
-	if err := result(C.lmxgo_generate_params_init(cp.p)); err != nil {
+	cp := &cParams{}
+	fail := func(err error) (*cParams, error) {
 		cp.free()
 		return nil, err
+	}
+	var err error
+	if cp.stops, err = newCStrings(g.stopStrings, "a stop string"); err != nil {
+		return fail(err)
+	}
+	if cp.choices, err = newCStrings(g.choices, "a choice"); err != nil {
+		return fail(err)
+	}
+	if g.constraintText != "" {
+		if cp.ctext, err = cString(g.constraintText, "the constraint"); err != nil {
+			return fail(err)
+		}
+	}
+	if g.templateExtra != "" {
+		if cp.extra, err = cString(g.templateExtra, "the template variables"); err != nil {
+			return fail(err)
+		}
+	}
+	if g.toolsJSON != "" {
+		if cp.tools, err = cString(g.toolsJSON, "the tools"); err != nil {
+			return fail(err)
+		}
+	}
+	if g.toolChoice != "" {
+		if cp.toolChoice, err = cString(g.toolChoice, "the tool choice"); err != nil {
+			return fail(err)
+		}
+	}
+	cp.p = (*C.lmx_generate_params)(C.malloc(C.sizeof_lmx_generate_params))
+	if err := result(C.lmxgo_generate_params_init(cp.p)); err != nil {
+		return fail(err)
 	}
 	p := cp.p
 	p.max_tokens = C.uint32_t(g.maxTokens)
@@ -345,20 +448,39 @@ func newCParams(g genParams) (*cParams, error) {
 		p.stop_tokens = cp.tokens
 		p.n_stop_tokens = C.size_t(n)
 	}
-	if stops.n > 0 {
-		p.stop_strings = stops.arr
-		p.n_stop_strings = C.size_t(stops.n)
+	if cp.stops.n > 0 {
+		p.stop_strings = cp.stops.arr
+		p.n_stop_strings = C.size_t(cp.stops.n)
+	}
+	p.constraint = C.lmx_constraint_kind(g.constraint)
+	p.constraint_text = cp.ctext
+	p.tools_json = cp.tools
+	p.tool_choice = cp.toolChoice
+	p.split_reasoning = cFlag(g.splitReasoning)
+	p.thinking_budget = C.uint32_t(g.thinkingBudget)
+	if cp.choices.n > 0 {
+		p.choices = cp.choices.arr
+		p.n_choices = C.size_t(cp.choices.n)
 	}
 	return cp, nil
 }
 
 func (cp *cParams) free() {
-	cp.stops.free()
+	if cp.stops != nil {
+		cp.stops.free()
+	}
+	if cp.choices != nil {
+		cp.choices.free()
+	}
 	// C.free accepts NULL.
 	C.free(unsafe.Pointer(cp.tokens))
 	C.free(unsafe.Pointer(cp.biasTokens))
 	C.free(unsafe.Pointer(cp.biasValues))
-	cp.tokens, cp.biasTokens, cp.biasValues = nil, nil, nil
+	C.free(unsafe.Pointer(cp.ctext))
+	C.free(unsafe.Pointer(cp.extra))
+	C.free(unsafe.Pointer(cp.tools))
+	C.free(unsafe.Pointer(cp.toolChoice))
+	cp.tokens, cp.biasTokens, cp.biasValues, cp.ctext, cp.extra, cp.tools, cp.toolChoice = nil, nil, nil, nil, nil, nil, nil
 	if cp.p != nil {
 		C.free(unsafe.Pointer(cp.p))
 		cp.p = nil
@@ -624,7 +746,7 @@ func streamChat(s cSession, msgs []inference.Message, p *cParams) (cStream, erro
 	}
 	defer cm.free()
 	var st cStream
-	if err := result(C.lmxgo_session_stream_chat(s, cm.arr, C.size_t(cm.n), p.p, &st)); err != nil {
+	if err := result(C.lmxgo_session_stream_chat(s, cm.arr, C.size_t(cm.n), p.extra, p.p, &st)); err != nil {
 		return nil, err
 	}
 	return st, nil
@@ -645,6 +767,35 @@ func streamNext(st cStream) (tok int32, text string, done bool, err error) {
 }
 
 func streamFree(st cStream) error { return result(C.lmxgo_stream_free(st)) }
+
+// jsonOf is the JSON text liblmx writes for one of lmxgo_json's calls.
+func jsonOf(which C.int, m cModel, s cSession, text string) (string, error) {
+	var ctext *C.char
+	if which <= 1 {
+		var err error
+		if ctext, err = cString(text, "the text"); err != nil {
+			return "", err
+		}
+		defer C.free(unsafe.Pointer(ctext))
+	}
+	var out *C.char
+	var n C.size_t
+	if err := result(C.lmxgo_json(which, m, s, ctext, &out, &n)); err != nil {
+		return "", err
+	}
+	defer C.free(unsafe.Pointer(out))
+	return C.GoStringN(out, C.int(n)), nil
+}
+
+// parseTools is the model's reading of the tool calls in text (JSON).
+func parseTools(m cModel, text string) (string, error) { return jsonOf(0, m, nil, text) }
+
+// parseReasoning is the model's reading of the reasoning in text (JSON).
+func parseReasoning(m cModel, text string) (string, error) { return jsonOf(1, m, nil, text) }
+
+// sessionLastMessage is the assistant message of the session's last finished generation
+// (JSON).
+func sessionLastMessage(s cSession) (string, error) { return jsonOf(2, nil, s, "") }
 
 func classify(m cModel, prompts []string, p *cParams, vocab int, wantLogits bool) ([]int32, []float32, error) {
 	cs, err := newCStrings(prompts, "a prompt")
