@@ -231,6 +231,9 @@ typedef struct {
   // names a tool and its arguments validate against the tool's parameters), or a tool's
   // name (the same, that tool only; the OpenAI object as JSON also works).
   const char *tool_choice;
+  // Under tool_choice "required" or a named tool: 1 (default) the output may hold several
+  // calls; 0 exactly one (OpenAI's parallel_tool_calls).
+  uint8_t parallel_tool_calls;
   // 1: split the model's reasoning (`<think>...</think>` and the like) off the text:
   // callbacks and streams get the answer only, lmx_session_last_message() has the
   // reasoning apart. 0 (default): the text as generated.
