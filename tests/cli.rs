@@ -125,3 +125,51 @@ fn info_and_errors() {
     let o = lmx(&["frobnicate"]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn structured_output_and_tool_calls_from_the_command_line() {
+    let model = fixtures().join("qwen3");
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("point.json");
+    std::fs::write(
+        &schema,
+        r#"{"type":"object","properties":{"x":{"type":"integer","minimum":0,"maximum":9},"y":{"type":"integer","minimum":0,"maximum":9}},"required":["x","y"],"additionalProperties":false}"#,
+    )
+    .unwrap();
+    let o = lmx(&["generate", "--model", m, "--chat", "--prompt", "a point", "--json-schema", schema.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(j["text"].as_str().unwrap()).unwrap();
+    assert!(v["x"].is_i64() && v["y"].is_i64(), "{v}");
+
+    let o = lmx(&["generate", "--model", m, "--prompt", "pick", "--choices", "left,right", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(["left", "right"].contains(&j["text"].as_str().unwrap()), "{j}");
+
+    let tools = dir.path().join("tools.json");
+    std::fs::write(
+        &tools,
+        r#"[{"type":"function","function":{"name":"move","parameters":{"type":"object","properties":{"steps":{"type":"integer","minimum":1,"maximum":5}},"required":["steps"],"additionalProperties":false}}}]"#,
+    )
+    .unwrap();
+    let o = lmx(&[
+        "generate", "--model", m, "--chat", "--prompt", "go", "--tools", tools.to_str().unwrap(), "--tool-choice", "required",
+        "--max-tokens", "200",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let call: serde_json::Value =
+        out.lines().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| panic!("no call in {out:?}"));
+    assert_eq!(call["function"]["name"], "move");
+    assert!(call["function"]["arguments"]["steps"].is_i64(), "{call}");
+
+    // Bad input: named, and nothing generated.
+    let o = lmx(&["generate", "--model", m, "--prompt", "x", "--regex", "("]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("regex: "), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = lmx(&["generate", "--model", m, "--prompt", "x", "--tools", tools.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("need --chat"));
+}

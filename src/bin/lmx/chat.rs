@@ -10,7 +10,7 @@ use lmx::{Error, ErrorKind, Result};
 use crate::cache::{self, CacheArgs};
 use crate::generate::metrics_line;
 use crate::interrupt;
-use crate::options::{at_least, AdapterArgs, ConstraintArgs, ModelArgs, SamplingArgs};
+use crate::options::{at_least, print_extras, AdapterArgs, ConstraintArgs, ModelArgs, SamplingArgs, ToolArgs};
 
 /// Chat with a model: one user message per line on stdin.
 ///
@@ -36,6 +36,8 @@ pub(crate) struct ChatArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub constraint: ConstraintArgs,
+    #[command(flatten)]
+    pub tools: ToolArgs,
     #[command(flatten)]
     pub adapter: AdapterArgs,
     #[command(flatten)]
@@ -75,6 +77,7 @@ pub(crate) fn run(a: &ChatArgs) -> Result<()> {
         eprintln!("[resuming the conversation ({} messages)]", msgs.len());
     }
     let mut base = a.sampling.params(a.max_tokens);
+    let extra = a.tools.apply(&mut base)?;
     // Every reply of the conversation under the constraint (read and checked once, here).
     base.constraint = a.constraint.constraint()?;
     let stdin = std::io::stdin();
@@ -90,7 +93,7 @@ pub(crate) fn run(a: &ChatArgs) -> Result<()> {
             break;
         }
         msgs.push(Message::new("user", text));
-        let ids = session.chat_tokens(&msgs, None, &Default::default(), None)?;
+        let ids = session.chat_tokens(&msgs, base.tools.as_deref(), &extra, None)?;
         // A token per turn: a Ctrl-C stops this reply only.
         let cancel = Cancel::new();
         let params = lmx::engine::GenerateParams { cancel: Some(cancel.clone()), ..base.clone() };
@@ -102,8 +105,11 @@ pub(crate) fn run(a: &ChatArgs) -> Result<()> {
             })
         })?;
         println!();
+        print_extras(&out);
         eprintln!("{}", metrics_line(&out.metrics));
-        msgs.push(Message::new("assistant", &out.text));
+        let mut reply = Message::new("assistant", &out.text);
+        reply.tool_calls = out.tool_calls.clone();
+        msgs.push(reply);
     }
     if let Some(p) = &a.cache.save_cache {
         if session.cache_size()?.0 == 0 {

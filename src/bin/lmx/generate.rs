@@ -9,7 +9,7 @@ use lmx::{Error, Result};
 
 use crate::cache::{self, CacheArgs};
 use crate::interrupt;
-use crate::options::{at_least, AdapterArgs, ConstraintArgs, ModelArgs, SamplingArgs};
+use crate::options::{at_least, print_extras, AdapterArgs, ConstraintArgs, ModelArgs, SamplingArgs, ToolArgs};
 
 /// Generate a completion of a prompt.
 ///
@@ -49,6 +49,8 @@ pub(crate) struct GenerateArgs {
     #[command(flatten)]
     pub constraint: ConstraintArgs,
     #[command(flatten)]
+    pub tools: ToolArgs,
+    #[command(flatten)]
     pub adapter: AdapterArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
@@ -60,6 +62,8 @@ const EXAMPLES: &str = "Examples:
   # Structured output: a JSON value valid against a schema, or one of a few answers:
   lmx generate --model M --chat --prompt 'A user record for Ada' --json-schema user.schema.json
   lmx generate --model M --chat --prompt 'Is MLX fast?' --choices yes,no,maybe
+  # Tools: calls printed as JSON lines; --tool-choice required makes the output a valid call:
+  lmx generate --model M --chat --prompt 'Weather in Paris?' --tools tools.json --tool-choice required
   # Compute a long document once, then ask about it (only the question is computed):
   lmx generate --model M --prompt \"$(cat report.txt)\" --max-tokens 0 --save-cache report.cache
   lmx generate --model M --load-cache report.cache --prompt \"$(cat report.txt) Summarize it.\"";
@@ -77,6 +81,11 @@ pub(crate) fn run(a: &GenerateArgs) -> Result<()> {
     a.adapter.apply(&model, &session)?;
     // A cache of unknown tokens (mlx-lm's) is continued: the prompt is appended after it.
     let append = loaded.as_ref().is_some_and(|l| l.opaque);
+    let mut params = a.sampling.params(if prefill_only { 1 } else { a.max_tokens });
+    let extra = a.tools.apply(&mut params)?;
+    if !a.chat && (params.tools.is_some() || !extra.is_empty()) {
+        return Err(Error::invalid("--tools, --think and --no-think need --chat (they go through the chat template)"));
+    }
     let ids = if a.chat {
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
@@ -86,14 +95,13 @@ pub(crate) fn run(a: &GenerateArgs) -> Result<()> {
         if append {
             cache::chat_suffix_tokens(&model, &msgs)?
         } else {
-            session.chat_tokens(&msgs, None, &Default::default(), None)?
+            session.chat_tokens(&msgs, params.tools.as_deref(), &extra, None)?
         }
     } else if append {
         model.encode(&a.prompt, false)?
     } else {
         session.text_tokens(&a.prompt)?
     };
-    let mut params = a.sampling.params(if prefill_only { 1 } else { a.max_tokens });
     params.ignore_eos = a.ignore_eos;
     params.constraint = a.constraint.constraint()?;
     let cancel = Cancel::new();
@@ -122,6 +130,8 @@ pub(crate) fn run(a: &GenerateArgs) -> Result<()> {
     if a.json {
         let j = serde_json::json!({
             "text": out.text,
+            "reasoning": out.reasoning,
+            "tool_calls": out.tool_calls.iter().map(|c| c.to_json()).collect::<Vec<_>>(),
             "tokens": out.tokens,
             "prompt_tokens": ids,
             "finish_reason": out.finish.name(),
@@ -132,6 +142,7 @@ pub(crate) fn run(a: &GenerateArgs) -> Result<()> {
         if !prefill_only {
             println!();
         }
+        print_extras(&out);
         eprintln!("{} finish: {}", metrics_line(&out.metrics), out.finish.name());
     }
     if let Some(p) = &a.cache.save_cache {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use lmx::engine::{GenerateParams, SamplerParams, Session};
-use lmx::model::{Constraint, LoadParams, Model};
+use lmx::model::{Constraint, LoadParams, Model, ToolChoice, Tools};
 use lmx::{Error, Result};
 
 /// The model every subcommand but `version`, `device` and `completions` runs.
@@ -121,6 +121,69 @@ impl ConstraintArgs {
         } else {
             self.choices.as_ref().map(|c| Constraint::Choice(c.clone()))
         })
+    }
+}
+
+/// Tools the model may call, and its reasoning (`generate --chat` and `chat`).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Tools and reasoning")]
+pub(crate) struct ToolArgs {
+    /// Offer the tools in FILE: a JSON array of function definitions (OpenAI / Hugging Face
+    /// form). The model's calls are parsed from its output and printed as JSON lines.
+    #[arg(long, value_name = "FILE")]
+    pub tools: Option<PathBuf>,
+    /// auto (the model decides), none, required (the output is calls, each valid against its
+    /// tool's parameters), or a tool's name (a call of that tool).
+    #[arg(long, value_name = "CHOICE", default_value = "auto", requires = "tools")]
+    pub tool_choice: String,
+    /// With --tool-choice required or a name: allow several calls in one reply (one by
+    /// default: small models tend to repeat a call until --max-tokens).
+    #[arg(long, requires = "tools")]
+    pub parallel_tool_calls: bool,
+    /// Ask the model to think first (the template's enable_thinking): its reasoning is
+    /// printed apart, on stderr.
+    #[arg(long, overrides_with = "no_think")]
+    pub think: bool,
+    /// Ask the model not to think (enable_thinking false).
+    #[arg(long, overrides_with = "think")]
+    pub no_think: bool,
+    /// Close the reasoning after N tokens (its closing tag is forced); implies splitting it
+    /// off the answer.
+    #[arg(long, value_name = "N", value_parser = at_least::<usize>(1))]
+    pub thinking_budget: Option<usize>,
+}
+
+impl ToolArgs {
+    /// Sets the tools, tool choice and reasoning options on `p`; returns the template
+    /// variables (enable_thinking) to render the chat with.
+    pub fn apply(&self, p: &mut GenerateParams) -> Result<serde_json::Map<String, serde_json::Value>> {
+        if let Some(path) = &self.tools {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+            p.tools = Some(Arc::new(Tools::parse(&text).map_err(|e| e.context(path.display()))?));
+            p.tool_choice = ToolChoice::parse(&self.tool_choice).map_err(|e| e.context("--tool-choice"))?;
+            p.parallel_tool_calls = self.parallel_tool_calls;
+        }
+        let mut extra = serde_json::Map::new();
+        if self.think || self.no_think {
+            extra.insert("enable_thinking".into(), self.think.into());
+        }
+        p.split_reasoning = self.think || self.thinking_budget.is_some();
+        p.thinking_budget = self.thinking_budget;
+        Ok(extra)
+    }
+}
+
+/// Prints a generation's reasoning (stderr) and tool calls (stdout, one JSON object each).
+pub(crate) fn print_extras(out: &lmx::engine::generate::Output) {
+    if !out.reasoning.is_empty() {
+        eprintln!("[reasoning]\n{}\n[/reasoning]", out.reasoning);
+    }
+    for c in &out.tool_calls {
+        println!("{}", c.to_json());
+    }
+    for e in &out.tool_errors {
+        eprintln!("[unreadable tool call: {e}]");
     }
 }
 
