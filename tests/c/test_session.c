@@ -201,6 +201,86 @@ static void test_bad(lmx_model *m, const char *tmp) {
             LMX_STATUS_INVALID_ARGUMENT, "session");
 }
 
+/* Text pieces appended into a buffer. */
+typedef struct {
+  char text[4096];
+  size_t len;
+} text_buf;
+
+static int32_t append_text(int32_t token, const char *text, size_t len, void *ud) {
+  (void)token;
+  text_buf *b = ud;
+  if (b->len + len < sizeof b->text) {
+    memcpy(b->text + b->len, text, len);
+    b->len += len;
+    b->text[b->len] = 0;
+  }
+  return 0;
+}
+
+/* Structured output and tools through the C API: a regex and a choice constrain the text, a
+ * bad schema is refused by name and the session goes on, a required tool call comes back in
+ * the last message (and out of the streamed text), and the parsers read text given to them. */
+static void test_structured(lmx_model *m) {
+  lmx_session *s = NULL;
+  CHECK(lmx_session_create(m, &s) == LMX_OK);
+  lmx_message msgs[1] = {{sizeof(lmx_message), "user", "hello", NULL, NULL, NULL}};
+  lmx_generate_params p;
+  CHECK(LMX_GENERATE_PARAMS_INIT(&p) == LMX_OK);
+  p.max_tokens = 64;
+  p.constraint = LMX_CONSTRAINT_REGEX;
+  p.constraint_text = "[0-9]{3}-[a-c]{2}";
+  text_buf b;
+  memset(&b, 0, sizeof b);
+  CHECK(lmx_session_chat(s, msgs, 1, NULL, &p, append_text, &b) == LMX_OK);
+  CHECK(b.len == 6 && b.text[3] == '-' && b.text[0] >= '0' && b.text[0] <= '9' && b.text[5] >= 'a' && b.text[5] <= 'c');
+
+  const char *choices[3] = {"red", "green", "blue"};
+  CHECK(LMX_GENERATE_PARAMS_INIT(&p) == LMX_OK);
+  p.constraint = LMX_CONSTRAINT_CHOICE;
+  p.choices = choices;
+  p.n_choices = 3;
+  memset(&b, 0, sizeof b);
+  CHECK(lmx_session_chat(s, msgs, 1, NULL, &p, append_text, &b) == LMX_OK);
+  CHECK(strcmp(b.text, "red") == 0 || strcmp(b.text, "green") == 0 || strcmp(b.text, "blue") == 0);
+
+  CHECK(LMX_GENERATE_PARAMS_INIT(&p) == LMX_OK);
+  p.constraint = LMX_CONSTRAINT_JSON_SCHEMA;
+  p.constraint_text = "{\"type\": \"object\", \"not\": {}}";
+  CHECK_ERR(lmx_session_chat(s, msgs, 1, NULL, &p, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "json_schema: ");
+  p.constraint = 9;
+  CHECK_ERR(lmx_session_chat(s, msgs, 1, NULL, &p, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "params->constraint");
+
+  CHECK(LMX_GENERATE_PARAMS_INIT(&p) == LMX_OK);
+  p.max_tokens = 200;
+  p.tools_json =
+      "[{\"type\":\"function\",\"function\":{\"name\":\"move\",\"parameters\":{\"type\":\"object\","
+      "\"properties\":{\"steps\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":5}},\"required\":[\"steps\"],"
+      "\"additionalProperties\":false}}}]";
+  p.tool_choice = "required";
+  p.parallel_tool_calls = 0;
+  memset(&b, 0, sizeof b);
+  CHECK(lmx_session_chat(s, msgs, 1, NULL, &p, append_text, &b) == LMX_OK);
+  CHECK(strstr(b.text, "move") == NULL); /* the call is not streamed as text */
+  size_t n = 0;
+  CHECK(lmx_session_last_message(s, NULL, 0, &n) == LMX_OK && n > 0);
+  char *msg = malloc(n + 1);
+  CHECK(lmx_session_last_message(s, msg, n + 1, &n) == LMX_OK);
+  CHECK(strstr(msg, "\"tool_calls\"") != NULL && strstr(msg, "\"name\":\"move\"") != NULL);
+  CHECK(strstr(msg, "steps") != NULL);
+  free(msg);
+  p.tools_json = "{\"not\": \"a list\"}";
+  CHECK_ERR(lmx_session_chat(s, msgs, 1, NULL, &p, NULL, NULL), LMX_STATUS_INVALID_ARGUMENT, "params->tools_json");
+
+  char out[512];
+  CHECK(lmx_model_parse_tools(m, "ok <tool_call>\n{\"name\": \"move\", \"arguments\": {\"steps\": 2}}\n</tool_call>", out,
+                              sizeof out, &n) == LMX_OK);
+  CHECK(strstr(out, "\"visible_text\":\"ok\"") != NULL && strstr(out, "\"name\":\"move\"") != NULL);
+  CHECK(lmx_model_parse_reasoning(m, "<think>plan</think>answer", out, sizeof out, &n) == LMX_OK);
+  CHECK(strstr(out, "\"visible_text\":\"answer\"") != NULL && strstr(out, "\"text\":\"plan\"") != NULL);
+  CHECK(lmx_session_free(s) == LMX_OK);
+}
+
 int main(int argc, char **argv) {
   if (argc != 4) {
     fprintf(stderr, "usage: test_session MODEL_DIR OTHER_MODEL_DIR TMP_DIR\n");
@@ -217,6 +297,7 @@ int main(int argc, char **argv) {
   test_save_and_load(m, other, argv[3], &q);
   test_fork(m);
   test_bad(m, argv[3]);
+  test_structured(m);
   CHECK(lmx_model_free(m) == LMX_OK);
   CHECK(lmx_model_free(other) == LMX_OK);
   printf("%d passed, 0 failed\n", passed);
