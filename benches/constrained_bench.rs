@@ -112,8 +112,10 @@ fn run() -> Result<()> {
         ("regex", "Give a phone number.", Constraint::Regex(r"\+[0-9]{2} [0-9]{3} [0-9]{3} [0-9]{3}".into())),
     ];
     for (name, question, c) in &cases {
-        let prompt = session.chat_tokens(&[Message::new("user", question)], None, &Default::default(), None)?;
-        let cp = GenerateParams { max_tokens: a.max_tokens, constraint: Some(c.clone()), ..Default::default() };
+        let prompt =
+            session.chat_tokens(&[Message::new("user", question)], None, &Default::default(), None)?;
+        let cp =
+            GenerateParams { max_tokens: a.max_tokens, constraint: Some(c.clone()), ..Default::default() };
         // Warm-up: compiles the grammar (cached from then on) and the kernels.
         session.reset()?;
         let first = session.generate(&prompt, &cp, |_| true)?;
@@ -126,7 +128,10 @@ fn run() -> Result<()> {
             session.reset()?;
             let o = session.generate(&prompt, &cp, |_| true)?;
             if o.tokens.len() != n {
-                return Err(Error::internal(format!("{name}: greedy output changed length ({} vs {n})", o.tokens.len())));
+                return Err(Error::internal(format!(
+                    "{name}: greedy output changed length ({} vs {n})",
+                    o.tokens.len()
+                )));
             }
             forced = o.metrics.forced_tokens;
             waited.push(o.metrics.constraint_wait_seconds / n as f64);

@@ -137,7 +137,17 @@ fn structured_output_and_tool_calls_from_the_command_line() {
         r#"{"type":"object","properties":{"x":{"type":"integer","minimum":0,"maximum":9},"y":{"type":"integer","minimum":0,"maximum":9}},"required":["x","y"],"additionalProperties":false}"#,
     )
     .unwrap();
-    let o = lmx(&["generate", "--model", m, "--chat", "--prompt", "a point", "--json-schema", schema.to_str().unwrap(), "--json"]);
+    let o = lmx(&[
+        "generate",
+        "--model",
+        m,
+        "--chat",
+        "--prompt",
+        "a point",
+        "--json-schema",
+        schema.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let v: serde_json::Value = serde_json::from_str(j["text"].as_str().unwrap()).unwrap();
@@ -155,13 +165,25 @@ fn structured_output_and_tool_calls_from_the_command_line() {
     )
     .unwrap();
     let o = lmx(&[
-        "generate", "--model", m, "--chat", "--prompt", "go", "--tools", tools.to_str().unwrap(), "--tool-choice", "required",
-        "--max-tokens", "200",
+        "generate",
+        "--model",
+        m,
+        "--chat",
+        "--prompt",
+        "go",
+        "--tools",
+        tools.to_str().unwrap(),
+        "--tool-choice",
+        "required",
+        "--max-tokens",
+        "200",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
-    let call: serde_json::Value =
-        out.lines().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| panic!("no call in {out:?}"));
+    let call: serde_json::Value = out
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no call in {out:?}"));
     assert_eq!(call["function"]["name"], "move");
     assert!(call["function"]["arguments"]["steps"].is_i64(), "{call}");
 

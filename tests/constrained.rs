@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
-use lmx::engine::{batch_generate_constrained, classify, FinishReason, GenerateParams, SamplerParams, Session};
+use lmx::engine::{
+    batch_generate_constrained, classify, FinishReason, GenerateParams, SamplerParams, Session,
+};
 use lmx::model::{Constraint, LoadParams, Message, Model};
 use lmx::ErrorKind;
 
@@ -46,7 +48,9 @@ fn corpus() -> Vec<(String, String)> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .map(|p| {
+            (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap())
+        })
         .collect();
     v.sort();
     v
@@ -121,8 +125,9 @@ fn corpus_on(name: &str, (greedy_every, greedy_at): (usize, usize), sampled_ever
                 FinishReason::Stop => {
                     complete += 1;
                     // The first check needs nothing installed: a complete output is JSON.
-                    serde_json::from_str::<serde_json::Value>(&out.text)
-                        .unwrap_or_else(|e| panic!("{name} {file} seed {seed:?}: not JSON ({e}): {:?}", out.text));
+                    serde_json::from_str::<serde_json::Value>(&out.text).unwrap_or_else(|e| {
+                        panic!("{name} {file} seed {seed:?}: not JSON ({e}): {:?}", out.text)
+                    });
                 }
                 FinishReason::Length => incomplete += 1,
                 other => panic!("{name} {file}: finished with {other:?}"),
@@ -183,7 +188,12 @@ fn bad_constraints_fail_clearly_and_the_session_goes_on() {
     let cases: Vec<(Constraint, &str)> = vec![
         (Constraint::JsonSchema("{\"type\": ".into()), "json_schema: not valid JSON"),
         (Constraint::JsonSchema("[1, 2]".into()), "json_schema: a schema is a JSON object or a boolean"),
-        (Constraint::JsonSchema(r##"{"type":"object","properties":{"a":{"$ref":"#/$defs/missing"}}}"##.into()), "json_schema: "),
+        (
+            Constraint::JsonSchema(
+                r##"{"type":"object","properties":{"a":{"$ref":"#/$defs/missing"}}}"##.into(),
+            ),
+            "json_schema: ",
+        ),
         (Constraint::JsonSchema(r#"{"type":"strin"}"#.into()), "json_schema: "),
         (Constraint::Regex("(unclosed".into()), "regex: "),
         (Constraint::Regex("  ".into()), "regex: empty"),
@@ -195,7 +205,8 @@ fn bad_constraints_fail_clearly_and_the_session_goes_on() {
         (Constraint::Regex("a".repeat(lmx::model::grammar::MAX_CONSTRAINT_BYTES + 1)), "at most"),
     ];
     for (c, want) in cases {
-        let e = s.generate(&prompt, &params(Some(c.clone()), 6, None), |_| true).expect_err(&format!("{c:?}"));
+        let e =
+            s.generate(&prompt, &params(Some(c.clone()), 6, None), |_| true).expect_err(&format!("{c:?}"));
         assert_eq!(e.kind, ErrorKind::InvalidArgument, "{c:?}: {e}");
         assert!(e.message.contains(want), "{c:?}: {:?} lacks {want:?}", e.message);
         let again = s.generate(&prompt, &params(None, 6, None), |_| true).unwrap();
@@ -226,8 +237,10 @@ fn same_when_satisfied(m: &Arc<Model>, prompt: &[u32], n: usize) -> usize {
     }
     for (c, same_tokens) in candidates {
         let budget = if same_tokens { n } else { 2 * n };
-        let got =
-            Session::new(m.clone()).unwrap().generate(prompt, &params(Some(c.clone()), budget, None), |_| true).unwrap();
+        let got = Session::new(m.clone())
+            .unwrap()
+            .generate(prompt, &params(Some(c.clone()), budget, None), |_| true)
+            .unwrap();
         assert_eq!(got.text, text, "{c:?} changed the output");
         if same_tokens {
             assert_eq!(got.tokens, free.tokens, "{c:?} changed the tokens");
@@ -251,7 +264,12 @@ fn a_constraint_the_free_output_satisfies_changes_nothing() {
     }
     if let Some(dir) = folder("smollm2-135m-instruct") {
         let m = load(&dir);
-        for q in ["Name three colours.", "What is 2 + 2? Answer briefly.", "Say hello.", "Is water wet? Yes or no."] {
+        for q in [
+            "Name three colours.",
+            "What is 2 + 2? Answer briefly.",
+            "Say hello.",
+            "Is water wet? Yes or no.",
+        ] {
             checked += same_when_satisfied(&m, &chat_prompt(&m, q), 40);
         }
     }
@@ -402,7 +420,8 @@ fn batch_rows_each_keep_their_own_constraint() {
     assert!(["up", "down"].contains(&outs[3].text.as_str()), "{}", outs[3].text);
     // The free row is what it is alone, and what each constrained row is alone.
     for (i, c) in cs.iter().enumerate() {
-        let alone = Session::new(m.clone()).unwrap().generate(&p, &params(c.clone(), 48, None), |_| true).unwrap();
+        let alone =
+            Session::new(m.clone()).unwrap().generate(&p, &params(c.clone(), 48, None), |_| true).unwrap();
         assert_eq!(outs[i].text, alone.text, "row {i}");
     }
     // A constraint that does not compile is its row's error; the others run.
@@ -446,7 +465,9 @@ fn classification_can_be_limited_to_labels() {
 #[test]
 fn compiled_grammars_are_cached_per_model() {
     let m = load(&fixtures().join("qwen3"));
-    let c = Constraint::JsonSchema(r#"{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}"#.into());
+    let c = Constraint::JsonSchema(
+        r#"{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}"#.into(),
+    );
     let s = Session::new(m.clone()).unwrap();
     let before = m.grammars().unwrap().cache_stats();
     for _ in 0..3 {
@@ -475,7 +496,12 @@ fn forced_tokens_skip_decode_steps() {
     let v: serde_json::Value = serde_json::from_str(&out.text).unwrap();
     assert!(v["condition"].is_string());
     // The keys and punctuation are forced: well over a third of the tokens.
-    assert!(out.metrics.forced_tokens * 3 > out.tokens.len(), "{} of {} forced", out.metrics.forced_tokens, out.tokens.len());
+    assert!(
+        out.metrics.forced_tokens * 3 > out.tokens.len(),
+        "{} of {} forced",
+        out.metrics.forced_tokens,
+        out.tokens.len()
+    );
     // The forced tokens spell the same text as the tokenizer would.
     assert_eq!(m.decode(&out.tokens, true).unwrap(), out.text);
 }

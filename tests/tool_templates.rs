@@ -142,8 +142,9 @@ fn real_templates_calls_read_back() {
         let call = &text[at..stop];
         let after = call.strip_prefix(format.trigger()).unwrap_or(call);
         assert!(grammar_accepts(&g, after), "{name}: the call grammar rejects {after:?}\n{g}");
-        let named =
-            format.required_grammar(&tools, &ToolChoice::Function("get_time".into()), &|_| false, true).unwrap();
+        let named = format
+            .required_grammar(&tools, &ToolChoice::Function("get_time".into()), &|_| false, true)
+            .unwrap();
         assert!(!grammar_accepts(&named, call), "{name}: a grammar for get_time accepts {call:?}");
     }
 }

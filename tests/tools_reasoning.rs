@@ -41,7 +41,8 @@ fn valid_call(name: &str, args: &serde_json::Value) -> bool {
                 && matches!(o.get("unit").and_then(|u| u.as_str()), Some("celsius" | "fahrenheit"))
         }
         "add" => {
-            let int = |k: &str| o.get(k).and_then(|v| v.as_i64()).is_some_and(|v| (-1000..=1000).contains(&v));
+            let int =
+                |k: &str| o.get(k).and_then(|v| v.as_i64()).is_some_and(|v| (-1000..=1000).contains(&v));
             o.len() == 2 && int("a") && int("b")
         }
         _ => false,
@@ -51,7 +52,8 @@ fn valid_call(name: &str, args: &serde_json::Value) -> bool {
 fn required_calls(m: &Arc<Model>, choice: ToolChoice, question: &str, seed: Option<u64>) {
     let t = tools();
     let s = Session::new(m.clone()).unwrap();
-    let prompt = s.chat_tokens(&[Message::new("user", question)], Some(&t), &Default::default(), None).unwrap();
+    let prompt =
+        s.chat_tokens(&[Message::new("user", question)], Some(&t), &Default::default(), None).unwrap();
     let p = GenerateParams {
         max_tokens: 160,
         tools: Some(t.clone()),
@@ -70,7 +72,14 @@ fn required_calls(m: &Arc<Model>, choice: ToolChoice, question: &str, seed: Opti
         true
     });
     let out = out.unwrap();
-    assert_eq!(out.finish, FinishReason::Stop, "{}: {:?} {:?}", m.path().display(), out.text, out.tool_errors);
+    assert_eq!(
+        out.finish,
+        FinishReason::Stop,
+        "{}: {:?} {:?}",
+        m.path().display(),
+        out.text,
+        out.tool_errors
+    );
     assert_eq!(out.tool_calls.len(), 1, "one call: {:?}", out.text);
     assert!(out.tool_errors.is_empty(), "{:?}", out.tool_errors);
     for c in &out.tool_calls {
@@ -118,11 +127,12 @@ fn calls_are_parsed_out_of_the_stream() {
         ..Default::default()
     };
     let mut streamed = String::new();
-    let out = s.generate(&[1, 2, 3], &p, |ev| {
-        streamed.push_str(&ev.text);
-        true
-    })
-    .unwrap();
+    let out = s
+        .generate(&[1, 2, 3], &p, |ev| {
+            streamed.push_str(&ev.text);
+            true
+        })
+        .unwrap();
     assert_eq!(out.finish, FinishReason::Stop);
     assert_eq!(out.text, "Let me add.");
     assert_eq!(streamed, out.text);
@@ -140,14 +150,24 @@ fn calls_are_parsed_out_of_the_stream() {
 fn bad_tool_requests_fail_clearly_and_the_session_goes_on() {
     let m = load(&fixtures().join("qwen3"));
     let s = Session::new(m.clone()).unwrap();
-    let plain = s.generate(&[4, 5, 6], &GenerateParams { max_tokens: 5, ..Default::default() }, |_| true).unwrap();
-    for bad in [r#"{"name":"x"}"#, r#"[{"type":"function","function":{"description":"no name"}}]"#, "[1, 2]", "not json"] {
+    let plain =
+        s.generate(&[4, 5, 6], &GenerateParams { max_tokens: 5, ..Default::default() }, |_| true).unwrap();
+    for bad in [
+        r#"{"name":"x"}"#,
+        r#"[{"type":"function","function":{"description":"no name"}}]"#,
+        "[1, 2]",
+        "not json",
+    ] {
         let e = Tools::parse(bad).expect_err(bad);
         assert_eq!(e.kind, ErrorKind::InvalidArgument, "{bad}: {e}");
     }
     let cases = vec![
         GenerateParams { tool_choice: ToolChoice::Required, ..Default::default() },
-        GenerateParams { tools: Some(tools()), tool_choice: ToolChoice::Function("nope".into()), ..Default::default() },
+        GenerateParams {
+            tools: Some(tools()),
+            tool_choice: ToolChoice::Function("nope".into()),
+            ..Default::default()
+        },
         GenerateParams {
             tools: Some(tools()),
             tool_choice: ToolChoice::Required,
@@ -158,7 +178,9 @@ fn bad_tool_requests_fail_clearly_and_the_session_goes_on() {
     for p in cases {
         let e = s.generate(&[4, 5, 6], &p, |_| true).expect_err("refused");
         assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
-        let again = s.generate(&[4, 5, 6], &GenerateParams { max_tokens: 5, ..Default::default() }, |_| true).unwrap();
+        let again = s
+            .generate(&[4, 5, 6], &GenerateParams { max_tokens: 5, ..Default::default() }, |_| true)
+            .unwrap();
         assert_eq!(again.tokens, plain.tokens);
     }
 }
@@ -179,11 +201,12 @@ fn reasoning_is_split_off_and_the_budget_closes_it() {
         ..Default::default()
     };
     let mut streamed = String::new();
-    let out = s.generate(&prompt, &p, |ev| {
-        streamed.push_str(&ev.text);
-        true
-    })
-    .unwrap();
+    let out = s
+        .generate(&prompt, &p, |ev| {
+            streamed.push_str(&ev.text);
+            true
+        })
+        .unwrap();
     // After `budget` tokens of reasoning (the model never closed it itself: if it did,
     // the tag came earlier), the closing tag comes.
     let at = out.tokens.windows(close.len()).position(|w| w == close.as_slice()).expect("a closing tag");
@@ -196,7 +219,9 @@ fn reasoning_is_split_off_and_the_budget_closes_it() {
     assert_eq!(out.tokens.len(), 20);
     // Without the split, the text is as generated.
     let plain = s
-        .generate(&prompt, &GenerateParams { max_tokens: 8, ignore_eos: true, ..Default::default() }, |_| true)
+        .generate(&prompt, &GenerateParams { max_tokens: 8, ignore_eos: true, ..Default::default() }, |_| {
+            true
+        })
         .unwrap();
     assert!(plain.reasoning.is_empty());
 }

@@ -68,7 +68,8 @@ pub fn classify(
     // A constraint limits the one token: its first mask, the same for every prompt.
     let allowed = match &params.constraint {
         Some(c) => {
-            let mut eos: Vec<u32> = model.stop_ids(&params.stop_tokens, params.ignore_eos).into_iter().collect();
+            let mut eos: Vec<u32> =
+                model.stop_ids(&params.stop_tokens, params.ignore_eos).into_iter().collect();
             eos.sort_unstable();
             Some(super::guide::first_mask(model, c, &eos)?)
         }

@@ -131,13 +131,19 @@ impl Generation {
         let tool_constraint = match (&params.tools, format) {
             (Some(tools), Some(f)) if required => {
                 let special = |t: &str| model.is_special_token(t);
-                Some(Constraint::Lark(f.required_grammar(tools, &params.tool_choice, &special, params.parallel_tool_calls)?))
+                Some(Constraint::Lark(f.required_grammar(
+                    tools,
+                    &params.tool_choice,
+                    &special,
+                    params.parallel_tool_calls,
+                )?))
             }
             _ => None,
         };
         let guide = match tool_constraint.as_ref().or(params.constraint.as_ref()) {
             Some(c) => {
-                let mut eos: Vec<u32> = model.stop_ids(&params.stop_tokens, params.ignore_eos).into_iter().collect();
+                let mut eos: Vec<u32> =
+                    model.stop_ids(&params.stop_tokens, params.ignore_eos).into_iter().collect();
                 eos.sort_unstable();
                 Some(Guide::new(model, c, true, eos)?)
             }
@@ -345,7 +351,7 @@ impl Generation {
             if self.finish.is_some() {
                 return Ok(ev);
             }
-            let ev = ev.unwrap_or(Event { id: Some(id), text: String::new() });
+            let ev = ev.ok_or_else(|| Error::internal("no event for a token of a running generation"))?;
             if self.generated.len() >= self.params.max_tokens {
                 let tail = self.end(FinishReason::Length, true);
                 return Ok(Some(merge(ev, tail)));
@@ -402,22 +408,11 @@ impl Generation {
                 st.tokens.push(id);
             }
         }
-        if self.first_token.is_none() {
-            self.first_token = Some(Instant::now());
+        let ev = self.emit(id)?;
+        if self.finish.is_some() {
+            return Ok(ev);
         }
-        if self.generated.len() % CLEAR_CACHE_EVERY == CLEAR_CACHE_EVERY - 1 {
-            memory::clear_cache()?;
-        }
-        if self.eos.contains(&id) {
-            return Ok(self.end(FinishReason::Stop, true));
-        }
-        self.generated.push(id);
-        let (text, stopped) = self.out.push(self.model.tokenizer(), id)?;
-        let ev = Event { id: Some(id), text };
-        if stopped {
-            self.end(FinishReason::Stop, false);
-            return Ok(Some(ev));
-        }
+        let ev = ev.ok_or_else(|| Error::internal("no event for a token of a running generation"))?;
         if !more {
             let tail = self.end(FinishReason::Length, true);
             return Ok(Some(merge(ev, tail)));
@@ -430,11 +425,14 @@ impl Generation {
         Ok(Some(ev))
     }
 
-    /// Hands out token `id` (already chosen and in the cache): EOS ends generation, a stop
-    /// string too; None when it ended without text.
+    /// Hands out token `id` (already chosen): EOS ends generation, a stop string too (see
+    /// `finish`); None when it ended without text.
     fn emit(&mut self, id: u32) -> Result<Option<Event>> {
         if self.first_token.is_none() {
             self.first_token = Some(Instant::now());
+        }
+        if self.generated.len() % CLEAR_CACHE_EVERY == CLEAR_CACHE_EVERY - 1 {
+            memory::clear_cache()?;
         }
         if self.eos.contains(&id) {
             return Ok(self.end(FinishReason::Stop, true));
@@ -464,7 +462,10 @@ impl Generation {
         self.budget_spent = true;
         let forced = self.model.encode(&format!("{}\n\n", tags.close), false)?;
         let room = self.params.max_tokens.saturating_sub(self.generated.len());
-        if forced.is_empty() || forced.len() >= room || self.cache_offset() + forced.len() as i32 + 2 > self.ctx_limit {
+        if forced.is_empty()
+            || forced.len() >= room
+            || self.cache_offset() + forced.len() as i32 + 2 > self.ctx_limit
+        {
             return Ok(());
         }
         self.pending = None;
@@ -493,22 +494,11 @@ impl Generation {
             let reason = self.end_after_queue.unwrap_or(FinishReason::Stop);
             return Ok(self.end(reason, true));
         };
-        if self.first_token.is_none() {
-            self.first_token = Some(Instant::now());
+        let ev = self.emit(id)?;
+        if self.finish.is_some() {
+            return Ok(ev);
         }
-        if self.generated.len() % CLEAR_CACHE_EVERY == CLEAR_CACHE_EVERY - 1 {
-            memory::clear_cache()?;
-        }
-        if self.eos.contains(&id) {
-            return Ok(self.end(FinishReason::Stop, true));
-        }
-        self.generated.push(id);
-        let (text, stopped) = self.out.push(self.model.tokenizer(), id)?;
-        let ev = Event { id: Some(id), text };
-        if stopped {
-            self.end(FinishReason::Stop, false);
-            return Ok(Some(ev));
-        }
+        let ev = ev.ok_or_else(|| Error::internal("no event for a token of a running generation"))?;
         if self.queue.is_empty() {
             if let Some(reason) = self.end_after_queue {
                 let tail = self.end(reason, true);
@@ -561,7 +551,11 @@ impl Generation {
         let fit = (self.ctx_limit - self.cache_offset()).max(0) as usize;
         let mut forced = step.forced;
         if step.done || forced.len() >= room.min(fit) {
-            let reason = if step.done && forced.len() <= room.min(fit) { FinishReason::Stop } else { FinishReason::Length };
+            let reason = if step.done && forced.len() <= room.min(fit) {
+                FinishReason::Stop
+            } else {
+                FinishReason::Length
+            };
             forced.truncate(room.min(fit));
             self.metrics.forced_tokens += forced.len();
             self.queue.extend(forced);

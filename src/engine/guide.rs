@@ -112,12 +112,24 @@ fn work(
     }
 }
 
-fn advance(m: &mut Matcher, tokens: &[u32], fast_forward: bool, eos: &[u32], kind: &str, first: bool) -> Result<Step> {
+fn advance(
+    m: &mut Matcher,
+    tokens: &[u32],
+    fast_forward: bool,
+    eos: &[u32],
+    kind: &str,
+    first: bool,
+) -> Result<Step> {
     let fail = |m: &Matcher, what: &str| {
-        Error::internal(format!("{kind} constraint: {what}: {}", first_line(&m.get_error().unwrap_or_default())))
+        Error::internal(format!(
+            "{kind} constraint: {what}: {}",
+            first_line(&m.get_error().unwrap_or_default())
+        ))
     };
     if !tokens.is_empty() {
-        m.consume_tokens(tokens).map_err(|e| Error::internal(format!("{kind} constraint: token refused: {}", first_line(&e.to_string()))))?;
+        m.consume_tokens(tokens).map_err(|e| {
+            Error::internal(format!("{kind} constraint: token refused: {}", first_line(&e.to_string())))
+        })?;
     }
     let done = |forced| Step { forced, done: true, mask: Vec::new(), seconds: 0.0 };
     if m.is_stopped() {

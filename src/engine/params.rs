@@ -204,7 +204,10 @@ impl GenerateParams {
         }
         if self.constraint.is_some()
             && self.tools.is_some()
-            && matches!(self.tool_choice, crate::model::ToolChoice::Required | crate::model::ToolChoice::Function(_))
+            && matches!(
+                self.tool_choice,
+                crate::model::ToolChoice::Required | crate::model::ToolChoice::Function(_)
+            )
         {
             return Err(Error::invalid(
                 "a constraint and tool_choice required (or a named tool) cannot both be set: the calls are the constraint",

@@ -31,7 +31,8 @@ pub(crate) fn message_json(o: &Output) -> String {
         m.insert("reasoning_content".into(), o.reasoning.clone().into());
     }
     if !o.tool_calls.is_empty() {
-        let calls: Vec<serde_json::Value> = o.tool_calls.iter().enumerate().map(|(i, c)| openai_call(c, i)).collect();
+        let calls: Vec<serde_json::Value> =
+            o.tool_calls.iter().enumerate().map(|(i, c)| openai_call(c, i)).collect();
         m.insert("tool_calls".into(), calls.into());
     }
     serde_json::Value::Object(m).to_string()

@@ -112,7 +112,8 @@ pub extern "C" fn lmx_session_last_result(
 ) -> lmx_status {
     status(|| {
         let s = session_ref(session)?;
-        let last = s.last.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|l| (l.finish, l.metrics.clone()));
+        let last =
+            s.last.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|l| (l.finish, l.metrics.clone()));
         let (finish, metrics) = match last {
             Some((f, m)) => (lmx_finish_reason::from(f), m),
             None => (lmx_finish_reason::LMX_FINISH_NONE, Metrics::default()),
@@ -158,7 +159,11 @@ fn run(
         }
         Err(e) => {
             if e.kind != ErrorKind::Busy {
-                *last = Some(Last { finish: FinishReason::Error, metrics: Metrics::default(), message: String::new() });
+                *last = Some(Last {
+                    finish: FinishReason::Error,
+                    metrics: Metrics::default(),
+                    message: String::new(),
+                });
             }
             Err(e)
         }
@@ -229,7 +234,8 @@ pub extern "C" fn lmx_session_chat(
         let s = session_ref(session)?;
         let msgs = messages(messages_in, n)?;
         let p = generate_params(params)?;
-        let ids = s.session.chat_tokens(&msgs, p.tools.as_deref(), &extra_vars(extra_json)?, p.cancel.as_ref())?;
+        let ids =
+            s.session.chat_tokens(&msgs, p.tools.as_deref(), &extra_vars(extra_json)?, p.cancel.as_ref())?;
         run(&s, ids, params, callback, user_data)
     })
 }

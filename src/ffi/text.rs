@@ -63,7 +63,9 @@ pub(crate) fn messages(p: *const lmx_message, n: usize) -> Result<Vec<Message>> 
         .map(|(i, m)| {
             let tool_calls = match opt(m.tool_calls_json, format!("messages[{i}].tool_calls_json"))? {
                 None => Vec::new(),
-                Some(text) => tool_calls(&text).map_err(|e| e.context(format!("messages[{i}].tool_calls_json")))?,
+                Some(text) => {
+                    tool_calls(&text).map_err(|e| e.context(format!("messages[{i}].tool_calls_json")))?
+                }
             };
             Ok(Message {
                 role: str_arg(m.role, &format!("messages[{i}].role"))?.to_string(),
@@ -83,7 +85,9 @@ fn tool_calls(text: &str) -> Result<Vec<crate::model::ToolCall>> {
     let arr = v.as_array().ok_or_else(|| Error::invalid("not a JSON array of calls"))?;
     arr.iter()
         .enumerate()
-        .map(|(j, c)| crate::model::ToolCall::from_json(c).map_err(|e| Error::invalid(format!("call {j}: {e}"))))
+        .map(|(j, c)| {
+            crate::model::ToolCall::from_json(c).map_err(|e| Error::invalid(format!("call {j}: {e}")))
+        })
         .collect()
 }
 

@@ -10,7 +10,9 @@ use lmx::{Error, ErrorKind, Result};
 use crate::cache::{self, CacheArgs};
 use crate::generate::metrics_line;
 use crate::interrupt;
-use crate::options::{at_least, print_extras, AdapterArgs, ConstraintArgs, ModelArgs, SamplingArgs, ToolArgs};
+use crate::options::{
+    at_least, print_extras, AdapterArgs, ConstraintArgs, ModelArgs, SamplingArgs, ToolArgs,
+};
 
 /// Chat with a model: one user message per line on stdin.
 ///

@@ -9,7 +9,9 @@ use lmx::{Error, Result};
 
 use crate::cache::{self, CacheArgs};
 use crate::interrupt;
-use crate::options::{at_least, print_extras, AdapterArgs, ConstraintArgs, ModelArgs, SamplingArgs, ToolArgs};
+use crate::options::{
+    at_least, print_extras, AdapterArgs, ConstraintArgs, ModelArgs, SamplingArgs, ToolArgs,
+};
 
 /// Generate a completion of a prompt.
 ///
@@ -84,7 +86,9 @@ pub(crate) fn run(a: &GenerateArgs) -> Result<()> {
     let mut params = a.sampling.params(if prefill_only { 1 } else { a.max_tokens });
     let extra = a.tools.apply(&mut params)?;
     if !a.chat && (params.tools.is_some() || !extra.is_empty()) {
-        return Err(Error::invalid("--tools, --think and --no-think need --chat (they go through the chat template)"));
+        return Err(Error::invalid(
+            "--tools, --think and --no-think need --chat (they go through the chat template)",
+        ));
     }
     let ids = if a.chat {
         let mut msgs = Vec::new();

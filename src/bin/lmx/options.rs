@@ -158,8 +158,8 @@ impl ToolArgs {
     /// variables (enable_thinking) to render the chat with.
     pub fn apply(&self, p: &mut GenerateParams) -> Result<serde_json::Map<String, serde_json::Value>> {
         if let Some(path) = &self.tools {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
             p.tools = Some(Arc::new(Tools::parse(&text).map_err(|e| e.context(path.display()))?));
             p.tool_choice = ToolChoice::parse(&self.tool_choice).map_err(|e| e.context("--tool-choice"))?;
             p.parallel_tool_calls = self.parallel_tool_calls;

@@ -66,7 +66,10 @@ impl Constraint {
                     return Err(Error::invalid("choice: the list of choices is empty"));
                 }
                 if c.len() > MAX_CHOICES {
-                    return Err(Error::invalid(format!("choice: {} choices; at most {MAX_CHOICES}", c.len())));
+                    return Err(Error::invalid(format!(
+                        "choice: {} choices; at most {MAX_CHOICES}",
+                        c.len()
+                    )));
                 }
                 if let Some(i) = c.iter().position(|s| s.is_empty()) {
                     return Err(Error::invalid(format!("choice {i} is empty")));
@@ -194,9 +197,10 @@ impl Grammars {
         }
         let grammar = c.grammar()?;
         let factory = &self.factory;
-        let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory.create_parser(grammar)))
-            .map_err(|_| Error::invalid(format!("{}: the grammar compiler failed on it", c.kind())))?
-            .map_err(|e| Error::invalid(format!("{}: {e}", c.kind())))?;
+        let compiled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory.create_parser(grammar)))
+                .map_err(|_| Error::invalid(format!("{}: the grammar compiler failed on it", c.kind())))?
+                .map_err(|e| Error::invalid(format!("{}: {e}", c.kind())))?;
         let mut lru = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if lru.entries.len() >= CACHE_ENTRIES {
             if let Some(oldest) = lru.entries.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {

@@ -50,7 +50,9 @@ fn scheme(decoder: &serde_json::Value) -> Option<Scheme> {
                 }
             }
             match (found, space) {
-                (Some(Scheme::Pieces { .. }), Some(sp)) | (None, Some(sp)) => Some(Scheme::Pieces { space: sp }),
+                (Some(Scheme::Pieces { .. }), Some(sp)) | (None, Some(sp)) => {
+                    Some(Scheme::Pieces { space: sp })
+                }
                 (f, _) => f,
             }
         }
@@ -99,10 +101,8 @@ fn fallback_byte(piece: &str) -> Option<u8> {
 /// llguidance's marker byte 0xFF, so that grammars match them only by name.
 pub fn token_bytes(tok: &Tokenizer, n_vocab: usize) -> Result<Vec<Vec<u8>>> {
     let hf = tok.inner();
-    let decoder = hf
-        .get_decoder()
-        .and_then(|d| serde_json::to_value(d).ok())
-        .unwrap_or(serde_json::Value::Null);
+    let decoder =
+        hf.get_decoder().and_then(|d| serde_json::to_value(d).ok()).unwrap_or(serde_json::Value::Null);
     let scheme = scheme(&decoder).ok_or_else(|| {
         Error::unsupported(format!(
             "constrained decoding needs a byte-level BPE or SentencePiece vocabulary; this tokenizer's decoder is {}",
@@ -189,7 +189,8 @@ fn continuation_tokenizer(tok: &Tokenizer) -> Result<tokenizers::Tokenizer> {
     if let Some(p) = json.get_mut("pre_tokenizer") {
         never_prepend(p);
     }
-    let text = serde_json::to_string(&json).map_err(|e| Error::internal(format!("serializing the tokenizer: {e}")))?;
+    let text = serde_json::to_string(&json)
+        .map_err(|e| Error::internal(format!("serializing the tokenizer: {e}")))?;
     text.parse::<tokenizers::Tokenizer>()
         .map_err(|e| Error::internal(format!("rebuilding the tokenizer for forced text: {e}")))
 }
@@ -224,8 +225,10 @@ pub fn environment(tok: &Tokenizer, n_vocab: usize, eos: &[u32]) -> Result<TokEn
         Error::unsupported("constrained decoding needs an end-of-sequence token; the model names none")
     })?;
     let info = TokRxInfo::new(n_vocab as u32, first_eos);
-    let trie = std::panic::catch_unwind(|| TokTrie::from(&info, &words).with_eos_tokens(eos))
-        .map_err(|_| Error::format("the tokenizer's vocabulary cannot be arranged for constrained decoding"))?;
+    let trie =
+        std::panic::catch_unwind(|| TokTrie::from(&info, &words).with_eos_tokens(eos)).map_err(|_| {
+            Error::format("the tokenizer's vocabulary cannot be arranged for constrained decoding")
+        })?;
     let tokenizer = continuation_tokenizer(tok)?;
     Ok(Arc::new(Env { trie, tokenizer }))
 }
@@ -258,7 +261,10 @@ mod tests {
             )),
             Some(Scheme::Pieces { space: '▁' })
         );
-        assert_eq!(scheme(&j(r#"{"type":"Metaspace","replacement":"_"}"#)), Some(Scheme::Pieces { space: '_' }));
+        assert_eq!(
+            scheme(&j(r#"{"type":"Metaspace","replacement":"_"}"#)),
+            Some(Scheme::Pieces { space: '_' })
+        );
         assert_eq!(scheme(&j(r#"{"type":"WordPiece"}"#)), None);
         assert_eq!(fallback_byte("<0x0A>"), Some(b'\n'));
         assert_eq!(fallback_byte("<0x0>"), None);

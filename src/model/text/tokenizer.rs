@@ -197,9 +197,9 @@ impl Tokenizer {
     /// Whether `text` is one special token of the vocabulary (an added token marked special:
     /// it decodes to nothing when special tokens are skipped).
     pub fn is_special(&self, text: &str) -> bool {
-        self.inner.token_to_id(text).is_some_and(|id| {
-            self.inner.get_added_tokens_decoder().get(&id).is_some_and(|t| t.special)
-        })
+        self.inner
+            .token_to_id(text)
+            .is_some_and(|id| self.inner.get_added_tokens_decoder().get(&id).is_some_and(|t| t.special))
     }
 
     /// The `tokenizers` tokenizer underneath (for the constrained-decoding vocabulary).

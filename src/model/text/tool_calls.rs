@@ -575,7 +575,12 @@ impl ToolFormat {
                 // The id Mistral's templates write after the arguments (9 letters or digits).
                 g.push_str(&format!("call: {open} fn ({} CALL_ID)? {}\n", lit(", \"id\": "), lit("}")));
                 g.push_str("CALL_ID: /\"[A-Za-z0-9]{9}\"/\n");
-                g.push_str(&format!("calls: {} call {} {}\n", lit("["), more(format!("({} call)*", lit(", "))), lit("]")));
+                g.push_str(&format!(
+                    "calls: {} call {} {}\n",
+                    lit("["),
+                    more(format!("({} call)*", lit(", "))),
+                    lit("]")
+                ));
                 if with_trigger {
                     format!("{trig} calls")
                 } else {
@@ -860,7 +865,9 @@ mod tests {
         assert!(ToolFormat::Hermes.call_grammar(&t, &ToolChoice::None, &none).is_err());
         assert!(ToolFormat::Hermes.call_grammar(&t, &ToolChoice::Function("zz".into()), &none).is_err());
         // A special trigger is referenced by name (the test vocabulary has <|tool|>).
-        let g = ToolFormat::Hermes.required_grammar(&t, &ToolChoice::Auto, &|s| s == "<tool_call>", true).unwrap();
+        let g = ToolFormat::Hermes
+            .required_grammar(&t, &ToolChoice::Auto, &|s| s == "<tool_call>", true)
+            .unwrap();
         assert!(g.starts_with("start: <tool_call> calls"), "{g}");
     }
 }
