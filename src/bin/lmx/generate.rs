@@ -17,8 +17,10 @@ use crate::options::{
 ///
 /// The text is streamed to stdout as it is made, and a metrics line goes to stderr (prompt
 /// tokens, how many were computed and cached, tokens per second, peak memory, finish reason).
-/// With --json, one JSON object is printed instead: `text`, `tokens` (the generated ids),
-/// `prompt_tokens` (the prompt's ids), `finish_reason` and `metrics`.
+/// With --json, one JSON object is printed instead: `text`, `reasoning`, `tool_calls`,
+/// `tokens` (the generated ids), `prompt_tokens` (the prompt's ids), `finish_reason` and
+/// `metrics`. With --tools, each call is printed after the text as one JSON line; with
+/// --think, the reasoning goes to stderr.
 ///
 /// Ctrl-C stops the generation (the finish reason is then "cancelled") and still prints the
 /// metrics and saves --save-cache; a second Ctrl-C ends at once.
