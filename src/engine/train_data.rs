@@ -171,6 +171,14 @@ pub fn example(v: serde_json::Value, model: &Model, mask_prompt: bool, max_len: 
         return Err(Error::format("expected a JSON object"));
     };
     let mut messages: Vec<Message> = if let Some(m) = obj.remove("messages") {
+        // Every message says what it holds: its content, or (an assistant's) tool calls.
+        if let Some(list) = m.as_array() {
+            for (i, msg) in list.iter().enumerate() {
+                if msg.get("content").is_none() && msg.get("tool_calls").is_none() {
+                    return Err(Error::format(format!("\"messages\"[{i}] has no \"content\"")));
+                }
+            }
+        }
         // Taken by value: a long message is moved, not copied.
         let msgs: Vec<Message> = serde_json::from_value(m)
             .map_err(|e| Error::format(format!("\"messages\" must be a list of {{role, content}}: {e}")))?;
