@@ -17,7 +17,7 @@
 
 static const char *model_dir;
 
-#define MSG(role, content) {sizeof(lmx_message), (role), (content)}
+#define MSG(role, content) {sizeof(lmx_message), (role), (content), NULL, NULL, NULL}
 
 typedef struct {
   int n;
