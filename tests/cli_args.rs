@@ -68,7 +68,8 @@ const SAMPLING: &[&str] =
     &["--temperature", "--top-k", "--top-p", "--min-p", "--repetition-penalty", "--seed", "--stop"];
 const ADAPTER: &[&str] = &["--adapter", "--adapter-scale"];
 const STRUCTURED: &[&str] = &["--json-schema", "--json-object", "--regex", "--grammar", "--choices"];
-const TOOLS: &[&str] = &["--tools", "--tool-choice", "--parallel-tool-calls", "--think", "--no-think", "--thinking-budget"];
+const TOOLS: &[&str] =
+    &["--tools", "--tool-choice", "--parallel-tool-calls", "--think", "--no-think", "--thinking-budget"];
 const CACHE: &[&str] =
     &["--load-cache", "--save-cache", "--kv-bits", "--kv-group-size", "--quantized-kv-start"];
 
@@ -94,7 +95,8 @@ fn help_documents_every_option_of_every_subcommand() {
         ]
         .concat();
     let chat =
-        [&["--model", "--system", "--max-tokens", "--help"][..], SAMPLING, STRUCTURED, TOOLS, ADAPTER, CACHE].concat();
+        [&["--model", "--system", "--max-tokens", "--help"][..], SAMPLING, STRUCTURED, TOOLS, ADAPTER, CACHE]
+            .concat();
     let train = [
         "--model",
         "--data",

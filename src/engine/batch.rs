@@ -68,9 +68,7 @@ pub fn classify(
     // A constraint limits the one token: its first mask, the same for every prompt.
     let allowed = match &params.constraint {
         Some(c) => {
-            let mut eos: Vec<u32> =
-                model.stop_ids(&params.stop_tokens, params.ignore_eos).into_iter().collect();
-            eos.sort_unstable();
+            let eos = params.sorted_stop_ids(model);
             Some(super::guide::first_mask(model, c, &eos)?)
         }
         None => None,
@@ -262,8 +260,7 @@ pub fn batch_generate_constrained(
         )));
     }
     let started = Instant::now();
-    let mut eos: Vec<u32> = model.stop_ids(&params.stop_tokens, params.ignore_eos).into_iter().collect();
-    eos.sort_unstable();
+    let eos = params.sorted_stop_ids(model);
     let mut guides: Vec<Option<Guide>> = Vec::with_capacity(prompts.len());
     let mut results: Vec<Option<Result<BatchOutput>>> = Vec::with_capacity(prompts.len());
     for (i, p) in prompts.iter().enumerate() {

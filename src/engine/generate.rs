@@ -142,9 +142,7 @@ impl Generation {
         };
         let guide = match tool_constraint.as_ref().or(params.constraint.as_ref()) {
             Some(c) => {
-                let mut eos: Vec<u32> =
-                    model.stop_ids(&params.stop_tokens, params.ignore_eos).into_iter().collect();
-                eos.sort_unstable();
+                let eos = params.sorted_stop_ids(model);
                 Some(Guide::new(model, c, true, eos)?)
             }
             None => None,

@@ -119,6 +119,14 @@ pub const MAX_STOP_STRINGS: usize = 64;
 pub const MAX_STOP_STRING_BYTES: usize = 1024;
 
 impl GenerateParams {
+    /// The ids that may end a constrained output, in order: the model's EOS set (unless
+    /// `ignore_eos`) and `stop_tokens`.
+    pub(crate) fn sorted_stop_ids(&self, model: &crate::model::Model) -> Vec<u32> {
+        let mut eos: Vec<u32> = model.stop_ids(&self.stop_tokens, self.ignore_eos).into_iter().collect();
+        eos.sort_unstable();
+        eos
+    }
+
     /// Checks every field; `vocab` is the model's vocabulary size.
     pub fn validate(&self, vocab: usize) -> Result<()> {
         let s = &self.sampler;
