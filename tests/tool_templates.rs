@@ -138,7 +138,7 @@ fn real_templates_calls_read_back() {
             continue; // no grammar yet
         }
         let tools = Tools::parse(case["tools_json"].as_str().unwrap()).unwrap();
-        let g = format.call_grammar(&tools, &ToolChoice::Auto, &|_| false).unwrap();
+        let g = format.call_grammar(&tools, &ToolChoice::Auto, &|_| false, true).unwrap();
         let call = &text[at..stop];
         let after = call.strip_prefix(format.trigger()).unwrap_or(call);
         assert!(grammar_accepts(&g, after), "{name}: the call grammar rejects {after:?}\n{g}");

@@ -225,3 +225,76 @@ fn reasoning_is_split_off_and_the_budget_closes_it() {
         .unwrap();
     assert!(plain.reasoning.is_empty());
 }
+
+/// The qwen3 fixture with Qwen's call markers as tokens of their own (in the slots of its
+/// think tags, which its template does not use): what Qwen2.5/Qwen3 tokenizers have.
+fn qwen_with_call_tokens() -> TempDir {
+    let t = copy_fixture("qwen3", "call-tokens");
+    let path = t.0.join("tokenizer.json");
+    let mut tok = json(&path);
+    for a in tok["added_tokens"].as_array_mut().unwrap() {
+        let renamed = match a["content"].as_str().unwrap() {
+            "<think>" => "<tool_call>",
+            "</think>" => "</tool_call>",
+            _ => continue,
+        };
+        a["content"] = renamed.into();
+        a["special"] = false.into();
+    }
+    std::fs::write(&path, serde_json::to_string(&tok).unwrap()).unwrap();
+    t
+}
+
+#[test]
+fn auto_calls_are_constrained_once_the_model_begins_one() {
+    let dir = qwen_with_call_tokens();
+    let m = load(&dir.0);
+    let t = tools();
+    let trigger = m.encode("<tool_call>", false).unwrap();
+    assert_eq!(trigger.len(), 1, "{trigger:?}");
+    let s = Session::new(m.clone()).unwrap();
+    let prompt =
+        s.chat_tokens(&[Message::new("user", "weather?")], Some(&t), &Default::default(), None).unwrap();
+    for seed in [None, Some(1), Some(2), Some(3)] {
+        let sampler = lmx::engine::SamplerParams {
+            temperature: if seed.is_some() { 1.0 } else { 0.0 },
+            seed,
+            ..Default::default()
+        };
+        let mut p = GenerateParams {
+            max_tokens: 120,
+            tools: Some(t.clone()),
+            parallel_tool_calls: false,
+            sampler: sampler.clone(),
+            ..Default::default()
+        };
+        // Left alone, the random-weight model writes no call.
+        let free = s.generate(&prompt, &p, |_| true).unwrap();
+        assert!(free.tool_calls.is_empty() && !free.text.contains("<tool_call>"), "{:?}", free.text);
+        // Nudged to open its reply with the trigger (a bias on that one token), what follows
+        // is constrained: one call that names a tool and whose arguments validate, then the end.
+        p.sampler.logit_bias = vec![(trigger[0], 100.0)];
+        let mut streamed = String::new();
+        let out = s
+            .generate(&prompt, &p, |ev| {
+                streamed.push_str(&ev.text);
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            out.finish,
+            FinishReason::Stop,
+            "{seed:?}: {:?} {:?} {:?}",
+            out.text,
+            out.tool_errors,
+            out.tokens
+        );
+        assert_eq!(out.tool_calls.len(), 1, "{seed:?}: {:?} {:?}", out.text, out.tool_errors);
+        assert!(out.tool_errors.is_empty(), "{:?}", out.tool_errors);
+        let c = &out.tool_calls[0];
+        assert!(valid_call(&c.name, &c.arguments), "{seed:?}: invalid call {} {}", c.name, c.arguments);
+        assert!(out.metrics.forced_tokens > 0, "the call grammar forced nothing");
+        assert_eq!(streamed, out.text);
+        assert_eq!(out.tokens[0], trigger[0]);
+    }
+}

@@ -106,6 +106,8 @@ pub struct Generation {
     /// thinking budget).
     reasoning_tokens: usize,
     budget_spent: bool,
+    /// tool_choice auto: the call grammar that takes over once a call begins.
+    lazy: Option<Constraint>,
 }
 
 /// What [`Generation::prepare`] makes before a session's state is taken.
@@ -114,6 +116,7 @@ pub(crate) struct Prepared {
     guide: Option<Guide>,
     post: Post,
     keep_special: bool,
+    lazy: Option<Constraint>,
 }
 
 impl Generation {
@@ -140,6 +143,31 @@ impl Generation {
             }
             _ => None,
         };
+        // tool_choice auto: a call the model begins is constrained from its trigger on (the
+        // format's call grammar, each call's arguments valid against its tool), compiled
+        // now so that a grammar error fails the call before anything runs. Not with stop
+        // strings (the text they hold back would hide where the trigger ends) nor beside
+        // another constraint.
+        let lazy = match (&params.tools, format) {
+            (Some(tools), Some(f))
+                if params.tool_choice == ToolChoice::Auto
+                    && params.constraint.is_none()
+                    && params.stop_strings.is_empty() =>
+            {
+                let special = |t: &str| model.is_special_token(t);
+                match f.call_grammar(tools, &params.tool_choice, &special, params.parallel_tool_calls) {
+                    Ok(g) => {
+                        let c = Constraint::Lark(g);
+                        model.matcher(&c)?;
+                        Some(c)
+                    }
+                    // A format without a grammar (Qwen3-Coder's XML): calls are parsed only.
+                    Err(e) if e.kind == crate::ErrorKind::Unsupported => None,
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => None,
+        };
         let guide = match tool_constraint.as_ref().or(params.constraint.as_ref()) {
             Some(c) => {
                 let eos = params.sorted_stop_ids(model);
@@ -163,7 +191,7 @@ impl Generation {
                 post.split = Some(ReasoningSplit::after_prompt(tags, &text));
             }
         }
-        Ok(Prepared { sampler, guide, post, keep_special })
+        Ok(Prepared { sampler, guide, post, keep_special, lazy })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -195,6 +223,7 @@ impl Generation {
             end_after_queue: None,
             reasoning_tokens: 0,
             budget_spent: false,
+            lazy: prepared.lazy,
             to_prefill: prompt[keep..].to_vec(),
             pending: None,
             generated: Vec::new(),
@@ -265,6 +294,18 @@ impl Generation {
     /// Runs the prefill: every prompt token but the last in chunks (the cache evaluated after
     /// each, cancellation checked between), then the last one, dispatching the first token.
     fn prefill(&mut self) -> Result<bool> {
+        self.prefill_then(|g, logits| {
+            // The first token carries the check of the prompt's logits for NaN.
+            let y = super::sampling::nan_guard(&logits, &g.sample(&logits)?)?;
+            mlx::async_eval(&[&y])?;
+            g.pending = Some(y);
+            Ok(())
+        })
+    }
+
+    /// The prefill's chunks, then the last prompt token, whose logits `then` dispatches on
+    /// the generation's stream; false when cancelled between two chunks.
+    fn prefill_then(&mut self, then: impl FnOnce(&mut Self, Array) -> Result<()>) -> Result<bool> {
         if !self.prefill_chunks()? {
             return Ok(false);
         }
@@ -273,11 +314,7 @@ impl Generation {
         let stream = self.stream()?;
         with_stream(&stream, || -> Result<()> {
             let logits = self.feed(&last)?;
-            // The first token carries the check of the prompt's logits for NaN.
-            let y = super::sampling::nan_guard(&logits, &self.sample(&logits)?)?;
-            mlx::async_eval(&[&y])?;
-            self.pending = Some(y);
-            Ok(())
+            then(self, logits)
         })?;
         Ok(true)
     }
@@ -388,6 +425,10 @@ impl Generation {
                     let next = self.sample(&logits)?;
                     mlx::async_eval(&[&next])?;
                     self.pending = Some(next);
+                    if self.lazy.is_some() {
+                        // Where a call constraint would draw from instead, if one begins.
+                        self.logits = Some(logits);
+                    }
                     Ok(())
                 })?;
             }
@@ -416,6 +457,7 @@ impl Generation {
             return Ok(Some(merge(ev, tail)));
         }
         self.check_thinking_budget()?;
+        self.start_lazy_call()?;
         if self.cancelled() {
             let tail = self.end(FinishReason::Cancelled, true);
             return Ok(Some(merge(ev, tail)));
@@ -442,6 +484,25 @@ impl Generation {
             self.end(FinishReason::Stop, false);
         }
         Ok(Some(ev))
+    }
+
+    /// tool_choice auto: when the text just delivered ends with a call's trigger, the call
+    /// grammar takes over: the token already drawn after the trigger (unconstrained) is
+    /// dropped, and the next one is drawn under the grammar from the same logits.
+    fn start_lazy_call(&mut self) -> Result<()> {
+        if self.lazy.is_none()
+            || !self.out.call_just_began()
+            || self.pending.is_none()
+            || self.logits.is_none()
+        {
+            return Ok(());
+        }
+        let c = self.lazy.take().expect("checked");
+        let mut g = Guide::new(&self.model, &c, true, self.params.sorted_stop_ids(&self.model))?;
+        g.tell(Vec::new())?;
+        self.guide = Some(g);
+        self.pending = None;
+        Ok(())
     }
 
     /// The thinking budget: once the reasoning has taken that many tokens, its closing tag is
@@ -527,18 +588,14 @@ impl Generation {
         if self.logits.is_none() {
             // The matcher works out the first mask while the prompt is computed.
             self.guide()?.tell(Vec::new())?;
-            if !self.prefill_chunks()? {
-                return Ok(false);
-            }
-            let last = self.to_prefill.split_off(0);
-            let _lock = compute_lock();
-            let stream = self.stream()?;
-            with_stream(&stream, || -> Result<()> {
-                let l = self.feed(&last)?;
+            let fed = self.prefill_then(|g, l| {
                 mlx::async_eval(&[&l])?;
-                self.logits = Some(l);
+                g.logits = Some(l);
                 Ok(())
             })?;
+            if !fed {
+                return Ok(false);
+            }
         }
         let wait = Instant::now();
         let step = self.guide()?.step()?;

@@ -77,11 +77,12 @@ pub struct GenerateParams {
     /// Tools the model may call: chat calls render them into the template, and the output
     /// is parsed for calls in the model's format (their text withheld from the stream).
     pub tools: Option<std::sync::Arc<crate::model::Tools>>,
-    /// Auto: the model decides (calls are parsed); None: no calls are parsed; Required or a
-    /// named function: the whole output is calls, constrained to the tools' schemas.
+    /// Auto: the model decides, and a call it begins (its trigger written) is constrained from
+    /// there on; None: no calls are parsed; Required or a named function: the whole output is
+    /// calls, constrained to the tools' schemas.
     pub tool_choice: crate::model::ToolChoice,
-    /// Under tool_choice required (or a named tool): whether the output may hold several
-    /// calls (as OpenAI's `parallel_tool_calls`); false: exactly one.
+    /// Whether the output may hold several calls (as OpenAI's `parallel_tool_calls`); false:
+    /// exactly one. Applies wherever calls are constrained (required, named, auto's calls).
     pub parallel_tool_calls: bool,
     /// Split the model's reasoning (`<think>...</think>`) off the text: events and the text
     /// carry the answer, [`Output::reasoning`](super::generate::Output::reasoning) the rest.

@@ -92,6 +92,12 @@ impl TextStream {
         t
     }
 
+    /// Whether the text delivered so far ends exactly with a tool call's trigger: a call has
+    /// begun and nothing of it is written yet (where a lazy call constraint can start).
+    pub fn call_just_began(&self) -> bool {
+        self.post.tools.as_ref().and_then(|t| t.call_text()) == Some("")
+    }
+
     /// Whether the text is inside reasoning (an open think tag not yet closed).
     pub fn in_reasoning(&self) -> bool {
         self.post.split.as_ref().is_some_and(|s| s.in_reasoning())

@@ -15,7 +15,7 @@ use crate::model::{ReasoningSplit, ToolCall, ToolStream};
 /// A call as OpenAI's chat API writes it: arguments as JSON text.
 fn openai_call(c: &ToolCall, i: usize) -> serde_json::Value {
     serde_json::json!({
-        "id": c.id.clone().unwrap_or_else(|| format!("call_{i}")),
+        "id": c.id_or_index(i),
         "type": "function",
         "function": {"name": c.name, "arguments": c.arguments.to_string()},
     })
@@ -85,7 +85,7 @@ pub extern "C" fn lmx_model_parse_tools(
             .enumerate()
             .map(|(i, c)| {
                 serde_json::json!({
-                    "id": c.id.clone().unwrap_or_else(|| format!("call_{i}")),
+                    "id": c.id_or_index(i),
                     "name": c.name,
                     "type": "function",
                     "arguments_json": c.arguments.to_string(),

@@ -132,12 +132,12 @@ pub(crate) struct ToolArgs {
     /// form). The model's calls are parsed from its output and printed as JSON lines.
     #[arg(long, value_name = "FILE")]
     pub tools: Option<PathBuf>,
-    /// auto (the model decides), none, required (the output is calls, each valid against its
+    /// auto (the model decides; a call it begins is constrained like required), none, required (the output is calls, each valid against its
     /// tool's parameters), or a tool's name (a call of that tool).
     #[arg(long, value_name = "CHOICE", default_value = "auto", requires = "tools")]
     pub tool_choice: String,
-    /// With --tool-choice required or a name: allow several calls in one reply (one by
-    /// default: small models tend to repeat a call until --max-tokens).
+    /// Allow several calls in one reply (one by default: small models tend to repeat a call
+    /// until --max-tokens).
     #[arg(long, requires = "tools")]
     pub parallel_tool_calls: bool,
     /// Ask the model to think first (the template's enable_thinking): its reasoning is

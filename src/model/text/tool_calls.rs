@@ -301,6 +301,15 @@ impl ToolStream {
         matches!(self.state, State::Call { .. })
     }
 
+    /// Inside a call that its trigger began: the call's text so far (after the trigger).
+    /// None outside a call, or in a bare Llama 3 call (no trigger).
+    pub fn call_text(&self) -> Option<&str> {
+        match self.state {
+            State::Call { bare: false } => Some(&self.pending),
+            _ => None,
+        }
+    }
+
     /// Adds generated text; returns the visible text to deliver now.
     pub fn push(&mut self, piece: &str) -> String {
         self.pending.push_str(piece);
@@ -482,17 +491,18 @@ fn args_schema(params: Option<&Value>) -> String {
 }
 
 impl ToolFormat {
-    /// A grammar (llguidance Lark) for the text right after the trigger: one or more
-    /// complete calls of this format, each naming one of the tools `choice` allows, with
-    /// arguments of that tool's `parameters` schema. `special` says whether a marker text
-    /// (`<tool_call>`, `[ARGS]`...) is a special token of the vocabulary.
+    /// A grammar (llguidance Lark) for the text right after the trigger: one complete call
+    /// of this format (more after it when `parallel`), each naming one of the tools `choice`
+    /// allows, with arguments of that tool's `parameters` schema. `special` says whether a
+    /// marker text (`<tool_call>`, `[ARGS]`...) is a special token of the vocabulary.
     pub fn call_grammar(
         &self,
         tools: &Tools,
         choice: &ToolChoice,
         special: &dyn Fn(&str) -> bool,
+        parallel: bool,
     ) -> Result<String> {
-        self.grammar(tools, choice, special, false, true)
+        self.grammar(tools, choice, special, false, parallel)
     }
 
     /// A grammar for a whole output that is nothing but calls, trigger included (for
@@ -835,7 +845,7 @@ mod tests {
             ),
         ];
         for (f, good, bad) in cases {
-            let g = f.call_grammar(&t, &ToolChoice::Auto, &none).unwrap();
+            let g = f.call_grammar(&t, &ToolChoice::Auto, &none, true).unwrap();
             assert!(accepts(&g, good), "{f:?} rejects {good:?}\n{g}");
             assert!(!accepts(&g, bad), "{f:?} accepts {bad:?}\n{g}");
             // The parser reads what the grammar makes.
@@ -853,7 +863,7 @@ mod tests {
         ];
         for (f, text) in ids {
             assert!(
-                accepts(&f.call_grammar(&t, &ToolChoice::Auto, &none).unwrap(), text),
+                accepts(&f.call_grammar(&t, &ToolChoice::Auto, &none, true).unwrap(), text),
                 "{f:?} with an id"
             );
             assert_eq!(f.parse(&format!("[TOOL_CALLS]{text}")).calls[0].id.as_deref(), Some("abc123def"));
@@ -862,8 +872,10 @@ mod tests {
             &ToolFormat::Llama3.required_grammar(&t, &ToolChoice::Auto, &none, true).unwrap(),
             "{\"name\": \"noargs\", \"parameters\": {}}"
         ));
-        assert!(ToolFormat::Hermes.call_grammar(&t, &ToolChoice::None, &none).is_err());
-        assert!(ToolFormat::Hermes.call_grammar(&t, &ToolChoice::Function("zz".into()), &none).is_err());
+        assert!(ToolFormat::Hermes.call_grammar(&t, &ToolChoice::None, &none, true).is_err());
+        assert!(ToolFormat::Hermes
+            .call_grammar(&t, &ToolChoice::Function("zz".into()), &none, true)
+            .is_err());
         // A special trigger is referenced by name (the test vocabulary has <|tool|>).
         let g = ToolFormat::Hermes
             .required_grammar(&t, &ToolChoice::Auto, &|s| s == "<tool_call>", true)

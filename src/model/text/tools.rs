@@ -29,6 +29,12 @@ impl ToolCall {
         ToolCall { id: None, name: name.into(), arguments }
     }
 
+    /// The call's id, or `call_{index}` (its place among the output's calls) when the model
+    /// wrote none.
+    pub fn id_or_index(&self, index: usize) -> String {
+        self.id.clone().unwrap_or_else(|| format!("call_{index}"))
+    }
+
     /// The form a template sees: see the type's doc.
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
