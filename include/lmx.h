@@ -226,13 +226,14 @@ typedef struct {
   // Llama 3, Mistral `[TOOL_CALLS]`), their text withheld from callbacks and streams, and
   // reported by lmx_session_last_message() / lmx_stream_message().
   const char *tools_json;
-  // "auto" (NULL: the default: the model decides; calls are parsed), "none" (nothing is
+  // "auto" (NULL: the default: the model decides; once it writes a call's trigger the rest
+  // of the call is constrained as under "required", see the README), "none" (nothing is
   // parsed), "required" (the whole output is one or more calls, constrained so that each
   // names a tool and its arguments validate against the tool's parameters), or a tool's
   // name (the same, that tool only; the OpenAI object as JSON also works).
   const char *tool_choice;
-  // Under tool_choice "required" or a named tool: 1 (default) the output may hold several
-  // calls; 0 exactly one (OpenAI's parallel_tool_calls).
+  // 1 (default): the output may hold several calls; 0: exactly one (OpenAI's
+  // parallel_tool_calls). Constrains "required", a named tool, and "auto" once a call began.
   uint8_t parallel_tool_calls;
   // 1: split the model's reasoning (`<think>...</think>` and the like) off the text:
   // callbacks and streams get the answer only, lmx_session_last_message() has the
