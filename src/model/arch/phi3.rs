@@ -77,3 +77,45 @@ fn rotary_dims(cfg: &Config, params: &RopeParams, head_dim: i32) -> Result<i32> 
     }
     Ok(dims as i32)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::config::Config;
+    use crate::model::nn::rope::Rope;
+
+    fn spec(extra: &str) -> crate::Result<crate::model::arch::spec::ModelSpec> {
+        let text = format!(
+            r#"{{"model_type": "phi3", "hidden_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 100,
+                "max_position_embeddings": 1024{extra}}}"#
+        );
+        super::spec(&Config::from_text(std::path::Path::new("config.json"), &text)?)
+    }
+
+    const FACTORS: &str = r#""short_factor": [1, 1, 1, 1, 1, 1, 1, 1],
+                             "long_factor": [2, 2, 2, 2, 2, 2, 2, 2]"#;
+
+    fn original(s: &crate::model::arch::spec::ModelSpec) -> i32 {
+        match s.layers[0].attn.rope.as_ref() {
+            Some(Rope::LongRope(lr)) => lr.original_max,
+            other => panic!("not LongRoPE: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn su_is_longrope_and_the_top_level_original_length_wins() {
+        let s = spec(&format!(
+            r#", "original_max_position_embeddings": 256,
+               "rope_scaling": {{"type": "su", {FACTORS}, "original_max_position_embeddings": 64}}"#
+        ))
+        .unwrap();
+        assert_eq!(original(&s), 256);
+        // Every dimension rotates: the attention factor for 1024 / 256 goes on the scores,
+        // squared: 1 + ln 4 / ln 256 = 1.25.
+        let want = 0.25 * 1.25;
+        assert!((s.layers[0].attn.scale - want).abs() < 1e-6, "{}", s.layers[0].attn.scale);
+        // Phi3Config's default original length when the top level has none.
+        let s = spec(&format!(r#", "rope_scaling": {{"type": "longrope", {FACTORS}}}"#)).unwrap();
+        assert_eq!(original(&s), 4096);
+    }
+}

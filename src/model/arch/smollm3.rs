@@ -60,3 +60,41 @@ fn nope_layers(cfg: &Config, layers: i32) -> Result<Vec<bool>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::config::Config;
+
+    fn spec(extra: &str) -> crate::Result<crate::model::arch::spec::ModelSpec> {
+        let text = format!(
+            r#"{{"model_type": "smollm3", "hidden_size": 64, "num_hidden_layers": 8,
+                "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 100{extra}}}"#
+        );
+        super::spec(&Config::from_text(std::path::Path::new("config.json"), &text)?)
+    }
+
+    fn rotates(s: &crate::model::arch::spec::ModelSpec) -> Vec<bool> {
+        s.layers.iter().map(|l| l.attn.rope.is_some()).collect()
+    }
+
+    #[test]
+    fn nope_layers_follow_the_interval_when_no_list_is_given() {
+        // transformers' default: every 4th layer (3, 7) has no rope.
+        let s = spec("").unwrap();
+        assert_eq!(rotates(&s), [true, true, true, false, true, true, true, false]);
+        let s = spec(r#", "no_rope_layer_interval": 3"#).unwrap();
+        assert_eq!(rotates(&s), [true, true, false, true, true, false, true, true]);
+        // Tied embeddings unless the config says otherwise, as SmolLM3Config has it.
+        assert!(s.tie_embeddings);
+    }
+
+    #[test]
+    fn sliding_windows_need_use_sliding_window_and_fall_on_the_nope_layers() {
+        let off = spec(r#", "sliding_window": 16"#).unwrap();
+        assert!(off.layers.iter().all(|l| l.attn.window.is_none()));
+        let on = spec(r#", "sliding_window": 16, "use_sliding_window": true"#).unwrap();
+        let windows: Vec<Option<i32>> = on.layers.iter().map(|l| l.attn.window).collect();
+        let nope: Vec<Option<i32>> = rotates(&on).iter().map(|&r| (!r).then_some(16)).collect();
+        assert_eq!(windows, nope);
+    }
+}
