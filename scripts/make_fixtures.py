@@ -7,6 +7,8 @@ transformers (torch, float32, CPU, eager attention) and from mlx-lm, and the scr
 that the two agree before writing anything. Running it again reproduces the same bytes.
 
 Run it through `make references`, which creates .venv-ref with the pinned packages first.
+`--only CASE[,CASE]` regenerates just those cases (a `_q4` twin comes with its base case, a
+derived case with the case it is made from) and leaves every other folder as it is.
 """
 
 import os
@@ -19,6 +21,7 @@ os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import copy  # noqa: E402
 import io  # noqa: E402
@@ -575,6 +578,49 @@ def config_for(case, ids):
             attn_logit_softcapping=None,
             pad_token_id=ids["pad"],
         )
+    elif case == "phi3":
+        c = common_config(ids, 2, 4, 2, 1e-5, False, 10000.0)
+        c.update(
+            architectures=["Phi3ForCausalLM"],
+            model_type="phi3",
+            hidden_act="silu",
+            pad_token_id=None,
+            sliding_window=None,
+            # 12 of the 16 head dimensions rotate; the factor lists have 6 entries.
+            partial_rotary_factor=0.75,
+            # The prompt and its 32 greedy tokens (55) stay within the original length, where
+            # transformers rotates with the short factors; LONG_REPEAT copies of the prompt
+            # pass it.
+            original_max_position_embeddings=64,
+            rope_scaling={
+                "type": "longrope",
+                "short_factor": [1.0, 1.05, 1.1, 1.25, 1.5, 1.9],
+                "long_factor": [1.0, 1.6, 2.5, 4.0, 6.5, 9.0],
+            },
+        )
+    elif case == "smollm3":
+        c = common_config(ids, 4, 4, 2, 1e-6, True, 10000.0)
+        c.update(
+            architectures=["SmolLM3ForCausalLM"],
+            model_type="smollm3",
+            hidden_act="silu",
+            pad_token_id=None,
+            attention_bias=False,
+            mlp_bias=False,
+            use_sliding_window=False,
+            sliding_window=None,
+            # 1: the layer rotates, 0: it does not (NoPE).
+            no_rope_layers=[1, 0, 1, 0],
+        )
+    elif case == "olmo2":
+        c = common_config(ids, 2, 4, 2, 1e-6, False, 10000.0)
+        c.update(
+            architectures=["Olmo2ForCausalLM"],
+            model_type="olmo2",
+            hidden_act="silu",
+            attention_bias=False,
+            pad_token_id=None,
+        )
     else:
         raise ValueError(case)
     return c
@@ -732,9 +778,47 @@ def run_mlx_model(model, prompt_ids):
     }
 
 
-def run_mlx(model_dir, prompt_ids):
+def run_mlx(model_dir, prompt_ids, patch=None):
     model, _ = mlx_load_model(Path(model_dir))
+    if patch is not None:
+        patch(model)
     return run_mlx_model(model, prompt_ids)
+
+
+def mlx_short_factors(model):
+    """mlx-lm 0.32.2's SuScaledRoPE rotates with the long factors at every length, where
+    transformers uses the short ones while the sequence fits original_max_position_embeddings.
+    For references within that length, give mlx-lm's ropes the short-factor periods (the
+    script then checks it against transformers)."""
+    args = model.args
+    short = mx.array(args.rope_scaling["short_factor"], dtype=mx.float32)
+    for layer in model.layers:
+        rope = layer.self_attn.rope
+        dims = rope.dim
+        rope._freqs = short * (args.rope_theta ** (mx.arange(0, dims, 2, dtype=mx.float32) / dims))
+
+
+MLX_PATCH = {"phi3": mlx_short_factors}
+LONG_REPEAT = 3  # phi3: copies of the prompt in the sequence longer than the original length
+
+
+def long_sequence(case_dir, q4_dir, prompt_ids):
+    """phi3: logits of one forward pass over a sequence longer than
+    original_max_position_embeddings, where transformers switches to the long factors (for
+    every position) and mlx-lm, unpatched, agrees with it."""
+    ids = list(prompt_ids) * LONG_REPEAT
+    with open(case_dir / "config.json") as f:
+        assert len(ids) > json.load(f)["original_max_position_embeddings"]
+    model = AutoModelForCausalLM.from_pretrained(str(case_dir), dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    with torch.no_grad():
+        hf = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].float().numpy().copy()
+    mlx_model, _ = mlx_load_model(Path(case_dir))
+    mlx = mlx_logits(mlx_model, ids, make_prompt_cache(mlx_model))
+    q4_model, _ = mlx_load_model(Path(q4_dir))
+    q4 = mlx_logits(q4_model, ids, make_prompt_cache(q4_model))
+    d = check_pair(f"{case_dir.name} long HF/mlx", hf, mlx)
+    return ids, hf, mlx, q4, d
 
 
 def quantize_to(src_dir, dst_dir, base_config, per_layer):
@@ -767,7 +851,7 @@ def quantize_to(src_dir, dst_dir, base_config, per_layer):
 # Output
 
 
-def write_reference(dst, case, model_type, seed, prompt_ids, hf, mlx, hf_from=None):
+def write_reference(dst, case, model_type, seed, prompt_ids, hf, mlx, hf_from=None, long=None):
     margins = [r["margin"] for r in (hf, mlx) if r is not None]
     ref = {
         "case": case,
@@ -782,6 +866,8 @@ def write_reference(dst, case, model_type, seed, prompt_ids, hf, mlx, hf_from=No
     }
     if hf_from is not None:
         ref["hf_from"] = hf_from
+    if long is not None:
+        ref["long_prompt_ids"] = [int(i) for i in long["ids"]]
     write_json(dst / "reference.json", ref)
     tensors = {}
     for key, res in (("hf", hf), ("mlx_lm", mlx)):
@@ -789,6 +875,8 @@ def write_reference(dst, case, model_type, seed, prompt_ids, hf, mlx, hf_from=No
             continue
         for t in ("prompt_logits", "decode_logits"):
             tensors[f"{key}.{t}"] = np.ascontiguousarray(res[t], dtype=np.float32)
+        if long is not None and long.get(key) is not None:
+            tensors[f"{key}.long_prompt_logits"] = np.ascontiguousarray(long[key], dtype=np.float32)
     save_numpy(tensors, str(dst / "reference.safetensors"))
 
 
@@ -811,7 +899,36 @@ BASE_CASES = [
     ("qwen2", "qwen2", False, {}),
     ("qwen3", "qwen3", False, {}),
     ("gemma3", "gemma", False, {}),
+    ("phi3", "mistral", False, {}),
+    ("smollm3", "llama", False, {}),
+    ("olmo2", "llama", False, {}),
 ]
+# Cases made from a base case's weights.
+DERIVED = {"gemma3_nested": "gemma3", "qwen3_rope_params": "qwen3"}
+
+
+def all_cases():
+    """Every case in the order a full run makes them (the README table's order)."""
+    out = []
+    for case, *_ in BASE_CASES:
+        out += [case, f"{case}_q4"]
+    return out + list(DERIVED)
+
+
+def parse_only(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", help="CASE[,CASE]: regenerate just these cases")
+    a = ap.parse_args(argv)
+    if a.only is None:
+        return None
+    only = set(x for x in a.only.split(",") if x)
+    unknown = only - set(all_cases())
+    if unknown:
+        ap.error(f"unknown cases {sorted(unknown)} (known: {', '.join(all_cases())})")
+    # A twin comes with its base case, a derived case with the one it is made from.
+    only |= {c[: -len("_q4")] for c in only if c.endswith("_q4")}
+    only |= {DERIVED[c] for c in only if c in DERIVED}
+    return only
 
 
 def fresh_dir(path):
@@ -821,7 +938,8 @@ def fresh_dir(path):
     return path
 
 
-def main():
+def main(argv=None):
+    only = parse_only(sys.argv[1:] if argv is None else argv)
     t0 = time.time()
     FIXTURES.mkdir(parents=True, exist_ok=True)
     tokenizers = {f: build_tokenizer(f) for f in ["llama", "mistral", "qwen2", "qwen3", "gemma"]}
@@ -829,6 +947,8 @@ def main():
     results = {}
 
     for case, family, shard, per_layer in BASE_CASES:
+        if only is not None and case not in only:
+            continue
         tok_bundle = tokenizers[family]
         ids = tok_bundle[2]
         config = config_for(case, ids)
@@ -844,14 +964,15 @@ def main():
             weights = init_weights(case_dir, config, seed)
             write_weights(case_dir, weights, shard=shard)
             hf = run_hf(case_dir, prompt_ids)
+            patch = MLX_PATCH.get(case)
             if hf["margin"] < MIN_MARGIN or len(set(hf["greedy_ids"])) < MIN_DISTINCT:
                 print(f"  {case}: seed {seed} HF margin {hf['margin']:.4f}, "
                       f"{len(set(hf['greedy_ids']))} distinct, next seed")
                 continue
-            mlx = run_mlx(case_dir, prompt_ids)
+            mlx = run_mlx(case_dir, prompt_ids, patch)
             fresh_dir(q4_dir)
             quantize_to(case_dir, q4_dir, config, per_layer)
-            q4 = run_mlx(q4_dir, prompt_ids)
+            q4 = run_mlx(q4_dir, prompt_ids, patch)
             if q4["margin"] < MIN_MARGIN or len(set(q4["greedy_ids"])) < MIN_DISTINCT:
                 print(f"  {case}: seed {seed} q4 margin {q4['margin']:.4f}, "
                       f"{len(set(q4['greedy_ids']))} distinct, next seed")
@@ -867,16 +988,27 @@ def main():
             "hf_vs_mlx_decode": check_pair(f"{case} HF/mlx decode", hf["decode_logits"], mlx["decode_logits"]),
         }
         assert hf["greedy_ids"] == mlx["greedy_ids"], (case, hf["greedy_ids"], mlx["greedy_ids"])
+        long = long_q4 = None
+        if patch is not None:
+            # Unpatched mlx-lm against transformers within the original length: not stored,
+            # reported (the two choose different rope factors there).
+            unpatched = run_mlx(case_dir, prompt_ids)
+            s["mlx_lm_unpatched_vs_hf_unstored"] = max_abs(unpatched["prompt_logits"], hf["prompt_logits"])
+            long_ids, long_hf, long_mlx, long_q4_logits, s["hf_vs_mlx_long_prompt"] = long_sequence(
+                case_dir, q4_dir, prompt_ids
+            )
+            long = {"ids": long_ids, "hf": long_hf, "mlx_lm": long_mlx}
+            long_q4 = {"ids": long_ids, "mlx_lm": long_q4_logits}
         stats[case] = s
         results[case] = {"seed": seed, "hf": hf, "mlx": mlx, "prompt_ids": prompt_ids}
-        write_reference(case_dir, case, config["model_type"], seed, prompt_ids, hf, mlx)
+        write_reference(case_dir, case, config["model_type"], seed, prompt_ids, hf, mlx, long=long)
         write_json(case_dir / "tokenizer_reference.json", tokenizer_reference(case_dir, family))
 
         q4_case = f"{case}_q4"
         stats[q4_case] = {
             "mlx_prompt_vs_decode": check_pair(f"{q4_case} mlx prompt/decode", q4["prompt_logits"], q4["decode_logits"]),
         }
-        write_reference(q4_dir, q4_case, config["model_type"], seed, prompt_ids, None, q4)
+        write_reference(q4_dir, q4_case, config["model_type"], seed, prompt_ids, None, q4, long=long_q4)
         write_json(q4_dir / "tokenizer_reference.json", tokenizer_reference(q4_dir, family))
         print(f"{case}: seed {seed}, L={len(prompt_ids)}, vocab {ids['vocab']}, "
               f"margin {min(hf['margin'], mlx['margin']):.3f} (q4 {q4['margin']:.3f}), "
@@ -884,6 +1016,19 @@ def main():
         results[case]["weights"] = weights
         results[case]["config"] = config
 
+    derived_cases(only, tokenizers, stats, results)
+    write_readme(stats, results, only)
+    print(f"done in {time.time() - t0:.1f}s")
+
+
+def derived_cases(only, tokenizers, stats, results):
+    if only is None or "gemma3_nested" in only:
+        nested_case(tokenizers, stats, results)
+    if only is None or "qwen3_rope_params" in only:
+        rope_params_case(tokenizers, stats, results)
+
+
+def nested_case(tokenizers, stats, results):
     # gemma3 as a multimodal-style checkpoint: nested text_config, language_model. prefix.
     g = results["gemma3"]
     nested_dir = fresh_dir(FIXTURES / "gemma3_nested")
@@ -902,6 +1047,8 @@ def main():
     write_json(nested_dir / "tokenizer_reference.json", tokenizer_reference(nested_dir, "gemma"))
     print("gemma3_nested: " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["gemma3_nested"].items()))
 
+
+def rope_params_case(tokenizers, stats, results):
     # qwen3 with a transformers-5 style rope_parameters block instead of rope_theta.
     q = results["qwen3"]
     rp_dir = fresh_dir(FIXTURES / "qwen3_rope_params")
@@ -924,19 +1071,23 @@ def main():
     write_json(rp_dir / "tokenizer_reference.json", tokenizer_reference(rp_dir, "qwen3"))
     print("qwen3_rope_params: " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["qwen3_rope_params"].items()))
 
-    write_readme(stats, results)
-    print(f"done in {time.time() - t0:.1f}s")
 
-
-def write_readme(stats, results):
-    rows = []
+def write_readme(stats, results, only=None):
+    rows = {}
+    if only is not None:
+        # Keep the rows of the cases this run did not make, as the last full run wrote them.
+        old = (FIXTURES / "README.md").read_text(encoding="utf-8")
+        table = old.split("| case | max abs HF − mlx-lm | max abs prompt − decode |", 1)[1]
+        for line in table.splitlines():
+            if line.startswith("| `"):
+                rows[line.split("`")[1]] = line
     for case, s in stats.items():
         hf_mlx = max([v for k, v in s.items() if k.startswith("hf_vs_mlx")], default=None)
         pd = max([v for k, v in s.items() if k.endswith("prompt_vs_decode")], default=None)
-        rows.append(
+        rows[case] = (
             f"| `{case}` | {fmt(hf_mlx) if hf_mlx is not None else '—'} | {fmt(pd) if pd is not None else '—'} |"
         )
-    table = "\n".join(rows)
+    table = "\n".join(rows[c] for c in all_cases() if c in rows)
     text = f"""# Test fixtures
 
 Generated by `scripts/make_fixtures.py` (run `make references`, which first creates
@@ -957,7 +1108,10 @@ the script on its own English text:
 | `gemma3` | gemma3_text | 6 layers, sliding window 8, every 3rd layer global, query_pre_attn_scalar 24 |
 | `gemma3_nested` | gemma3 | `gemma3` weights under `language_model.`, config nested in `text_config` |
 | `qwen3_rope_params` | qwen3 | `qwen3` weights, config with `rope_parameters` instead of `rope_theta` |
-| `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the six base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits |
+| `phi3` | phi3 | fused `qkv_proj` and `gate_up_proj`, partial_rotary_factor 0.75, LongRoPE (original length 64 of 256), untied |
+| `smollm3` | smollm3 | 4 layers, `no_rope_layers` [1, 0, 1, 0] (layers 1 and 3 without rope), tied |
+| `olmo2` | olmo2 | post-norms, q/k norms over the whole projection (64 and 32 wide), untied |
+| `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the nine base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits |
 
 Files in each folder:
 
@@ -965,11 +1119,15 @@ Files in each folder:
   `tokenizer.json`, `tokenizer_config.json`, `generation_config.json`.
 - `reference.json`: `case`, `model_type`, `seed`, `prompt_text`, `prompt_ids` (with BOS where
   the family adds one), `n_greedy` (32), `hf` / `mlx_lm` (`{{"greedy_ids": [...]}}` or null),
-  optional `hf_from`, `min_margin` (smallest top-1 minus top-2 logit along the greedy path).
+  optional `hf_from`, `min_margin` (smallest top-1 minus top-2 logit along the greedy path),
+  and for `phi3`/`phi3_q4` `long_prompt_ids` ({LONG_REPEAT} copies of the prompt, longer than
+  original_max_position_embeddings).
   Greedy decoding uses a KV cache and does not stop at EOS.
 - `reference.safetensors`: float32 `[L, V]` tensors `hf.prompt_logits`, `hf.decode_logits`,
   `mlx_lm.prompt_logits`, `mlx_lm.decode_logits` (one forward pass over the prompt, and the
   same positions fed one token at a time through the cache); a source that is null has none.
+  `phi3` also has `hf.long_prompt_logits` and `mlx_lm.long_prompt_logits` (one pass over
+  `long_prompt_ids`), `phi3_q4` `mlx_lm.long_prompt_logits`.
 - `tokenizer_reference.json`: `encode` (`text`, `ids_with_special`, `ids_plain`), `decode`
   (`ids`, `skip_special`, `text`) and `chat` (`messages`, `add_generation_prompt`, `extra`,
   `text`, `ids`) as transformers gives them.
@@ -985,6 +1143,12 @@ Notes:
   config.json (its default is 262208 and it overrides `text_config`), so both carry it.
 - `qwen3_rope_params`: mlx-lm 0.32.2's `qwen3` model does read `rope_parameters`; the script
   checks that its logits match HF there, but stores no mlx-lm reference (`"mlx_lm": null`).
+- `phi3`: transformers rotates with the short factors while the sequence fits
+  original_max_position_embeddings and with the long ones (for every position) past it;
+  mlx-lm 0.32.2 always uses the long ones. The prompt and greedy references of `phi3` and
+  `phi3_q4` (within the original length) come from mlx-lm with its ropes given the
+  short-factor periods, checked against transformers; the long-sequence references from
+  mlx-lm as it is, checked against transformers too.
 - The qwen tokenizers use the NFC normalizer and split pattern of transformers'
   `Qwen2Tokenizer`, which transformers 5 forces on model_type `qwen2` whatever
   tokenizer.json says; the other families use the plain byte-level pre-tokenizer.
@@ -1004,6 +1168,11 @@ CPU or BLAS may change the last bits of the logits. Largest absolute differences
 | case | max abs HF − mlx-lm | max abs prompt − decode |
 | --- | --- | --- |
 {table}
+
+`gguf_quants/` holds reference blocks for the GGUF dequantizers (`tests/gguf_quants.rs`):
+for each block type, `<TYPE>.raw` (8 blocks of deterministic random bytes with plausible
+float16 scales) and `<TYPE>.f32` (gguf-py 0.19's dequantize of them). Regenerate with
+`.venv-ref/bin/python scripts/make_gguf_quants.py tests/fixtures/gguf_quants`.
 """
     write_text(FIXTURES / "README.md", text)
 

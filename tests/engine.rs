@@ -25,7 +25,7 @@ fn greedy(n: usize) -> GenerateParams {
 
 #[test]
 fn greedy_generation_equals_the_reference_continuation() {
-    for case in ["llama_tied", "qwen3_q4", "gemma3", "mistral"] {
+    for case in ["llama_tied", "qwen3_q4", "gemma3", "mistral", "phi3_q4", "smollm3", "olmo2"] {
         let m = model(case);
         let (prompt, want) = reference(case);
         let s = Session::new(m).unwrap();
@@ -344,7 +344,7 @@ fn batch_penalties_see_each_rows_whole_window() {
 
 #[test]
 fn batch_greedy_equals_one_by_one() {
-    for case in ["qwen3", "gemma3", "llama_tied_q4"] {
+    for case in ["qwen3", "gemma3", "llama_tied_q4", "phi3", "smollm3", "olmo2_q4"] {
         let m = model(case);
         let (prompt, _) = reference(case);
         let prompts = vec![prompt.clone(), prompt[..9].to_vec(), prompt[4..].to_vec(), vec![]];
@@ -358,6 +358,26 @@ fn batch_greedy_equals_one_by_one() {
             assert_eq!(b.finish, FinishReason::Length);
         }
         assert_eq!(metrics.generated_tokens, 30);
+    }
+}
+
+/// LongRoPE picks its factors by each sequence's length (short within the original 64
+/// positions, long past them), so a batch whose rows sit on both sides of that length, or
+/// cross it while decoding, must give each row what it gets alone.
+#[test]
+fn a_longrope_batch_straddling_the_original_length_equals_one_by_one() {
+    for case in ["phi3", "phi3_q4"] {
+        let m = model(case);
+        let r = json(&fixtures().join(case).join("reference.json"));
+        let long = ids(&r["long_prompt_ids"]);
+        assert!(long.len() > 64 && long.len() < 100);
+        // Past the original length from the start; crossing it while decoding; within it.
+        let prompts = vec![long.clone(), long[..60].to_vec(), long[..20].to_vec()];
+        let (out, _) = batch_generate(&m, &prompts, &greedy(10)).unwrap();
+        for (i, p) in prompts.iter().enumerate() {
+            let single = Session::new(m.clone()).unwrap().generate(p, &greedy(10), |_| true).unwrap();
+            assert_eq!(out[i].as_ref().unwrap().tokens, single.tokens, "{case}: row {i}");
+        }
     }
 }
 
@@ -377,7 +397,9 @@ fn classify_gives_the_next_token_and_logits() {
 
 #[test]
 fn classify_batches_give_each_prompt_the_token_it_gets_alone() {
-    for case in ["llama_tied", "qwen2", "qwen3", "gemma3", "gemma3_q4", "mistral_q4"] {
+    for case in
+        ["llama_tied", "qwen2", "qwen3", "gemma3", "gemma3_q4", "mistral_q4", "phi3", "smollm3_q4", "olmo2"]
+    {
         let m = model(case);
         let (prompt, _) = reference(case);
         // Lengths 2..=len in one call: rows are padded, and with a prefill chunk of 4 the

@@ -69,6 +69,47 @@ fn nonsense_numbers_are_refused() {
 }
 
 #[test]
+fn longrope_and_nope_lists_are_checked_against_the_model() {
+    // phi3's fixture rotates 12 of 16 head dimensions: 6 factors per list.
+    config_error(
+        "phi3",
+        |v| v["rope_scaling"]["short_factor"].as_array_mut().unwrap().pop().map(drop).unwrap(),
+        &["config.json", "short_factor", "5 entries, expected 6"],
+    );
+    config_error(
+        "phi3",
+        |v| v["rope_scaling"]["long_factor"][2] = (-1.0).into(),
+        &["config.json", "long_factor", "-1"],
+    );
+    config_error(
+        "phi3",
+        |v| v["rope_scaling"].as_object_mut().unwrap().remove("long_factor").map(drop).unwrap(),
+        &["long_factor", "missing"],
+    );
+    config_error(
+        "phi3",
+        |v| v["partial_rotary_factor"] = 0.01.into(),
+        &["config.json", "partial_rotary_factor"],
+    );
+    config_error("phi3", |v| v["partial_rotary_factor"] = 1.5.into(), &["partial_rotary_factor"]);
+    config_error(
+        "smollm3",
+        |v| v["no_rope_layers"] = serde_json::json!([1, 0, 1]),
+        &["config.json", "no_rope_layers", "3 entries for 4 layers"],
+    );
+    config_error(
+        "smollm3",
+        |v| v["no_rope_layers"] = serde_json::json!([1, 0, 2, 1]),
+        &["no_rope_layers", "2 is not 0 or 1"],
+    );
+    config_error(
+        "smollm3",
+        |v| v["no_rope_layers"] = serde_json::json!("all"),
+        &["no_rope_layers", "expected a list"],
+    );
+}
+
+#[test]
 fn an_unknown_layer_type_is_named_plainly() {
     let t = with_config("gemma3", "layer", |v| {
         let n = v["num_hidden_layers"].as_u64().unwrap() as usize;

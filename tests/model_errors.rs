@@ -110,7 +110,16 @@ fn an_unknown_model_type_lists_the_supported_ones() {
     std::fs::write(t.0.join("config.json"), cfg).unwrap();
     let e = load_err(&t.0);
     assert_eq!(e.kind, ErrorKind::Unsupported);
-    assert!(e.message.contains("model_type \"mamba\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma3, gemma3_text)"), "{e}");
+    // The message lists lmx::model::arch::SUPPORTED, the one list of what loads.
+    let listed = lmx::model::arch::SUPPORTED.join(", ");
+    assert!(
+        e.message.contains(&format!("model_type \"mamba\" is not supported (supported: {listed})")),
+        "{e}"
+    );
+    for family in ["llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text", "phi3", "smollm3", "olmo2"]
+    {
+        assert!(e.message.contains(family), "{e} (want {family})");
+    }
 }
 
 #[test]
@@ -164,4 +173,65 @@ fn an_invalid_config_names_the_key() {
     let e = load_err(&t.0);
     assert_eq!(e.kind, ErrorKind::Format);
     assert!(e.message.contains("config.json: invalid JSON"), "{e}");
+}
+
+/// phi3's fused tensors split into the layout most checkpoints use (q/k/v and gate/up apart).
+fn unfuse(v: &mut Vec<(String, Array)>, q: i32, kv: i32, inter: i32) {
+    let mut out = Vec::new();
+    for (n, a) in v.drain(..) {
+        let mut split = |names: &[&str], widths: &[i32], from: &str| {
+            let mut at = 0;
+            for (name, w) in names.iter().zip(widths) {
+                out.push((n.replace(from, name), ops::slice_axis(&a, 0, at, at + w).unwrap()));
+                at += w;
+            }
+        };
+        if n.ends_with("self_attn.qkv_proj.weight") {
+            split(&["q_proj", "k_proj", "v_proj"], &[q, kv, kv], "qkv_proj");
+        } else if n.ends_with("mlp.gate_up_proj.weight") {
+            split(&["gate_proj", "up_proj"], &[inter, inter], "gate_up_proj");
+        } else {
+            out.push((n, a));
+        }
+    }
+    *v = out;
+}
+
+fn prompt_logits(m: &Model, case: &str) -> Vec<f32> {
+    let r = json(&fixtures().join(case).join("reference.json"));
+    let p: Vec<i32> = ids(&r["prompt_ids"]).iter().map(|&i| i as i32).collect();
+    let t = Array::from_slice(&p, &[1, p.len() as i32]).unwrap();
+    let mut cache = lmx::model::KvCache::new(m.spec());
+    m.transformer().forward(&t, &mut cache).unwrap().to_f32_vec().unwrap()
+}
+
+#[test]
+fn phi3_loads_the_unfused_layout_as_the_same_model() {
+    let fused = Model::load(&fixtures().join("phi3"), &LoadParams::default()).unwrap();
+    let t = copy_fixture("phi3", "unfused");
+    // 4 heads and 2 KV heads of 16; intermediate 128.
+    edit_weights(&t.0, |v| unfuse(v, 64, 32, 128));
+    let apart = Model::load(&t.0, &LoadParams::default()).unwrap();
+    // The same matrices, concatenated at load: the same products.
+    assert_eq!(prompt_logits(&apart, "phi3"), prompt_logits(&fused, "phi3"));
+}
+
+#[test]
+fn a_layer_stored_both_fused_and_apart_is_refused() {
+    let t = copy_fixture("phi3", "both");
+    edit_weights(&t.0, |v| {
+        let mut apart = v.clone();
+        unfuse(&mut apart, 64, 32, 128);
+        v.extend(apart.into_iter().filter(|(n, _)| n == "model.layers.1.self_attn.k_proj.weight"));
+    });
+    let e = load_err(&t.0);
+    assert_eq!(e.kind, ErrorKind::Format);
+    for want in [
+        "model.safetensors",
+        "model.layers.1.self_attn.qkv_proj.weight",
+        "model.layers.1.self_attn.k_proj.weight",
+        "both fused and apart",
+    ] {
+        assert!(e.message.contains(want), "{e} (want {want:?})");
+    }
 }

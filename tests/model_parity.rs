@@ -127,6 +127,36 @@ parity! {
     gemma3 => "gemma3",
     gemma3_q4 => "gemma3_q4",
     gemma3_nested => "gemma3_nested",
+    phi3 => "phi3",
+    phi3_q4 => "phi3_q4",
+    smollm3 => "smollm3",
+    smollm3_q4 => "smollm3_q4",
+    olmo2 => "olmo2",
+    olmo2_q4 => "olmo2_q4",
+}
+
+/// LongRoPE past original_max_position_embeddings: one pass over a sequence longer than the
+/// original length rotates every position with the long factors, as transformers does (and
+/// mlx-lm, which always uses them). The prompt cases above stay within the original length,
+/// where the short factors apply.
+#[test]
+fn phi3_long_sequence_uses_the_long_factors() {
+    for name in ["phi3", "phi3_q4"] {
+        let c = load(name);
+        let long = ids(&c.reference["long_prompt_ids"]);
+        assert!(long.len() > 64, "{name}: the long sequence must pass the original length");
+        let mut cache = KvCache::new(c.model.spec());
+        let ours = c.model.transformer().forward(&tokens(&long), &mut cache).unwrap().to_f32_vec().unwrap();
+        let mut checked = 0;
+        for src in sources(&c) {
+            let Some(r) = c.tensors.get(&format!("{src}.long_prompt_logits")) else { continue };
+            let d = max_abs_diff(&ours, &r.to_f32_vec().unwrap());
+            eprintln!("{name}: long prompt logits vs {src}: max abs diff {d:.2e}");
+            assert!(d <= TOL, "{name}: long prompt logits differ from {src} by {d}");
+            checked += 1;
+        }
+        assert!(checked > 0, "{name}: no long-sequence reference");
+    }
 }
 
 #[test]
@@ -141,11 +171,17 @@ fn every_fixture_case_is_tested() {
         "llama_tied_q4",
         "mistral",
         "mistral_q4",
+        "olmo2",
+        "olmo2_q4",
+        "phi3",
+        "phi3_q4",
         "qwen2",
         "qwen2_q4",
         "qwen3",
         "qwen3_q4",
         "qwen3_rope_params",
+        "smollm3",
+        "smollm3_q4",
     ];
     assert_eq!(cases(), listed);
 }

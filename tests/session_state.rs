@@ -57,6 +57,10 @@ fn cases() -> Vec<(&'static str, SessionOptions)> {
         ("llama_tied_q4", SessionOptions::default()),
         ("llama_rope3", q8(0)),
         ("qwen3_q4", q8(30)),
+        // LongRoPE with partial rotation, NoPE layers, post-norms with full-width q/k norms.
+        ("phi3", SessionOptions::default()),
+        ("smollm3", SessionOptions::default()),
+        ("olmo2_q4", SessionOptions::default()),
     ]
 }
 

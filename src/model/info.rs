@@ -18,7 +18,7 @@ pub const DEFAULT_CONTEXT: i32 = 4096;
 pub struct ModelInfo {
     /// `model_type` as the config gives it ("llama", "gemma3_text", ...).
     pub model_type: String,
-    /// The architecture family that runs it ("llama", "mistral", "qwen2", "qwen3", "gemma3").
+    /// The architecture family that runs it ("llama", "qwen3", "gemma3", "phi3", ...).
     pub architecture: String,
     pub param_count: u64,
     pub num_layers: i32,

@@ -351,6 +351,33 @@ impl WeightStore {
         }
     }
 
+    /// As [`projections`](Self::projections), except that a checkpoint storing the layers
+    /// already fused as one module `fused` (Phi-3's `qkv_proj`, `gate_up_proj`: the outputs
+    /// side by side in the order of `modules`) is loaded as it is, one [sum of outputs,
+    /// input] matrix split by `outputs`. A checkpoint with both layouts is refused: which one
+    /// the model means is not knowable.
+    pub fn projections_or_fused(
+        &mut self,
+        fused: &str,
+        modules: &[String],
+        input: i32,
+        outputs: &[i32],
+        bias: bool,
+    ) -> Result<Projections> {
+        let has = |s: &Self, m: &str| s.contains(&format!("{m}.weight"));
+        if !has(self, fused) {
+            return self.projections(modules, input, outputs, bias);
+        }
+        if let Some(m) = modules.iter().find(|m| has(self, m)) {
+            return Err(Error::format(format!(
+                "{}: tensors {fused}.weight and {m}.weight: the layer is stored both fused and apart",
+                self.file(&format!("{fused}.weight"))
+            )));
+        }
+        let lin = self.linear(fused, input, outputs.iter().sum(), bias)?;
+        Ok(Projections::Fused { lin, widths: outputs.to_vec() })
+    }
+
     /// The token embedding table `module` ([vocab, hidden]), dense or quantized.
     pub fn embedding(&mut self, module: &str, vocab: i32, hidden: i32) -> Result<Embedding> {
         if self.contains(&format!("{module}.scales")) {

@@ -3,7 +3,9 @@
 //! sqrt(hidden), and local sliding-window layers (their own rope base) between global ones.
 
 use super::{check_activation, layer_types, Common};
-use crate::model::arch::spec::{AttentionSpec, LayerSpec, MlpKind, ModelSpec, NormStyle};
+use crate::model::arch::spec::{
+    AttentionSpec, LayerSpec, MlpKind, ModelSpec, NormPlacement, NormStyle, QkNorm,
+};
 use crate::model::config::Config;
 use crate::model::nn::rope::RopeParams;
 use crate::{Error, Result};
@@ -48,9 +50,9 @@ pub fn spec(cfg: &Config) -> Result<ModelSpec> {
                     n_heads: c.heads,
                     n_kv_heads: c.kv_heads,
                     head_dim: c.head_dim,
-                    qk_norm: true,
+                    qk_norm: Some(QkNorm::PerHead),
                     window: slides.then_some(window),
-                    rope,
+                    rope: Some(rope),
                     scale: (scalar as f32).powf(-0.5) * factor,
                     qkv_bias: attention_bias,
                     o_bias: attention_bias,
@@ -58,7 +60,7 @@ pub fn spec(cfg: &Config) -> Result<ModelSpec> {
                 mlp: MlpKind::GeGluTanh,
                 mlp_bias: false,
                 intermediate: c.intermediate,
-                sandwich_norms: true,
+                norms: NormPlacement::Sandwich,
             }
         })
         .collect();

@@ -22,12 +22,13 @@ pub fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
         &c,
         PreNorm {
             arch,
-            qk_norm: false,
+            qk_norm: None,
             qkv_bias: attention_bias,
             o_bias: attention_bias,
             mlp_bias: cfg.bool("mlp_bias")?.unwrap_or(false),
             sliding,
             window,
+            ..Default::default()
         },
     )
 }

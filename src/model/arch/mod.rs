@@ -3,15 +3,20 @@
 
 mod gemma3;
 mod llama;
+mod olmo2;
+mod phi3;
 mod qwen;
+mod smollm3;
 pub mod spec;
 
-use crate::model::arch::spec::ModelSpec;
+use crate::model::arch::spec::{ModelSpec, NormPlacement, QkNorm};
 use crate::model::config::Config;
+use crate::model::nn::rope::Rope;
 use crate::{Error, Result};
 
 /// The `model_type` values liblmx loads.
-pub const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text"];
+pub const SUPPORTED: &[&str] =
+    &["llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text", "phi3", "smollm3", "olmo2"];
 
 /// Builds the spec for a checkpoint's config.
 pub fn spec_for(cfg: &Config) -> Result<ModelSpec> {
@@ -22,6 +27,9 @@ pub fn spec_for(cfg: &Config) -> Result<ModelSpec> {
         "llama" | "mistral" => llama::spec(cfg, model_type),
         "qwen2" => qwen::spec(cfg, qwen::Version::Qwen2),
         "qwen3" => qwen::spec(cfg, qwen::Version::Qwen3),
+        "phi3" => phi3::spec(cfg),
+        "smollm3" => smollm3::spec(cfg),
+        "olmo2" => olmo2::spec(cfg),
         "gemma3_text" => gemma3::spec(cfg),
         // The multimodal checkpoint: the language model's config is nested.
         "gemma3" => match cfg.object("text_config")? {
@@ -163,41 +171,61 @@ pub(crate) fn layer_types(cfg: &Config, layers: i32) -> Result<Option<Vec<bool>>
         .map(Some)
 }
 
-/// The choices that tell the pre-norm SwiGLU families (Llama, Mistral, Qwen) apart.
+/// The choices that tell the SwiGLU families (Llama, Mistral, Qwen, Phi-3, SmolLM3, OLMo 2)
+/// apart.
+#[derive(Default)]
 pub(crate) struct PreNorm {
     pub arch: &'static str,
-    pub qk_norm: bool,
+    pub qk_norm: Option<QkNorm>,
+    pub norms: NormPlacement,
     pub qkv_bias: bool,
     pub o_bias: bool,
     pub mlp_bias: bool,
     /// Per layer: whether it slides a window of `window` tokens.
     pub sliding: Vec<bool>,
     pub window: Option<i32>,
+    /// The rope and its factor on attention scores; None: the config's plain `rope_theta` /
+    /// `rope_scaling` over every head dimension.
+    pub rope: Option<(Rope, f32)>,
+    /// Per layer: whether it has no positional encoding (NoPE); empty: every layer rotates.
+    pub nope: Vec<bool>,
+    /// `tie_word_embeddings` when the config does not say (the family's default).
+    pub tie_default: bool,
 }
 
-/// A spec for a pre-norm decoder with SwiGLU MLPs, `x * w` RMSNorms and one rope.
+/// A spec for a decoder with SwiGLU MLPs, `x * w` RMSNorms and one rope (where a layer has
+/// one).
 pub(crate) fn pre_norm_spec(cfg: &Config, c: &Common, f: PreNorm) -> Result<ModelSpec> {
-    let (rope, factor) =
-        crate::model::nn::rope::RopeParams::read(cfg, None, 10000.0)?.build(c.head_dim, c.max_position)?;
+    let (rope, factor) = match f.rope {
+        Some(r) => r,
+        None => {
+            crate::model::nn::rope::RopeParams::read(cfg, None, 10000.0)?.build(c.head_dim, c.max_position)?
+        }
+    };
     let layers = f
         .sliding
         .iter()
-        .map(|&slides| crate::model::arch::spec::LayerSpec {
-            attn: crate::model::arch::spec::AttentionSpec {
-                n_heads: c.heads,
-                n_kv_heads: c.kv_heads,
-                head_dim: c.head_dim,
-                qk_norm: f.qk_norm,
-                window: if slides { f.window } else { None },
-                rope: rope.clone(),
-                scale: (c.head_dim as f32).powf(-0.5) * factor,
-                qkv_bias: f.qkv_bias,
-                o_bias: f.o_bias,
-            },
-            mlp: crate::model::arch::spec::MlpKind::SwiGlu,
-            mlp_bias: f.mlp_bias,
-            intermediate: c.intermediate,
-            sandwich_norms: false,
+        .enumerate()
+        .map(|(i, &slides)| {
+            let nope = f.nope.get(i).copied().unwrap_or(false);
+            crate::model::arch::spec::LayerSpec {
+                attn: crate::model::arch::spec::AttentionSpec {
+                    n_heads: c.heads,
+                    n_kv_heads: c.kv_heads,
+                    head_dim: c.head_dim,
+                    qk_norm: f.qk_norm,
+                    window: if slides { f.window } else { None },
+                    rope: (!nope).then(|| rope.clone()),
+                    // A rope's score factor (YaRN, LongRoPE) belongs to rotated layers only.
+                    scale: (c.head_dim as f32).powf(-0.5) * if nope { 1.0 } else { factor },
+                    qkv_bias: f.qkv_bias,
+                    o_bias: f.o_bias,
+                },
+                mlp: crate::model::arch::spec::MlpKind::SwiGlu,
+                mlp_bias: f.mlp_bias,
+                intermediate: c.intermediate,
+                norms: f.norms,
+            }
         })
         .collect();
     Ok(ModelSpec {
@@ -207,7 +235,7 @@ pub(crate) fn pre_norm_spec(cfg: &Config, c: &Common, f: PreNorm) -> Result<Mode
         norm_eps: c.norm_eps,
         norm_style: crate::model::arch::spec::NormStyle::Weight,
         embed_scale: None,
-        tie_embeddings: cfg.bool("tie_word_embeddings")?.unwrap_or(false),
+        tie_embeddings: cfg.bool("tie_word_embeddings")?.unwrap_or(f.tie_default),
         final_logit_softcap: None,
         max_position: c.max_position,
         layers,

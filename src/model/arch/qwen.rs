@@ -1,7 +1,7 @@
 //! Qwen2 (biases on q, k, v) and Qwen3 (per-head q/k RMSNorm before rope, optional biases).
 
 use super::{check_activation, layer_types, pre_norm_spec, Common, PreNorm};
-use crate::model::arch::spec::ModelSpec;
+use crate::model::arch::spec::{ModelSpec, QkNorm};
 use crate::model::config::Config;
 use crate::Result;
 
@@ -35,12 +35,13 @@ pub fn spec(cfg: &Config, version: Version) -> Result<ModelSpec> {
         &c,
         PreNorm {
             arch,
-            qk_norm: version == Version::Qwen3,
+            qk_norm: (version == Version::Qwen3).then_some(QkNorm::PerHead),
             qkv_bias,
             o_bias,
             mlp_bias: false,
             sliding,
             window: super::bounded(cfg, "sliding_window", super::MAX_POSITIONS)?,
+            ..Default::default()
         },
     )
 }

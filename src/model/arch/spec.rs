@@ -21,16 +21,38 @@ pub enum MlpKind {
     GeGluTanh,
 }
 
+/// Where a block's RMSNorms sit around its two sublayers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NormPlacement {
+    /// `x + attn(norm(x))`, then `h + mlp(norm(h))` (Llama, Qwen, Phi-3).
+    #[default]
+    Pre,
+    /// Gemma's sandwich: each sublayer's input and output normed (four norms).
+    Sandwich,
+    /// OLMo 2: `x + norm(attn(x))`, then `h + norm(mlp(h))`; no norm on a sublayer's input.
+    Post,
+}
+
+/// RMSNorm of queries and keys before rope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QkNorm {
+    /// Over each head's head_dim values (Qwen3, Gemma 3): weights [head_dim].
+    PerHead,
+    /// Over the whole projection, heads * head_dim values, before the split into heads
+    /// (OLMo 2): weights [n_heads * head_dim] and [n_kv_heads * head_dim].
+    FullWidth,
+}
+
 #[derive(Clone, Debug)]
 pub struct AttentionSpec {
     pub n_heads: i32,
     pub n_kv_heads: i32,
     pub head_dim: i32,
-    /// Per-head RMSNorm on queries and keys before rope (Qwen3, Gemma 3).
-    pub qk_norm: bool,
+    pub qk_norm: Option<QkNorm>,
     /// Sliding window (the query sees itself and window-1 earlier tokens); None = global.
     pub window: Option<i32>,
-    pub rope: Rope,
+    /// None: the layer has no positional encoding (SmolLM3's NoPE layers).
+    pub rope: Option<Rope>,
     /// Multiplies q·k before the softmax.
     pub scale: f32,
     pub qkv_bias: bool,
@@ -43,8 +65,7 @@ pub struct LayerSpec {
     pub mlp: MlpKind,
     pub mlp_bias: bool,
     pub intermediate: i32,
-    /// Gemma's sandwich: norms after attention and around the MLP as well as before.
-    pub sandwich_norms: bool,
+    pub norms: NormPlacement,
 }
 
 #[derive(Clone, Debug)]

@@ -1,5 +1,5 @@
-//! Rotary position embeddings and their scaling variants (linear, dynamic NTK, Llama 3, YaRN),
-//! from either config style: the classic `rope_theta` + `rope_scaling`, or the
+//! Rotary position embeddings and their scaling variants (linear, dynamic NTK, Llama 3, YaRN,
+//! LongRoPE), from either config style: the classic `rope_theta` + `rope_scaling`, or the
 //! `rope_parameters` block that transformers 5 writes instead.
 
 use crate::mlx::{ops, Array};
@@ -14,6 +14,27 @@ pub enum Rope {
     Periods { dims: i32, periods: Array },
     /// Dynamic NTK: the base grows once the sequence passes `max_position`.
     Dynamic { dims: i32, base: f32, max_position: i32, factor: f32 },
+    /// LongRoPE (Phi-3): per-pair periods `base^(2i/dims) * factor[i]`, with the short factors
+    /// while the sequence (all positions so far and the new ones) fits `original_max`, the long
+    /// ones once it is longer, as transformers chooses them. A cache keeps the keys it already
+    /// rotated: positions computed while the sequence was short keep the short rotation after
+    /// it grows past `original_max` (transformers recomputes them at that point; see
+    /// [`LongRope`]).
+    LongRope(Box<LongRope>),
+}
+
+/// The two period tables of a LongRoPE rope and what selects between them.
+#[derive(Clone, Debug)]
+pub struct LongRope {
+    pub dims: i32,
+    pub short: Array,
+    pub long: Array,
+    /// The pretraining context: sequences up to this length rotate with `short`.
+    pub original_max: i32,
+    /// Where the rotated dimensions are fewer than the head's, the attention factor multiplies
+    /// them only (a [head_dim] vector: the factor on the first `dims`, 1 on the rest); None
+    /// when it is folded into the score scale instead (every dimension rotated) or is 1.
+    pub rotated_scale: Option<Array>,
 }
 
 /// Rope parameters as read from a config, before they become a [`Rope`].
@@ -77,11 +98,89 @@ impl RopeParams {
                 // YaRN multiplies q and k by mscale before rotating, i.e. scores by mscale².
                 Ok((Rope::Periods { dims, periods }, (mscale * mscale) as f32))
             }
+            "longrope" | "su" => {
+                let orig = match sc.int("original_max_position_embeddings")? {
+                    Some(o) => o,
+                    None => max_position.ok_or_else(|| {
+                        Error::format(format!(
+                            "{}: longrope scaling needs original_max_position_embeddings",
+                            sc.path.display()
+                        ))
+                    })?,
+                };
+                self.longrope(dims, dims, orig, max_position)
+            }
             other => Err(Error::unsupported(format!(
-                "{}: rope scaling {other:?} is not supported (supported: linear, dynamic, llama3, yarn)",
+                "{}: rope scaling {other:?} is not supported (supported: linear, dynamic, llama3, yarn, longrope)",
                 sc.path.display()
             ))),
         }
+    }
+}
+
+impl RopeParams {
+    /// LongRoPE over the first `dims` of `head_dim` dimensions, for a model pretrained on
+    /// `original_max` positions and extended to `max_position`. Returns the rope and the
+    /// factor on attention scores (the attention factor squared where every dimension is
+    /// rotated, else 1: the rope scales the rotated dimensions itself).
+    pub fn longrope(
+        &self,
+        dims: i32,
+        head_dim: i32,
+        original_max: i32,
+        max_position: Option<i32>,
+    ) -> Result<(Rope, f32)> {
+        let sc = self.scaling.as_ref().ok_or_else(|| Error::internal("longrope without a scaling block"))?;
+        let path = sc.path.display();
+        let list = |key: &str| -> Result<Vec<f64>> {
+            let v =
+                sc.get(key).ok_or_else(|| Error::format(format!("{path}: rope scaling {key}: missing")))?;
+            let a = v.as_array().ok_or_else(|| {
+                Error::format(format!("{path}: rope scaling {key}: expected a list of numbers"))
+            })?;
+            if a.len() != (dims / 2) as usize {
+                return Err(Error::format(format!(
+                    "{path}: rope scaling {key}: {} entries, expected {} (half of the {dims} rotated dimensions)",
+                    a.len(),
+                    dims / 2
+                )));
+            }
+            a.iter()
+                .map(|x| match x.as_f64() {
+                    Some(f) if f.is_finite() && f > 0.0 => Ok(f),
+                    _ => Err(Error::format(format!(
+                        "{path}: rope scaling {key}: {x} is not a finite number > 0"
+                    ))),
+                })
+                .collect()
+        };
+        let (short, long) = (list("short_factor")?, list("long_factor")?);
+        let factor = match sc.positive("factor")? {
+            Some(f) => f,
+            None => match max_position {
+                Some(m) => m as f64 / original_max as f64,
+                None => 1.0,
+            },
+        };
+        // The paper's correction for the longer context, unless the config gives its own.
+        let attention = match sc.positive("attention_factor")? {
+            Some(a) => a,
+            None if factor <= 1.0 => 1.0,
+            None => (1.0 + factor.ln() / (original_max as f64).ln()).sqrt(),
+        };
+        let table = |f: &[f64]| -> Result<Array> {
+            let p: Vec<f32> =
+                base_periods(dims, self.base).iter().zip(f).map(|(p, f)| (p * f) as f32).collect();
+            Array::from_slice(&p, &[p.len() as i32])
+        };
+        let (rotated_scale, score) = if dims == head_dim || attention == 1.0 {
+            (None, (attention * attention) as f32)
+        } else {
+            let v: Vec<f32> = (0..head_dim).map(|i| if i < dims { attention as f32 } else { 1.0 }).collect();
+            (Some(Array::from_slice(&v, &[head_dim])?), 1.0)
+        };
+        let rope = LongRope { dims, short: table(&short)?, long: table(&long)?, original_max, rotated_scale };
+        Ok((Rope::LongRope(Box::new(rope)), score))
     }
 }
 
@@ -169,11 +268,17 @@ impl Rope {
                 let b = *base as f64 * ((f * seq / *max_position as f64) - (f - 1.0)).powf(d / (d - 2.0));
                 ops::rope(x, *dims, false, Some(b as f32), 1.0, offset, None)
             }
+            Rope::LongRope(lr) => {
+                let periods = if x.dim(-2)? + offset > lr.original_max { &lr.long } else { &lr.short };
+                ops::rope(&lr.prescale(x)?, lr.dims, false, None, 1.0, offset, Some(periods))
+            }
         }
     }
 
-    /// As [`apply`](Self::apply) with one start position per batch row ([B] int32).
-    pub fn apply_rows(&self, x: &Array, offsets: &Array) -> Result<Array> {
+    /// As [`apply`](Self::apply) with one start position per batch row ([B] int32); `ends`
+    /// holds each row's sequence length once these positions are added (what LongRoPE chooses
+    /// its table by, row by row, as it would for that row alone).
+    pub fn apply_rows(&self, x: &Array, offsets: &Array, ends: &[i32]) -> Result<Array> {
         match self {
             Rope::Standard { dims, base, scale } => {
                 ops::rope_dynamic(x, *dims, false, Some(*base), *scale, offsets, None)
@@ -182,6 +287,32 @@ impl Rope {
                 ops::rope_dynamic(x, *dims, false, None, 1.0, offsets, Some(periods))
             }
             Rope::Dynamic { .. } => Err(Error::unsupported("dynamic rope scaling with per-row positions")),
+            Rope::LongRope(lr) => {
+                let x = lr.prescale(x)?;
+                let with = |p: &Array| ops::rope_dynamic(&x, lr.dims, false, None, 1.0, offsets, Some(p));
+                let long: Vec<bool> = ends.iter().map(|&e| e > lr.original_max).collect();
+                if long.iter().all(|&l| !l) {
+                    with(&lr.short)
+                } else if long.iter().all(|&l| l) {
+                    with(&lr.long)
+                } else {
+                    // Rows on both sides of original_max: each takes the table it takes alone.
+                    let b = long.len() as i32;
+                    let pick: Vec<i32> = long.iter().map(|&l| l as i32).collect();
+                    let pick =
+                        ops::greater(&Array::from_slice(&pick, &[b, 1, 1, 1])?, &Array::scalar_i32(0))?;
+                    ops::where_(&pick, &with(&lr.long)?, &with(&lr.short)?)
+                }
+            }
+        }
+    }
+}
+
+impl LongRope {
+    fn prescale(&self, x: &Array) -> Result<Array> {
+        match &self.rotated_scale {
+            Some(v) => ops::multiply(x, &ops::astype(v, x.dtype()?)?),
+            None => Ok(x.clone()),
         }
     }
 }

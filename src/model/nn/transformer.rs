@@ -2,7 +2,7 @@
 //! Field names follow the checkpoint's tensor names.
 
 use crate::mlx::{compile, ops, Array, Dtype};
-use crate::model::arch::spec::{AttentionSpec, LayerSpec, MlpKind, ModelSpec};
+use crate::model::arch::spec::{AttentionSpec, LayerSpec, MlpKind, ModelSpec, NormPlacement, QkNorm};
 use crate::model::nn::cache::{Kv, KvCache, Packed};
 use crate::model::nn::linear::{Embedding, Linear, Projections};
 use crate::model::nn::lora::{LayerPairs, Lora, LoraApply, Target};
@@ -11,7 +11,7 @@ use crate::{Error, Result};
 
 #[derive(Clone)]
 struct Attention {
-    /// q_proj, k_proj and v_proj.
+    /// q_proj, k_proj and v_proj (or the checkpoint's fused qkv_proj, split by width).
     qkv: Projections,
     o_proj: Linear,
     q_norm: Option<Array>,
@@ -21,7 +21,7 @@ struct Attention {
 
 #[derive(Clone)]
 struct Mlp {
-    /// gate_proj and up_proj.
+    /// gate_proj and up_proj (or the checkpoint's fused gate_up_proj, split in halves).
     gate_up: Projections,
     down_proj: Linear,
     kind: MlpKind,
@@ -31,8 +31,10 @@ struct Mlp {
 struct Block {
     self_attn: Attention,
     mlp: Mlp,
-    input_layernorm: Array,
-    /// Llama: the norm before the MLP. Gemma: the norm after attention.
+    norms: NormPlacement,
+    /// The norm before attention; None with post-norms.
+    input_layernorm: Option<Array>,
+    /// Pre-norm: the norm before the MLP. Sandwich and post-norm: the norm after attention.
     post_attention_layernorm: Array,
     pre_feedforward_layernorm: Option<Array>,
     post_feedforward_layernorm: Option<Array>,
@@ -115,9 +117,11 @@ pub struct RowPad {
 }
 
 /// What every layer of one padded-batch forward pass shares, made once per pass: each row's
-/// first rope position, and the masks (one per window size among the layers).
+/// first rope position and its sequence length after the pass, and the masks (one per window
+/// size among the layers).
 struct Padded {
     starts: Array,
+    ends: Vec<i32>,
     masks: Vec<(Option<i32>, Array)>,
 }
 
@@ -125,6 +129,7 @@ impl Padded {
     fn new(rows: &RowPad, layers: &[Block], offset: i32, len: i32) -> Result<Padded> {
         // Each row's positions start after its padding.
         let starts: Vec<i32> = rows.pad.iter().map(|p| offset - p).collect();
+        let ends: Vec<i32> = starts.iter().map(|s| s + len).collect();
         let starts = Array::from_slice(&starts, &[starts.len() as i32])?;
         let mut masks: Vec<(Option<i32>, Array)> = Vec::new();
         for b in layers {
@@ -134,7 +139,7 @@ impl Padded {
                 masks.push((w, batch_mask(&rows.pad, offset, len, offset + len, w)?));
             }
         }
-        Ok(Padded { starts, masks })
+        Ok(Padded { starts, ends, masks })
     }
 
     fn mask(&self, window: Option<i32>) -> Result<&Array> {
@@ -240,30 +245,49 @@ impl Attention {
         let shape = x.shape();
         let (b, l) = (shape[0], shape[1]);
         let heads = [s.n_heads, s.n_kv_heads, s.n_kv_heads];
-        let qkv = match lora.filter(|(_, p)| p.any(&[Target::Q, Target::K, Target::V])) {
-            None => self.qkv.forward_heads(x, &heads, s.head_dim)?,
-            Some((lo, p)) => {
-                let outs = self.qkv.forward(x)?;
-                let mut split = Vec::with_capacity(3);
-                for ((y, t), n) in outs.into_iter().zip([Target::Q, Target::K, Target::V]).zip(heads) {
-                    let y = lo.apply(y, x, p, t)?;
-                    split.push(ops::transpose(&ops::reshape(&y, &[b, l, n, s.head_dim])?, &[0, 2, 1, 3])?);
-                }
-                split
-            }
-        };
         let norm = |y: &Array, w: &Option<Array>| -> Result<Array> {
             match w {
                 Some(w) => ops::rms_norm(y, Some(w), eps),
                 None => Ok(y.clone()),
             }
         };
+        let full_width = s.qk_norm == Some(QkNorm::FullWidth);
+        let lora = lora.filter(|(_, p)| p.any(&[Target::Q, Target::K, Target::V]));
+        let qkv = if lora.is_none() && !full_width {
+            self.qkv.forward_heads(x, &heads, s.head_dim)?
+        } else {
+            // Each projection whole: adapters add to it, a full-width norm normalizes it,
+            // and only then is it split into heads.
+            let outs = self.qkv.forward(x)?;
+            let mut split = Vec::with_capacity(3);
+            for (i, ((y, t), n)) in
+                outs.into_iter().zip([Target::Q, Target::K, Target::V]).zip(heads).enumerate()
+            {
+                let y = match lora {
+                    Some((lo, p)) => lo.apply(y, x, p, t)?,
+                    None => y,
+                };
+                let y = match (full_width, i) {
+                    (true, 0) => norm(&y, &self.q_norm)?,
+                    (true, 1) => norm(&y, &self.k_norm)?,
+                    _ => y,
+                };
+                split.push(ops::transpose(&ops::reshape(&y, &[b, l, n, s.head_dim])?, &[0, 2, 1, 3])?);
+            }
+            split
+        };
         let offset = cache.as_ref().map_or(0, |c| c.offset());
-        let q = norm(&qkv[0], &self.q_norm)?;
-        let k = norm(&qkv[1], &self.k_norm)?;
-        let (q, k) = match padded {
-            None => (s.rope.apply(&q, offset)?, s.rope.apply(&k, offset)?),
-            Some(p) => (s.rope.apply_rows(&q, &p.starts)?, s.rope.apply_rows(&k, &p.starts)?),
+        let (q, k) = if s.qk_norm == Some(QkNorm::PerHead) {
+            (norm(&qkv[0], &self.q_norm)?, norm(&qkv[1], &self.k_norm)?)
+        } else {
+            (qkv[0].clone(), qkv[1].clone())
+        };
+        let (q, k) = match (&s.rope, padded) {
+            (None, _) => (q, k),
+            (Some(r), None) => (r.apply(&q, offset)?, r.apply(&k, offset)?),
+            (Some(r), Some(p)) => {
+                (r.apply_rows(&q, &p.starts, &p.ends)?, r.apply_rows(&k, &p.starts, &p.ends)?)
+            }
         };
         let v = qkv[2].clone();
         let (kv, window_prefix) = match cache {
@@ -313,26 +337,24 @@ impl Block {
         padded: Option<&Padded>,
         lora: Option<(LoraApply, &LayerPairs)>,
     ) -> Result<Array> {
-        let r = self.self_attn.forward(
-            &ops::rms_norm(x, Some(&self.input_layernorm), eps)?,
-            cache,
-            i,
-            eps,
-            padded,
-            lora,
-        )?;
-        match (&self.pre_feedforward_layernorm, &self.post_feedforward_layernorm) {
-            (Some(pre), Some(post)) => {
-                let hmid = ops::add(x, &ops::rms_norm(&r, Some(&self.post_attention_layernorm), eps)?)?;
-                let m = self.mlp.forward(&ops::rms_norm(&hmid, Some(pre), eps)?, lora)?;
-                ops::add(&hmid, &ops::rms_norm(&m, Some(post), eps)?)
+        let norm = |y: &Array, w: Option<&Array>| -> Result<Array> {
+            match w {
+                Some(w) => ops::rms_norm(y, Some(w), eps),
+                None => Ok(y.clone()),
             }
-            _ => {
+        };
+        let r =
+            self.self_attn.forward(&norm(x, self.input_layernorm.as_ref())?, cache, i, eps, padded, lora)?;
+        match self.norms {
+            NormPlacement::Pre => {
                 let hmid = ops::add(x, &r)?;
-                let m = self
-                    .mlp
-                    .forward(&ops::rms_norm(&hmid, Some(&self.post_attention_layernorm), eps)?, lora)?;
+                let m = self.mlp.forward(&norm(&hmid, Some(&self.post_attention_layernorm))?, lora)?;
                 ops::add(&hmid, &m)
+            }
+            NormPlacement::Sandwich | NormPlacement::Post => {
+                let hmid = ops::add(x, &norm(&r, Some(&self.post_attention_layernorm))?)?;
+                let m = self.mlp.forward(&norm(&hmid, self.pre_feedforward_layernorm.as_ref())?, lora)?;
+                ops::add(&hmid, &norm(&m, self.post_feedforward_layernorm.as_ref())?)
             }
         }
     }
@@ -368,26 +390,31 @@ impl Transformer {
         let a = &ls.attn;
         let style = spec.norm_style;
         let (qd, kvd) = (a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim);
+        // Norm widths: one head, or the whole projection.
+        let (qn, kn) = match a.qk_norm {
+            Some(QkNorm::PerHead) => (a.head_dim, a.head_dim),
+            Some(QkNorm::FullWidth) => (qd, kvd),
+            None => (0, 0),
+        };
+        let qk_norm = |name: &str, width: i32, store: &mut WeightStore| -> Result<Option<Array>> {
+            a.qk_norm.map(|_| store.norm(&format!("{p}self_attn.{name}.weight"), width, style)).transpose()
+        };
         let self_attn = Attention {
-            qkv: store.projections(
+            qkv: store.projections_or_fused(
+                &format!("{p}self_attn.qkv_proj"),
                 &["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}self_attn.{n}")),
                 h,
                 &[qd, kvd, kvd],
                 a.qkv_bias,
             )?,
             o_proj: store.linear(&format!("{p}self_attn.o_proj"), qd, h, a.o_bias)?,
-            q_norm: a
-                .qk_norm
-                .then(|| store.norm(&format!("{p}self_attn.q_norm.weight"), a.head_dim, style))
-                .transpose()?,
-            k_norm: a
-                .qk_norm
-                .then(|| store.norm(&format!("{p}self_attn.k_norm.weight"), a.head_dim, style))
-                .transpose()?,
+            q_norm: qk_norm("q_norm", qn, store)?,
+            k_norm: qk_norm("k_norm", kn, store)?,
             spec: a.clone(),
         };
         let mlp = Mlp {
-            gate_up: store.projections(
+            gate_up: store.projections_or_fused(
+                &format!("{p}mlp.gate_up_proj"),
                 &["gate_proj", "up_proj"].map(|n| format!("{p}mlp.{n}")),
                 h,
                 &[ls.intermediate, ls.intermediate],
@@ -396,16 +423,26 @@ impl Transformer {
             down_proj: store.linear(&format!("{p}mlp.down_proj"), ls.intermediate, h, ls.mlp_bias)?,
             kind: ls.mlp,
         };
-        let sandwich = |name: &str, store: &mut WeightStore| -> Result<Option<Array>> {
-            ls.sandwich_norms.then(|| store.norm(&format!("{p}{name}.weight"), h, style)).transpose()
+        let norm_if = |on: bool, name: &str, store: &mut WeightStore| -> Result<Option<Array>> {
+            on.then(|| store.norm(&format!("{p}{name}.weight"), h, style)).transpose()
         };
+        let placement = ls.norms;
         Ok(Block {
             self_attn,
             mlp,
-            input_layernorm: store.norm(&format!("{p}input_layernorm.weight"), h, style)?,
+            norms: placement,
+            input_layernorm: norm_if(placement != NormPlacement::Post, "input_layernorm", store)?,
             post_attention_layernorm: store.norm(&format!("{p}post_attention_layernorm.weight"), h, style)?,
-            pre_feedforward_layernorm: sandwich("pre_feedforward_layernorm", store)?,
-            post_feedforward_layernorm: sandwich("post_feedforward_layernorm", store)?,
+            pre_feedforward_layernorm: norm_if(
+                placement == NormPlacement::Sandwich,
+                "pre_feedforward_layernorm",
+                store,
+            )?,
+            post_feedforward_layernorm: norm_if(
+                placement != NormPlacement::Pre,
+                "post_feedforward_layernorm",
+                store,
+            )?,
         })
     }
 
