@@ -38,6 +38,20 @@ SHAPES = {
         vocab_size=262144, rms_norm_eps=1e-6, rope_theta=1000000.0, rope_local_base_freq=10000.0,
         sliding_window=512, sliding_window_pattern=6, query_pre_attn_scalar=256,
         max_position_embeddings=32768, tie_word_embeddings=True),
+    # Mixtures of experts (issue 20).
+    "qwen3-30b-a3b": dict(
+        family="qwen3", model_type="qwen3_moe", hidden_size=2048, num_hidden_layers=48, num_attention_heads=32,
+        num_key_value_heads=4, head_dim=128, intermediate_size=6144, moe_intermediate_size=768,
+        num_experts=128, num_experts_per_tok=8, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
+        vocab_size=151936, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False,
+        max_position_embeddings=40960),
+    # A small MoE for the CPU: Qwen3-MoE's layout at a tenth of the width.
+    "qwen3-moe-small": dict(
+        family="qwen3", model_type="qwen3_moe", hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
+        num_key_value_heads=4, head_dim=64, intermediate_size=1536, moe_intermediate_size=256,
+        num_experts=32, num_experts_per_tok=4, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
+        vocab_size=151936, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+        max_position_embeddings=40960),
 }
 
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"]
@@ -48,6 +62,19 @@ QWEN_VOCAB = "vendor/llama.cpp/models/ggml-vocab-qwen2.gguf"
 
 def folder_name(shape, dtype, bits):
     return f"{shape}-{dtype}" + (f"-q{bits}" if bits else "")
+
+
+def shape_config(shape: str) -> dict:
+    """The config of SHAPE, or of SHAPE@N: the same shape cut to its first N layers (for shapes
+    too large to make or move in full; per-layer figures scale)."""
+    name, _, layers = shape.partition("@")
+    cfg = dict(SHAPES[name])
+    if layers:
+        n = int(layers)
+        if not 0 < n <= cfg["num_hidden_layers"]:
+            raise SystemExit(f"{shape}: {n} layers is not within 1..{cfg['num_hidden_layers']}")
+        cfg["num_hidden_layers"] = n
+    return cfg
 
 
 def qwen_tokenizer(out: Path):
@@ -100,7 +127,7 @@ def make_model(shape: str, dtype: str, bits: int, tokenizers: Path, out_root: Pa
     import mlx.core as mx
     from mlx_lm.utils import quantize_model, save_config, save_model
 
-    cfg = dict(SHAPES[shape])
+    cfg = shape_config(shape)
     family = cfg.pop("family")
     mod = importlib.import_module(f"mlx_lm.models.{cfg['model_type']}")
     mx.random.seed(0)
@@ -127,7 +154,7 @@ def prompt_ids(shape: str, length: int, tokenizers: Path, seed: int = 7):
     shape's tokenizer (special tokens excluded)."""
     import random
 
-    family = SHAPES[shape]["family"]
+    family = shape_config(shape)["family"]
     with open(tokenizers / family / "tokenizer.json") as f:
         n = len(json.load(f)["model"]["vocab"])
     rng = random.Random(f"{shape}:{length}:{seed}")
