@@ -96,6 +96,9 @@ fn check_case(name: &str) {
             assert!(d <= TOL, "{name}: cached decode logits differ from {src} by {d}");
         }
     }
+    if !c.reference["router"].is_null() {
+        check_routing(&c);
+    }
     let n = c.reference["n_greedy"].as_u64().unwrap() as usize;
     let ours = greedy(&c, n);
     for src in &srcs {
@@ -103,6 +106,41 @@ fn check_case(name: &str) {
         assert_eq!(ours, theirs, "{name}: greedy continuation differs from {src}");
     }
     eprintln!("{}: ok against {:?}", c.name, srcs);
+}
+
+/// The experts every MoE layer's router picks for each prompt position, and their weights,
+/// equal transformers' (`hf.router.N.*`, made by make_fixtures.py): same experts, weights
+/// within float noise. The fixture guarantees a gap of `router.min_margin` between the k-th
+/// and the (k+1)-th router logit, so the choice cannot hang on rounding.
+fn check_routing(c: &Case) {
+    let name = &c.name;
+    let layers: Vec<u64> =
+        c.reference["router"]["layers"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let margin = c.reference["router"]["min_margin"].as_f64().unwrap();
+    let mut cache = KvCache::new(c.model.spec());
+    let (logits, choices) =
+        lmx::model::nn::moe::trace_routing(|| c.model.transformer().forward(&tokens(&c.prompt), &mut cache));
+    logits.unwrap();
+    assert_eq!(choices.len(), layers.len(), "{name}: one routing per MoE layer");
+    let mut worst = 0f32;
+    for (choice, layer) in choices.iter().zip(&layers) {
+        // Each row's experts ascending, the weights in the same order (as the reference).
+        let order = ops::argsort(&choice.experts, -1).unwrap();
+        let experts = ops::take_along_axis(&choice.experts, &order, -1).unwrap();
+        let weights = ops::take_along_axis(&choice.weights, &order, -1).unwrap();
+        let ours: Vec<i32> = ops::astype(&experts, Dtype::I32).unwrap().to_vec::<i32>().unwrap();
+        let theirs = c.tensors[&format!("hf.router.{layer}.experts")].to_vec::<i32>().unwrap();
+        assert_eq!(ours, theirs, "{name}: layer {layer}: experts differ from transformers'");
+        let w = weights.to_f32_vec().unwrap();
+        let tw = c.tensors[&format!("hf.router.{layer}.weights")].to_f32_vec().unwrap();
+        let d = max_abs_diff(&w, &tw);
+        worst = worst.max(d);
+        assert!(d <= 1e-5, "{name}: layer {layer}: router weights differ from transformers' by {d}");
+    }
+    eprintln!(
+        "{name}: routing of {} positions in layers {layers:?} equals transformers' (weights max abs diff {worst:.2e}; smallest k-th vs (k+1)-th router logit gap {margin})",
+        c.prompt.len()
+    );
 }
 
 macro_rules! parity {
@@ -127,6 +165,14 @@ parity! {
     gemma3 => "gemma3",
     gemma3_q4 => "gemma3_q4",
     gemma3_nested => "gemma3_nested",
+    qwen3_moe => "qwen3_moe",
+    qwen3_moe_q4 => "qwen3_moe_q4",
+    qwen3_moe_fused => "qwen3_moe_fused",
+    qwen2_moe => "qwen2_moe",
+    qwen2_moe_q4 => "qwen2_moe_q4",
+    qwen2_moe_mlx => "qwen2_moe_mlx",
+    mixtral => "mixtral",
+    mixtral_q4 => "mixtral_q4",
 }
 
 #[test]
@@ -141,9 +187,17 @@ fn every_fixture_case_is_tested() {
         "llama_tied_q4",
         "mistral",
         "mistral_q4",
+        "mixtral",
+        "mixtral_q4",
         "qwen2",
+        "qwen2_moe",
+        "qwen2_moe_mlx",
+        "qwen2_moe_q4",
         "qwen2_q4",
         "qwen3",
+        "qwen3_moe",
+        "qwen3_moe_fused",
+        "qwen3_moe_q4",
         "qwen3_q4",
         "qwen3_rope_params",
     ];

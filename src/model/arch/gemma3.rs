@@ -59,6 +59,7 @@ pub fn spec(cfg: &Config) -> Result<ModelSpec> {
                 mlp_bias: false,
                 intermediate: c.intermediate,
                 sandwich_norms: true,
+                moe: None,
             }
         })
         .collect();

@@ -3,6 +3,7 @@
 
 mod gemma3;
 mod llama;
+pub mod moe;
 mod qwen;
 pub mod spec;
 
@@ -11,7 +12,8 @@ use crate::model::config::Config;
 use crate::{Error, Result};
 
 /// The `model_type` values liblmx loads.
-pub const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text"];
+pub const SUPPORTED: &[&str] =
+    &["llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text", "qwen2_moe", "qwen3_moe", "mixtral"];
 
 /// Builds the spec for a checkpoint's config.
 pub fn spec_for(cfg: &Config) -> Result<ModelSpec> {
@@ -22,6 +24,9 @@ pub fn spec_for(cfg: &Config) -> Result<ModelSpec> {
         "llama" | "mistral" => llama::spec(cfg, model_type),
         "qwen2" => qwen::spec(cfg, qwen::Version::Qwen2),
         "qwen3" => qwen::spec(cfg, qwen::Version::Qwen3),
+        "qwen2_moe" => moe::spec(cfg, moe::Family::Qwen2Moe),
+        "qwen3_moe" => moe::spec(cfg, moe::Family::Qwen3Moe),
+        "mixtral" => moe::spec(cfg, moe::Family::Mixtral),
         "gemma3_text" => gemma3::spec(cfg),
         // The multimodal checkpoint: the language model's config is nested.
         "gemma3" => match cfg.object("text_config")? {
@@ -198,6 +203,7 @@ pub(crate) fn pre_norm_spec(cfg: &Config, c: &Common, f: PreNorm) -> Result<Mode
             mlp_bias: f.mlp_bias,
             intermediate: c.intermediate,
             sandwich_norms: false,
+            moe: None,
         })
         .collect();
     Ok(ModelSpec {

@@ -271,6 +271,12 @@ impl LoraWeights {
         for (i, l) in self.layers.iter().enumerate() {
             for t in Target::ALL {
                 if let Some((a, b)) = l.get(t) {
+                    if spec.layers[i].moe.is_some() && matches!(t, Target::Gate | Target::Up | Target::Down) {
+                        return Err(Error::unsupported(format!(
+                            "the adapter has model.layers.{i}.{}, but layer {i} is a mixture of experts (adapters on experts are not supported)",
+                            t.key()
+                        )));
+                    }
                     let (din, dout) = t.dims(spec, i);
                     if a.shape() != [din, self.config.rank] || b.shape() != [self.config.rank, dout] {
                         return Err(Error::invalid(format!(
