@@ -143,6 +143,32 @@ fn check_routing(c: &Case) {
     );
 }
 
+/// A prefill long enough that the MoE layers sort their (token, expert) pairs by expert
+/// gives the logits that feeding the same tokens one at a time (unsorted, through the cache)
+/// gives: the sort and its inverse put every row back where it belongs.
+#[test]
+fn moe_sorted_prefill_equals_one_token_at_a_time() {
+    for name in ["qwen3_moe", "qwen2_moe_q4", "mixtral", "qwen2_moe_mlx"] {
+        let c = load(name);
+        let long: Vec<u32> = c.prompt.iter().chain(&c.prompt).chain(&c.prompt).copied().collect();
+        let k = c.model.spec().layers.iter().find_map(|l| l.moe.as_ref()).unwrap().top_k as usize;
+        assert!(long.len() * k >= lmx::model::nn::moe::SORT_FROM, "{name}: too short to sort");
+        assert!(c.prompt.len() * k < lmx::model::nn::moe::SORT_FROM, "{name}: the prompt alone sorts");
+        let mut cache = KvCache::new(c.model.spec());
+        let whole = c.model.transformer().forward(&tokens(&long), &mut cache).unwrap().to_f32_vec().unwrap();
+        let mut cache = KvCache::new(c.model.spec());
+        let mut stepped = Vec::new();
+        for &t in &long {
+            stepped.extend(
+                c.model.transformer().forward(&tokens(&[t]), &mut cache).unwrap().to_f32_vec().unwrap(),
+            );
+        }
+        let d = max_abs_diff(&whole, &stepped);
+        eprintln!("{name}: {} tokens, sorted prefill vs one at a time: max abs diff {d:.2e}", long.len());
+        assert!(d <= TOL, "{name}: sorted prefill differs from one token at a time by {d}");
+    }
+}
+
 macro_rules! parity {
     ($($t:ident => $case:literal,)*) => {$(
         #[test]

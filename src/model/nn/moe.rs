@@ -21,7 +21,7 @@ use crate::{Error, Result};
 
 /// Pairs of (token, expert) from which the pairs are sorted by expert before the gathered
 /// matmuls. Below it (decoding) the sort and unsort cost more than scattered reads.
-const SORT_FROM: usize = 64;
+pub const SORT_FROM: usize = 64;
 
 /// One linear layer per expert, stacked.
 #[derive(Clone)]
