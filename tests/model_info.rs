@@ -111,6 +111,20 @@ fn info_reports_experts_and_active_parameters_of_moe_models() {
         2 * v * 64 + 2 * (attn + router + 8 * per_expert + shared + 2 * 64) + 64
     );
     assert_eq!(s.info().param_count - s.info().active_param_count, 2 * 6 * per_expert);
+    // The C description says the same.
+    let path = c_path(&fixtures().join("qwen3_moe"));
+    let mut m = std::ptr::null_mut();
+    assert_eq!(
+        lmx::ffi::model::lmx_model_load(path.as_ptr(), std::ptr::null(), &mut m),
+        lmx::ffi::lmx_status::LMX_OK
+    );
+    let mut d = desc();
+    assert_eq!(lmx::ffi::model::lmx_model_info(m, &mut d), lmx::ffi::lmx_status::LMX_OK);
+    lmx::ffi::model::lmx_model_free(m);
+    assert_eq!(
+        (d.num_experts, d.experts_per_token, d.param_count, d.active_param_count),
+        (8, 2, i.param_count, i.active_param_count)
+    );
     // A dense model: no experts, every parameter active.
     let d = Model::load(&fixtures().join("qwen3"), &LoadParams::default()).unwrap();
     assert_eq!((d.info().num_experts, d.info().experts_per_token), (0, 0));
@@ -146,6 +160,11 @@ fn inspect_agrees_with_load_for_every_fixture() {
         assert_eq!(
             (got.quant_bits, got.quant_group_size),
             (want.quant_bits, want.quant_group_size),
+            "{case}"
+        );
+        assert_eq!(
+            (got.num_experts, got.experts_per_token),
+            (want.num_experts, want.experts_per_token),
             "{case}"
         );
         for (g, w) in [

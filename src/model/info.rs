@@ -87,9 +87,8 @@ impl ModelInfo {
         let first = &s.layers[0].attn;
         let max_pos = s.max_position.unwrap_or(DEFAULT_CONTEXT);
         let (quant_bits, quant_group_size) = transformer.quantization().unwrap_or((0, 0));
+        let (num_experts, experts_per_token) = crate::model::arch::moe::experts(s);
         let moe = s.layers.iter().filter_map(|l| l.moe.as_ref());
-        let (num_experts, experts_per_token) =
-            moe.clone().map(|m| (m.experts, m.top_k)).max().unwrap_or((0, 0));
         // Each sparse layer holds 3 * experts * intermediate * hidden expert parameters, of
         // which a token uses top_k / experts.
         let idle: u64 =

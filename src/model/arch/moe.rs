@@ -39,6 +39,12 @@ fn layer_list(cfg: &Config, key: &str, layers: i32) -> Result<Vec<i32>> {
         .collect()
 }
 
+/// The experts per sparse layer and the experts each token uses, (0, 0) for a dense model
+/// (the largest where layers differ).
+pub fn experts(spec: &ModelSpec) -> (i32, i32) {
+    spec.layers.iter().filter_map(|l| l.moe.as_ref()).map(|m| (m.experts, m.top_k)).max().unwrap_or((0, 0))
+}
+
 pub fn spec(cfg: &Config, family: Family) -> Result<ModelSpec> {
     let c = Common::read(cfg, 1e-6)?;
     check_activation(cfg, "hidden_act", &["silu"])?;
