@@ -219,3 +219,19 @@ pub(crate) fn pre_norm_spec(cfg: &Config, c: &Common, f: PreNorm) -> Result<Mode
         layers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// The README's list of supported `model_type`s is this module's, in its order.
+    #[test]
+    fn the_readme_lists_the_supported_model_types() {
+        let readme = include_str!("../../../README.md");
+        let line = readme
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix("Supported `model_type`s: "))
+            .expect("README has the list");
+        let listed: Vec<&str> =
+            line.split(';').next().unwrap_or("").split(", ").map(|s| s.trim_matches('`')).collect();
+        assert_eq!(listed, super::SUPPORTED);
+    }
+}

@@ -234,6 +234,7 @@ impl LoraWeights {
             }
         }
         let w = LoraWeights { config, layers };
+        w.check(spec)?;
         crate::mlx::eval(&w.arrays().iter().collect::<Vec<_>>())?;
         Ok(w)
     }
@@ -443,6 +444,7 @@ impl LoraWeights {
         let config = LoraConfig { rank, scale, dropout, num_layers, targets: targets.into_iter().collect() };
         config.validate(n).map_err(|e| e.context(cfg_path.display()))?;
         let w = LoraWeights { config, layers };
+        w.check(spec).map_err(|e| e.context(file.display()))?;
         crate::mlx::eval(&w.arrays().iter().collect::<Vec<_>>())?;
         w.check_finite().map_err(|e| e.context(file.display()))?;
         Ok(w)

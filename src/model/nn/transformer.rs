@@ -39,7 +39,11 @@ impl Ffn {
     fn forward(&self, x: &Array, lora: Option<(LoraApply, &LayerPairs)>) -> Result<Array> {
         match self {
             Ffn::Dense(m) => m.forward(x, lora),
-            // Adapters on a sparse layer's MLP are refused when the adapter is checked.
+            // Adapters on a sparse layer's MLP are refused when the adapter is checked
+            // (LoraWeights::check); one that got here anyway is an error, never ignored.
+            Ffn::Moe(_) if lora.is_some_and(|(_, p)| p.any(&[Target::Gate, Target::Up, Target::Down])) => {
+                Err(Error::unsupported("a LoRA adapter on a mixture-of-experts layer's MLP"))
+            }
             Ffn::Moe(m) => m.forward(x),
         }
     }
