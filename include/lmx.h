@@ -315,7 +315,8 @@ typedef struct {
 // What a model is. Set struct_size to sizeof(lmx_model_desc) before lmx_model_info().
 typedef struct {
   size_t struct_size;
-  // The family that runs it: "llama", "mistral", "qwen2", "qwen3" or "gemma3".
+  // The family that runs it: "llama", "mistral", "qwen2", "qwen3", "gemma3", "qwen2_moe",
+  // "qwen3_moe" or "mixtral".
   char architecture[LMX_NAME_MAX];
   // config.json's model_type.
   char model_type[LMX_NAME_MAX];
@@ -358,6 +359,13 @@ typedef struct {
   // (re-quantized)", "F32 x109 -> float (exact)". Empty for a model folder; cut at a whole
   // entry when longer than the field.
   char conversions[LMX_CONVERSIONS_MAX];
+  // Experts per mixture-of-experts layer; 0 for a dense model.
+  int32_t num_experts;
+  // Experts each token is routed to; 0 for a dense model.
+  int32_t experts_per_token;
+  // Parameters one token's forward pass uses: param_count less the routed experts it does
+  // not use (param_count for a dense model).
+  uint64_t active_param_count;
 } lmx_model_desc;
 
 // How to train a LoRA adapter. Initialize with lmx_train_params_init() (or
@@ -639,11 +647,12 @@ const char *lmx_status_string(int32_t status);
 // config says it: architecture, model_type, num_layers, hidden_size, num_heads,
 // num_kv_heads, head_dim, vocab_size, context_length (the model's own), quant_bits and
 // quant_group_size (config.json's default quantization; 0 for a dense folder and for a GGUF
-// file, whose quantization is per tensor type) and format ("safetensors" or "gguf"). The
-// fields that need the weights or the tokenizer (param_count, dtype, chat_template,
-// weight_bytes, load_seconds, load_peak_bytes, backend, tokenizer, conversions) are zero or
-// empty. Thread-safe. Returns LMX_OK; LMX_STATUS_INVALID_ARGUMENT (NULL, bad UTF-8, a bad
-// struct_size, a path that is neither a folder nor a GGUF file); LMX_STATUS_NOT_FOUND
+// file, whose quantization is per tensor type), format ("safetensors" or "gguf"),
+// num_experts and experts_per_token. The fields that need the weights or the tokenizer
+// (param_count, dtype, chat_template, weight_bytes, load_seconds, load_peak_bytes, backend,
+// tokenizer, conversions, active_param_count) are zero or empty. Thread-safe. Returns
+// LMX_OK; LMX_STATUS_INVALID_ARGUMENT (NULL, bad UTF-8, a bad struct_size, a path that is
+// neither a folder nor a GGUF file); LMX_STATUS_NOT_FOUND
 // (missing path or config.json); LMX_STATUS_FORMAT (a damaged header or config, missing
 // sizes); LMX_STATUS_UNSUPPORTED (an architecture or quantization liblmx does not run);
 // LMX_STATUS_IO. The message names the file and the key.

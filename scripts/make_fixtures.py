@@ -7,8 +7,6 @@ transformers (torch, float32, CPU, eager attention) and from mlx-lm, and the scr
 that the two agree before writing anything. Running it again reproduces the same bytes.
 
 Run it through `make references`, which creates .venv-ref with the pinned packages first.
-`--only CASE[,CASE]` regenerates just those cases (a `_q4` twin comes with its base case, a
-derived case with the case it is made from) and leaves every other folder as it is.
 """
 
 import os
@@ -21,7 +19,6 @@ os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import copy  # noqa: E402
 import io  # noqa: E402
@@ -35,6 +32,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from safetensors import safe_open  # noqa: E402
 from safetensors.numpy import save_file as save_numpy  # noqa: E402
 from safetensors.torch import save_file as save_torch  # noqa: E402
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
@@ -51,6 +49,24 @@ import transformers  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from transformers import Qwen2Tokenizer  # noqa: E402
 
+
+
+def _gather_qmm_without_global_scale():
+    """mlx-lm 0.32.2's quantized expert layers pass `global_scale` (None for affine
+    quantization) to mx.gather_qmm, which mlx 0.32.2 does not take; without it mlx-lm cannot
+    run any quantized MoE model here. Drop the argument when it is None."""
+    original = mx.gather_qmm
+    if "global_scale" in (original.__doc__ or "").split("->")[0]:
+        return
+
+    def gather_qmm(*args, global_scale=None, **kwargs):
+        assert global_scale is None, "an nvfp4 global scale needs a newer mlx"
+        return original(*args, **kwargs)
+
+    mx.gather_qmm = gather_qmm
+
+
+_gather_qmm_without_global_scale()
 warnings.filterwarnings("ignore")
 transformers.logging.set_verbosity_error()
 torch.set_num_threads(1)
@@ -69,8 +85,13 @@ BASE_VOCAB = 400  # 256 byte symbols plus merges, before special tokens
 # not dominated by the input embedding (with tied embeddings that makes greedy decoding
 # repeat the last prompt token): output projections get a gain, and Gemma, whose input
 # embedding is multiplied by sqrt(hidden), gets small embeddings and a large final norm.
-INIT = {"embed": 1.0, "gemma_embed": 0.08, "gemma_final_norm": 12.0, "out_gain": 8.0}
+INIT = {"embed": 1.0, "gemma_embed": 0.08, "gemma_final_norm": 12.0, "out_gain": 8.0, "router_gain": 3.0}
 MIN_DISTINCT = 8  # distinct tokens required among the greedy ids
+# Mixture-of-experts cases: the k-th minus the (k+1)-th router logit (softmax keeps their
+# order), at every MoE layer and every position the tests run (prompt and greedy path), so
+# that float noise (~1e-6 here) cannot change which experts a token uses.
+MIN_ROUTER_MARGIN = 1e-3
+MIXTRAL_WINDOW = 16  # below the prompt length, so the window hides keys
 
 PROMPT_TEXT = (
     "The keeper counted 37 grey ships, then wrote a letter."
@@ -621,6 +642,55 @@ def config_for(case, ids):
             attention_bias=False,
             pad_token_id=None,
         )
+    elif case == "qwen3_moe":
+        # Sparse every 2nd layer (1, 3, 5) except layer 3, which stays dense.
+        c = common_config(ids, 6, 4, 2, 1e-5, True, 1000000.0)
+        c.update(
+            architectures=["Qwen3MoeForCausalLM"],
+            model_type="qwen3_moe",
+            hidden_act="silu",
+            head_dim=32,
+            attention_bias=False,
+            use_sliding_window=False,
+            sliding_window=None,
+            num_experts=8,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            norm_topk_prob=False,
+            decoder_sparse_step=2,
+            mlp_only_layers=[3],
+        )
+    elif case == "qwen2_moe":
+        c = common_config(ids, 2, 4, 2, 1e-5, False, 1000000.0)
+        c.update(
+            architectures=["Qwen2MoeForCausalLM"],
+            model_type="qwen2_moe",
+            hidden_act="silu",
+            use_sliding_window=False,
+            sliding_window=None,
+            max_window_layers=2,
+            num_experts=8,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=96,
+            norm_topk_prob=False,
+            decoder_sparse_step=1,
+            mlp_only_layers=[],
+            qkv_bias=True,
+        )
+    elif case == "mixtral":
+        c = common_config(ids, 2, 4, 1, 1e-5, False, 1000000.0)
+        c.update(
+            architectures=["MixtralForCausalLM"],
+            model_type="mixtral",
+            hidden_act="silu",
+            head_dim=16,
+            intermediate_size=64,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            sliding_window=MIXTRAL_WINDOW,
+            router_jitter_noise=0.0,
+        )
     else:
         raise ValueError(case)
     return c
@@ -678,6 +748,14 @@ def init_weights(config_dir, config, seed):
             w = 0.15 * noise if gemma else 1.0 + 0.15 * noise
         elif name.endswith(".bias"):
             w = 0.1 * noise
+        elif name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+            # Stacked experts [E, out, in] (transformers' in-memory layout).
+            assert len(shape) == 3, name
+            gain = INIT["out_gain"] if name.endswith("down_proj") else 1.0
+            w = gain * noise / math.sqrt(shape[2])
+        elif name.endswith(".mlp.gate.weight"):
+            # The router: logits spread over a few units, so the top k stand apart.
+            w = INIT["router_gain"] * noise / math.sqrt(shape[1])
         else:
             assert len(shape) == 2, name
             gain = INIT["out_gain"] if name.endswith(("o_proj.weight", "down_proj.weight")) else 1.0
@@ -851,7 +929,38 @@ def quantize_to(src_dir, dst_dir, base_config, per_layer):
 # Output
 
 
-def write_reference(dst, case, model_type, seed, prompt_ids, hf, mlx, hf_from=None, long=None):
+def quantize_to(src_dir, dst_dir, base_config, per_layer):
+    """4-bit affine (group 32) copy of src_dir made by mlx-lm's quantizer."""
+    model, loaded_config = mlx_load_model(Path(src_dir))
+
+    def predicate(path, module):
+        if path in per_layer:
+            return dict(per_layer[path])
+        return True
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model, qconfig = mlx_quantize_model(
+            model, loaded_config, group_size=32, bits=4, mode="affine", quant_predicate=predicate
+        )
+    config = copy.deepcopy(base_config)
+    config["quantization"] = qconfig["quantization"]
+    config["quantization_config"] = qconfig["quantization_config"]
+    for path in per_layer:
+        assert config["quantization"][path] == per_layer[path], config["quantization"]
+    weights = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    save_numpy(weights, str(dst_dir / "model.safetensors"), metadata={"format": "mlx"})
+    write_json(dst_dir / "config.json", config)
+    for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]:
+        shutil.copyfile(src_dir / name, dst_dir / name)
+
+
+# ---------------------------------------------------------------------------------------
+# Output
+
+
+def write_reference(dst, case, model_type, seed, prompt_ids, hf, mlx, hf_from=None,
+                    extra_json=None, extra_tensors=None, long=None):
     margins = [r["margin"] for r in (hf, mlx) if r is not None]
     ref = {
         "case": case,
@@ -868,6 +977,7 @@ def write_reference(dst, case, model_type, seed, prompt_ids, hf, mlx, hf_from=No
         ref["hf_from"] = hf_from
     if long is not None:
         ref["long_prompt_ids"] = [int(i) for i in long["ids"]]
+    ref.update(extra_json or {})
     write_json(dst / "reference.json", ref)
     tensors = {}
     for key, res in (("hf", hf), ("mlx_lm", mlx)):
@@ -877,6 +987,7 @@ def write_reference(dst, case, model_type, seed, prompt_ids, hf, mlx, hf_from=No
             tensors[f"{key}.{t}"] = np.ascontiguousarray(res[t], dtype=np.float32)
         if long is not None and long.get(key) is not None:
             tensors[f"{key}.long_prompt_logits"] = np.ascontiguousarray(long[key], dtype=np.float32)
+    tensors.update(extra_tensors or {})
     save_numpy(tensors, str(dst / "reference.safetensors"))
 
 
@@ -903,32 +1014,6 @@ BASE_CASES = [
     ("smollm3", "llama", False, {}),
     ("olmo2", "llama", False, {}),
 ]
-# Cases made from a base case's weights.
-DERIVED = {"gemma3_nested": "gemma3", "qwen3_rope_params": "qwen3"}
-
-
-def all_cases():
-    """Every case in the order a full run makes them (the README table's order)."""
-    out = []
-    for case, *_ in BASE_CASES:
-        out += [case, f"{case}_q4"]
-    return out + list(DERIVED)
-
-
-def parse_only(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", help="CASE[,CASE]: regenerate just these cases")
-    a = ap.parse_args(argv)
-    if a.only is None:
-        return None
-    only = set(x for x in a.only.split(",") if x)
-    unknown = only - set(all_cases())
-    if unknown:
-        ap.error(f"unknown cases {sorted(unknown)} (known: {', '.join(all_cases())})")
-    # A twin comes with its base case, a derived case with the one it is made from.
-    only |= {c[: -len("_q4")] for c in only if c.endswith("_q4")}
-    only |= {DERIVED[c] for c in only if c in DERIVED}
-    return only
 
 
 def fresh_dir(path):
@@ -938,97 +1023,261 @@ def fresh_dir(path):
     return path
 
 
-def main(argv=None):
-    only = parse_only(sys.argv[1:] if argv is None else argv)
-    t0 = time.time()
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    tokenizers = {f: build_tokenizer(f) for f in ["llama", "mistral", "qwen2", "qwen3", "gemma"]}
-    stats = {}  # case -> dict of max differences
-    results = {}
+MOE_CASES = [
+    # case, tokenizer family, sharded weights, per-layer quantization overrides for _q4
+    (
+        "qwen3_moe",
+        "qwen3",
+        False,
+        {
+            # mlx-lm's own choice for qwen3_moe routers, and one expert stack at 8 bits.
+            "model.layers.1.mlp.gate": {"group_size": 64, "bits": 8, "mode": "affine"},
+            "model.layers.5.mlp.switch_mlp.down_proj": {"group_size": 32, "bits": 8, "mode": "affine"},
+        },
+    ),
+    ("qwen2_moe", "qwen2", False, {}),
+    ("mixtral", "mistral", False, {}),
+]
 
-    for case, family, shard, per_layer in BASE_CASES:
-        if only is not None and case not in only:
-            continue
-        tok_bundle = tokenizers[family]
-        ids = tok_bundle[2]
-        config = config_for(case, ids)
-        case_dir = fresh_dir(FIXTURES / case)
-        q4_dir = FIXTURES / f"{case}_q4"
-        write_json(case_dir / "config.json", config)
-        write_tokenizer_files(case_dir, tok_bundle)
-        hf_tok = AutoTokenizer.from_pretrained(str(case_dir))
-        prompt_ids = [int(i) for i in hf_tok(PROMPT_TEXT)["input_ids"]]
-        assert 20 <= len(prompt_ids) <= 40, (case, len(prompt_ids))
+# Cases built from another case's weights (the second name).
+DERIVED_CASES = [
+    ("gemma3_nested", "gemma3"),
+    ("qwen3_rope_params", "qwen3"),
+    ("qwen3_moe_fused", "qwen3_moe"),
+    ("qwen2_moe_mlx", "qwen2_moe"),
+]
 
-        for seed in range(MAX_SEEDS):
-            weights = init_weights(case_dir, config, seed)
-            write_weights(case_dir, weights, shard=shard)
-            hf = run_hf(case_dir, prompt_ids)
-            patch = MLX_PATCH.get(case)
-            if hf["margin"] < MIN_MARGIN or len(set(hf["greedy_ids"])) < MIN_DISTINCT:
-                print(f"  {case}: seed {seed} HF margin {hf['margin']:.4f}, "
-                      f"{len(set(hf['greedy_ids']))} distinct, next seed")
-                continue
-            mlx = run_mlx(case_dir, prompt_ids, patch)
-            fresh_dir(q4_dir)
-            quantize_to(case_dir, q4_dir, config, per_layer)
-            q4 = run_mlx(q4_dir, prompt_ids, patch)
-            if q4["margin"] < MIN_MARGIN or len(set(q4["greedy_ids"])) < MIN_DISTINCT:
-                print(f"  {case}: seed {seed} q4 margin {q4['margin']:.4f}, "
-                      f"{len(set(q4['greedy_ids']))} distinct, next seed")
-                continue
-            break
+
+def all_case_names():
+    names = []
+    for case, *_ in BASE_CASES + MOE_CASES:
+        names += [case, f"{case}_q4"]
+    return names + [d for d, _ in DERIVED_CASES]
+
+
+def parse_only(argv):
+    """The cases named by `--only CASE[,CASE]` (None: every case)."""
+    if not argv:
+        return None
+    if len(argv) != 2 or argv[0] != "--only":
+        raise SystemExit("usage: make_fixtures.py [--only CASE[,CASE...]]")
+    only = {c for c in argv[1].split(",") if c}
+    known = set(all_case_names())
+    bad = sorted(only - known)
+    if bad:
+        raise SystemExit(f"unknown case(s) {bad}; known: {sorted(known)}")
+    # A _q4 twin is made with its base case.
+    return {c[: -len("_q4")] if c.endswith("_q4") else c for c in only}
+
+
+# ---------------------------------------------------------------------------------------
+# Mixture of experts
+
+
+def moe_layers(config):
+    """Indices of the layers transformers builds as sparse MoE blocks."""
+    n = config["num_hidden_layers"]
+    if config["model_type"] == "mixtral":
+        return list(range(n))
+    step = config.get("decoder_sparse_step", 1)
+    only = config.get("mlp_only_layers") or []
+    return [i for i in range(n) if (i + 1) % step == 0 and i not in only]
+
+
+def original_layout(config, weights):
+    """Transformers' in-memory stacked experts as the per-expert tensors save_pretrained
+    writes (checked against save_pretrained itself in check_original_layout)."""
+    mixtral = config["model_type"] == "mixtral"
+    names = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
+    block = "block_sparse_moe" if mixtral else "mlp"
+    out = {}
+    for name, w in weights.items():
+        if name.endswith(".mlp.experts.gate_up_proj"):
+            p = name[: -len(".mlp.experts.gate_up_proj")]
+            inter = w.shape[1] // 2
+            for e in range(w.shape[0]):
+                out[f"{p}.{block}.experts.{e}.{names[0]}.weight"] = w[e, :inter].contiguous()
+                out[f"{p}.{block}.experts.{e}.{names[1]}.weight"] = w[e, inter:].contiguous()
+        elif name.endswith(".mlp.experts.down_proj"):
+            p = name[: -len(".mlp.experts.down_proj")]
+            for e in range(w.shape[0]):
+                out[f"{p}.{block}.experts.{e}.{names[2]}.weight"] = w[e].contiguous()
+        elif mixtral and ".mlp.gate." in name:
+            out[name.replace(".mlp.gate.", ".block_sparse_moe.gate.")] = w
         else:
-            raise RuntimeError(f"{case}: no seed below {MAX_SEEDS} gives margins >= {MIN_MARGIN}")
+            out[name] = w
+    return out
 
-        s = {
-            "hf_prompt_vs_decode": check_pair(f"{case} HF prompt/decode", hf["prompt_logits"], hf["decode_logits"]),
-            "mlx_prompt_vs_decode": check_pair(f"{case} mlx prompt/decode", mlx["prompt_logits"], mlx["decode_logits"]),
-            "hf_vs_mlx_prompt": check_pair(f"{case} HF/mlx prompt", hf["prompt_logits"], mlx["prompt_logits"]),
-            "hf_vs_mlx_decode": check_pair(f"{case} HF/mlx decode", hf["decode_logits"], mlx["decode_logits"]),
-        }
+
+def check_original_layout(case_dir, weights, written):
+    """What transformers' save_pretrained writes for these weights equals `written`."""
+    hf_config = AutoConfig.from_pretrained(str(case_dir))
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    tmp = case_dir.parent / f".{case_dir.name}.save_pretrained"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    with contextlib.redirect_stderr(io.StringIO()):
+        model.save_pretrained(str(tmp))
+    saved = {}
+    for f in sorted(tmp.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as fh:
+            for k in fh.keys():
+                saved[k] = fh.get_tensor(k)
+    shutil.rmtree(tmp)
+    if config_tied(case_dir):
+        saved.pop("lm_head.weight", None)
+    assert sorted(saved) == sorted(written), sorted(set(saved) ^ set(written))
+    for k, v in written.items():
+        assert torch.equal(saved[k], v), k
+
+
+def config_tied(case_dir):
+    return json.loads((case_dir / "config.json").read_text())["tie_word_embeddings"]
+
+
+def hf_routing(model_dir, config, ids):
+    """Per MoE layer: the router's chosen experts (ascending) and weights [T, k], for one
+    forward pass over `ids`, and the smallest k-th minus (k+1)-th router logit."""
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.float32, attn_implementation="eager"
+    )
+    model.eval()
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids]), output_router_logits=True, use_cache=False)
+    layers = moe_layers(config)
+    logits = out.router_logits
+    assert len(logits) == len(layers), (len(logits), layers)
+    k = config["num_experts_per_tok"]
+    renorm = config["model_type"] == "mixtral" or config.get("norm_topk_prob", False)
+    routes, margin = {}, math.inf
+    for layer, lg in zip(layers, logits):
+        top_logits = torch.topk(lg.float(), k + 1, dim=-1).values
+        margin = min(margin, float((top_logits[:, k - 1] - top_logits[:, k]).min()))
+        probs = torch.softmax(lg.float(), dim=-1)
+        w, e = torch.topk(probs, k, dim=-1)
+        if renorm:
+            w = w / w.sum(dim=-1, keepdim=True)
+        order = torch.argsort(e, dim=-1)
+        routes[layer] = (
+            torch.gather(e, 1, order).numpy().astype(np.int32),
+            torch.gather(w, 1, order).numpy().astype(np.float32),
+        )
+    return routes, margin
+
+
+# ---------------------------------------------------------------------------------------
+# Building the cases
+
+
+def build_case(case, family, shard, per_layer, tokenizers, stats, results):
+    tok_bundle = tokenizers[family]
+    ids = tok_bundle[2]
+    config = config_for(case, ids)
+    moe = "num_experts_per_tok" in config
+    # mlx-lm 0.32.2's mixtral ignores sliding_window: the windowed case gets HF references
+    # only, and its _q4 twin (whose reference only mlx-lm gives) has no window.
+    windowless_mlx = config["model_type"] == "mixtral" and config.get("sliding_window")
+    case_dir = fresh_dir(FIXTURES / case)
+    q4_dir = FIXTURES / f"{case}_q4"
+    write_json(case_dir / "config.json", config)
+    write_tokenizer_files(case_dir, tok_bundle)
+    hf_tok = AutoTokenizer.from_pretrained(str(case_dir))
+    prompt_ids = [int(i) for i in hf_tok(PROMPT_TEXT)["input_ids"]]
+    assert 20 <= len(prompt_ids) <= 40, (case, len(prompt_ids))
+    # phi3: mlx-lm's ropes given transformers' short factors (see mlx_short_factors).
+    patch = MLX_PATCH.get(case)
+    q4_config = config
+    if windowless_mlx:
+        assert len(prompt_ids) > config["sliding_window"], "the window must hide keys"
+        q4_config = dict(config, sliding_window=None)
+
+    for seed in range(MAX_SEEDS):
+        weights = init_weights(case_dir, config, seed)
+        stored = original_layout(config, weights) if moe else weights
+        write_weights(case_dir, stored, shard=shard)
+        hf = run_hf(case_dir, prompt_ids)
+        if hf["margin"] < MIN_MARGIN or len(set(hf["greedy_ids"])) < MIN_DISTINCT:
+            print(f"  {case}: seed {seed} HF margin {hf['margin']:.4f}, "
+                  f"{len(set(hf['greedy_ids']))} distinct, next seed")
+            continue
+        if moe:
+            routes, router_margin = hf_routing(case_dir, config, prompt_ids + hf["greedy_ids"][:-1])
+            if router_margin < MIN_ROUTER_MARGIN:
+                print(f"  {case}: seed {seed} router margin {router_margin:.5f}, next seed")
+                continue
+        mlx = run_mlx(case_dir, prompt_ids, patch)
+        fresh_dir(q4_dir)
+        quantize_to(case_dir, q4_dir, q4_config, per_layer)
+        q4 = run_mlx(q4_dir, prompt_ids, patch)
+        if q4["margin"] < MIN_MARGIN or len(set(q4["greedy_ids"])) < MIN_DISTINCT:
+            print(f"  {case}: seed {seed} q4 margin {q4['margin']:.4f}, "
+                  f"{len(set(q4['greedy_ids']))} distinct, next seed")
+            continue
+        break
+    else:
+        raise RuntimeError(f"{case}: no seed below {MAX_SEEDS} gives margins >= {MIN_MARGIN}")
+
+    s = {
+        "hf_prompt_vs_decode": check_pair(f"{case} HF prompt/decode", hf["prompt_logits"], hf["decode_logits"]),
+        "mlx_prompt_vs_decode": check_pair(f"{case} mlx prompt/decode", mlx["prompt_logits"], mlx["decode_logits"]),
+    }
+    extra_json, extra_tensors = None, None
+    if moe:
+        check_original_layout(case_dir, weights, stored)
+        # The routing of the prompt, as transformers chooses it.
+        routes, _ = hf_routing(case_dir, config, prompt_ids)
+        extra_json = {"router": {"layers": sorted(routes), "min_margin": round(router_margin, 6)}}
+        extra_tensors = {}
+        for layer, (e, w) in routes.items():
+            extra_tensors[f"hf.router.{layer}.experts"] = e
+            extra_tensors[f"hf.router.{layer}.weights"] = w
+    if windowless_mlx:
+        # Positions before the window fills see every key either way: there the two agree.
+        w = config["sliding_window"]
+        s["hf_vs_mlx_prompt_before_window"] = check_pair(
+            f"{case} HF/mlx prompt (first {w})", hf["prompt_logits"][:w], mlx["prompt_logits"][:w]
+        )
+        mlx_ref = None
+    else:
+        s["hf_vs_mlx_prompt"] = check_pair(f"{case} HF/mlx prompt", hf["prompt_logits"], mlx["prompt_logits"])
+        s["hf_vs_mlx_decode"] = check_pair(f"{case} HF/mlx decode", hf["decode_logits"], mlx["decode_logits"])
         assert hf["greedy_ids"] == mlx["greedy_ids"], (case, hf["greedy_ids"], mlx["greedy_ids"])
-        long = long_q4 = None
-        if patch is not None:
-            # Unpatched mlx-lm against transformers within the original length: not stored,
-            # reported (the two choose different rope factors there).
-            unpatched = run_mlx(case_dir, prompt_ids)
-            s["mlx_lm_unpatched_vs_hf_unstored"] = max_abs(unpatched["prompt_logits"], hf["prompt_logits"])
-            long_ids, long_hf, long_mlx, long_q4_logits, s["hf_vs_mlx_long_prompt"] = long_sequence(
-                case_dir, q4_dir, prompt_ids
-            )
-            long = {"ids": long_ids, "hf": long_hf, "mlx_lm": long_mlx}
-            long_q4 = {"ids": long_ids, "mlx_lm": long_q4_logits}
-        stats[case] = s
-        results[case] = {"seed": seed, "hf": hf, "mlx": mlx, "prompt_ids": prompt_ids}
-        write_reference(case_dir, case, config["model_type"], seed, prompt_ids, hf, mlx, long=long)
-        write_json(case_dir / "tokenizer_reference.json", tokenizer_reference(case_dir, family))
+        mlx_ref = mlx
+    long = long_q4 = None
+    if patch is not None:
+        # Unpatched mlx-lm against transformers within the original length: not stored,
+        # reported (the two choose different rope factors there).
+        unpatched = run_mlx(case_dir, prompt_ids)
+        s["mlx_lm_unpatched_vs_hf_unstored"] = max_abs(unpatched["prompt_logits"], hf["prompt_logits"])
+        long_ids, long_hf, long_mlx, long_q4_logits, s["hf_vs_mlx_long_prompt"] = long_sequence(
+            case_dir, q4_dir, prompt_ids
+        )
+        long = {"ids": long_ids, "hf": long_hf, "mlx_lm": long_mlx}
+        long_q4 = {"ids": long_ids, "mlx_lm": long_q4_logits}
+    stats[case] = s
+    results[case] = {"seed": seed, "hf": hf, "mlx": mlx, "prompt_ids": prompt_ids}
+    write_reference(case_dir, case, config["model_type"], seed, prompt_ids, hf, mlx_ref,
+                    extra_json=extra_json, extra_tensors=extra_tensors, long=long)
+    write_json(case_dir / "tokenizer_reference.json", tokenizer_reference(case_dir, family))
 
-        q4_case = f"{case}_q4"
-        stats[q4_case] = {
-            "mlx_prompt_vs_decode": check_pair(f"{q4_case} mlx prompt/decode", q4["prompt_logits"], q4["decode_logits"]),
-        }
-        write_reference(q4_dir, q4_case, config["model_type"], seed, prompt_ids, None, q4, long=long_q4)
-        write_json(q4_dir / "tokenizer_reference.json", tokenizer_reference(q4_dir, family))
-        print(f"{case}: seed {seed}, L={len(prompt_ids)}, vocab {ids['vocab']}, "
-              f"margin {min(hf['margin'], mlx['margin']):.3f} (q4 {q4['margin']:.3f}), "
-              + ", ".join(f"{k} {fmt(v)}" for k, v in s.items()))
-        results[case]["weights"] = weights
-        results[case]["config"] = config
-
-    derived_cases(only, tokenizers, stats, results)
-    write_readme(stats, results, only)
-    print(f"done in {time.time() - t0:.1f}s")
-
-
-def derived_cases(only, tokenizers, stats, results):
-    if only is None or "gemma3_nested" in only:
-        nested_case(tokenizers, stats, results)
-    if only is None or "qwen3_rope_params" in only:
-        rope_params_case(tokenizers, stats, results)
+    q4_case = f"{case}_q4"
+    stats[q4_case] = {
+        "mlx_prompt_vs_decode": check_pair(f"{q4_case} mlx prompt/decode", q4["prompt_logits"], q4["decode_logits"]),
+    }
+    write_reference(q4_dir, q4_case, config["model_type"], seed, prompt_ids, None, q4, long=long_q4)
+    write_json(q4_dir / "tokenizer_reference.json", tokenizer_reference(q4_dir, family))
+    extra = f", router margin {router_margin:.4f}" if moe else ""
+    print(f"{case}: seed {seed}, L={len(prompt_ids)}, vocab {ids['vocab']}, "
+          f"margin {min(hf['margin'], mlx['margin']):.3f} (q4 {q4['margin']:.3f}){extra}, "
+          + ", ".join(f"{k} {fmt(v)}" for k, v in s.items()))
+    results[case]["weights"] = weights
+    results[case]["stored"] = stored
+    results[case]["config"] = config
 
 
-def nested_case(tokenizers, stats, results):
+def build_gemma3_nested(tokenizers, stats, results):
     # gemma3 as a multimodal-style checkpoint: nested text_config, language_model. prefix.
     g = results["gemma3"]
     nested_dir = fresh_dir(FIXTURES / "gemma3_nested")
@@ -1048,7 +1297,7 @@ def nested_case(tokenizers, stats, results):
     print("gemma3_nested: " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["gemma3_nested"].items()))
 
 
-def rope_params_case(tokenizers, stats, results):
+def build_qwen3_rope_params(tokenizers, stats, results):
     # qwen3 with a transformers-5 style rope_parameters block instead of rope_theta.
     q = results["qwen3"]
     rp_dir = fresh_dir(FIXTURES / "qwen3_rope_params")
@@ -1072,22 +1321,115 @@ def rope_params_case(tokenizers, stats, results):
     print("qwen3_rope_params: " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["qwen3_rope_params"].items()))
 
 
-def write_readme(stats, results, only=None):
+def build_qwen3_moe_fused(tokenizers, stats, results):
+    # qwen3_moe's weights in transformers' in-memory layout (stacked experts.gate_up_proj and
+    # experts.down_proj), as save_pretrained(save_original_format=False) writes them.
+    q = results["qwen3_moe"]
+    d = fresh_dir(FIXTURES / "qwen3_moe_fused")
+    write_json(d / "config.json", q["config"])
+    write_tokenizer_files(d, tokenizers["qwen3"])
+    write_weights(d, q["weights"])
+    hf = run_hf(d, q["prompt_ids"])
+    stats["qwen3_moe_fused"] = {
+        "hf_prompt_vs_decode": check_pair("qwen3_moe_fused HF prompt/decode", hf["prompt_logits"], hf["decode_logits"]),
+        "hf_vs_qwen3_moe_hf": max(
+            # Not bit-equal: the stacked tensors are laid out differently in memory, and
+            # torch's kernels sum in another order.
+            check_pair("qwen3_moe_fused/qwen3_moe HF prompt", hf["prompt_logits"], q["hf"]["prompt_logits"]),
+            check_pair("qwen3_moe_fused/qwen3_moe HF decode", hf["decode_logits"], q["hf"]["decode_logits"]),
+        ),
+    }
+    assert hf["greedy_ids"] == q["hf"]["greedy_ids"]
+    write_reference(d, "qwen3_moe_fused", "qwen3_moe", q["seed"], q["prompt_ids"], hf, None)
+    write_json(d / "tokenizer_reference.json", tokenizer_reference(d, "qwen3"))
+    print("qwen3_moe_fused: " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["qwen3_moe_fused"].items()))
+
+
+def build_qwen2_moe_mlx(tokenizers, stats, results):
+    # qwen2_moe's weights as mlx-lm holds them once loaded: dense experts stacked under
+    # switch_mlp (what saving an unquantized mlx-lm model writes).
+    q = results["qwen2_moe"]
+    src = FIXTURES / "qwen2_moe"
+    d = fresh_dir(FIXTURES / "qwen2_moe_mlx")
+    model, _ = mlx_load_model(src)
+    weights = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+    assert any(".switch_mlp." in k for k in weights), sorted(weights)
+    save_numpy(weights, str(d / "model.safetensors"), metadata={"format": "mlx"})
+    write_json(d / "config.json", q["config"])
+    write_tokenizer_files(d, tokenizers["qwen2"])
+    mlx = run_mlx(d, q["prompt_ids"])
+    stats["qwen2_moe_mlx"] = {
+        "mlx_prompt_vs_decode": check_pair("qwen2_moe_mlx mlx prompt/decode", mlx["prompt_logits"], mlx["decode_logits"]),
+        "hf_vs_mlx_prompt": check_pair("qwen2_moe_mlx HF/mlx prompt", q["hf"]["prompt_logits"], mlx["prompt_logits"]),
+        "hf_vs_mlx_decode": check_pair("qwen2_moe_mlx HF/mlx decode", q["hf"]["decode_logits"], mlx["decode_logits"]),
+    }
+    assert mlx["greedy_ids"] == q["hf"]["greedy_ids"]
+    write_reference(d, "qwen2_moe_mlx", "qwen2_moe", q["seed"], q["prompt_ids"], q["hf"], mlx, hf_from="qwen2_moe")
+    write_json(d / "tokenizer_reference.json", tokenizer_reference(d, "qwen2"))
+    print("qwen2_moe_mlx: " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["qwen2_moe_mlx"].items()))
+
+
+DERIVED_BUILDERS = {
+    "gemma3_nested": build_gemma3_nested,
+    "qwen3_rope_params": build_qwen3_rope_params,
+    "qwen3_moe_fused": build_qwen3_moe_fused,
+    "qwen2_moe_mlx": build_qwen2_moe_mlx,
+}
+
+
+def main():
+    t0 = time.time()
+    only = parse_only(sys.argv[1:])
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    primary = [c for c in BASE_CASES + MOE_CASES if only is None or c[0] in only]
+    derived = [(d, base) for d, base in DERIVED_CASES if only is None or d in only]
+    built = {c[0] for c in primary}
+    for d, base in derived:
+        if base not in built:
+            raise SystemExit(f"{d} is made from {base}'s weights: run --only {base},{d}")
+    families = {c[1] for c in primary}
+    tokenizers = {f: build_tokenizer(f) for f in ["llama", "mistral", "qwen2", "qwen3", "gemma"] if f in families}
+    stats = {}  # case -> dict of max differences
+    results = {}
+    for case, family, shard, per_layer in primary:
+        build_case(case, family, shard, per_layer, tokenizers, stats, results)
+    for d, _ in derived:
+        DERIVED_BUILDERS[d](tokenizers, stats, results)
+    write_readme(stats, results)
+    print(f"done in {time.time() - t0:.1f}s")
+
+
+def previous_rows():
+    """The difference table's rows of the README as it is, by case (kept for the cases a
+    `--only` run does not rebuild)."""
+    path = FIXTURES / "README.md"
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    head = "| case | max abs HF − mlx-lm | max abs prompt − decode |"
+    if head not in text:
+        return {}
     rows = {}
-    if only is not None:
-        # Keep the rows of the cases this run did not make, as the last full run wrote them.
-        old = (FIXTURES / "README.md").read_text(encoding="utf-8")
-        table = old.split("| case | max abs HF − mlx-lm | max abs prompt − decode |", 1)[1]
-        for line in table.splitlines():
-            if line.startswith("| `"):
-                rows[line.split("`")[1]] = line
+    for line in text.split(head, 1)[1].splitlines():
+        if line.startswith("| `"):
+            rows[line.split("`")[1]] = line
+    return rows
+
+
+def write_readme(stats, results):
+    by_case = previous_rows()
     for case, s in stats.items():
         hf_mlx = max([v for k, v in s.items() if k.startswith("hf_vs_mlx")], default=None)
         pd = max([v for k, v in s.items() if k.endswith("prompt_vs_decode")], default=None)
-        rows[case] = (
+        by_case[case] = (
             f"| `{case}` | {fmt(hf_mlx) if hf_mlx is not None else '—'} | {fmt(pd) if pd is not None else '—'} |"
         )
-    table = "\n".join(rows[c] for c in all_cases() if c in rows)
+    # The order a whole run writes them in.
+    order = []
+    for case, *_ in BASE_CASES + MOE_CASES:
+        order += [case, f"{case}_q4"]
+    order += [d for d, _ in DERIVED_CASES]
+    table = "\n".join(by_case[c] for c in order if c in by_case)
     text = f"""# Test fixtures
 
 Generated by `scripts/make_fixtures.py` (run `make references`, which first creates
@@ -1111,7 +1453,12 @@ the script on its own English text:
 | `phi3` | phi3 | fused `qkv_proj` and `gate_up_proj`, partial_rotary_factor 0.75, LongRoPE (original length 64 of 256), untied |
 | `smollm3` | smollm3 | 4 layers, `no_rope_layers` [1, 0, 1, 0] (layers 1 and 3 without rope), tied |
 | `olmo2` | olmo2 | post-norms, q/k norms over the whole projection (64 and 32 wide), untied |
-| `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the nine base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits |
+| `qwen3_moe` | qwen3_moe | 6 layers, 8 experts of width 32, top 2 without renormalising (`norm_topk_prob` false), sparse every 2nd layer (`decoder_sparse_step` 2) but layer 3 (`mlp_only_layers`): layers 1 and 5 are MoE; per-expert tensors as `save_pretrained` writes them; tied |
+| `qwen2_moe` | qwen2_moe | 8 experts of width 32, top 2, a shared expert of width 96 with its sigmoid gate, q/k/v biases, untied |
+| `mixtral` | mixtral | 4 experts of width 64, top 2 (renormalised), sliding window {MIXTRAL_WINDOW} on every layer, `block_sparse_moe.experts.N.w1/w2/w3`, untied |
+| `qwen3_moe_fused` | qwen3_moe | `qwen3_moe` weights in transformers' in-memory layout (`mlp.experts.gate_up_proj` [E, 2I, hidden], `mlp.experts.down_proj`), as `save_pretrained(save_original_format=False)` writes them |
+| `qwen2_moe_mlx` | qwen2_moe | `qwen2_moe` weights as mlx-lm holds them: dense experts stacked in `mlp.switch_mlp.{{gate,up,down}}_proj` |
+| `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the twelve base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits; `qwen3_moe_q4` keeps layer 1's router (`mlp.gate`) at 8 bits, group 64 (mlx-lm's own choice for qwen3_moe) and layer 5's stacked `switch_mlp.down_proj` at 8 bits |
 
 Files in each folder:
 
@@ -1128,6 +1475,11 @@ Files in each folder:
   same positions fed one token at a time through the cache); a source that is null has none.
   `phi3` also has `hf.long_prompt_logits` and `mlx_lm.long_prompt_logits` (one pass over
   `long_prompt_ids`), `phi3_q4` `mlx_lm.long_prompt_logits`.
+  The three MoE base cases add, per MoE layer N, `hf.router.N.experts` (int32 `[L, k]`, each
+  row ascending) and `hf.router.N.weights` (float32 `[L, k]`, the same order): the experts
+  transformers' router picks for each prompt position and their weights; `reference.json`
+  then has `router` (`layers`, and `min_margin`: the smallest k-th minus (k+1)-th router
+  logit over the prompt and the greedy path, at least {MIN_ROUTER_MARGIN:g}).
 - `tokenizer_reference.json`: `encode` (`text`, `ids_with_special`, `ids_plain`), `decode`
   (`ids`, `skip_special`, `text`) and `chat` (`messages`, `add_generation_prompt`, `extra`,
   `text`, `ids`) as transformers gives them.
@@ -1149,6 +1501,16 @@ Notes:
   `phi3_q4` (within the original length) come from mlx-lm with its ropes given the
   short-factor periods, checked against transformers; the long-sequence references from
   mlx-lm as it is, checked against transformers too.
+- `mixtral`: mlx-lm 0.32.2's `mixtral` model ignores `sliding_window`, so the case has HF
+  references only (the script checks mlx-lm against HF on the first {MIXTRAL_WINDOW} prompt
+  positions, where the window hides nothing), and `mixtral_q4`, whose reference only mlx-lm
+  gives, has `sliding_window` null. mlx-lm's `qwen2_moe` ignores `norm_topk_prob`,
+  `decoder_sparse_step` and `mlp_only_layers`, so `qwen2_moe` keeps their defaults;
+  `qwen3_moe` (which mlx-lm reads fully) sets them.
+- The MoE base cases are written as transformers' `save_pretrained` writes them (one tensor per
+  expert); the script checks its own conversion against `save_pretrained`'s output.
+- `qwen3_moe_fused` has HF references only, checked equal to `qwen3_moe`'s; `qwen2_moe_mlx`
+  copies its HF references from `qwen2_moe` and has mlx-lm's on its own layout.
 - The qwen tokenizers use the NFC normalizer and split pattern of transformers'
   `Qwen2Tokenizer`, which transformers 5 forces on model_type `qwen2` whatever
   tokenizer.json says; the other families use the plain byte-level pre-tokenizer.

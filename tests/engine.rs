@@ -344,7 +344,17 @@ fn batch_penalties_see_each_rows_whole_window() {
 
 #[test]
 fn batch_greedy_equals_one_by_one() {
-    for case in ["qwen3", "gemma3", "llama_tied_q4", "phi3", "smollm3", "olmo2_q4"] {
+    for case in [
+        "qwen3",
+        "gemma3",
+        "llama_tied_q4",
+        "phi3",
+        "smollm3",
+        "olmo2_q4",
+        "qwen3_moe",
+        "qwen2_moe_q4",
+        "mixtral",
+    ] {
         let m = model(case);
         let (prompt, _) = reference(case);
         let prompts = vec![prompt.clone(), prompt[..9].to_vec(), prompt[4..].to_vec(), vec![]];
@@ -397,9 +407,19 @@ fn classify_gives_the_next_token_and_logits() {
 
 #[test]
 fn classify_batches_give_each_prompt_the_token_it_gets_alone() {
-    for case in
-        ["llama_tied", "qwen2", "qwen3", "gemma3", "gemma3_q4", "mistral_q4", "phi3", "smollm3_q4", "olmo2"]
-    {
+    for case in [
+        "llama_tied",
+        "qwen2",
+        "qwen3",
+        "gemma3",
+        "gemma3_q4",
+        "mistral_q4",
+        "phi3",
+        "smollm3_q4",
+        "olmo2",
+        "qwen2_moe",
+        "mixtral_q4",
+    ] {
         let m = model(case);
         let (prompt, _) = reference(case);
         // Lengths 2..=len in one call: rows are padded, and with a prefill chunk of 4 the

@@ -116,8 +116,20 @@ fn an_unknown_model_type_lists_the_supported_ones() {
         e.message.contains(&format!("model_type \"mamba\" is not supported (supported: {listed})")),
         "{e}"
     );
-    for family in ["llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text", "phi3", "smollm3", "olmo2"]
-    {
+    for family in [
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "gemma3",
+        "gemma3_text",
+        "phi3",
+        "smollm3",
+        "olmo2",
+        "qwen2_moe",
+        "qwen3_moe",
+        "mixtral",
+    ] {
         assert!(e.message.contains(family), "{e} (want {family})");
     }
 }
@@ -234,4 +246,122 @@ fn a_layer_stored_both_fused_and_apart_is_refused() {
     ] {
         assert!(e.message.contains(want), "{e} (want {want:?})");
     }
+}
+
+/// `case`'s config.json with `edit` applied.
+fn edit_config(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&p, serde_json::to_string(&cfg).unwrap()).unwrap();
+}
+
+#[test]
+fn moe_config_errors_name_the_field() {
+    let cases: [(&str, &str, serde_json::Value, &str); 6] = [
+        (
+            "qwen3_moe",
+            "num_experts_per_tok",
+            serde_json::json!(9),
+            "num_experts_per_tok 9 is more than num_experts 8",
+        ),
+        (
+            "mixtral",
+            "num_experts_per_tok",
+            serde_json::json!(5),
+            "num_experts_per_tok 5 is more than num_local_experts 4",
+        ),
+        (
+            "qwen3_moe",
+            "num_experts",
+            serde_json::json!(1 << 20),
+            "num_experts: 1048576 is larger than liblmx allows",
+        ),
+        ("qwen3_moe", "mlp_only_layers", serde_json::json!([6]), "mlp_only_layers: 6 is not a layer index"),
+        ("qwen3_moe", "moe_intermediate_size", serde_json::Value::Null, "moe_intermediate_size: missing"),
+        (
+            "qwen2_moe",
+            "shared_expert_intermediate_size",
+            serde_json::Value::Null,
+            "shared_expert_intermediate_size: missing",
+        ),
+    ];
+    for (case, key, value, want) in cases {
+        let t = copy_fixture(case, "moecfg");
+        edit_config(&t.0, |c| {
+            if value.is_null() {
+                c.as_object_mut().unwrap().remove(key);
+            } else {
+                c[key] = value.clone();
+            }
+        });
+        let e = load_err(&t.0);
+        assert_eq!(e.kind, ErrorKind::Format, "{case} {key}: {e}");
+        assert!(e.message.contains("config.json") && e.message.contains(want), "{case} {key}: {e}");
+    }
+}
+
+#[test]
+fn a_bad_expert_tensor_is_named_with_its_shape() {
+    // One expert of one layer with the wrong width: the per-expert layout is checked tensor by
+    // tensor before anything is stacked.
+    let t = copy_fixture("qwen3_moe", "expert");
+    edit_weights(&t.0, |v| {
+        for (n, a) in v.iter_mut() {
+            if n == "model.layers.5.mlp.experts.3.up_proj.weight" {
+                *a = ops::zeros(&[16, 64], Dtype::F32).unwrap();
+            }
+        }
+    });
+    let e = load_err(&t.0);
+    assert_eq!(e.kind, ErrorKind::Format);
+    assert!(
+        e.message.contains("model.safetensors: tensor model.layers.5.mlp.experts.3.up_proj.weight: shape [16, 64], expected [32, 64]"),
+        "{e}"
+    );
+
+    // A missing expert.
+    let t = copy_fixture("mixtral", "expert");
+    edit_weights(&t.0, |v| v.retain(|(n, _)| n != "model.layers.1.block_sparse_moe.experts.2.w2.weight"));
+    let e = load_err(&t.0);
+    assert!(e.message.contains("missing tensor model.layers.1.block_sparse_moe.experts.2.w2.weight"), "{e}");
+
+    // A stacked tensor with too few experts (mlx-lm's layout).
+    let t = copy_fixture("qwen2_moe_mlx", "expert");
+    edit_weights(&t.0, |v| {
+        for (n, a) in v.iter_mut() {
+            if n == "model.layers.0.mlp.switch_mlp.down_proj.weight" {
+                *a = ops::zeros(&[7, 64, 32], Dtype::F32).unwrap();
+            }
+        }
+    });
+    let e = load_err(&t.0);
+    assert!(
+        e.message.contains(
+            "tensor model.layers.0.mlp.switch_mlp.down_proj.weight: shape [7, 64, 32], expected [8, 64, 32]"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn adapters_on_expert_layers_are_refused_by_name() {
+    use lmx::model::nn::lora::{LoraConfig, LoraWeights, Target};
+    let m = Model::load(&fixtures().join("qwen3_moe"), &LoadParams::default()).unwrap();
+    let key = lmx::mlx::random::key(0).unwrap();
+    let config =
+        |targets: Vec<Target>| LoraConfig { rank: 4, scale: 1.0, dropout: 0.0, num_layers: 6, targets };
+    // Layer 1 is sparse: an adapter on its MLP is refused, naming it.
+    let e = match LoraWeights::init(config(Target::ALL.to_vec()), m.spec(), &key) {
+        Ok(_) => panic!("an adapter on expert layers was made"),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind, ErrorKind::Unsupported);
+    assert!(
+        e.message.contains("model.layers.1.mlp.gate_proj") && e.message.contains("mixture of experts"),
+        "{e}"
+    );
+    // Attention-only adapters are fine on every layer.
+    let w = LoraWeights::init(config(vec![Target::Q, Target::V]), m.spec(), &key).unwrap();
+    assert!(w.layer(1).unwrap().any(&[Target::Q]));
 }

@@ -82,6 +82,56 @@ fn name(field: &[std::ffi::c_char]) -> String {
 
 /// lmx_model_inspect reads what lmx_model_load reports, from config.json alone.
 #[test]
+fn info_reports_experts_and_active_parameters_of_moe_models() {
+    // qwen3_moe: layers 1 and 5 of 6 route each token to 2 of 8 experts (width 32, hidden 64);
+    // the other four layers are dense.
+    let m = Model::load(&fixtures().join("qwen3_moe"), &LoadParams::default()).unwrap();
+    let i = m.info();
+    assert_eq!((i.architecture.as_str(), i.model_type.as_str()), ("qwen3_moe", "qwen3_moe"));
+    assert_eq!((i.num_experts, i.experts_per_token), (8, 2));
+    let per_expert = 3 * 32 * 64u64;
+    assert_eq!(i.param_count - i.active_param_count, 2 * (8 - 2) * per_expert);
+    // The quantized twin counts the same logical parameters.
+    let q = Model::load(&fixtures().join("qwen3_moe_q4"), &LoadParams::default()).unwrap();
+    assert_eq!(
+        (q.info().param_count, q.info().active_param_count, q.info().num_experts),
+        (i.param_count, i.active_param_count, 8)
+    );
+    // The three expert layouts hold the same parameters.
+    let fused = Model::load(&fixtures().join("qwen3_moe_fused"), &LoadParams::default()).unwrap();
+    assert_eq!(fused.info().param_count, i.param_count);
+    // qwen2_moe: a shared expert (width 96, plus its [1, 64] gate) runs on every token.
+    let s = Model::load(&fixtures().join("qwen2_moe"), &LoadParams::default()).unwrap();
+    let shared = 3 * 96 * 64 + 64;
+    let router = 8 * 64;
+    let attn = 64 * 64 + 64 + 2 * (64 * 32 + 32) + 64 * 64;
+    let v = s.info().vocab_size as u64;
+    assert_eq!(
+        s.info().param_count,
+        2 * v * 64 + 2 * (attn + router + 8 * per_expert + shared + 2 * 64) + 64
+    );
+    assert_eq!(s.info().param_count - s.info().active_param_count, 2 * 6 * per_expert);
+    // The C description says the same.
+    let path = c_path(&fixtures().join("qwen3_moe"));
+    let mut m = std::ptr::null_mut();
+    assert_eq!(
+        lmx::ffi::model::lmx_model_load(path.as_ptr(), std::ptr::null(), &mut m),
+        lmx::ffi::lmx_status::LMX_OK
+    );
+    let mut d = desc();
+    assert_eq!(lmx::ffi::model::lmx_model_info(m, &mut d), lmx::ffi::lmx_status::LMX_OK);
+    lmx::ffi::model::lmx_model_free(m);
+    assert_eq!(
+        (d.num_experts, d.experts_per_token, d.param_count, d.active_param_count),
+        (8, 2, i.param_count, i.active_param_count)
+    );
+    // A dense model: no experts, every parameter active.
+    let d = Model::load(&fixtures().join("qwen3"), &LoadParams::default()).unwrap();
+    assert_eq!((d.info().num_experts, d.info().experts_per_token), (0, 0));
+    assert_eq!(d.info().active_param_count, d.info().param_count);
+}
+
+#[test]
 fn inspect_agrees_with_load_for_every_fixture() {
     use lmx::ffi::inspect::lmx_model_inspect;
     use lmx::ffi::lmx_status;
@@ -110,6 +160,11 @@ fn inspect_agrees_with_load_for_every_fixture() {
         assert_eq!(
             (got.quant_bits, got.quant_group_size),
             (want.quant_bits, want.quant_group_size),
+            "{case}"
+        );
+        assert_eq!(
+            (got.num_experts, got.experts_per_token),
+            (want.num_experts, want.experts_per_token),
             "{case}"
         );
         for (g, w) in [

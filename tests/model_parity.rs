@@ -96,6 +96,9 @@ fn check_case(name: &str) {
             assert!(d <= TOL, "{name}: cached decode logits differ from {src} by {d}");
         }
     }
+    if !c.reference["router"].is_null() {
+        check_routing(&c);
+    }
     let n = c.reference["n_greedy"].as_u64().unwrap() as usize;
     let ours = greedy(&c, n);
     for src in &srcs {
@@ -103,6 +106,67 @@ fn check_case(name: &str) {
         assert_eq!(ours, theirs, "{name}: greedy continuation differs from {src}");
     }
     eprintln!("{}: ok against {:?}", c.name, srcs);
+}
+
+/// The experts every MoE layer's router picks for each prompt position, and their weights,
+/// equal transformers' (`hf.router.N.*`, made by make_fixtures.py): same experts, weights
+/// within float noise. The fixture guarantees a gap of `router.min_margin` between the k-th
+/// and the (k+1)-th router logit, so the choice cannot hang on rounding.
+fn check_routing(c: &Case) {
+    let name = &c.name;
+    let layers: Vec<u64> =
+        c.reference["router"]["layers"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let margin = c.reference["router"]["min_margin"].as_f64().unwrap();
+    let mut cache = KvCache::new(c.model.spec());
+    let (logits, choices) =
+        lmx::model::nn::moe::trace_routing(|| c.model.transformer().forward(&tokens(&c.prompt), &mut cache));
+    logits.unwrap();
+    assert_eq!(choices.len(), layers.len(), "{name}: one routing per MoE layer");
+    let mut worst = 0f32;
+    for (choice, layer) in choices.iter().zip(&layers) {
+        // Each row's experts ascending, the weights in the same order (as the reference).
+        let order = ops::argsort(&choice.experts, -1).unwrap();
+        let experts = ops::take_along_axis(&choice.experts, &order, -1).unwrap();
+        let weights = ops::take_along_axis(&choice.weights, &order, -1).unwrap();
+        let ours: Vec<i32> = ops::astype(&experts, Dtype::I32).unwrap().to_vec::<i32>().unwrap();
+        let theirs = c.tensors[&format!("hf.router.{layer}.experts")].to_vec::<i32>().unwrap();
+        assert_eq!(ours, theirs, "{name}: layer {layer}: experts differ from transformers'");
+        let w = weights.to_f32_vec().unwrap();
+        let tw = c.tensors[&format!("hf.router.{layer}.weights")].to_f32_vec().unwrap();
+        let d = max_abs_diff(&w, &tw);
+        worst = worst.max(d);
+        assert!(d <= 1e-5, "{name}: layer {layer}: router weights differ from transformers' by {d}");
+    }
+    eprintln!(
+        "{name}: routing of {} positions in layers {layers:?} equals transformers' (weights max abs diff {worst:.2e}; smallest k-th vs (k+1)-th router logit gap {margin})",
+        c.prompt.len()
+    );
+}
+
+/// A prefill long enough that the MoE layers sort their (token, expert) pairs by expert
+/// gives the logits that feeding the same tokens one at a time (unsorted, through the cache)
+/// gives: the sort and its inverse put every row back where it belongs.
+#[test]
+fn moe_sorted_prefill_equals_one_token_at_a_time() {
+    for name in ["qwen3_moe", "qwen2_moe_q4", "mixtral", "qwen2_moe_mlx"] {
+        let c = load(name);
+        let long: Vec<u32> = c.prompt.iter().chain(&c.prompt).chain(&c.prompt).copied().collect();
+        let k = c.model.spec().layers.iter().find_map(|l| l.moe.as_ref()).unwrap().top_k as usize;
+        assert!(long.len() * k >= lmx::model::nn::moe::SORT_FROM, "{name}: too short to sort");
+        assert!(c.prompt.len() * k < lmx::model::nn::moe::SORT_FROM, "{name}: the prompt alone sorts");
+        let mut cache = KvCache::new(c.model.spec());
+        let whole = c.model.transformer().forward(&tokens(&long), &mut cache).unwrap().to_f32_vec().unwrap();
+        let mut cache = KvCache::new(c.model.spec());
+        let mut stepped = Vec::new();
+        for &t in &long {
+            stepped.extend(
+                c.model.transformer().forward(&tokens(&[t]), &mut cache).unwrap().to_f32_vec().unwrap(),
+            );
+        }
+        let d = max_abs_diff(&whole, &stepped);
+        eprintln!("{name}: {} tokens, sorted prefill vs one at a time: max abs diff {d:.2e}", long.len());
+        assert!(d <= TOL, "{name}: sorted prefill differs from one token at a time by {d}");
+    }
 }
 
 macro_rules! parity {
@@ -133,6 +197,14 @@ parity! {
     smollm3_q4 => "smollm3_q4",
     olmo2 => "olmo2",
     olmo2_q4 => "olmo2_q4",
+    qwen3_moe => "qwen3_moe",
+    qwen3_moe_q4 => "qwen3_moe_q4",
+    qwen3_moe_fused => "qwen3_moe_fused",
+    qwen2_moe => "qwen2_moe",
+    qwen2_moe_q4 => "qwen2_moe_q4",
+    qwen2_moe_mlx => "qwen2_moe_mlx",
+    mixtral => "mixtral",
+    mixtral_q4 => "mixtral_q4",
 }
 
 /// LongRoPE past original_max_position_embeddings: one pass over a sequence longer than the
@@ -171,13 +243,21 @@ fn every_fixture_case_is_tested() {
         "llama_tied_q4",
         "mistral",
         "mistral_q4",
+        "mixtral",
+        "mixtral_q4",
         "olmo2",
         "olmo2_q4",
         "phi3",
         "phi3_q4",
         "qwen2",
+        "qwen2_moe",
+        "qwen2_moe_mlx",
+        "qwen2_moe_q4",
         "qwen2_q4",
         "qwen3",
+        "qwen3_moe",
+        "qwen3_moe_fused",
+        "qwen3_moe_q4",
         "qwen3_q4",
         "qwen3_rope_params",
         "smollm3",

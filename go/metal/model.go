@@ -31,8 +31,8 @@ func (e *closedError) Is(target error) bool { return target == ErrClosed }
 
 // Description is everything liblmx reports about a loaded model.
 type Description struct {
-	// Architecture is the family that runs the model: "llama", "mistral", "qwen2", "qwen3"
-	// or "gemma3".
+	// Architecture is the family that runs the model: "llama", "mistral", "qwen2", "qwen3",
+	// "gemma3", "qwen2_moe", "qwen3_moe" or "mixtral".
 	Architecture string
 	// ModelType is config.json's model_type (for a GGUF file, the one its config.json would
 	// have: "llama", "qwen2", "qwen3", "gemma3_text"); Model.ModelType returns it.
@@ -65,6 +65,11 @@ type Description struct {
 	// Conversions says, for a GGUF file, what each tensor type became ("Q4_K x27 -> affine
 	// 4-bit, group 32 (exact); ..."); empty for a folder.
 	Conversions string
+	// NumExperts and ExpertsPerToken are 0 for a dense model. ActiveParamCount is ParamCount
+	// less the routed experts one token does not use (ParamCount for a dense model).
+	NumExperts       int
+	ExpertsPerToken  int
+	ActiveParamCount uint64
 }
 
 // Model is a model loaded by liblmx. It implements inference.TextModel; its methods are safe

@@ -23,6 +23,8 @@ fn describe(path: &Path) -> Result<lmx_model_desc> {
         context_length: i.context_length,
         quant_bits: i.quant_bits,
         quant_group_size: i.quant_group_size,
+        num_experts: i.num_experts,
+        experts_per_token: i.experts_per_token,
         ..lmx_model_desc::empty()
     };
     copy_str(&mut d.architecture, &i.architecture);
@@ -39,11 +41,12 @@ fn describe(path: &Path) -> Result<lmx_model_desc> {
 /// config says it: architecture, model_type, num_layers, hidden_size, num_heads,
 /// num_kv_heads, head_dim, vocab_size, context_length (the model's own), quant_bits and
 /// quant_group_size (config.json's default quantization; 0 for a dense folder and for a GGUF
-/// file, whose quantization is per tensor type) and format ("safetensors" or "gguf"). The
-/// fields that need the weights or the tokenizer (param_count, dtype, chat_template,
-/// weight_bytes, load_seconds, load_peak_bytes, backend, tokenizer, conversions) are zero or
-/// empty. Thread-safe. Returns LMX_OK; LMX_STATUS_INVALID_ARGUMENT (NULL, bad UTF-8, a bad
-/// struct_size, a path that is neither a folder nor a GGUF file); LMX_STATUS_NOT_FOUND
+/// file, whose quantization is per tensor type), format ("safetensors" or "gguf"),
+/// num_experts and experts_per_token. The fields that need the weights or the tokenizer
+/// (param_count, dtype, chat_template, weight_bytes, load_seconds, load_peak_bytes, backend,
+/// tokenizer, conversions, active_param_count) are zero or empty. Thread-safe. Returns
+/// LMX_OK; LMX_STATUS_INVALID_ARGUMENT (NULL, bad UTF-8, a bad struct_size, a path that is
+/// neither a folder nor a GGUF file); LMX_STATUS_NOT_FOUND
 /// (missing path or config.json); LMX_STATUS_FORMAT (a damaged header or config, missing
 /// sizes); LMX_STATUS_UNSUPPORTED (an architecture or quantization liblmx does not run);
 /// LMX_STATUS_IO. The message names the file and the key.

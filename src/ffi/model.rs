@@ -71,7 +71,8 @@ pub const LMX_CONVERSIONS_MAX: usize = 512;
 #[derive(Clone, Copy)]
 pub struct lmx_model_desc {
     pub struct_size: usize,
-    /// The family that runs it: "llama", "mistral", "qwen2", "qwen3" or "gemma3".
+    /// The family that runs it: "llama", "mistral", "qwen2", "qwen3", "gemma3", "qwen2_moe",
+    /// "qwen3_moe" or "mixtral".
     pub architecture: [c_char; LMX_NAME_MAX],
     /// config.json's model_type.
     pub model_type: [c_char; LMX_NAME_MAX],
@@ -114,6 +115,13 @@ pub struct lmx_model_desc {
     /// (re-quantized)", "F32 x109 -> float (exact)". Empty for a model folder; cut at a whole
     /// entry when longer than the field.
     pub conversions: [c_char; LMX_CONVERSIONS_MAX],
+    /// Experts per mixture-of-experts layer; 0 for a dense model.
+    pub num_experts: i32,
+    /// Experts each token is routed to; 0 for a dense model.
+    pub experts_per_token: i32,
+    /// Parameters one token's forward pass uses: param_count less the routed experts it does
+    /// not use (param_count for a dense model).
+    pub active_param_count: u64,
 }
 
 c_struct!(lmx_model_desc {
@@ -138,7 +146,10 @@ c_struct!(lmx_model_desc {
     backend,
     format,
     tokenizer,
-    conversions
+    conversions,
+    num_experts,
+    experts_per_token,
+    active_param_count
 });
 
 /// `s` into `dst`, cut to fit with its NUL, the rest zeroed.
@@ -192,6 +203,9 @@ impl lmx_model_desc {
             format: [0; LMX_NAME_MAX],
             tokenizer: [0; LMX_NAME_MAX],
             conversions: [0; LMX_CONVERSIONS_MAX],
+            num_experts: 0,
+            experts_per_token: 0,
+            active_param_count: 0,
         }
     }
 }
@@ -218,6 +232,9 @@ pub extern "C" fn lmx_model_info(model: *const lmx_model, desc_out: *mut lmx_mod
             weight_bytes: i.weight_bytes,
             load_seconds: i.load_seconds,
             load_peak_bytes: i.load_peak_bytes,
+            num_experts: i.num_experts,
+            experts_per_token: i.experts_per_token,
+            active_param_count: i.active_param_count,
             ..lmx_model_desc::empty()
         };
         copy_str(&mut o.format, &i.format);

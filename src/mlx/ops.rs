@@ -130,6 +130,8 @@ binary! {
     subtract => mlx_subtract;
     multiply => mlx_multiply;
     divide => mlx_divide;
+    /// Division rounded down (an integer result for integer inputs).
+    floor_divide => mlx_floor_divide;
     minimum => mlx_minimum;
     less => mlx_less;
     less_equal => mlx_less_equal;
@@ -488,6 +490,62 @@ pub fn scaled_dot_product_attention(
             opt_raw(arr),
             Array::null_raw(),
             false,
+            s,
+        )
+    })
+}
+
+/// Matrix products of `a`'s and `b`'s matrices chosen by index: output batch element i is
+/// `a[lhs_indices[i]] @ b[rhs_indices[i]]`, where an index array left out means every batch
+/// element in order. The indices broadcast together and give the output's batch shape. With
+/// `sorted_indices`, `rhs_indices` is sorted ascending, which lets MLX group the products by
+/// matrix (a mixture of experts' prefill sorts its tokens by expert for this).
+pub fn gather_mm(
+    a: &Array,
+    b: &Array,
+    lhs_indices: Option<&Array>,
+    rhs_indices: Option<&Array>,
+    sorted_indices: bool,
+) -> Result<Array> {
+    // SAFETY: live handles or null where optional.
+    op("gather_mm", |r, s| unsafe {
+        sys::mlx_gather_mm(r, a.raw(), b.raw(), opt_raw(lhs_indices), opt_raw(rhs_indices), sorted_indices, s)
+    })
+}
+
+/// [`gather_mm`] against quantized matrices: `x[lhs] @ dequantize(w[rhs]).T` (with
+/// `transpose`), without materialising a dense weight. `w`, `scales` and `biases` stack one
+/// packed matrix per index along their first axis.
+#[allow(clippy::too_many_arguments)]
+pub fn gather_qmm(
+    x: &Array,
+    w: &Array,
+    scales: &Array,
+    biases: Option<&Array>,
+    lhs_indices: Option<&Array>,
+    rhs_indices: Option<&Array>,
+    transpose: bool,
+    group_size: i32,
+    bits: i32,
+    mode: &str,
+    sorted_indices: bool,
+) -> Result<Array> {
+    let mode = cstring(mode)?;
+    // SAFETY: live handles or null where optional.
+    op("gather_qmm", |r, s| unsafe {
+        sys::mlx_gather_qmm(
+            r,
+            x.raw(),
+            w.raw(),
+            scales.raw(),
+            opt_raw(biases),
+            opt_raw(lhs_indices),
+            opt_raw(rhs_indices),
+            transpose,
+            opt_int(Some(group_size)),
+            opt_int(Some(bits)),
+            mode.as_ptr(),
+            sorted_indices,
             s,
         )
     })

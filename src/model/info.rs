@@ -21,6 +21,13 @@ pub struct ModelInfo {
     /// The architecture family that runs it ("llama", "qwen3", "gemma3", "phi3", ...).
     pub architecture: String,
     pub param_count: u64,
+    /// Experts per mixture-of-experts layer (0 for a dense model).
+    pub num_experts: i32,
+    /// Experts each token is routed to (0 for a dense model).
+    pub experts_per_token: i32,
+    /// Parameters one token's forward pass uses: `param_count` less the routed experts it
+    /// does not use (equal to `param_count` for a dense model).
+    pub active_param_count: u64,
     pub num_layers: i32,
     pub hidden_size: i32,
     pub num_heads: i32,
@@ -80,10 +87,19 @@ impl ModelInfo {
         let first = &s.layers[0].attn;
         let max_pos = s.max_position.unwrap_or(DEFAULT_CONTEXT);
         let (quant_bits, quant_group_size) = transformer.quantization().unwrap_or((0, 0));
+        let (num_experts, experts_per_token) = crate::model::arch::moe::experts(s);
+        let moe = s.layers.iter().filter_map(|l| l.moe.as_ref());
+        // Each sparse layer holds 3 * experts * intermediate * hidden expert parameters, of
+        // which a token uses top_k / experts.
+        let idle: u64 =
+            moe.map(|m| 3 * (m.experts - m.top_k) as u64 * m.intermediate as u64 * s.hidden as u64).sum();
         Ok(ModelInfo {
             model_type,
             architecture: s.arch.clone(),
             param_count: weights.params,
+            num_experts,
+            experts_per_token,
+            active_param_count: weights.params.saturating_sub(idle),
             num_layers: s.layers.len() as i32,
             hidden_size: s.hidden,
             num_heads: first.n_heads,

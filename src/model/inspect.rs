@@ -33,6 +33,9 @@ pub struct Inspection {
     /// quantization is per tensor type).
     pub quant_bits: i32,
     pub quant_group_size: i32,
+    /// Experts per mixture-of-experts layer and experts per token (0 for a dense model).
+    pub num_experts: i32,
+    pub experts_per_token: i32,
     /// "safetensors" or "gguf".
     pub format: &'static str,
 }
@@ -64,6 +67,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         .first()
         .ok_or_else(|| Error::format(format!("{}: the model has no layers", path.display())))?;
     let quant = if format == "safetensors" { QuantConfig::read(&cfg)? } else { None };
+    let (num_experts, experts_per_token) = arch::moe::experts(&spec);
     Ok(Inspection {
         model_type: cfg.str("model_type")?.unwrap_or("").to_string(),
         architecture: spec.arch.clone(),
@@ -76,6 +80,8 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         context_length: spec.max_position.unwrap_or(DEFAULT_CONTEXT),
         quant_bits: quant.as_ref().map_or(0, |q| q.default.bits),
         quant_group_size: quant.as_ref().map_or(0, |q| q.default.group_size),
+        num_experts,
+        experts_per_token,
         format,
     })
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::mlx::{io, ops, Array, Dtype};
 use crate::model::arch::spec::NormStyle;
 use crate::model::nn::linear::{Embedding, Linear, Projections};
+use crate::model::nn::moe::ExpertLinear;
 use crate::model::nn::quant::{QuantConfig, QuantParams};
 use crate::{Error, Result};
 
@@ -194,6 +195,11 @@ impl WeightStore {
             .unwrap_or_else(|| "<no file>".into())
     }
 
+    /// The error for a tensor the checkpoint lacks, naming the files looked in.
+    pub(crate) fn missing_tensor(&self, name: &str) -> Error {
+        self.missing(name)
+    }
+
     fn missing(&self, name: &str) -> Error {
         let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
         Error::format(format!("missing tensor {name} (looked in {})", files.join(", ")))
@@ -281,6 +287,127 @@ impl WeightStore {
         let biases = self.float(&format!("{module}.biases"), &[rows, groups])?;
         self.params += rows as u64 * cols as u64;
         Ok((w, scales, biases, p))
+    }
+
+    /// Packed weights, scales and biases of `experts` quantized [rows, cols] matrices stacked
+    /// under one name (`module.weight` [experts, rows, packed], ...).
+    fn quantized_stacked(
+        &mut self,
+        module: &str,
+        experts: i32,
+        rows: i32,
+        cols: i32,
+    ) -> Result<(Array, Array, Array, QuantParams)> {
+        let p = self.quant_for(module)?;
+        if cols % p.group_size != 0 || (cols * p.bits) % 32 != 0 {
+            return Err(Error::format(format!(
+                "{}: {module}: {cols} columns do not fit group size {} at {} bits",
+                self.file(&format!("{module}.weight")),
+                p.group_size,
+                p.bits
+            )));
+        }
+        let w = self.raw(&format!("{module}.weight"), &[experts, rows, cols * p.bits / 32], &[Dtype::U32])?;
+        self.bytes += w.nbytes() as u64;
+        let groups = cols / p.group_size;
+        let scales = self.float(&format!("{module}.scales"), &[experts, rows, groups])?;
+        let biases = self.float(&format!("{module}.biases"), &[experts, rows, groups])?;
+        self.params += experts as u64 * rows as u64 * cols as u64;
+        Ok((w, scales, biases, p))
+    }
+
+    /// `experts` linear layers `input` -> `output` stacked under `module` (mlx-lm's
+    /// `switch_mlp` layout: `module.weight` [experts, output, input], quantized when
+    /// `module.scales` exists).
+    pub fn stacked_experts(
+        &mut self,
+        module: &str,
+        experts: i32,
+        input: i32,
+        output: i32,
+    ) -> Result<ExpertLinear> {
+        if self.contains(&format!("{module}.scales")) {
+            let (w, scales, biases, p) = self.quantized_stacked(module, experts, output, input)?;
+            return Ok(ExpertLinear::Quantized { w, scales, biases, p });
+        }
+        self.stacked_dense_experts(&format!("{module}.weight"), experts, input, output)
+    }
+
+    /// `experts` dense linear layers `input` -> `output` in one tensor `name` [experts,
+    /// output, input].
+    pub fn stacked_dense_experts(
+        &mut self,
+        name: &str,
+        experts: i32,
+        input: i32,
+        output: i32,
+    ) -> Result<ExpertLinear> {
+        let w = self.float(name, &[experts, output, input])?;
+        self.params += experts as u64 * output as u64 * input as u64;
+        let wt = ops::transpose(&w, &[0, 2, 1])?;
+        Ok(ExpertLinear::Dense { wt })
+    }
+
+    /// Linear layers `input` -> `output`, one per module of `modules` (one per expert, in
+    /// expert order), stacked once here into [experts, output, input]: all dense, or all
+    /// quantized alike. Each tensor is checked as it is read; the stack is evaluated before
+    /// the next projection is read, so at most one projection's experts are held twice.
+    pub fn per_expert(&mut self, modules: &[String], input: i32, output: i32) -> Result<ExpertLinear> {
+        let first = modules.first().ok_or_else(|| Error::internal("no experts to stack"))?;
+        let stack = |parts: &[Array]| -> Result<Array> {
+            let views = parts
+                .iter()
+                .map(|a| {
+                    let mut s = a.shape();
+                    s.insert(0, 1);
+                    ops::reshape(a, &s)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let all = ops::concatenate(&views.iter().collect::<Vec<_>>(), 0)?;
+            all.eval()?;
+            Ok(all)
+        };
+        if self.contains(&format!("{first}.scales")) {
+            let (mut ws, mut ss, mut bs) = (Vec::new(), Vec::new(), Vec::new());
+            let mut params = None;
+            for m in modules {
+                if !self.contains(&format!("{m}.scales")) {
+                    return Err(Error::format(format!(
+                        "{}: {m}: dense while {first} is quantized; every expert must be stored alike",
+                        self.file(&format!("{m}.weight"))
+                    )));
+                }
+                let (w, s, b, p) = self.quantized(m, output, input)?;
+                if *params.get_or_insert(p) != p {
+                    return Err(Error::format(format!(
+                        "{}: {m}: quantized with other bits or group size than {first}",
+                        self.file(&format!("{m}.weight"))
+                    )));
+                }
+                ws.push(w);
+                ss.push(s);
+                bs.push(b);
+            }
+            let p = params.ok_or_else(|| Error::internal("no experts to stack"))?;
+            return Ok(ExpertLinear::Quantized {
+                w: stack(&ws)?,
+                scales: stack(&ss)?,
+                biases: stack(&bs)?,
+                p,
+            });
+        }
+        let mut ws = Vec::with_capacity(modules.len());
+        for m in modules {
+            if self.contains(&format!("{m}.scales")) {
+                return Err(Error::format(format!(
+                    "{}: {m}: quantized while {first} is dense; every expert must be stored alike",
+                    self.file(&format!("{m}.weight"))
+                )));
+            }
+            ws.push(self.float(&format!("{m}.weight"), &[output, input])?);
+            self.params += output as u64 * input as u64;
+        }
+        Ok(ExpertLinear::Dense { wt: ops::transpose(&stack(&ws)?, &[0, 2, 1])? })
     }
 
     /// A linear layer `module` mapping `input` features to `output`, dense or quantized.

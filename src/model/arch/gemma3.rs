@@ -61,6 +61,7 @@ pub fn spec(cfg: &Config) -> Result<ModelSpec> {
                 mlp_bias: false,
                 intermediate: c.intermediate,
                 norms: NormPlacement::Sandwich,
+                moe: None,
             }
         })
         .collect();

@@ -3,6 +3,7 @@
 
 mod gemma3;
 mod llama;
+pub mod moe;
 mod olmo2;
 mod phi3;
 mod qwen;
@@ -15,8 +16,20 @@ use crate::model::nn::rope::Rope;
 use crate::{Error, Result};
 
 /// The `model_type` values liblmx loads.
-pub const SUPPORTED: &[&str] =
-    &["llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text", "phi3", "smollm3", "olmo2"];
+pub const SUPPORTED: &[&str] = &[
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma3",
+    "gemma3_text",
+    "phi3",
+    "smollm3",
+    "olmo2",
+    "qwen2_moe",
+    "qwen3_moe",
+    "mixtral",
+];
 
 /// Builds the spec for a checkpoint's config.
 pub fn spec_for(cfg: &Config) -> Result<ModelSpec> {
@@ -30,6 +43,9 @@ pub fn spec_for(cfg: &Config) -> Result<ModelSpec> {
         "phi3" => phi3::spec(cfg),
         "smollm3" => smollm3::spec(cfg),
         "olmo2" => olmo2::spec(cfg),
+        "qwen2_moe" => moe::spec(cfg, moe::Family::Qwen2Moe),
+        "qwen3_moe" => moe::spec(cfg, moe::Family::Qwen3Moe),
+        "mixtral" => moe::spec(cfg, moe::Family::Mixtral),
         "gemma3_text" => gemma3::spec(cfg),
         // The multimodal checkpoint: the language model's config is nested.
         "gemma3" => match cfg.object("text_config")? {
@@ -225,6 +241,7 @@ pub(crate) fn pre_norm_spec(cfg: &Config, c: &Common, f: PreNorm) -> Result<Mode
                 mlp_bias: f.mlp_bias,
                 intermediate: c.intermediate,
                 norms: f.norms,
+                moe: None,
             }
         })
         .collect();
@@ -240,4 +257,20 @@ pub(crate) fn pre_norm_spec(cfg: &Config, c: &Common, f: PreNorm) -> Result<Mode
         max_position: c.max_position,
         layers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The README's list of supported `model_type`s is this module's, in its order.
+    #[test]
+    fn the_readme_lists_the_supported_model_types() {
+        let readme = include_str!("../../../README.md");
+        let line = readme
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix("Supported `model_type`s: "))
+            .expect("README has the list");
+        let listed: Vec<&str> =
+            line.split(';').next().unwrap_or("").split(", ").map(|s| s.trim_matches('`')).collect();
+        assert_eq!(listed, super::SUPPORTED);
+    }
 }

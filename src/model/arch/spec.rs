@@ -59,12 +59,44 @@ pub struct AttentionSpec {
     pub o_bias: bool,
 }
 
+/// How a router turns its scores into the experts a token uses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Routing {
+    /// Softmax over every expert's logit, the top k by probability; with `renormalize`, the
+    /// k weights are divided by their sum (`norm_topk_prob`), else they are the softmax's.
+    SoftmaxTopK { renormalize: bool },
+}
+
+/// A sparse mixture-of-experts feed-forward block: a router picks `top_k` of `experts` gated
+/// FFNs (the dense MLP's kind, of width `intermediate`) per token and sums their outputs
+/// weighted by its scores; optionally a dense shared expert runs on every token too.
+#[derive(Clone, Debug)]
+pub struct MoeSpec {
+    pub experts: i32,
+    pub top_k: i32,
+    pub intermediate: i32,
+    pub routing: Routing,
+    /// Width of the shared expert, run on every token (Qwen2-MoE), if any.
+    pub shared_intermediate: Option<i32>,
+    /// The shared expert's output is scaled by sigmoid(shared_expert_gate(x)).
+    pub shared_gate: bool,
+    /// The block's module names to look for, first found wins ("mlp", or Mixtral's
+    /// "block_sparse_moe" beside "mlp").
+    pub modules: &'static [&'static str],
+    /// Per-expert tensor names in older checkpoints: gate, up and down projections
+    /// (`gate_proj`, `up_proj`, `down_proj`, or Mixtral's `w1`, `w3`, `w2`).
+    pub expert_names: [&'static str; 3],
+}
+
 #[derive(Clone, Debug)]
 pub struct LayerSpec {
     pub attn: AttentionSpec,
     pub mlp: MlpKind,
     pub mlp_bias: bool,
     pub intermediate: i32,
+    /// When set, the layer's feed-forward block is this mixture of experts instead of the
+    /// dense MLP (whose `mlp` kind its experts share).
+    pub moe: Option<MoeSpec>,
     pub norms: NormPlacement,
 }
 

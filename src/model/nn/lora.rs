@@ -234,6 +234,7 @@ impl LoraWeights {
             }
         }
         let w = LoraWeights { config, layers };
+        w.check(spec)?;
         crate::mlx::eval(&w.arrays().iter().collect::<Vec<_>>())?;
         Ok(w)
     }
@@ -271,6 +272,12 @@ impl LoraWeights {
         for (i, l) in self.layers.iter().enumerate() {
             for t in Target::ALL {
                 if let Some((a, b)) = l.get(t) {
+                    if spec.layers[i].moe.is_some() && matches!(t, Target::Gate | Target::Up | Target::Down) {
+                        return Err(Error::unsupported(format!(
+                            "the adapter has model.layers.{i}.{}, but layer {i} is a mixture of experts (adapters on experts are not supported)",
+                            t.key()
+                        )));
+                    }
                     let (din, dout) = t.dims(spec, i);
                     if a.shape() != [din, self.config.rank] || b.shape() != [self.config.rank, dout] {
                         return Err(Error::invalid(format!(
@@ -437,6 +444,7 @@ impl LoraWeights {
         let config = LoraConfig { rank, scale, dropout, num_layers, targets: targets.into_iter().collect() };
         config.validate(n).map_err(|e| e.context(cfg_path.display()))?;
         let w = LoraWeights { config, layers };
+        w.check(spec).map_err(|e| e.context(file.display()))?;
         crate::mlx::eval(&w.arrays().iter().collect::<Vec<_>>())?;
         w.check_finite().map_err(|e| e.context(file.display()))?;
         Ok(w)

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod linear;
 pub mod lora;
+pub mod moe;
 pub mod quant;
 pub mod rope;
 pub mod transformer;

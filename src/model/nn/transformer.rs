@@ -6,6 +6,7 @@ use crate::model::arch::spec::{AttentionSpec, LayerSpec, MlpKind, ModelSpec, Nor
 use crate::model::nn::cache::{Kv, KvCache, Packed};
 use crate::model::nn::linear::{Embedding, Linear, Projections};
 use crate::model::nn::lora::{LayerPairs, Lora, LoraApply, Target};
+use crate::model::nn::moe::{self, Moe};
 use crate::model::weights::WeightStore;
 use crate::{Error, Result};
 
@@ -27,10 +28,31 @@ struct Mlp {
     kind: MlpKind,
 }
 
+/// A layer's feed-forward block, as its spec says: dense, or a mixture of experts.
+#[derive(Clone)]
+enum Ffn {
+    Dense(Mlp),
+    Moe(Box<Moe>),
+}
+
+impl Ffn {
+    fn forward(&self, x: &Array, lora: Option<(LoraApply, &LayerPairs)>) -> Result<Array> {
+        match self {
+            Ffn::Dense(m) => m.forward(x, lora),
+            // Adapters on a sparse layer's MLP are refused when the adapter is checked
+            // (LoraWeights::check); one that got here anyway is an error, never ignored.
+            Ffn::Moe(_) if lora.is_some_and(|(_, p)| p.any(&[Target::Gate, Target::Up, Target::Down])) => {
+                Err(Error::unsupported("a LoRA adapter on a mixture-of-experts layer's MLP"))
+            }
+            Ffn::Moe(m) => m.forward(x),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Block {
     self_attn: Attention,
-    mlp: Mlp,
+    mlp: Ffn,
     norms: NormPlacement,
     /// The norm before attention; None with post-norms.
     input_layernorm: Option<Array>,
@@ -69,12 +91,12 @@ fn silu(x: &Array) -> Result<Array> {
 }
 
 /// `silu(gate) * up`, compiled into one kernel on a GPU.
-fn swiglu(a: &[Array]) -> Result<Vec<Array>> {
+pub(super) fn swiglu(a: &[Array]) -> Result<Vec<Array>> {
     Ok(vec![ops::multiply(&silu(&a[0])?, &a[1])?])
 }
 
 /// `gelu_tanh(gate) * up`, compiled into one kernel on a GPU.
-fn geglu_tanh(a: &[Array]) -> Result<Vec<Array>> {
+pub(super) fn geglu_tanh(a: &[Array]) -> Result<Vec<Array>> {
     Ok(vec![ops::multiply(&gelu_tanh(&a[0])?, &a[1])?])
 }
 
@@ -412,16 +434,19 @@ impl Transformer {
             k_norm: qk_norm("k_norm", kn, store)?,
             spec: a.clone(),
         };
-        let mlp = Mlp {
-            gate_up: store.projections_or_fused(
-                &format!("{p}mlp.gate_up_proj"),
-                &["gate_proj", "up_proj"].map(|n| format!("{p}mlp.{n}")),
-                h,
-                &[ls.intermediate, ls.intermediate],
-                ls.mlp_bias,
-            )?,
-            down_proj: store.linear(&format!("{p}mlp.down_proj"), ls.intermediate, h, ls.mlp_bias)?,
-            kind: ls.mlp,
+        let mlp = match &ls.moe {
+            Some(m) => Ffn::Moe(Box::new(moe::load(store, p, m, h, ls.mlp)?)),
+            None => Ffn::Dense(Mlp {
+                gate_up: store.projections_or_fused(
+                    &format!("{p}mlp.gate_up_proj"),
+                    &["gate_proj", "up_proj"].map(|n| format!("{p}mlp.{n}")),
+                    h,
+                    &[ls.intermediate, ls.intermediate],
+                    ls.mlp_bias,
+                )?,
+                down_proj: store.linear(&format!("{p}mlp.down_proj"), ls.intermediate, h, ls.mlp_bias)?,
+                kind: ls.mlp,
+            }),
         };
         let norm_if = |on: bool, name: &str, store: &mut WeightStore| -> Result<Option<Array>> {
             on.then(|| store.norm(&format!("{p}{name}.weight"), h, style)).transpose()
@@ -607,8 +632,10 @@ impl Transformer {
             b.self_attn.qkv =
                 b.self_attn.qkv.plus(&[delta(Target::Q)?, delta(Target::K)?, delta(Target::V)?])?;
             b.self_attn.o_proj = b.self_attn.o_proj.plus(delta(Target::O)?.as_ref())?;
-            b.mlp.gate_up = b.mlp.gate_up.plus(&[delta(Target::Gate)?, delta(Target::Up)?])?;
-            b.mlp.down_proj = b.mlp.down_proj.plus(delta(Target::Down)?.as_ref())?;
+            if let Ffn::Dense(mlp) = &mut b.mlp {
+                mlp.gate_up = mlp.gate_up.plus(&[delta(Target::Gate)?, delta(Target::Up)?])?;
+                mlp.down_proj = mlp.down_proj.plus(delta(Target::Down)?.as_ref())?;
+            }
         }
         Ok(out)
     }

@@ -1,0 +1,329 @@
+//! A sparse mixture-of-experts feed-forward block: a router scores every expert for each
+//! token and keeps the top k; the chosen experts' gated FFNs run as gathered matrix products
+//! over expert weights stacked `[E, out, in]` (dense or MLX-quantized), and their outputs are
+//! summed with the router's weights. A dense shared expert may run beside them.
+//!
+//! The experts are never looped over in Rust: one gathered matmul per projection covers every
+//! (token, expert) pair. For many pairs (a prefill) they are first sorted by expert so MLX
+//! reads each expert's weights once, then put back in token order.
+//!
+//! This module must not know model families: which tensors hold the experts is found from
+//! the names the spec gives (see [`load`]).
+
+use std::cell::RefCell;
+
+use crate::mlx::{compile, ops, Array};
+use crate::model::arch::spec::{MlpKind, MoeSpec, Routing};
+use crate::model::nn::linear::{Linear, Projections};
+use crate::model::nn::quant::QuantParams;
+use crate::model::weights::WeightStore;
+use crate::{Error, Result};
+
+/// Pairs of (token, expert) from which the pairs are sorted by expert before the gathered
+/// matmuls. Below it (decoding) the sort and unsort cost more than scattered reads.
+pub const SORT_FROM: usize = 64;
+
+/// One linear layer per expert, stacked.
+#[derive(Clone)]
+pub enum ExpertLinear {
+    /// `wt` is [E, in, out] (a transposed view of the stacked [E, out, in] weights).
+    Dense { wt: Array },
+    /// Packed [E, out, in * bits / 32] weights with [E, out, in / group] scales and biases.
+    Quantized { w: Array, scales: Array, biases: Array, p: QuantParams },
+}
+
+impl ExpertLinear {
+    /// `x @ W[e].T` for each expert e of `idx`. x: [..., 1, in]; idx broadcasts against x's
+    /// batch axes; the result is [batch..., 1, out].
+    fn forward(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
+        match self {
+            ExpertLinear::Dense { wt } => ops::gather_mm(x, wt, None, Some(idx), sorted),
+            ExpertLinear::Quantized { w, scales, biases, p } => ops::gather_qmm(
+                x,
+                w,
+                scales,
+                Some(biases),
+                None,
+                Some(idx),
+                true,
+                p.group_size,
+                p.bits,
+                QuantParams::MODE,
+                sorted,
+            ),
+        }
+    }
+
+    /// Experts whose outputs are `parts`' outputs side by side (same input), or None when the
+    /// parts are stored differently. Evaluated.
+    fn concat(parts: &[ExpertLinear]) -> Result<Option<ExpertLinear>> {
+        let out = match &parts[0] {
+            ExpertLinear::Dense { .. } => {
+                let mut wts = Vec::new();
+                for part in parts {
+                    match part {
+                        ExpertLinear::Dense { wt } => wts.push(wt),
+                        _ => return Ok(None),
+                    }
+                }
+                ExpertLinear::Dense { wt: ops::concatenate(&wts, 2)? }
+            }
+            ExpertLinear::Quantized { p, .. } => {
+                let (mut ws, mut ss, mut bs) = (Vec::new(), Vec::new(), Vec::new());
+                for part in parts {
+                    match part {
+                        ExpertLinear::Quantized { w, scales, biases, p: pp } if pp == p => {
+                            ws.push(w);
+                            ss.push(scales);
+                            bs.push(biases);
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                ExpertLinear::Quantized {
+                    w: ops::concatenate(&ws, 1)?,
+                    scales: ops::concatenate(&ss, 1)?,
+                    biases: ops::concatenate(&bs, 1)?,
+                    p: *p,
+                }
+            }
+        };
+        match &out {
+            ExpertLinear::Dense { wt } => wt.eval()?,
+            ExpertLinear::Quantized { w, scales, biases, .. } => crate::mlx::eval(&[w, scales, biases])?,
+        }
+        Ok(Some(out))
+    }
+}
+
+/// The experts' gate and up projections (one matmul where they are stored alike) and down.
+#[derive(Clone)]
+enum GateUp {
+    Fused(ExpertLinear),
+    Separate(ExpertLinear, ExpertLinear),
+}
+
+/// What a router chose for a batch of tokens: per token, `top_k` expert ids and weights.
+#[derive(Clone)]
+pub struct Choice {
+    /// [B, L, k] uint32.
+    pub experts: Array,
+    /// [B, L, k] in the activations' dtype.
+    pub weights: Array,
+}
+
+/// The router: a [experts, hidden] linear layer and how its scores pick experts.
+#[derive(Clone)]
+pub struct Router {
+    gate: Linear,
+    routing: Routing,
+    top_k: i32,
+}
+
+impl Router {
+    /// The experts and weights for each token of `x` [B, L, hidden].
+    pub fn route(&self, x: &Array) -> Result<Choice> {
+        let logits = self.gate.forward(x)?;
+        let k = self.top_k;
+        let choice = match self.routing {
+            Routing::SoftmaxTopK { renormalize } => {
+                let probs = ops::softmax(&logits, -1, true)?;
+                // The k largest: partition the negated scores so the first k are the top k.
+                let experts =
+                    ops::slice_axis(&ops::argpartition(&ops::negative(&probs)?, k - 1, -1)?, -1, 0, k)?;
+                let mut weights = ops::take_along_axis(&probs, &experts, -1)?;
+                if renormalize {
+                    weights = ops::divide(&weights, &ops::sum(&weights, &[-1], true)?)?;
+                }
+                Choice { experts, weights }
+            }
+        };
+        record(&choice);
+        Ok(choice)
+    }
+}
+
+thread_local! {
+    static TRACE: RefCell<Option<Vec<Choice>>> = const { RefCell::new(None) };
+}
+
+fn record(c: &Choice) {
+    TRACE.with(|t| {
+        if let Some(v) = t.borrow_mut().as_mut() {
+            v.push(c.clone());
+        }
+    });
+}
+
+/// Runs `f` and returns what every router it ran on this thread chose, in order (a test
+/// hook: routing checked against the reference implementation's). Nothing is recorded
+/// outside such a call.
+#[doc(hidden)]
+pub fn trace_routing<R>(f: impl FnOnce() -> R) -> (R, Vec<Choice>) {
+    TRACE.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    let r = f();
+    let v = TRACE.with(|t| t.borrow_mut().take()).unwrap_or_default();
+    (r, v)
+}
+
+/// A dense gated FFN run on every token beside the routed experts, its output optionally
+/// scaled by `sigmoid(gate(x))`.
+#[derive(Clone)]
+struct SharedExpert {
+    gate_up: Projections,
+    down_proj: Linear,
+    gate: Option<Linear>,
+}
+
+/// The sparse mixture-of-experts block.
+#[derive(Clone)]
+pub struct Moe {
+    router: Router,
+    gate_up: GateUp,
+    down: ExpertLinear,
+    kind: MlpKind,
+    shared: Option<SharedExpert>,
+    pub spec: MoeSpec,
+}
+
+fn activation(kind: MlpKind) -> fn(&[Array]) -> Result<Vec<Array>> {
+    match kind {
+        MlpKind::SwiGlu => super::transformer::swiglu,
+        MlpKind::GeGluTanh => super::transformer::geglu_tanh,
+    }
+}
+
+fn act(kind: MlpKind, g: &Array, u: &Array) -> Result<Array> {
+    compile::call(activation(kind), &[g, u])?.pop().ok_or_else(|| Error::internal("no activation output"))
+}
+
+impl Moe {
+    /// The block's output for `x` [B, L, hidden].
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let shape = x.shape();
+        let (b, l, h) = (shape[0], shape[1], shape[2]);
+        let choice = self.router.route(x)?;
+        let k = self.spec.top_k;
+        let n = b * l;
+        let experts = ops::reshape(&choice.experts, &[n, k])?;
+        let pairs = (n * k) as usize;
+        let y = if pairs >= SORT_FROM {
+            // Sort the (token, expert) pairs by expert: row r of the sorted list is token
+            // order[r] / k; `unsort` puts the results back in (token, k) order.
+            let flat = ops::reshape(&experts, &[n * k])?;
+            let order = ops::argsort(&flat, 0)?;
+            let unsort = ops::argsort(&order, 0)?;
+            let rows = ops::floor_divide(&order, &ops::astype(&Array::scalar_i32(k), order.dtype()?)?)?;
+            let xs = ops::reshape(&ops::take(&ops::reshape(x, &[n, h])?, &rows, 0)?, &[n * k, 1, h])?;
+            let idx = ops::take(&flat, &order, 0)?;
+            let y = self.experts(&xs, &idx, true)?;
+            ops::reshape(&ops::take(&y, &unsort, 0)?, &[n, k, h])?
+        } else {
+            let xs = ops::reshape(x, &[n, 1, 1, h])?;
+            ops::reshape(&self.experts(&xs, &experts, false)?, &[n, k, h])?
+        };
+        let w = ops::reshape(&ops::astype(&choice.weights, y.dtype()?)?, &[n, k, 1])?;
+        let mut out = ops::reshape(&ops::sum(&ops::multiply(&y, &w)?, &[1], false)?, &[b, l, h])?;
+        if let Some(s) = &self.shared {
+            let gu = s.gate_up.forward(x)?;
+            let mut sy = s.down_proj.forward(&act(self.kind, &gu[0], &gu[1])?)?;
+            if let Some(g) = &s.gate {
+                sy = ops::multiply(&ops::sigmoid(&g.forward(x)?)?, &sy)?;
+            }
+            out = ops::add(&out, &sy)?;
+        }
+        Ok(out)
+    }
+
+    /// The chosen experts' FFN for rows `x` [..., 1, hidden] and expert ids `idx`.
+    fn experts(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
+        let (g, u) = match &self.gate_up {
+            GateUp::Fused(gu) => {
+                let y = gu.forward(x, idx, sorted)?;
+                let i = self.spec.intermediate;
+                (ops::slice_axis(&y, -1, 0, i)?, ops::slice_axis(&y, -1, i, 2 * i)?)
+            }
+            GateUp::Separate(g, u) => (g.forward(x, idx, sorted)?, u.forward(x, idx, sorted)?),
+        };
+        self.down.forward(&act(self.kind, &g, &u)?, idx, sorted)
+    }
+
+    /// The quantization of the experts, if quantized.
+    pub fn quant(&self) -> Option<QuantParams> {
+        match &self.down {
+            ExpertLinear::Dense { .. } => None,
+            ExpertLinear::Quantized { p, .. } => Some(*p),
+        }
+    }
+}
+
+/// Loads the block of layer prefix `p` ("model.layers.3.") for `spec`, from whichever layout
+/// the checkpoint has, checking every tensor's shape:
+/// - mlx-lm's: `{m}.switch_mlp.{gate,up,down}_proj.weight` stacked [E, out, in], dense or
+///   quantized (with `.scales` and `.biases`);
+/// - transformers 5's in-memory one (`save_pretrained(save_original_format=False)`):
+///   `{m}.experts.gate_up_proj` [E, 2 * I, hidden] (gate rows first) and
+///   `{m}.experts.down_proj` [E, hidden, I];
+/// - one tensor per expert (what `save_pretrained` writes and published checkpoints hold):
+///   `{m}.experts.{e}.{gate,up,down}.weight` with the spec's names, stacked here once.
+///
+/// `m` is the first of the spec's module names whose router `{m}.gate.weight` exists.
+pub fn load(store: &mut WeightStore, p: &str, spec: &MoeSpec, hidden: i32, kind: MlpKind) -> Result<Moe> {
+    let m = spec
+        .modules
+        .iter()
+        .map(|m| format!("{p}{m}"))
+        .find(|m| store.contains(&format!("{m}.gate.weight")))
+        .ok_or_else(|| store.missing_tensor(&format!("{p}{}.gate.weight", spec.modules[0])))?;
+    let (e, i) = (spec.experts, spec.intermediate);
+    let router = Router {
+        gate: store.linear(&format!("{m}.gate"), hidden, e, false)?,
+        routing: spec.routing,
+        top_k: spec.top_k,
+    };
+    let (gate_up, down) = if store.contains(&format!("{m}.switch_mlp.gate_proj.weight")) {
+        let sw = |n: &str| format!("{m}.switch_mlp.{n}");
+        let g = store.stacked_experts(&sw("gate_proj"), e, hidden, i)?;
+        let u = store.stacked_experts(&sw("up_proj"), e, hidden, i)?;
+        let d = store.stacked_experts(&sw("down_proj"), e, i, hidden)?;
+        (fuse(g, u)?, d)
+    } else if store.contains(&format!("{m}.experts.gate_up_proj")) {
+        let gu = store.stacked_dense_experts(&format!("{m}.experts.gate_up_proj"), e, hidden, 2 * i)?;
+        let d = store.stacked_dense_experts(&format!("{m}.experts.down_proj"), e, i, hidden)?;
+        (GateUp::Fused(gu), d)
+    } else {
+        let [gn, un, dn] = spec.expert_names;
+        let names = |n: &str| (0..e).map(|x| format!("{m}.experts.{x}.{n}")).collect::<Vec<_>>();
+        let g = store.per_expert(&names(gn), hidden, i)?;
+        let u = store.per_expert(&names(un), hidden, i)?;
+        let d = store.per_expert(&names(dn), i, hidden)?;
+        (fuse(g, u)?, d)
+    };
+    let shared = match spec.shared_intermediate {
+        Some(si) => {
+            let s = format!("{m}.shared_expert");
+            Some(SharedExpert {
+                gate_up: store.projections(
+                    &["gate_proj", "up_proj"].map(|n| format!("{s}.{n}")),
+                    hidden,
+                    &[si, si],
+                    false,
+                )?,
+                down_proj: store.linear(&format!("{s}.down_proj"), si, hidden, false)?,
+                gate: spec
+                    .shared_gate
+                    .then(|| store.linear(&format!("{m}.shared_expert_gate"), hidden, 1, false))
+                    .transpose()?,
+            })
+        }
+        None => None,
+    };
+    Ok(Moe { router, gate_up, down, kind, shared, spec: spec.clone() })
+}
+
+fn fuse(g: ExpertLinear, u: ExpertLinear) -> Result<GateUp> {
+    Ok(match ExpertLinear::concat(&[g.clone(), u.clone()])? {
+        Some(gu) => GateUp::Fused(gu),
+        None => GateUp::Separate(g, u),
+    })
+}
