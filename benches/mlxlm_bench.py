@@ -21,6 +21,26 @@ from mlx_lm import load
 from mlx_lm.generate import generate_step
 
 
+def _gather_qmm_without_global_scale():
+    """mlx-lm 0.32.2's quantized expert layers (SwitchLinear) pass `global_scale=None` to
+    mx.gather_qmm, an argument mlx 0.32.2 does not take: no quantized mixture of experts runs
+    without this. The argument is dropped when it is None (affine and mxfp4 have none); the
+    computation is mlx's own."""
+    original = mx.gather_qmm
+    if "global_scale" in (original.__doc__ or "").split("->")[0]:
+        return
+
+    def gather_qmm(*args, global_scale=None, **kwargs):
+        if global_scale is not None:
+            raise ValueError("a global scale (nvfp4) needs a newer mlx")
+        return original(*args, **kwargs)
+
+    mx.gather_qmm = gather_qmm
+
+
+_gather_qmm_without_global_scale()
+
+
 def max_rss():
     """Largest resident set of this process so far, in bytes (VmHWM; 0 where /proc has none)."""
     try:
