@@ -43,6 +43,11 @@ pub enum Routing {
     /// Softmax over every expert's logit, the top k by probability; with `renormalize`, the
     /// k weights are divided by their sum (`norm_topk_prob`), else they are the softmax's.
     SoftmaxTopK { renormalize: bool },
+    /// DeepSeek-V3's: sigmoid scores; the choice adds the router's `e_score_correction_bias`
+    /// and keeps only experts of the `top_groups` of `groups` equal groups whose two best
+    /// scores sum highest; the weights are the chosen experts' sigmoid scores (without the
+    /// bias), divided by their sum with `renormalize`, times `scaling`.
+    SigmoidGroupedTopK { groups: i32, top_groups: i32, renormalize: bool, scaling: f32 },
 }
 
 /// A sparse mixture-of-experts feed-forward block: a router picks `top_k` of `experts` gated
