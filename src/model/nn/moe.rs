@@ -357,9 +357,9 @@ pub fn load(store: &mut WeightStore, p: &str, spec: &MoeSpec, hidden: i32, kind:
         let d = store.per_expert(&names(dn), i, hidden)?;
         (fuse(g, u)?, d)
     };
-    let shared = match spec.shared_intermediate {
-        Some(si) => {
-            let s = format!("{m}.shared_expert");
+    let shared = match &spec.shared {
+        Some(sh) => {
+            let (s, si) = (format!("{m}.{}", sh.module), sh.intermediate);
             Some(SharedExpert {
                 gate_up: store.projections(
                     &["gate_proj", "up_proj"].map(|n| format!("{s}.{n}")),
@@ -368,10 +368,7 @@ pub fn load(store: &mut WeightStore, p: &str, spec: &MoeSpec, hidden: i32, kind:
                     false,
                 )?,
                 down_proj: store.linear(&format!("{s}.down_proj"), si, hidden, false)?,
-                gate: spec
-                    .shared_gate
-                    .then(|| store.linear(&format!("{m}.shared_expert_gate"), hidden, 1, false))
-                    .transpose()?,
+                gate: sh.gate.map(|g| store.linear(&format!("{m}.{g}"), hidden, 1, false)).transpose()?,
             })
         }
         None => None,
