@@ -9,6 +9,8 @@ Run with .venv-ref/bin/python scripts/moe_router_ref.py.
 
 import math
 
+import numpy as np
+
 import torch
 from transformers import DeepseekV3Config
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
@@ -49,7 +51,8 @@ def main():
     print("// experts (ascending per token)")
     print(f"const EXPERTS: [[u32; {K}]; {T}] = {idx.tolist()};".replace("], [", "], ["))
     print("// weights, in the same order")
-    rows = ", ".join("[" + ", ".join(f"{v:.8}" for v in r) + "]" for r in weights.tolist())
+    # The shortest decimal that reads back as the same float32.
+    rows = ", ".join("[" + ", ".join(str(np.float32(v)) for v in r) + "]" for r in weights.tolist())
     print(f"const WEIGHTS: [[f32; {K}]; {T}] = [{rows}];")
     # The choice must not hang on rounding: the kept groups stand apart from the dropped ones,
     # and within the kept groups the chosen experts from the others.
