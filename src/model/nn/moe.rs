@@ -237,7 +237,7 @@ pub struct Moe {
     down: ExpertLinear,
     kind: MlpKind,
     shared: Option<SharedExpert>,
-    pub spec: MoeSpec,
+    spec: MoeSpec,
 }
 
 fn activation(kind: MlpKind) -> fn(&[Array]) -> Result<Vec<Array>> {
@@ -300,14 +300,6 @@ impl Moe {
             GateUp::Separate(g, u) => (g.forward(x, idx, sorted)?, u.forward(x, idx, sorted)?),
         };
         self.down.forward(&act(self.kind, &g, &u)?, idx, sorted)
-    }
-
-    /// The quantization of the experts, if quantized.
-    pub fn quant(&self) -> Option<QuantParams> {
-        match &self.down {
-            ExpertLinear::Dense { .. } => None,
-            ExpertLinear::Quantized { p, .. } => Some(*p),
-        }
     }
 }
 
