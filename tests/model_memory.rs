@@ -10,7 +10,8 @@ use lmx::model::{KvCache, LoadParams, Model};
 #[test]
 fn active_memory_beyond_the_cache_is_flat_over_500_decode_steps() {
     // Gemma 3 has both kinds of cache: growing (global layers) and ring (sliding layers).
-    for case in ["gemma3", "qwen3_q4"] {
+    // Mixtral: MoE layers (gathered expert matmuls) over sliding-window caches.
+    for case in ["gemma3", "qwen3_q4", "mixtral", "qwen2_moe_q4"] {
         let model = Model::load(&fixtures().join(case), &LoadParams::default()).unwrap();
         let t = model.transformer();
         let mut cache = KvCache::new(t.spec());

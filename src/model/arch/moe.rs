@@ -4,7 +4,7 @@
 //! attention is Qwen2's, Qwen3's and Mistral's; only the feed-forward block differs.
 
 use super::{check_activation, layer_types, pre_norm_spec, Common, PreNorm};
-use crate::model::arch::spec::{ModelSpec, MoeSpec, QkNorm, Routing};
+use crate::model::arch::spec::{ModelSpec, MoeSpec, QkNorm, Routing, SharedExpertSpec};
 use crate::model::config::Config;
 use crate::{Error, Result};
 
@@ -67,11 +67,13 @@ pub fn spec(cfg: &Config, family: Family) -> Result<ModelSpec> {
     let routing = Routing::SoftmaxTopK {
         renormalize: family == Family::Mixtral || cfg.bool("norm_topk_prob")?.unwrap_or(false),
     };
-    let shared_intermediate = match family {
-        Family::Qwen2Moe => Some(
-            super::bounded(cfg, "shared_expert_intermediate_size", super::MAX_INTERMEDIATE)?
+    let shared = match family {
+        Family::Qwen2Moe => Some(SharedExpertSpec {
+            intermediate: super::bounded(cfg, "shared_expert_intermediate_size", super::MAX_INTERMEDIATE)?
                 .ok_or_else(|| missing(cfg, "shared_expert_intermediate_size"))?,
-        ),
+            module: "shared_expert",
+            gate: Some("shared_expert_gate"),
+        }),
         _ => None,
     };
     let moe = MoeSpec {
@@ -79,8 +81,7 @@ pub fn spec(cfg: &Config, family: Family) -> Result<ModelSpec> {
         top_k,
         intermediate,
         routing,
-        shared_intermediate,
-        shared_gate: shared_intermediate.is_some(),
+        shared,
         modules: if family == Family::Mixtral { &["block_sparse_moe", "mlp"] } else { &["mlp"] },
         expert_names: if family == Family::Mixtral {
             ["w1", "w3", "w2"]

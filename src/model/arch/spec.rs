@@ -65,6 +65,11 @@ pub enum Routing {
     /// Softmax over every expert's logit, the top k by probability; with `renormalize`, the
     /// k weights are divided by their sum (`norm_topk_prob`), else they are the softmax's.
     SoftmaxTopK { renormalize: bool },
+    /// DeepSeek-V3's: sigmoid scores; the choice adds the router's `e_score_correction_bias`
+    /// and keeps only experts of the `top_groups` of `groups` equal groups whose two best
+    /// scores sum highest; the weights are the chosen experts' sigmoid scores (without the
+    /// bias), divided by their sum with `renormalize`, times `scaling`.
+    SigmoidGroupedTopK { groups: i32, top_groups: i32, renormalize: bool, scaling: f32 },
 }
 
 /// A sparse mixture-of-experts feed-forward block: a router picks `top_k` of `experts` gated
@@ -76,16 +81,25 @@ pub struct MoeSpec {
     pub top_k: i32,
     pub intermediate: i32,
     pub routing: Routing,
-    /// Width of the shared expert, run on every token (Qwen2-MoE), if any.
-    pub shared_intermediate: Option<i32>,
-    /// The shared expert's output is scaled by sigmoid(shared_expert_gate(x)).
-    pub shared_gate: bool,
+    /// A dense expert run on every token beside the routed ones, if any.
+    pub shared: Option<SharedExpertSpec>,
     /// The block's module names to look for, first found wins ("mlp", or Mixtral's
     /// "block_sparse_moe" beside "mlp").
     pub modules: &'static [&'static str],
     /// Per-expert tensor names in older checkpoints: gate, up and down projections
     /// (`gate_proj`, `up_proj`, `down_proj`, or Mixtral's `w1`, `w3`, `w2`).
     pub expert_names: [&'static str; 3],
+}
+
+/// A mixture-of-experts block's shared expert: a gated FFN of the block's MLP kind.
+#[derive(Clone, Debug)]
+pub struct SharedExpertSpec {
+    pub intermediate: i32,
+    /// Its module name inside the block ("shared_expert"; DeepSeek: "shared_experts").
+    pub module: &'static str,
+    /// A [1, hidden] linear layer of that name inside the block scales the shared expert's
+    /// output by sigmoid(gate(x)) (Qwen2-MoE's "shared_expert_gate"); None: unscaled.
+    pub gate: Option<&'static str>,
 }
 
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@
 
 use std::cell::RefCell;
 
-use crate::mlx::{compile, ops, Array};
+use crate::mlx::{compile, ops, Array, Dtype};
 use crate::model::arch::spec::{MlpKind, MoeSpec, Routing};
 use crate::model::nn::linear::{Linear, Projections};
 use crate::model::nn::quant::QuantParams;
@@ -108,7 +108,7 @@ enum GateUp {
 pub struct Choice {
     /// [B, L, k] uint32.
     pub experts: Array,
-    /// [B, L, k] in the activations' dtype.
+    /// [B, L, k], in the activations' dtype (float32 from a sigmoid router).
     pub weights: Array,
 }
 
@@ -118,9 +118,26 @@ pub struct Router {
     gate: Linear,
     routing: Routing,
     top_k: i32,
+    /// [experts] float32, added to the scores for the choice only (DeepSeek-V3).
+    correction_bias: Option<Array>,
+}
+
+/// The `k` largest entries' indices along the last axis (in no particular order).
+fn top_k_indices(a: &Array, k: i32) -> Result<Array> {
+    // Partition the negated values so that the first k are the k largest.
+    ops::slice_axis(&ops::argpartition(&ops::negative(a)?, k - 1, -1)?, -1, 0, k)
 }
 
 impl Router {
+    /// A router over `gate`'s logits choosing `top_k` experts; `correction_bias` is required
+    /// by (and only used with) [`Routing::SigmoidGroupedTopK`].
+    pub fn new(gate: Linear, routing: Routing, top_k: i32, correction_bias: Option<Array>) -> Result<Router> {
+        if matches!(routing, Routing::SigmoidGroupedTopK { .. }) != correction_bias.is_some() {
+            return Err(Error::internal("a grouped sigmoid router needs its correction bias, and only it"));
+        }
+        Ok(Router { gate, routing, top_k, correction_bias })
+    }
+
     /// The experts and weights for each token of `x` [B, L, hidden].
     pub fn route(&self, x: &Array) -> Result<Choice> {
         let logits = self.gate.forward(x)?;
@@ -128,13 +145,50 @@ impl Router {
         let choice = match self.routing {
             Routing::SoftmaxTopK { renormalize } => {
                 let probs = ops::softmax(&logits, -1, true)?;
-                // The k largest: partition the negated scores so the first k are the top k.
-                let experts =
-                    ops::slice_axis(&ops::argpartition(&ops::negative(&probs)?, k - 1, -1)?, -1, 0, k)?;
+                let experts = top_k_indices(&probs, k)?;
                 let mut weights = ops::take_along_axis(&probs, &experts, -1)?;
                 if renormalize {
                     weights = ops::divide(&weights, &ops::sum(&weights, &[-1], true)?)?;
                 }
+                Choice { experts, weights }
+            }
+            Routing::SigmoidGroupedTopK { groups, top_groups, renormalize, scaling } => {
+                let bias =
+                    self.correction_bias.as_ref().ok_or_else(|| Error::internal("no correction bias"))?;
+                // In float32 whatever the activations are, as the reference computes it.
+                let scores = ops::sigmoid(&ops::astype(&logits, Dtype::F32)?)?;
+                let mut choice = ops::add(&scores, bias)?;
+                if top_groups < groups {
+                    // Hide the experts of every group but the `top_groups` whose two best
+                    // choice scores sum highest.
+                    let shape = choice.shape();
+                    let e = shape[shape.len() - 1];
+                    let mut grouped_shape = shape[..shape.len() - 1].to_vec();
+                    grouped_shape.extend([groups, e / groups]);
+                    let grouped = ops::reshape(&choice, &grouped_shape)?;
+                    let best2 = ops::take_along_axis(&grouped, &top_k_indices(&grouped, 2)?, -1)?;
+                    let group_scores = ops::sum(&best2, &[-1], false)?;
+                    // The groups - top_groups lowest groups, as [..., dropped, 1].
+                    let dropped = ops::slice_axis(
+                        &ops::argpartition(&group_scores, groups - top_groups - 1, -1)?,
+                        -1,
+                        0,
+                        groups - top_groups,
+                    )?;
+                    let mut dshape = dropped.shape();
+                    dshape.push(1);
+                    let dropped = ops::reshape(&dropped, &dshape)?;
+                    let hidden =
+                        ops::put_along_axis(&grouped, &dropped, &Array::scalar_f32(f32::NEG_INFINITY), -2)?;
+                    choice = ops::reshape(&hidden, &shape)?;
+                }
+                let experts = top_k_indices(&choice, k)?;
+                let mut weights = ops::take_along_axis(&scores, &experts, -1)?;
+                if renormalize {
+                    let sum = ops::add(&ops::sum(&weights, &[-1], true)?, &Array::scalar_f32(1e-20))?;
+                    weights = ops::divide(&weights, &sum)?;
+                }
+                let weights = ops::multiply(&weights, &Array::scalar_f32(scaling))?;
                 Choice { experts, weights }
             }
         };
@@ -183,7 +237,7 @@ pub struct Moe {
     down: ExpertLinear,
     kind: MlpKind,
     shared: Option<SharedExpert>,
-    pub spec: MoeSpec,
+    spec: MoeSpec,
 }
 
 fn activation(kind: MlpKind) -> fn(&[Array]) -> Result<Vec<Array>> {
@@ -247,14 +301,6 @@ impl Moe {
         };
         self.down.forward(&act(self.kind, &g, &u)?, idx, sorted)
     }
-
-    /// The quantization of the experts, if quantized.
-    pub fn quant(&self) -> Option<QuantParams> {
-        match &self.down {
-            ExpertLinear::Dense { .. } => None,
-            ExpertLinear::Quantized { p, .. } => Some(*p),
-        }
-    }
 }
 
 /// Loads the block of layer prefix `p` ("model.layers.3.") for `spec`, from whichever layout
@@ -276,11 +322,15 @@ pub fn load(store: &mut WeightStore, p: &str, spec: &MoeSpec, hidden: i32, kind:
         .find(|m| store.contains(&format!("{m}.gate.weight")))
         .ok_or_else(|| store.missing_tensor(&format!("{p}{}.gate.weight", spec.modules[0])))?;
     let (e, i) = (spec.experts, spec.intermediate);
-    let router = Router {
-        gate: store.linear(&format!("{m}.gate"), hidden, e, false)?,
-        routing: spec.routing,
-        top_k: spec.top_k,
+    let correction_bias = match spec.routing {
+        Routing::SigmoidGroupedTopK { .. } => {
+            let b = store.float(&format!("{m}.gate.e_score_correction_bias"), &[e])?;
+            Some(ops::astype(&b, Dtype::F32)?)
+        }
+        Routing::SoftmaxTopK { .. } => None,
     };
+    let gate = store.linear(&format!("{m}.gate"), hidden, e, false)?;
+    let router = Router::new(gate, spec.routing, spec.top_k, correction_bias)?;
     let (gate_up, down) = if store.contains(&format!("{m}.switch_mlp.gate_proj.weight")) {
         let sw = |n: &str| format!("{m}.switch_mlp.{n}");
         let g = store.stacked_experts(&sw("gate_proj"), e, hidden, i)?;
@@ -299,9 +349,9 @@ pub fn load(store: &mut WeightStore, p: &str, spec: &MoeSpec, hidden: i32, kind:
         let d = store.per_expert(&names(dn), i, hidden)?;
         (fuse(g, u)?, d)
     };
-    let shared = match spec.shared_intermediate {
-        Some(si) => {
-            let s = format!("{m}.shared_expert");
+    let shared = match &spec.shared {
+        Some(sh) => {
+            let (s, si) = (format!("{m}.{}", sh.module), sh.intermediate);
             Some(SharedExpert {
                 gate_up: store.projections(
                     &["gate_proj", "up_proj"].map(|n| format!("{s}.{n}")),
@@ -310,10 +360,7 @@ pub fn load(store: &mut WeightStore, p: &str, spec: &MoeSpec, hidden: i32, kind:
                     false,
                 )?,
                 down_proj: store.linear(&format!("{s}.down_proj"), si, hidden, false)?,
-                gate: spec
-                    .shared_gate
-                    .then(|| store.linear(&format!("{m}.shared_expert_gate"), hidden, 1, false))
-                    .transpose()?,
+                gate: sh.gate.map(|g| store.linear(&format!("{m}.{g}"), hidden, 1, false)).transpose()?,
             })
         }
         None => None,
