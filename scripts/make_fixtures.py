@@ -929,36 +929,6 @@ def quantize_to(src_dir, dst_dir, base_config, per_layer):
 # Output
 
 
-def quantize_to(src_dir, dst_dir, base_config, per_layer):
-    """4-bit affine (group 32) copy of src_dir made by mlx-lm's quantizer."""
-    model, loaded_config = mlx_load_model(Path(src_dir))
-
-    def predicate(path, module):
-        if path in per_layer:
-            return dict(per_layer[path])
-        return True
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        model, qconfig = mlx_quantize_model(
-            model, loaded_config, group_size=32, bits=4, mode="affine", quant_predicate=predicate
-        )
-    config = copy.deepcopy(base_config)
-    config["quantization"] = qconfig["quantization"]
-    config["quantization_config"] = qconfig["quantization_config"]
-    for path in per_layer:
-        assert config["quantization"][path] == per_layer[path], config["quantization"]
-    weights = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    save_numpy(weights, str(dst_dir / "model.safetensors"), metadata={"format": "mlx"})
-    write_json(dst_dir / "config.json", config)
-    for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]:
-        shutil.copyfile(src_dir / name, dst_dir / name)
-
-
-# ---------------------------------------------------------------------------------------
-# Output
-
-
 def write_reference(dst, case, model_type, seed, prompt_ids, hf, mlx, hf_from=None,
                     extra_json=None, extra_tensors=None, long=None):
     margins = [r["margin"] for r in (hf, mlx) if r is not None]

@@ -116,22 +116,6 @@ fn an_unknown_model_type_lists_the_supported_ones() {
         e.message.contains(&format!("model_type \"mamba\" is not supported (supported: {listed})")),
         "{e}"
     );
-    for family in [
-        "llama",
-        "mistral",
-        "qwen2",
-        "qwen3",
-        "gemma3",
-        "gemma3_text",
-        "phi3",
-        "smollm3",
-        "olmo2",
-        "qwen2_moe",
-        "qwen3_moe",
-        "mixtral",
-    ] {
-        assert!(e.message.contains(family), "{e} (want {family})");
-    }
 }
 
 #[test]

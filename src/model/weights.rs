@@ -271,22 +271,7 @@ impl WeightStore {
         rows: i32,
         cols: i32,
     ) -> Result<(Array, Array, Array, QuantParams)> {
-        let p = self.quant_for(module)?;
-        if cols % p.group_size != 0 || (cols * p.bits) % 32 != 0 {
-            return Err(Error::format(format!(
-                "{}: {module}: {cols} columns do not fit group size {} at {} bits",
-                self.file(&format!("{module}.weight")),
-                p.group_size,
-                p.bits
-            )));
-        }
-        let w = self.raw(&format!("{module}.weight"), &[rows, cols * p.bits / 32], &[Dtype::U32])?;
-        self.bytes += w.nbytes() as u64;
-        let groups = cols / p.group_size;
-        let scales = self.float(&format!("{module}.scales"), &[rows, groups])?;
-        let biases = self.float(&format!("{module}.biases"), &[rows, groups])?;
-        self.params += rows as u64 * cols as u64;
-        Ok((w, scales, biases, p))
+        self.quantized_with(module, &[], rows, cols)
     }
 
     /// Packed weights, scales and biases of `experts` quantized [rows, cols] matrices stacked
@@ -295,6 +280,17 @@ impl WeightStore {
         &mut self,
         module: &str,
         experts: i32,
+        rows: i32,
+        cols: i32,
+    ) -> Result<(Array, Array, Array, QuantParams)> {
+        self.quantized_with(module, &[experts], rows, cols)
+    }
+
+    /// Quantized [rows, cols] matrices under leading dimensions `lead` (none for one matrix).
+    fn quantized_with(
+        &mut self,
+        module: &str,
+        lead: &[i32],
         rows: i32,
         cols: i32,
     ) -> Result<(Array, Array, Array, QuantParams)> {
@@ -307,12 +303,14 @@ impl WeightStore {
                 p.bits
             )));
         }
-        let w = self.raw(&format!("{module}.weight"), &[experts, rows, cols * p.bits / 32], &[Dtype::U32])?;
+        let shape = |last: i32| -> Vec<i32> { lead.iter().copied().chain([rows, last]).collect() };
+        let w = self.raw(&format!("{module}.weight"), &shape(cols * p.bits / 32), &[Dtype::U32])?;
         self.bytes += w.nbytes() as u64;
         let groups = cols / p.group_size;
-        let scales = self.float(&format!("{module}.scales"), &[experts, rows, groups])?;
-        let biases = self.float(&format!("{module}.biases"), &[experts, rows, groups])?;
-        self.params += experts as u64 * rows as u64 * cols as u64;
+        let scales = self.float(&format!("{module}.scales"), &shape(groups))?;
+        let biases = self.float(&format!("{module}.biases"), &shape(groups))?;
+        let count: u64 = lead.iter().map(|&d| d as u64).product();
+        self.params += count * rows as u64 * cols as u64;
         Ok((w, scales, biases, p))
     }
 
