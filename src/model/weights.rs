@@ -348,6 +348,20 @@ impl WeightStore {
         Ok(ExpertLinear::Dense { wt })
     }
 
+    /// `experts` dense linear layers `input` -> `output` in one tensor `name` [experts, input,
+    /// output] (transformers' GPT-OSS layout: already the layout the gathered matmul reads).
+    pub fn stacked_dense_experts_in_out(
+        &mut self,
+        name: &str,
+        experts: i32,
+        input: i32,
+        output: i32,
+    ) -> Result<Array> {
+        let wt = self.float(name, &[experts, input, output])?;
+        self.params += experts as u64 * output as u64 * input as u64;
+        Ok(wt)
+    }
+
     /// Linear layers `input` -> `output`, one per module of `modules` (one per expert, in
     /// expert order), stacked once here into [experts, output, input]: all dense, or all
     /// quantized alike. Each tensor is checked as it is read; the stack is evaluated before

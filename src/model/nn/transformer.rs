@@ -17,6 +17,8 @@ struct Attention {
     o_proj: Linear,
     q_norm: Option<Array>,
     k_norm: Option<Array>,
+    /// The per-head sink logits [n_heads], where the spec has them.
+    sinks: Option<Array>,
     spec: AttentionSpec,
 }
 
@@ -200,13 +202,16 @@ fn lowest(dt: Dtype) -> Result<Array> {
 
 /// Attention over a quantized cache, as mlx-lm computes it: scores by a quantized matmul
 /// against the packed keys, a float32-accumulated softmax, values by a quantized matmul.
-/// q: [B, Hq, L, D]; keys and values packed [B, Hkv, S, ...].
+/// q: [B, Hq, L, D]; keys and values packed [B, Hkv, S, ...]. `sinks` ([Hq]) join the
+/// softmax as one more column that is dropped before the values are weighted.
+#[allow(clippy::too_many_arguments)]
 fn quantized_attention(
     q: &Array,
     keys: &Packed,
     values: &Packed,
     scale: f32,
     mask: ops::AttentionMask,
+    sinks: Option<&Array>,
     bits: i32,
     group_size: i32,
 ) -> Result<Array> {
@@ -247,7 +252,16 @@ fn quantized_attention(
         };
         scores = ops::where_(&m, &scores, &lowest(scores.dtype()?)?)?;
     }
-    let p = ops::softmax(&scores, -1, true)?;
+    let p = match sinks {
+        None => ops::softmax(&scores, -1, true)?,
+        Some(sk) => {
+            let sd = scores.shape();
+            let col = ops::reshape(&ops::astype(sk, scores.dtype()?)?, &[1, hkv, rep, 1, 1])?;
+            let col = ops::broadcast_to(&col, &[sd[0], sd[1], sd[2], sd[3], 1])?;
+            let p = ops::softmax(&ops::concatenate(&[&scores, &col], -1)?, -1, true)?;
+            ops::slice_axis(&p, -1, 0, s)?
+        }
+    };
     let o = ops::quantized_matmul(&p, &v.w, &v.scales, Some(&v.biases), false, group_size, bits, "affine")?;
     ops::reshape(&o, &[b, hq, l, d])
 }
@@ -334,9 +348,11 @@ impl Attention {
             }
         };
         let o = match &kv {
-            Kv::Dense { keys, values } => ops::scaled_dot_product_attention(&q, keys, values, s.scale, mask)?,
+            Kv::Dense { keys, values } => {
+                ops::scaled_dot_product_attention(&q, keys, values, s.scale, mask, self.sinks.as_ref())?
+            }
             Kv::Quantized { keys, values, bits, group_size } => {
-                quantized_attention(&q, keys, values, s.scale, mask, *bits, *group_size)?
+                quantized_attention(&q, keys, values, s.scale, mask, self.sinks.as_ref(), *bits, *group_size)?
             }
         };
         let o = ops::reshape(&ops::transpose(&o, &[0, 2, 1, 3])?, &[b, l, s.n_heads * s.head_dim])?;
@@ -432,6 +448,7 @@ impl Transformer {
             o_proj: store.linear(&format!("{p}self_attn.o_proj"), qd, h, a.o_bias)?,
             q_norm: qk_norm("q_norm", qn, store)?,
             k_norm: qk_norm("k_norm", kn, store)?,
+            sinks: a.sinks.then(|| store.float(&format!("{p}self_attn.sinks"), &[a.n_heads])).transpose()?,
             spec: a.clone(),
         };
         let mlp = match &ls.moe {
