@@ -129,6 +129,7 @@ fn an_unknown_model_type_lists_the_supported_ones() {
         "qwen2_moe",
         "qwen3_moe",
         "mixtral",
+        "gpt_oss",
     ] {
         assert!(e.message.contains(family), "{e} (want {family})");
     }
