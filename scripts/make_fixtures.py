@@ -701,7 +701,7 @@ def config_for(case, ids):
             architectures=["GptOssForCausalLM"],
             model_type="gpt_oss",
             hidden_act="silu",
-            head_dim=16,
+            head_dim=32,
             intermediate_size=64,
             attention_bias=True,
             num_local_experts=8,
@@ -1574,7 +1574,7 @@ the script on its own English text:
 | `qwen3_moe` | qwen3_moe | 6 layers, 8 experts of width 32, top 2 without renormalising (`norm_topk_prob` false), sparse every 2nd layer (`decoder_sparse_step` 2) but layer 3 (`mlp_only_layers`): layers 1 and 5 are MoE; per-expert tensors as `save_pretrained` writes them; tied |
 | `qwen2_moe` | qwen2_moe | 8 experts of width 32, top 2, a shared expert of width 96 with its sigmoid gate, q/k/v biases, untied |
 | `mixtral` | mixtral | 4 experts of width 64, top 2 (renormalised), sliding window {MIXTRAL_WINDOW} on every layer, `block_sparse_moe.experts.N.w1/w2/w3`, untied |
-| `gpt_oss` | gpt_oss | 4 layers alternating sliding (window {GPT_OSS_WINDOW}) and full, a sink logit per head, q/k/v/o biases, YaRN (factor 32, original length 4096, `truncate` false), 8 experts of width 64 with biases, top 2 of the router's logits (with its bias) softmaxed, clamped SwiGLU; stacked `mlp.experts.gate_up_proj` [E, hidden, 2I] (gate and up columns alternating), as `save_pretrained` writes it; untied |
+| `gpt_oss` | gpt_oss | 4 layers (4 heads of 32, 2 KV heads) alternating sliding (window {GPT_OSS_WINDOW}) and full, a sink logit per head, q/k/v/o biases, YaRN (factor 32, original length 4096, `truncate` false), 8 experts of width 64 with biases, top 2 of the router's logits (with its bias) softmaxed, clamped SwiGLU; stacked `mlp.experts.gate_up_proj` [E, hidden, 2I] (gate and up columns alternating), as `save_pretrained` writes it; untied |
 | `qwen3_moe_fused` | qwen3_moe | `qwen3_moe` weights in transformers' in-memory layout (`mlp.experts.gate_up_proj` [E, 2I, hidden], `mlp.experts.down_proj`), as `save_pretrained(save_original_format=False)` writes them |
 | `qwen2_moe_mlx` | qwen2_moe | `qwen2_moe` weights as mlx-lm holds them: dense experts stacked in `mlp.switch_mlp.{{gate,up,down}}_proj` |
 | `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the thirteen base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits; `qwen3_moe_q4` keeps layer 1's router (`mlp.gate`) at 8 bits, group 64 (mlx-lm's own choice for qwen3_moe) and layer 5's stacked `switch_mlp.down_proj` at 8 bits; `gpt_oss_q4` keeps every router (`mlp.router`) at 8 bits, group 64 (mlx-lm's own choice), its experts in mlx-lm's `mlp.experts.{{gate,up,down}}_proj` |

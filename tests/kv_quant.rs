@@ -447,3 +447,35 @@ fn real_models_greedy_agrees_with_the_float_cache() {
         }
     }
 }
+
+/// GPT-OSS's attention sinks join the softmax over a quantized cache as they do over the
+/// float one (mlx-lm refuses quantized attention with sinks, so liblmx's float cache is the
+/// reference): 8 bits stay within the 8-bit bound of the float cache on prompts longer than
+/// the sliding layers' window, and a chunk over the quantized cache equals single steps.
+#[test]
+fn attention_sinks_over_a_quantized_cache() {
+    for name in ["gpt_oss", "gpt_oss_q4"] {
+        let model = load(&fixtures().join(name));
+        let vocab = model.spec().vocab;
+        assert!(model.spec().layers.iter().all(|l| l.attn.sinks), "{name}: every layer has sinks");
+        for seed in 0..3 {
+            let prompt = some_ids(12, vocab, 300 + seed);
+            let a8 = agreement(&model, q(8, 32, 0), &prompt, 32);
+            eprintln!("{name} prompt {seed}: 8-bit rel {:.1e} top-1 {}/32", a8.rel, a8.top1);
+            assert!(a8.rel <= REL_8BIT, "{name} prompt {seed}: 8-bit differs by {}", a8.rel);
+        }
+        let ids = some_ids(14, vocab, 21);
+        let spec = model.spec();
+        let mut a = KvCache::with_quant(spec, Some(q(8, 32, 0))).unwrap();
+        let mut b = KvCache::with_quant(spec, Some(q(8, 32, 0))).unwrap();
+        step(&model, &mut a, &ids[..4]);
+        step(&model, &mut b, &ids[..4]);
+        assert!(quantized_layers(&a).iter().all(|&x| x));
+        let chunk = step(&model, &mut a, &ids[4..]);
+        let single: Vec<Vec<f32>> =
+            ids[4..].iter().map(|&t| step(&model, &mut b, &[t]).pop().unwrap()).collect();
+        let d = rel(&chunk, &single);
+        eprintln!("{name}: 10-token chunk over a quantized cache against single steps within {d:.1e}");
+        assert!(d <= CHUNK_TOL, "{name}: {d}");
+    }
+}
