@@ -676,3 +676,49 @@ impl Transformer {
         self.norm.dtype()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mlx::random;
+
+    fn normal(shape: &[i32], seed: u64) -> Array {
+        random::normal(shape, Dtype::F32, Some(&random::key(seed).unwrap())).unwrap()
+    }
+
+    fn max_abs_diff(a: &Array, b: &Array) -> f32 {
+        let (a, b) = (a.to_f32_vec().unwrap(), b.to_f32_vec().unwrap());
+        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    /// Attention over quantized keys and values with sink logits equals MLX's fused attention
+    /// over the same keys and values dequantized, with the same sinks: the sinks join the
+    /// softmax there too (grouped heads matched to their sink), and leaving them out changes
+    /// the result.
+    #[test]
+    fn quantized_attention_applies_the_sinks_as_the_fused_kernel_does() {
+        let (b, hq, hkv, l, s, d) = (2, 4, 2, 3, 7, 32);
+        let q = normal(&[b, hq, l, d], 1);
+        let pack = |a: &Array| {
+            let (w, scales, biases) = ops::quantize(a, 32, 8, "affine").unwrap();
+            let dense = ops::dequantize(&w, &scales, Some(&biases), 32, 8, "affine", None).unwrap();
+            (Packed { w, scales, biases }, dense)
+        };
+        let (kq, kd) = pack(&normal(&[b, hkv, s, d], 2));
+        let (vq, vd) = pack(&normal(&[b, hkv, s, d], 3));
+        let sinks = Array::from_slice(&[1.5f32, -0.5, 0.25, 2.0], &[hq]).unwrap();
+        let scale = (d as f32).powf(-0.5);
+        for mask in [0, 1] {
+            let m = || if mask == 0 { ops::AttentionMask::None } else { ops::AttentionMask::Causal };
+            let ours = quantized_attention(&q, &kq, &vq, scale, m(), Some(&sinks), 8, 32).unwrap();
+            let fused = ops::scaled_dot_product_attention(&q, &kd, &vd, scale, m(), Some(&sinks)).unwrap();
+            let d = max_abs_diff(&ours, &fused);
+            assert!(
+                d < 1e-5,
+                "mask {mask}: quantized attention with sinks differs from the fused kernel by {d}"
+            );
+            let without = quantized_attention(&q, &kq, &vq, scale, m(), None, 8, 32).unwrap();
+            assert!(max_abs_diff(&without, &fused) > 1e-2, "mask {mask}: the sinks change nothing");
+        }
+    }
+}
