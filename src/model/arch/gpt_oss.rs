@@ -21,8 +21,9 @@ fn factor(cfg: &Config, key: &str, default: f64) -> Result<f32> {
     let v = cfg.positive(key)?.unwrap_or(default);
     if v > f32::MAX as f64 {
         return Err(Error::format(format!(
-            "{}: {key}: {v} is larger than liblmx allows",
-            cfg.path.display()
+            "{}: {key}: {v:e} is larger than liblmx allows ({:e})",
+            cfg.path.display(),
+            f32::MAX
         )));
     }
     Ok(v as f32)
@@ -47,7 +48,7 @@ pub fn spec(cfg: &Config) -> Result<ModelSpec> {
         limit: factor(cfg, "swiglu_limit", 7.0)?,
     };
     // transformers' default when the key is absent; null leaves the sliding layers global.
-    let window = match cfg.has("sliding_window") {
+    let window = match cfg.obj.contains_key("sliding_window") {
         true => super::bounded(cfg, "sliding_window", super::MAX_POSITIONS)?,
         false => Some(128),
     };
