@@ -1147,6 +1147,7 @@ DERIVED_CASES = [
     ("qwen3_rope_params", "qwen3"),
     ("qwen3_moe_fused", "qwen3_moe"),
     ("qwen2_moe_mlx", "qwen2_moe"),
+    ("gpt_oss_mlx", "gpt_oss"),
 ]
 
 
@@ -1487,11 +1488,37 @@ def build_qwen2_moe_mlx(tokenizers, stats, results):
     print("qwen2_moe_mlx: " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["qwen2_moe_mlx"].items()))
 
 
+def build_gpt_oss_mlx(tokenizers, stats, results):
+    # gpt_oss's weights as mlx-lm holds them once converted: dense experts stacked under
+    # mlp.experts.{gate,up,down}_proj with their biases (what saving an unquantized mlx-lm
+    # model writes).
+    q = results["gpt_oss"]
+    src = mlx_source(FIXTURES / "gpt_oss", q["config"], q["stored"])
+    d = fresh_dir(FIXTURES / "gpt_oss_mlx")
+    model, _ = mlx_load_model(src)
+    weights = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+    assert "model.layers.0.mlp.experts.gate_proj.bias" in weights, sorted(weights)
+    save_numpy(weights, str(d / "model.safetensors"), metadata={"format": "mlx"})
+    write_json(d / "config.json", q["config"])
+    write_tokenizer_files(d, tokenizers["llama"])
+    mlx = run_mlx(d, q["prompt_ids"], mlx_yarn_untruncated)
+    stats["gpt_oss_mlx"] = {
+        "mlx_prompt_vs_decode": check_pair("gpt_oss_mlx mlx prompt/decode", mlx["prompt_logits"], mlx["decode_logits"]),
+        "hf_vs_mlx_prompt": check_pair("gpt_oss_mlx HF/mlx prompt", q["hf"]["prompt_logits"], mlx["prompt_logits"]),
+        "hf_vs_mlx_decode": check_pair("gpt_oss_mlx HF/mlx decode", q["hf"]["decode_logits"], mlx["decode_logits"]),
+    }
+    assert mlx["greedy_ids"] == q["hf"]["greedy_ids"]
+    write_reference(d, "gpt_oss_mlx", "gpt_oss", q["seed"], q["prompt_ids"], q["hf"], mlx, hf_from="gpt_oss")
+    write_json(d / "tokenizer_reference.json", tokenizer_reference(d, "llama"))
+    print("gpt_oss_mlx: " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["gpt_oss_mlx"].items()))
+
+
 DERIVED_BUILDERS = {
     "gemma3_nested": build_gemma3_nested,
     "qwen3_rope_params": build_qwen3_rope_params,
     "qwen3_moe_fused": build_qwen3_moe_fused,
     "qwen2_moe_mlx": build_qwen2_moe_mlx,
+    "gpt_oss_mlx": build_gpt_oss_mlx,
 }
 
 
@@ -1577,6 +1604,7 @@ the script on its own English text:
 | `gpt_oss` | gpt_oss | 4 layers (4 heads of 32, 2 KV heads) alternating sliding (window {GPT_OSS_WINDOW}) and full, a sink logit per head, q/k/v/o biases, YaRN (factor 32, original length 4096, `truncate` false), 8 experts of width 64 with biases, top 2 of the router's logits (with its bias) softmaxed, clamped SwiGLU; stacked `mlp.experts.gate_up_proj` [E, hidden, 2I] (gate and up columns alternating), as `save_pretrained` writes it; untied |
 | `qwen3_moe_fused` | qwen3_moe | `qwen3_moe` weights in transformers' in-memory layout (`mlp.experts.gate_up_proj` [E, 2I, hidden], `mlp.experts.down_proj`), as `save_pretrained(save_original_format=False)` writes them |
 | `qwen2_moe_mlx` | qwen2_moe | `qwen2_moe` weights as mlx-lm holds them: dense experts stacked in `mlp.switch_mlp.{{gate,up,down}}_proj` |
+| `gpt_oss_mlx` | gpt_oss | `gpt_oss` weights as mlx-lm holds them: dense experts stacked in `mlp.experts.{{gate,up,down}}_proj` [E, out, in] with `.bias` |
 | `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the thirteen base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits; `qwen3_moe_q4` keeps layer 1's router (`mlp.gate`) at 8 bits, group 64 (mlx-lm's own choice for qwen3_moe) and layer 5's stacked `switch_mlp.down_proj` at 8 bits; `gpt_oss_q4` keeps every router (`mlp.router`) at 8 bits, group 64 (mlx-lm's own choice), its experts in mlx-lm's `mlp.experts.{{gate,up,down}}_proj` |
 
 Files in each folder:
@@ -1633,7 +1661,8 @@ Notes:
 - The MoE base cases are written as transformers' `save_pretrained` writes them (one tensor per
   expert); the script checks its own conversion against `save_pretrained`'s output.
 - `qwen3_moe_fused` has HF references only, checked equal to `qwen3_moe`'s; `qwen2_moe_mlx`
-  copies its HF references from `qwen2_moe` and has mlx-lm's on its own layout.
+  copies its HF references from `qwen2_moe` and has mlx-lm's on its own layout; so does
+  `gpt_oss_mlx` from `gpt_oss`.
 - The qwen tokenizers use the NFC normalizer and split pattern of transformers'
   `Qwen2Tokenizer`, which transformers 5 forces on model_type `qwen2` whatever
   tokenizer.json says; the other families use the plain byte-level pre-tokenizer.
