@@ -1673,7 +1673,8 @@ Notes:
 
 Weights are drawn from a fixed torch seed. Seeds 0, 1, 2, ... are tried until the greedy path
 of HF (and of mlx-lm on the `_q4` copy) has a top-1 minus top-2 margin of at least
-{MIN_MARGIN} at every step and at least {MIN_DISTINCT} distinct tokens; `seed` records the one used.
+{MIN_MARGIN} at every step and at least {MIN_DISTINCT} distinct tokens, the MoE cases' router
+margin is at least {MIN_ROUTER_MARGIN:g}, and HF and mlx-lm agree within {TOLERANCE:g}; `seed` records the one used.
 
 The script asserts |HF prompt − HF decode| ≤ {TOLERANCE:g}, |HF − mlx-lm| ≤ {TOLERANCE:g} and
 identical greedy ids. The files are byte-identical from run to run on one machine; another
