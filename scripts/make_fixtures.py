@@ -1148,6 +1148,7 @@ DERIVED_CASES = [
     ("qwen3_moe_fused", "qwen3_moe"),
     ("qwen2_moe_mlx", "qwen2_moe"),
     ("gpt_oss_mlx", "gpt_oss"),
+    ("gpt_oss_mxfp4", "gpt_oss"),
 ]
 
 
@@ -1513,12 +1514,36 @@ def build_gpt_oss_mlx(tokenizers, stats, results):
     print("gpt_oss_mlx: " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["gpt_oss_mlx"].items()))
 
 
+def build_gpt_oss_mxfp4(tokenizers, stats, results):
+    # gpt_oss's experts in MXFP4 (mlx-lm's quantizer, mode "mxfp4": group 32, uint8 scales,
+    # no biases), its routers at 8 bits and every other layer 4-bit affine, as the
+    # quantization config's per-layer entries say.
+    q = results["gpt_oss"]
+    src = mlx_source(FIXTURES / "gpt_oss", q["config"], q["stored"])
+    d = fresh_dir(FIXTURES / "gpt_oss_mxfp4")
+    per_layer = {}
+    for i in range(q["config"]["num_hidden_layers"]):
+        per_layer[f"model.layers.{i}.mlp.router"] = {"group_size": 64, "bits": 8, "mode": "affine"}
+        for n in ("gate_proj", "up_proj", "down_proj"):
+            per_layer[f"model.layers.{i}.mlp.experts.{n}"] = {"group_size": 32, "bits": 4, "mode": "mxfp4"}
+    quantize_to(src, d, q["config"], per_layer)
+    mlx = run_mlx(d, q["prompt_ids"], mlx_yarn_untruncated)
+    assert mlx["margin"] >= MIN_MARGIN and len(set(mlx["greedy_ids"])) >= MIN_DISTINCT, mlx["margin"]
+    stats["gpt_oss_mxfp4"] = {
+        "mlx_prompt_vs_decode": check_pair("gpt_oss_mxfp4 mlx prompt/decode", mlx["prompt_logits"], mlx["decode_logits"]),
+    }
+    write_reference(d, "gpt_oss_mxfp4", "gpt_oss", q["seed"], q["prompt_ids"], None, mlx)
+    write_json(d / "tokenizer_reference.json", tokenizer_reference(d, "llama"))
+    print(f"gpt_oss_mxfp4: margin {mlx['margin']:.3f}, " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["gpt_oss_mxfp4"].items()))
+
+
 DERIVED_BUILDERS = {
     "gemma3_nested": build_gemma3_nested,
     "qwen3_rope_params": build_qwen3_rope_params,
     "qwen3_moe_fused": build_qwen3_moe_fused,
     "qwen2_moe_mlx": build_qwen2_moe_mlx,
     "gpt_oss_mlx": build_gpt_oss_mlx,
+    "gpt_oss_mxfp4": build_gpt_oss_mxfp4,
 }
 
 
@@ -1605,6 +1630,7 @@ the script on its own English text:
 | `qwen3_moe_fused` | qwen3_moe | `qwen3_moe` weights in transformers' in-memory layout (`mlp.experts.gate_up_proj` [E, 2I, hidden], `mlp.experts.down_proj`), as `save_pretrained(save_original_format=False)` writes them |
 | `qwen2_moe_mlx` | qwen2_moe | `qwen2_moe` weights as mlx-lm holds them: dense experts stacked in `mlp.switch_mlp.{{gate,up,down}}_proj` |
 | `gpt_oss_mlx` | gpt_oss | `gpt_oss` weights as mlx-lm holds them: dense experts stacked in `mlp.experts.{{gate,up,down}}_proj` [E, out, in] with `.bias` |
+| `gpt_oss_mxfp4` | gpt_oss | `gpt_oss` quantized by mlx-lm with its experts in MXFP4 (mode `mxfp4`: group 32, uint8 scales, no biases), routers 8-bit affine (group 64), everything else 4-bit affine (group 32); mlx-lm references only |
 | `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the thirteen base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits; `qwen3_moe_q4` keeps layer 1's router (`mlp.gate`) at 8 bits, group 64 (mlx-lm's own choice for qwen3_moe) and layer 5's stacked `switch_mlp.down_proj` at 8 bits; `gpt_oss_q4` keeps every router (`mlp.router`) at 8 bits, group 64 (mlx-lm's own choice), its experts in mlx-lm's `mlp.experts.{{gate,up,down}}_proj` |
 
 Files in each folder:

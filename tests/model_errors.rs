@@ -389,11 +389,26 @@ fn a_gpt_oss_expert_tensor_in_the_wrong_orientation_is_named() {
     edit_weights(&t.0, |v| v.retain(|(n, _)| n != "model.layers.1.self_attn.sinks"));
     let e = load_err(&t.0);
     assert!(e.message.contains("missing tensor model.layers.1.self_attn.sinks"), "{e}");
-    // mxfp4 experts are not read yet: the quantization mode is refused by name.
+    // MXFP4 is read for stacked experts only: a checkpoint claiming it for every layer is
+    // refused at the first other layer, by name.
     let t = copy_fixture("gpt_oss_q4", "expert");
     edit_config(&t.0, |c| c["quantization"]["mode"] = serde_json::json!("mxfp4"));
     let e = load_err(&t.0);
-    assert!(e.message.contains("quantization mode \"mxfp4\" is not supported"), "{e}");
+    assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
+    assert!(
+        e.message.contains("model.embed_tokens: quantization mode mxfp4 is read for stacked experts only"),
+        "{e}"
+    );
+    // MXFP4 has 4 bits and groups of 32.
+    let t = copy_fixture("gpt_oss_mxfp4", "expert");
+    edit_config(&t.0, |c| {
+        c["quantization"]["model.layers.0.mlp.experts.up_proj"]["group_size"] = serde_json::json!(64)
+    });
+    let e = load_err(&t.0);
+    assert!(
+        e.message.contains("quantization mode \"mxfp4\" has bits 4 and group_size 32, not 4 and 64"),
+        "{e}"
+    );
 }
 
 #[test]

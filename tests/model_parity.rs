@@ -148,9 +148,16 @@ fn check_routing(c: &Case) {
 /// gives: the sort and its inverse put every row back where it belongs.
 #[test]
 fn moe_sorted_prefill_equals_one_token_at_a_time() {
-    for name in
-        ["qwen3_moe", "qwen2_moe_q4", "mixtral", "qwen2_moe_mlx", "gpt_oss", "gpt_oss_q4", "gpt_oss_mlx"]
-    {
+    for name in [
+        "qwen3_moe",
+        "qwen2_moe_q4",
+        "mixtral",
+        "qwen2_moe_mlx",
+        "gpt_oss",
+        "gpt_oss_q4",
+        "gpt_oss_mlx",
+        "gpt_oss_mxfp4",
+    ] {
         let c = load(name);
         let long: Vec<u32> = c.prompt.iter().chain(&c.prompt).chain(&c.prompt).copied().collect();
         let k = c.model.spec().layers.iter().find_map(|l| l.moe.as_ref()).unwrap().top_k as usize;
@@ -210,6 +217,7 @@ parity! {
     gpt_oss => "gpt_oss",
     gpt_oss_q4 => "gpt_oss_q4",
     gpt_oss_mlx => "gpt_oss_mlx",
+    gpt_oss_mxfp4 => "gpt_oss_mxfp4",
 }
 
 /// LongRoPE past original_max_position_embeddings: one pass over a sequence longer than the
@@ -244,6 +252,7 @@ fn every_fixture_case_is_tested() {
         "gemma3_q4",
         "gpt_oss",
         "gpt_oss_mlx",
+        "gpt_oss_mxfp4",
         "gpt_oss_q4",
         "llama_rope3",
         "llama_rope3_q4",

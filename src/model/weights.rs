@@ -11,7 +11,7 @@ use crate::mlx::{io, ops, Array, Dtype};
 use crate::model::arch::spec::NormStyle;
 use crate::model::nn::linear::{Embedding, Linear, Projections};
 use crate::model::nn::moe::ExpertLinear;
-use crate::model::nn::quant::{QuantConfig, QuantParams};
+use crate::model::nn::quant::{QuantConfig, QuantMode, QuantParams};
 use crate::{Error, Result};
 
 /// The checkpoint's tensors, by name, with the file each came from.
@@ -272,6 +272,13 @@ impl WeightStore {
         cols: i32,
     ) -> Result<(Array, Array, Array, QuantParams)> {
         let p = self.quant_for(module)?;
+        if p.mode != QuantMode::Affine {
+            return Err(Error::unsupported(format!(
+                "{}: {module}: quantization mode {} is read for stacked experts only",
+                self.file(&format!("{module}.weight")),
+                p.mode.as_str()
+            )));
+        }
         if cols % p.group_size != 0 || (cols * p.bits) % 32 != 0 {
             return Err(Error::format(format!(
                 "{}: {module}: {cols} columns do not fit group size {} at {} bits",
@@ -290,14 +297,15 @@ impl WeightStore {
     }
 
     /// Packed weights, scales and biases of `experts` quantized [rows, cols] matrices stacked
-    /// under one name (`module.weight` [experts, rows, packed], ...).
+    /// under one name (`module.weight` [experts, rows, packed], ...). MXFP4 has uint8 scales
+    /// and no biases.
     fn quantized_stacked(
         &mut self,
         module: &str,
         experts: i32,
         rows: i32,
         cols: i32,
-    ) -> Result<(Array, Array, Array, QuantParams)> {
+    ) -> Result<(Array, Array, Option<Array>, QuantParams)> {
         let p = self.quant_for(module)?;
         if cols % p.group_size != 0 || (cols * p.bits) % 32 != 0 {
             return Err(Error::format(format!(
@@ -310,8 +318,17 @@ impl WeightStore {
         let w = self.raw(&format!("{module}.weight"), &[experts, rows, cols * p.bits / 32], &[Dtype::U32])?;
         self.bytes += w.nbytes() as u64;
         let groups = cols / p.group_size;
-        let scales = self.float(&format!("{module}.scales"), &[experts, rows, groups])?;
-        let biases = self.float(&format!("{module}.biases"), &[experts, rows, groups])?;
+        let (scales, biases) = match p.mode {
+            QuantMode::Affine => (
+                self.float(&format!("{module}.scales"), &[experts, rows, groups])?,
+                Some(self.float(&format!("{module}.biases"), &[experts, rows, groups])?),
+            ),
+            QuantMode::Mxfp4 => {
+                let s = self.raw(&format!("{module}.scales"), &[experts, rows, groups], &[Dtype::U8])?;
+                self.bytes += s.nbytes() as u64;
+                (s, None)
+            }
+        };
         self.params += experts as u64 * rows as u64 * cols as u64;
         Ok((w, scales, biases, p))
     }
@@ -406,7 +423,7 @@ impl WeightStore {
             return Ok(ExpertLinear::Quantized {
                 w: stack(&ws)?,
                 scales: stack(&ss)?,
-                biases: stack(&bs)?,
+                biases: Some(stack(&bs)?),
                 p,
             });
         }

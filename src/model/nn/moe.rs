@@ -28,8 +28,9 @@ pub const SORT_FROM: usize = 64;
 pub enum ExpertLinear {
     /// `wt` is [E, in, out] (a transposed view of the stacked [E, out, in] weights).
     Dense { wt: Array },
-    /// Packed [E, out, in * bits / 32] weights with [E, out, in / group] scales and biases.
-    Quantized { w: Array, scales: Array, biases: Array, p: QuantParams },
+    /// Packed [E, out, in * bits / 32] weights with [E, out, in / group] scales and biases
+    /// (none in MXFP4, whose scales are uint8).
+    Quantized { w: Array, scales: Array, biases: Option<Array>, p: QuantParams },
 }
 
 impl ExpertLinear {
@@ -42,13 +43,13 @@ impl ExpertLinear {
                 x,
                 w,
                 scales,
-                Some(biases),
+                biases.as_ref(),
                 None,
                 Some(idx),
                 true,
                 p.group_size,
                 p.bits,
-                QuantParams::MODE,
+                p.mode.as_str(),
                 sorted,
             ),
         }
@@ -75,7 +76,7 @@ impl ExpertLinear {
                         ExpertLinear::Quantized { w, scales, biases, p: pp } if pp == p => {
                             ws.push(w);
                             ss.push(scales);
-                            bs.push(biases);
+                            bs.extend(biases);
                         }
                         _ => return Ok(None),
                     }
@@ -83,14 +84,16 @@ impl ExpertLinear {
                 ExpertLinear::Quantized {
                     w: ops::concatenate(&ws, 1)?,
                     scales: ops::concatenate(&ss, 1)?,
-                    biases: ops::concatenate(&bs, 1)?,
+                    biases: if bs.is_empty() { None } else { Some(ops::concatenate(&bs, 1)?) },
                     p: *p,
                 }
             }
         };
         match &out {
             ExpertLinear::Dense { wt } => wt.eval()?,
-            ExpertLinear::Quantized { w, scales, biases, .. } => crate::mlx::eval(&[w, scales, biases])?,
+            ExpertLinear::Quantized { w, scales, biases, .. } => crate::mlx::eval(
+                &[Some(w), Some(scales), biases.as_ref()].into_iter().flatten().collect::<Vec<_>>(),
+            )?,
         }
         Ok(Some(out))
     }
