@@ -26,6 +26,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -92,6 +93,7 @@ MIN_DISTINCT = 8  # distinct tokens required among the greedy ids
 # that float noise (~1e-6 here) cannot change which experts a token uses.
 MIN_ROUTER_MARGIN = 1e-3
 MIXTRAL_WINDOW = 16  # below the prompt length, so the window hides keys
+GPT_OSS_WINDOW = 8  # gpt_oss's sliding layers: below the prompt length too
 
 PROMPT_TEXT = (
     "The keeper counted 37 grey ships, then wrote a letter."
@@ -691,6 +693,34 @@ def config_for(case, ids):
             sliding_window=MIXTRAL_WINDOW,
             router_jitter_noise=0.0,
         )
+    elif case == "gpt_oss":
+        # Sliding and full layers alternating; gpt-oss-20b's YaRN rope (correction range not
+        # truncated); hidden 64 beside 2I = 128 so the stacked layouts cannot be confused.
+        c = common_config(ids, 4, 4, 2, 1e-5, False, 150000.0)
+        c.update(
+            architectures=["GptOssForCausalLM"],
+            model_type="gpt_oss",
+            hidden_act="silu",
+            head_dim=32,
+            intermediate_size=64,
+            attention_bias=True,
+            num_local_experts=8,
+            num_experts_per_tok=2,
+            sliding_window=GPT_OSS_WINDOW,
+            layer_types=["sliding_attention", "full_attention"] * 2,
+            rope_scaling={
+                "rope_type": "yarn",
+                "factor": 32.0,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "truncate": False,
+                "original_max_position_embeddings": 4096,
+            },
+            swiglu_alpha=1.702,
+            swiglu_limit=7.0,
+            router_aux_loss_coef=0.0,
+            output_router_logits=False,
+        )
     else:
         raise ValueError(case)
     return c
@@ -749,11 +779,18 @@ def init_weights(config_dir, config, seed):
         elif name.endswith(".bias"):
             w = 0.1 * noise
         elif name.endswith(("experts.gate_up_proj", "experts.down_proj")):
-            # Stacked experts [E, out, in] (transformers' in-memory layout).
+            # Stacked experts [E, out, in] (transformers' in-memory layout), or [E, in, out]
+            # for gpt_oss.
             assert len(shape) == 3, name
             gain = INIT["out_gain"] if name.endswith("down_proj") else 1.0
-            w = gain * noise / math.sqrt(shape[2])
-        elif name.endswith(".mlp.gate.weight"):
+            fan_in = shape[1] if config["model_type"] == "gpt_oss" else shape[2]
+            w = gain * noise / math.sqrt(fan_in)
+        elif name.endswith(("experts.gate_up_proj_bias", "experts.down_proj_bias")):
+            w = 0.1 * noise
+        elif name.endswith(".self_attn.sinks"):
+            # One logit per head beside scores of a few units.
+            w = noise
+        elif name.endswith((".mlp.gate.weight", ".mlp.router.weight")):
             # The router: logits spread over a few units, so the top k stand apart.
             w = INIT["router_gain"] * noise / math.sqrt(shape[1])
         else:
@@ -876,7 +913,65 @@ def mlx_short_factors(model):
         rope._freqs = short * (args.rope_theta ** (mx.arange(0, dims, 2, dtype=mx.float32) / dims))
 
 
-MLX_PATCH = {"phi3": mlx_short_factors}
+def mlx_yarn_untruncated(model):
+    """mlx-lm 0.32.2's YarnRoPE always rounds the correction range outward (transformers'
+    `truncate` true); gpt_oss sets `truncate` false. Give mlx-lm's ropes the periods
+    transformers computes then (the script then checks it against transformers)."""
+    args = model.args
+    sc = args.rope_scaling
+    assert sc["rope_type"] == "yarn" and sc["truncate"] is False, sc
+    base = float(args.rope_theta)
+    for layer in model.layers:
+        rope = layer.self_attn.rope
+        dims = rope.dims
+
+        def correction(rot):
+            return dims * math.log(sc["original_max_position_embeddings"] / (rot * 2 * math.pi)) / (2 * math.log(base))
+
+        lo, hi = max(correction(sc["beta_fast"]), 0.0), min(correction(sc["beta_slow"]), dims - 1.0)
+        keep = 1.0 - mx.clip((mx.arange(dims // 2, dtype=mx.float32) - lo) / (hi - lo), 0, 1)
+        extra = base ** (mx.arange(0, dims, 2, dtype=mx.float32) / dims)
+        inter = sc["factor"] * extra
+        rope._freqs = (inter * extra) / (inter * keep + extra * (1 - keep))
+
+
+MLX_PATCH = {"phi3": mlx_short_factors, "gpt_oss": mlx_yarn_untruncated}
+
+
+def gpt_oss_mlx_layout(weights):
+    """gpt_oss's transformers tensors as mlx-lm's converted models hold them:
+    `mlp.experts.{gate,up,down}_proj.{weight,bias}` stacked [E, out, in], gate and up taken
+    from the alternating columns of transformers' [E, hidden, 2I] `gate_up_proj`. (mlx-lm's own
+    sanitize reads OpenAI's [E, 2I, hidden] original layout, not this one.)"""
+    out = {}
+    for name, w in weights.items():
+        p, _, leaf = name.rpartition(".")
+        if leaf == "gate_up_proj":
+            out[f"{p}.gate_proj.weight"] = w[:, :, 0::2].transpose(1, 2).contiguous()
+            out[f"{p}.up_proj.weight"] = w[:, :, 1::2].transpose(1, 2).contiguous()
+        elif leaf == "gate_up_proj_bias":
+            out[f"{p}.gate_proj.bias"] = w[:, 0::2].contiguous()
+            out[f"{p}.up_proj.bias"] = w[:, 1::2].contiguous()
+        elif leaf == "down_proj" and p.endswith(".experts"):
+            out[f"{p}.down_proj.weight"] = w.transpose(1, 2).contiguous()
+        elif leaf == "down_proj_bias":
+            out[f"{p}.down_proj.bias"] = w
+        else:
+            out[name] = w
+    return out
+
+
+def mlx_source(case_dir, config, stored):
+    """The folder mlx-lm loads a case from: the case itself, or for gpt_oss a scratch copy
+    (outside the fixtures) with mlx-lm's layout."""
+    if config["model_type"] != "gpt_oss":
+        return case_dir
+    d = fresh_dir(Path(tempfile.gettempdir()) / f"lmx-fixtures-{case_dir.name}.mlx")
+    save_torch(gpt_oss_mlx_layout(stored), str(d / "model.safetensors"), metadata={"format": "pt"})
+    for name in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]:
+        shutil.copyfile(case_dir / name, d / name)
+    return d
+LONG_CASES = {"phi3"}  # cases with a sequence past the original rope length
 LONG_REPEAT = 3  # phi3: copies of the prompt in the sequence longer than the original length
 
 
@@ -1007,6 +1102,13 @@ MOE_CASES = [
     ),
     ("qwen2_moe", "qwen2", False, {}),
     ("mixtral", "mistral", False, {}),
+    (
+        "gpt_oss",
+        "llama",
+        False,
+        # mlx-lm's own choice for gpt_oss routers.
+        {f"model.layers.{i}.mlp.router": {"group_size": 64, "bits": 8, "mode": "affine"} for i in range(4)},
+    ),
 ]
 
 # Cases built from another case's weights (the second name).
@@ -1015,6 +1117,8 @@ DERIVED_CASES = [
     ("qwen3_rope_params", "qwen3"),
     ("qwen3_moe_fused", "qwen3_moe"),
     ("qwen2_moe_mlx", "qwen2_moe"),
+    ("gpt_oss_mlx", "gpt_oss"),
+    ("gpt_oss_mxfp4", "gpt_oss"),
 ]
 
 
@@ -1047,7 +1151,7 @@ def parse_only(argv):
 def moe_layers(config):
     """Indices of the layers transformers builds as sparse MoE blocks."""
     n = config["num_hidden_layers"]
-    if config["model_type"] == "mixtral":
+    if config["model_type"] in ("mixtral", "gpt_oss"):
         return list(range(n))
     step = config.get("decoder_sparse_step", 1)
     only = config.get("mlp_only_layers") or []
@@ -1056,7 +1160,10 @@ def moe_layers(config):
 
 def original_layout(config, weights):
     """Transformers' in-memory stacked experts as the per-expert tensors save_pretrained
-    writes (checked against save_pretrained itself in check_original_layout)."""
+    writes (checked against save_pretrained itself in check_original_layout). gpt_oss's are
+    written stacked, as they are."""
+    if config["model_type"] == "gpt_oss":
+        return dict(weights)
     mixtral = config["model_type"] == "mixtral"
     names = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
     block = "block_sparse_moe" if mixtral else "mlp"
@@ -1125,8 +1232,13 @@ def hf_routing(model_dir, config, ids):
     for layer, lg in zip(layers, logits):
         top_logits = torch.topk(lg.float(), k + 1, dim=-1).values
         margin = min(margin, float((top_logits[:, k - 1] - top_logits[:, k]).min()))
-        probs = torch.softmax(lg.float(), dim=-1)
-        w, e = torch.topk(probs, k, dim=-1)
+        if config["model_type"] == "gpt_oss":
+            # The top k logits, softmaxed among themselves.
+            top, e = torch.topk(lg.float(), k, dim=-1)
+            w = torch.softmax(top, dim=-1)
+        else:
+            probs = torch.softmax(lg.float(), dim=-1)
+            w, e = torch.topk(probs, k, dim=-1)
         if renorm:
             w = w / w.sum(dim=-1, keepdim=True)
         order = torch.argsort(e, dim=-1)
@@ -1177,9 +1289,17 @@ def build_case(case, family, shard, per_layer, tokenizers, stats, results):
             if router_margin < MIN_ROUTER_MARGIN:
                 print(f"  {case}: seed {seed} router margin {router_margin:.5f}, next seed")
                 continue
-        mlx = run_mlx(case_dir, prompt_ids, patch)
+        src = mlx_source(case_dir, config, stored)
+        mlx = run_mlx(src, prompt_ids, patch)
+        if not windowless_mlx:
+            # Float noise between the two (checked below) grows with the weights a seed
+            # draws; one past the tolerance moves on, as a thin margin does.
+            noise = max(max_abs(hf[t], mlx[t]) for t in ("prompt_logits", "decode_logits"))
+            if noise > TOLERANCE:
+                print(f"  {case}: seed {seed} HF/mlx max |diff| {noise:.2e}, next seed")
+                continue
         fresh_dir(q4_dir)
-        quantize_to(case_dir, q4_dir, q4_config, per_layer)
+        quantize_to(src, q4_dir, q4_config, per_layer)
         q4 = run_mlx(q4_dir, prompt_ids, patch)
         if q4["margin"] < MIN_MARGIN or len(set(q4["greedy_ids"])) < MIN_DISTINCT:
             print(f"  {case}: seed {seed} q4 margin {q4['margin']:.4f}, "
@@ -1216,7 +1336,7 @@ def build_case(case, family, shard, per_layer, tokenizers, stats, results):
         assert hf["greedy_ids"] == mlx["greedy_ids"], (case, hf["greedy_ids"], mlx["greedy_ids"])
         mlx_ref = mlx
     long = long_q4 = None
-    if patch is not None:
+    if case in LONG_CASES:
         # Unpatched mlx-lm against transformers within the original length: not stored,
         # reported (the two choose different rope factors there).
         unpatched = run_mlx(case_dir, prompt_ids)
@@ -1339,11 +1459,61 @@ def build_qwen2_moe_mlx(tokenizers, stats, results):
     print("qwen2_moe_mlx: " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["qwen2_moe_mlx"].items()))
 
 
+def build_gpt_oss_mlx(tokenizers, stats, results):
+    # gpt_oss's weights as mlx-lm holds them once converted: dense experts stacked under
+    # mlp.experts.{gate,up,down}_proj with their biases (what saving an unquantized mlx-lm
+    # model writes).
+    q = results["gpt_oss"]
+    src = mlx_source(FIXTURES / "gpt_oss", q["config"], q["stored"])
+    d = fresh_dir(FIXTURES / "gpt_oss_mlx")
+    model, _ = mlx_load_model(src)
+    weights = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+    assert "model.layers.0.mlp.experts.gate_proj.bias" in weights, sorted(weights)
+    save_numpy(weights, str(d / "model.safetensors"), metadata={"format": "mlx"})
+    write_json(d / "config.json", q["config"])
+    write_tokenizer_files(d, tokenizers["llama"])
+    mlx = run_mlx(d, q["prompt_ids"], mlx_yarn_untruncated)
+    stats["gpt_oss_mlx"] = {
+        "mlx_prompt_vs_decode": check_pair("gpt_oss_mlx mlx prompt/decode", mlx["prompt_logits"], mlx["decode_logits"]),
+        "hf_vs_mlx_prompt": check_pair("gpt_oss_mlx HF/mlx prompt", q["hf"]["prompt_logits"], mlx["prompt_logits"]),
+        "hf_vs_mlx_decode": check_pair("gpt_oss_mlx HF/mlx decode", q["hf"]["decode_logits"], mlx["decode_logits"]),
+    }
+    assert mlx["greedy_ids"] == q["hf"]["greedy_ids"]
+    write_reference(d, "gpt_oss_mlx", "gpt_oss", q["seed"], q["prompt_ids"], q["hf"], mlx, hf_from="gpt_oss")
+    write_json(d / "tokenizer_reference.json", tokenizer_reference(d, "llama"))
+    print("gpt_oss_mlx: " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["gpt_oss_mlx"].items()))
+
+
+def build_gpt_oss_mxfp4(tokenizers, stats, results):
+    # gpt_oss's experts in MXFP4 (mlx-lm's quantizer, mode "mxfp4": group 32, uint8 scales,
+    # no biases), its routers at 8 bits and every other layer 4-bit affine, as the
+    # quantization config's per-layer entries say.
+    q = results["gpt_oss"]
+    src = mlx_source(FIXTURES / "gpt_oss", q["config"], q["stored"])
+    d = fresh_dir(FIXTURES / "gpt_oss_mxfp4")
+    per_layer = {}
+    for i in range(q["config"]["num_hidden_layers"]):
+        per_layer[f"model.layers.{i}.mlp.router"] = {"group_size": 64, "bits": 8, "mode": "affine"}
+        for n in ("gate_proj", "up_proj", "down_proj"):
+            per_layer[f"model.layers.{i}.mlp.experts.{n}"] = {"group_size": 32, "bits": 4, "mode": "mxfp4"}
+    quantize_to(src, d, q["config"], per_layer)
+    mlx = run_mlx(d, q["prompt_ids"], mlx_yarn_untruncated)
+    assert mlx["margin"] >= MIN_MARGIN and len(set(mlx["greedy_ids"])) >= MIN_DISTINCT, mlx["margin"]
+    stats["gpt_oss_mxfp4"] = {
+        "mlx_prompt_vs_decode": check_pair("gpt_oss_mxfp4 mlx prompt/decode", mlx["prompt_logits"], mlx["decode_logits"]),
+    }
+    write_reference(d, "gpt_oss_mxfp4", "gpt_oss", q["seed"], q["prompt_ids"], None, mlx)
+    write_json(d / "tokenizer_reference.json", tokenizer_reference(d, "llama"))
+    print(f"gpt_oss_mxfp4: margin {mlx['margin']:.3f}, " + ", ".join(f"{k} {fmt(v)}" for k, v in stats["gpt_oss_mxfp4"].items()))
+
+
 DERIVED_BUILDERS = {
     "gemma3_nested": build_gemma3_nested,
     "qwen3_rope_params": build_qwen3_rope_params,
     "qwen3_moe_fused": build_qwen3_moe_fused,
     "qwen2_moe_mlx": build_qwen2_moe_mlx,
+    "gpt_oss_mlx": build_gpt_oss_mlx,
+    "gpt_oss_mxfp4": build_gpt_oss_mxfp4,
 }
 
 
@@ -1426,9 +1596,12 @@ the script on its own English text:
 | `qwen3_moe` | qwen3_moe | 6 layers, 8 experts of width 32, top 2 without renormalising (`norm_topk_prob` false), sparse every 2nd layer (`decoder_sparse_step` 2) but layer 3 (`mlp_only_layers`): layers 1 and 5 are MoE; per-expert tensors as `save_pretrained` writes them; tied |
 | `qwen2_moe` | qwen2_moe | 8 experts of width 32, top 2, a shared expert of width 96 with its sigmoid gate, q/k/v biases, untied |
 | `mixtral` | mixtral | 4 experts of width 64, top 2 (renormalised), sliding window {MIXTRAL_WINDOW} on every layer, `block_sparse_moe.experts.N.w1/w2/w3`, untied |
+| `gpt_oss` | gpt_oss | 4 layers (4 heads of 32, 2 KV heads) alternating sliding (window {GPT_OSS_WINDOW}) and full, a sink logit per head, q/k/v/o biases, YaRN (factor 32, original length 4096, `truncate` false), 8 experts of width 64 with biases, top 2 of the router's logits (with its bias) softmaxed, clamped SwiGLU; stacked `mlp.experts.gate_up_proj` [E, hidden, 2I] (gate and up columns alternating), as `save_pretrained` writes it; untied |
 | `qwen3_moe_fused` | qwen3_moe | `qwen3_moe` weights in transformers' in-memory layout (`mlp.experts.gate_up_proj` [E, 2I, hidden], `mlp.experts.down_proj`), as `save_pretrained(save_original_format=False)` writes them |
 | `qwen2_moe_mlx` | qwen2_moe | `qwen2_moe` weights as mlx-lm holds them: dense experts stacked in `mlp.switch_mlp.{{gate,up,down}}_proj` |
-| `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the twelve base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits; `qwen3_moe_q4` keeps layer 1's router (`mlp.gate`) at 8 bits, group 64 (mlx-lm's own choice for qwen3_moe) and layer 5's stacked `switch_mlp.down_proj` at 8 bits |
+| `gpt_oss_mlx` | gpt_oss | `gpt_oss` weights as mlx-lm holds them: dense experts stacked in `mlp.experts.{{gate,up,down}}_proj` [E, out, in] with `.bias` |
+| `gpt_oss_mxfp4` | gpt_oss | `gpt_oss` quantized by mlx-lm with its experts in MXFP4 (mode `mxfp4`: group 32, uint8 scales, no biases), routers 8-bit affine (group 64), everything else 4-bit affine (group 32); mlx-lm references only |
+| `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the thirteen base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits; `qwen3_moe_q4` keeps layer 1's router (`mlp.gate`) at 8 bits, group 64 (mlx-lm's own choice for qwen3_moe) and layer 5's stacked `switch_mlp.down_proj` at 8 bits; `gpt_oss_q4` keeps every router (`mlp.router`) at 8 bits, group 64 (mlx-lm's own choice), its experts in mlx-lm's `mlp.experts.{{gate,up,down}}_proj` |
 
 Files in each folder:
 
@@ -1445,7 +1618,7 @@ Files in each folder:
   same positions fed one token at a time through the cache); a source that is null has none.
   `phi3` also has `hf.long_prompt_logits` and `mlx_lm.long_prompt_logits` (one pass over
   `long_prompt_ids`), `phi3_q4` `mlx_lm.long_prompt_logits`.
-  The three MoE base cases add, per MoE layer N, `hf.router.N.experts` (int32 `[L, k]`, each
+  The four MoE base cases add, per MoE layer N, `hf.router.N.experts` (int32 `[L, k]`, each
   row ascending) and `hf.router.N.weights` (float32 `[L, k]`, the same order): the experts
   transformers' router picks for each prompt position and their weights; `reference.json`
   then has `router` (`layers`, and `min_margin`: the smallest k-th minus (k+1)-th router
@@ -1477,10 +1650,15 @@ Notes:
   gives, has `sliding_window` null. mlx-lm's `qwen2_moe` ignores `norm_topk_prob`,
   `decoder_sparse_step` and `mlp_only_layers`, so `qwen2_moe` keeps their defaults;
   `qwen3_moe` (which mlx-lm reads fully) sets them.
+- `gpt_oss`: mlx-lm 0.32.2's YaRN always rounds the correction range (transformers'
+  `truncate` true), so its ropes are given transformers' periods for `truncate` false (as
+  for `phi3`, checked against transformers); mlx-lm runs the weights converted to its own
+  layout (its sanitize expects OpenAI's [E, 2I, hidden] experts, not transformers').
 - The MoE base cases are written as transformers' `save_pretrained` writes them (one tensor per
   expert); the script checks its own conversion against `save_pretrained`'s output.
 - `qwen3_moe_fused` has HF references only, checked equal to `qwen3_moe`'s; `qwen2_moe_mlx`
-  copies its HF references from `qwen2_moe` and has mlx-lm's on its own layout.
+  copies its HF references from `qwen2_moe` and has mlx-lm's on its own layout; so does
+  `gpt_oss_mlx` from `gpt_oss`.
 - The qwen tokenizers use the NFC normalizer and split pattern of transformers'
   `Qwen2Tokenizer`, which transformers 5 forces on model_type `qwen2` whatever
   tokenizer.json says; the other families use the plain byte-level pre-tokenizer.
@@ -1491,7 +1669,8 @@ Notes:
 
 Weights are drawn from a fixed torch seed. Seeds 0, 1, 2, ... are tried until the greedy path
 of HF (and of mlx-lm on the `_q4` copy) has a top-1 minus top-2 margin of at least
-{MIN_MARGIN} at every step and at least {MIN_DISTINCT} distinct tokens; `seed` records the one used.
+{MIN_MARGIN} at every step and at least {MIN_DISTINCT} distinct tokens, the MoE cases' router
+margin is at least {MIN_ROUTER_MARGIN:g}, and HF and mlx-lm agree within {TOLERANCE:g}; `seed` records the one used.
 
 The script asserts |HF prompt − HF decode| ≤ {TOLERANCE:g}, |HF − mlx-lm| ≤ {TOLERANCE:g} and
 identical greedy ids. The files are byte-identical from run to run on one machine; another

@@ -151,7 +151,7 @@ fn fast_kernels_match_hand_computed_values() {
     let q = arr(&[1.0, 2.0], &[1, 1, 1, 2]);
     let k = arr(&[3.0, 4.0], &[1, 1, 1, 2]);
     let val = arr(&[5.0, 6.0], &[1, 1, 1, 2]);
-    let o = ops::scaled_dot_product_attention(&q, &k, &val, 0.5, ops::AttentionMask::Causal).unwrap();
+    let o = ops::scaled_dot_product_attention(&q, &k, &val, 0.5, ops::AttentionMask::Causal, None).unwrap();
     close(&o.to_vec::<f32>().unwrap(), &[5.0, 6.0], 1e-6);
 }
 

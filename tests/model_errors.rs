@@ -242,7 +242,7 @@ fn edit_config(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value))
 
 #[test]
 fn moe_config_errors_name_the_field() {
-    let cases: [(&str, &str, serde_json::Value, &str); 6] = [
+    let cases: [(&str, &str, serde_json::Value, &str); 10] = [
         (
             "qwen3_moe",
             "num_experts_per_tok",
@@ -268,6 +268,25 @@ fn moe_config_errors_name_the_field() {
             "shared_expert_intermediate_size",
             serde_json::Value::Null,
             "shared_expert_intermediate_size: missing",
+        ),
+        (
+            "gpt_oss",
+            "num_experts_per_tok",
+            serde_json::json!(9),
+            "num_experts_per_tok 9 is more than num_local_experts 8",
+        ),
+        ("gpt_oss", "swiglu_limit", serde_json::json!(-1.0), "swiglu_limit: -1 must be a finite number > 0"),
+        (
+            "gpt_oss",
+            "swiglu_alpha",
+            serde_json::json!(1e300),
+            "swiglu_alpha: 1e300 is larger than liblmx allows",
+        ),
+        (
+            "gpt_oss",
+            "layer_types",
+            serde_json::json!(["full_attention"]),
+            "layer_types has 1 entries for 4 layers",
         ),
     ];
     for (case, key, value, want) in cases {
@@ -324,6 +343,53 @@ fn a_bad_expert_tensor_is_named_with_its_shape() {
         e.message.contains(
             "tensor model.layers.0.mlp.switch_mlp.down_proj.weight: shape [7, 64, 32], expected [8, 64, 32]"
         ),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_gpt_oss_expert_tensor_in_the_wrong_orientation_is_named() {
+    // transformers' GPT-OSS stores gate_up_proj [E, hidden, 2I]; OpenAI's original [E, 2I,
+    // hidden] orientation is refused by name, not read transposed.
+    let t = copy_fixture("gpt_oss", "expert");
+    edit_weights(&t.0, |v| {
+        for (n, a) in v.iter_mut() {
+            if n == "model.layers.2.mlp.experts.gate_up_proj" {
+                *a = ops::zeros(&[8, 128, 64], Dtype::F32).unwrap();
+            }
+        }
+    });
+    let e = load_err(&t.0);
+    assert_eq!(e.kind, ErrorKind::Format);
+    assert!(
+        e.message.contains(
+            "tensor model.layers.2.mlp.experts.gate_up_proj: shape [8, 128, 64], expected [8, 64, 128]"
+        ),
+        "{e}"
+    );
+    // A missing sink.
+    let t = copy_fixture("gpt_oss", "expert");
+    edit_weights(&t.0, |v| v.retain(|(n, _)| n != "model.layers.1.self_attn.sinks"));
+    let e = load_err(&t.0);
+    assert!(e.message.contains("missing tensor model.layers.1.self_attn.sinks"), "{e}");
+    // MXFP4 is read for stacked experts only: a checkpoint claiming it for every layer is
+    // refused at the first other layer, by name.
+    let t = copy_fixture("gpt_oss_q4", "expert");
+    edit_config(&t.0, |c| c["quantization"]["mode"] = serde_json::json!("mxfp4"));
+    let e = load_err(&t.0);
+    assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
+    assert!(
+        e.message.contains("model.embed_tokens: quantization mode mxfp4 is read for stacked experts only"),
+        "{e}"
+    );
+    // MXFP4 has 4 bits and groups of 32.
+    let t = copy_fixture("gpt_oss_mxfp4", "expert");
+    edit_config(&t.0, |c| {
+        c["quantization"]["model.layers.0.mlp.experts.up_proj"]["group_size"] = serde_json::json!(64)
+    });
+    let e = load_err(&t.0);
+    assert!(
+        e.message.contains("quantization mode \"mxfp4\" has bits 4 and group_size 32, not 4 and 64"),
         "{e}"
     );
 }

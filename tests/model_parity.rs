@@ -148,7 +148,16 @@ fn check_routing(c: &Case) {
 /// gives: the sort and its inverse put every row back where it belongs.
 #[test]
 fn moe_sorted_prefill_equals_one_token_at_a_time() {
-    for name in ["qwen3_moe", "qwen2_moe_q4", "mixtral", "qwen2_moe_mlx"] {
+    for name in [
+        "qwen3_moe",
+        "qwen2_moe_q4",
+        "mixtral",
+        "qwen2_moe_mlx",
+        "gpt_oss",
+        "gpt_oss_q4",
+        "gpt_oss_mlx",
+        "gpt_oss_mxfp4",
+    ] {
         let c = load(name);
         let long: Vec<u32> = c.prompt.iter().chain(&c.prompt).chain(&c.prompt).copied().collect();
         let k = c.model.spec().layers.iter().find_map(|l| l.moe.as_ref()).unwrap().top_k as usize;
@@ -205,6 +214,10 @@ parity! {
     qwen2_moe_mlx => "qwen2_moe_mlx",
     mixtral => "mixtral",
     mixtral_q4 => "mixtral_q4",
+    gpt_oss => "gpt_oss",
+    gpt_oss_q4 => "gpt_oss_q4",
+    gpt_oss_mlx => "gpt_oss_mlx",
+    gpt_oss_mxfp4 => "gpt_oss_mxfp4",
 }
 
 /// LongRoPE past original_max_position_embeddings: one pass over a sequence longer than the
@@ -237,6 +250,10 @@ fn every_fixture_case_is_tested() {
         "gemma3",
         "gemma3_nested",
         "gemma3_q4",
+        "gpt_oss",
+        "gpt_oss_mlx",
+        "gpt_oss_mxfp4",
+        "gpt_oss_q4",
         "llama_rope3",
         "llama_rope3_q4",
         "llama_tied",

@@ -133,6 +133,7 @@ binary! {
     /// Division rounded down (an integer result for integer inputs).
     floor_divide => mlx_floor_divide;
     minimum => mlx_minimum;
+    maximum => mlx_maximum;
     less => mlx_less;
     less_equal => mlx_less_equal;
     greater => mlx_greater;
@@ -464,13 +465,16 @@ pub enum AttentionMask<'a> {
 }
 
 /// Fused scaled dot-product attention. q: [B, Hq, L, D]; k, v: [B, Hkv, S, D] with Hq a
-/// multiple of Hkv (grouped-query attention needs no repeat).
+/// multiple of Hkv (grouped-query attention needs no repeat). `sinks` ([Hq], optional) are
+/// per-head logits that join each query's softmax as one more key with no value: they take
+/// probability mass from the real keys without adding to the output (GPT-OSS).
 pub fn scaled_dot_product_attention(
     q: &Array,
     k: &Array,
     v: &Array,
     scale: f32,
     mask: AttentionMask,
+    sinks: Option<&Array>,
 ) -> Result<Array> {
     let (mode, arr) = match mask {
         AttentionMask::None => ("", None),
@@ -488,7 +492,7 @@ pub fn scaled_dot_product_attention(
             scale,
             mode.as_ptr(),
             opt_raw(arr),
-            Array::null_raw(),
+            opt_raw(sinks),
             false,
             s,
         )

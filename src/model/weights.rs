@@ -11,7 +11,7 @@ use crate::mlx::{io, ops, Array, Dtype};
 use crate::model::arch::spec::NormStyle;
 use crate::model::nn::linear::{Embedding, Linear, Projections};
 use crate::model::nn::moe::ExpertLinear;
-use crate::model::nn::quant::{QuantConfig, QuantParams};
+use crate::model::nn::quant::{QuantConfig, QuantMode, QuantParams};
 use crate::{Error, Result};
 
 /// The checkpoint's tensors, by name, with the file each came from.
@@ -271,29 +271,41 @@ impl WeightStore {
         rows: i32,
         cols: i32,
     ) -> Result<(Array, Array, Array, QuantParams)> {
-        self.quantized_with(module, &[], rows, cols)
+        let p = self.quant_for(module)?;
+        if p.mode != QuantMode::Affine {
+            return Err(Error::unsupported(format!(
+                "{}: {module}: quantization mode {} is read for stacked experts only",
+                self.file(&format!("{module}.weight")),
+                p.mode.as_str()
+            )));
+        }
+        let (w, scales, biases, p) = self.quantized_with(module, &[], rows, cols)?;
+        let biases = biases.ok_or_else(|| Error::internal("affine quantization without biases"))?;
+        Ok((w, scales, biases, p))
     }
 
     /// Packed weights, scales and biases of `experts` quantized [rows, cols] matrices stacked
-    /// under one name (`module.weight` [experts, rows, packed], ...).
+    /// under one name (`module.weight` [experts, rows, packed], ...). MXFP4 has uint8 scales
+    /// and no biases.
     fn quantized_stacked(
         &mut self,
         module: &str,
         experts: i32,
         rows: i32,
         cols: i32,
-    ) -> Result<(Array, Array, Array, QuantParams)> {
+    ) -> Result<(Array, Array, Option<Array>, QuantParams)> {
         self.quantized_with(module, &[experts], rows, cols)
     }
 
     /// Quantized [rows, cols] matrices under leading dimensions `lead` (none for one matrix).
+    /// MXFP4 has uint8 scales and no biases.
     fn quantized_with(
         &mut self,
         module: &str,
         lead: &[i32],
         rows: i32,
         cols: i32,
-    ) -> Result<(Array, Array, Array, QuantParams)> {
+    ) -> Result<(Array, Array, Option<Array>, QuantParams)> {
         let p = self.quant_for(module)?;
         if cols % p.group_size != 0 || (cols * p.bits) % 32 != 0 {
             return Err(Error::format(format!(
@@ -307,8 +319,17 @@ impl WeightStore {
         let w = self.raw(&format!("{module}.weight"), &shape(cols * p.bits / 32), &[Dtype::U32])?;
         self.bytes += w.nbytes() as u64;
         let groups = cols / p.group_size;
-        let scales = self.float(&format!("{module}.scales"), &shape(groups))?;
-        let biases = self.float(&format!("{module}.biases"), &shape(groups))?;
+        let (scales, biases) = match p.mode {
+            QuantMode::Affine => (
+                self.float(&format!("{module}.scales"), &shape(groups))?,
+                Some(self.float(&format!("{module}.biases"), &shape(groups))?),
+            ),
+            QuantMode::Mxfp4 => {
+                let s = self.raw(&format!("{module}.scales"), &shape(groups), &[Dtype::U8])?;
+                self.bytes += s.nbytes() as u64;
+                (s, None)
+            }
+        };
         let count: u64 = lead.iter().map(|&d| d as u64).product();
         self.params += count * rows as u64 * cols as u64;
         Ok((w, scales, biases, p))
@@ -344,6 +365,20 @@ impl WeightStore {
         self.params += experts as u64 * output as u64 * input as u64;
         let wt = ops::transpose(&w, &[0, 2, 1])?;
         Ok(ExpertLinear::Dense { wt })
+    }
+
+    /// `experts` dense linear layers `input` -> `output` in one tensor `name` [experts, input,
+    /// output] (transformers' GPT-OSS layout: already the layout the gathered matmul reads).
+    pub fn stacked_dense_experts_in_out(
+        &mut self,
+        name: &str,
+        experts: i32,
+        input: i32,
+        output: i32,
+    ) -> Result<Array> {
+        let wt = self.float(name, &[experts, input, output])?;
+        self.params += experts as u64 * output as u64 * input as u64;
+        Ok(wt)
     }
 
     /// Linear layers `input` -> `output`, one per module of `modules` (one per expert, in
@@ -390,7 +425,7 @@ impl WeightStore {
             return Ok(ExpertLinear::Quantized {
                 w: stack(&ws)?,
                 scales: stack(&ss)?,
-                biases: stack(&bs)?,
+                biases: Some(stack(&bs)?),
                 p,
             });
         }

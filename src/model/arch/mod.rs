@@ -2,6 +2,7 @@
 //! architecture means adding a file here and a line to [`spec_for`].
 
 mod gemma3;
+mod gpt_oss;
 mod llama;
 pub mod moe;
 mod olmo2;
@@ -29,6 +30,7 @@ pub const SUPPORTED: &[&str] = &[
     "qwen2_moe",
     "qwen3_moe",
     "mixtral",
+    "gpt_oss",
 ];
 
 /// Builds the spec for a checkpoint's config.
@@ -46,6 +48,7 @@ pub fn spec_for(cfg: &Config) -> Result<ModelSpec> {
         "qwen2_moe" => moe::spec(cfg, moe::Family::Qwen2Moe),
         "qwen3_moe" => moe::spec(cfg, moe::Family::Qwen3Moe),
         "mixtral" => moe::spec(cfg, moe::Family::Mixtral),
+        "gpt_oss" => gpt_oss::spec(cfg),
         "gemma3_text" => gemma3::spec(cfg),
         // The multimodal checkpoint: the language model's config is nested.
         "gemma3" => match cfg.object("text_config")? {
@@ -236,6 +239,7 @@ pub(crate) fn pre_norm_spec(cfg: &Config, c: &Common, f: PreNorm) -> Result<Mode
                     scale: (c.head_dim as f32).powf(-0.5) * if nope { 1.0 } else { factor },
                     qkv_bias: f.qkv_bias,
                     o_bias: f.o_bias,
+                    sinks: false,
                 },
                 mlp: crate::model::arch::spec::MlpKind::SwiGlu,
                 mlp_bias: f.mlp_bias,

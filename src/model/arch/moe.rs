@@ -4,7 +4,7 @@
 //! attention is Qwen2's, Qwen3's and Mistral's; only the feed-forward block differs.
 
 use super::{check_activation, layer_types, pre_norm_spec, Common, PreNorm};
-use crate::model::arch::spec::{ModelSpec, MoeSpec, QkNorm, Routing, SharedExpertSpec};
+use crate::model::arch::spec::{ExpertAct, FusedGateUp, ModelSpec, MoeSpec, QkNorm, Routing, SharedExpertSpec};
 use crate::model::config::Config;
 use crate::{Error, Result};
 
@@ -88,6 +88,11 @@ pub fn spec(cfg: &Config, family: Family) -> Result<ModelSpec> {
         } else {
             ["gate_proj", "up_proj", "down_proj"]
         },
+        router: "gate",
+        stacked: "switch_mlp",
+        fused_layout: FusedGateUp::OutInHalves,
+        bias: false,
+        act: ExpertAct::Mlp,
     };
     // Which layers are sparse: every `decoder_sparse_step`-th (counting from 1) that
     // `mlp_only_layers` does not name.

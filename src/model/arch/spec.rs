@@ -57,6 +57,9 @@ pub struct AttentionSpec {
     pub scale: f32,
     pub qkv_bias: bool,
     pub o_bias: bool,
+    /// A learned logit per query head (`self_attn.sinks`, [n_heads]) that joins every
+    /// softmax as a key with no value (GPT-OSS).
+    pub sinks: bool,
 }
 
 /// How a router turns its scores into the experts a token uses.
@@ -70,6 +73,28 @@ pub enum Routing {
     /// scores sum highest; the weights are the chosen experts' sigmoid scores (without the
     /// bias), divided by their sum with `renormalize`, times `scaling`.
     SigmoidGroupedTopK { groups: i32, top_groups: i32, renormalize: bool, scaling: f32 },
+    /// The top k by logit, their weights a softmax over those k logits only (GPT-OSS).
+    TopKSoftmax,
+}
+
+/// The experts' activation where it is not the dense MLP's kind.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ExpertAct {
+    /// The layer's [`MlpKind`].
+    Mlp,
+    /// GPT-OSS's clamped SwiGLU: the gate clamped above at `limit`, up to ±`limit`, then
+    /// `(up + 1) * gate * sigmoid(alpha * gate)`.
+    ClampedSwiGlu { alpha: f32, limit: f32 },
+}
+
+/// How a checkpoint's fused `experts.gate_up_proj` tensor is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedGateUp {
+    /// [E, 2I, hidden], the gate's rows first (transformers' Qwen-MoE and Mixtral).
+    OutInHalves,
+    /// [E, hidden, 2I], gate and up columns alternating (gate at even columns), with
+    /// `gate_up_proj_bias` [E, 2I] alike and `down_proj` [E, I, hidden] (transformers' GPT-OSS).
+    InOutInterleaved,
 }
 
 /// A sparse mixture-of-experts feed-forward block: a router picks `top_k` of `experts` gated
@@ -89,6 +114,14 @@ pub struct MoeSpec {
     /// Per-expert tensor names in older checkpoints: gate, up and down projections
     /// (`gate_proj`, `up_proj`, `down_proj`, or Mixtral's `w1`, `w3`, `w2`).
     pub expert_names: [&'static str; 3],
+    /// The router's module name within the block ("gate", or GPT-OSS's "router").
+    pub router: &'static str,
+    /// mlx-lm's module holding the stacked experts ("switch_mlp", or GPT-OSS's "experts").
+    pub stacked: &'static str,
+    pub fused_layout: FusedGateUp,
+    /// The router and every expert projection have biases.
+    pub bias: bool,
+    pub act: ExpertAct,
 }
 
 /// A mixture-of-experts block's shared expert: a gated FFN of the block's MLP kind.

@@ -287,7 +287,7 @@ pub fn affine(t: &TensorInfo, raw: &[u8]) -> Result<(QuantParams, [Array; 3])> {
         return Err(Error::invalid(format!("tensor {}: expected a matrix of {} bytes", t.name, t.bytes)));
     }
     let order: Vec<usize> = (0..t.dims[1] as usize).collect();
-    Ok((QuantParams { group_size: GROUP as i32, bits }, convert_quantized(t, raw, bits, &order)?))
+    Ok((QuantParams::affine(GROUP as i32, bits), convert_quantized(t, raw, bits, &order)?))
 }
 
 /// Reads `t`'s bytes from the data section of `file`.
@@ -357,7 +357,7 @@ pub fn convert(path: &Path, h: &Header, arch: &str, heads: usize, kv_heads: usiz
                 tensors.insert(format!("{module}.scales"), s);
                 tensors.insert(format!("{module}.biases"), b);
                 tensors.insert(name, w);
-                overrides.insert(module, Some(QuantParams { group_size: GROUP as i32, bits }));
+                overrides.insert(module, Some(QuantParams::affine(GROUP as i32, bits)));
                 bits_seen.get_or_insert(bits);
             }
             None => {
@@ -377,8 +377,8 @@ pub fn convert(path: &Path, h: &Header, arch: &str, heads: usize, kv_heads: usiz
             }
         }
     }
-    let quant = bits_seen
-        .map(|bits| QuantConfig { default: QuantParams { group_size: GROUP as i32, bits }, overrides });
+    let quant =
+        bits_seen.map(|bits| QuantConfig { default: QuantParams::affine(GROUP as i32, bits), overrides });
     Ok(Converted { tensors, quant, conversions: report.into_values().collect() })
 }
 

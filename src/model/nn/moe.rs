@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 
 use crate::mlx::{compile, ops, Array, Dtype};
-use crate::model::arch::spec::{MlpKind, MoeSpec, Routing};
+use crate::model::arch::spec::{ExpertAct, FusedGateUp, MlpKind, MoeSpec, Routing};
 use crate::model::nn::linear::{Linear, Projections};
 use crate::model::nn::quant::QuantParams;
 use crate::model::weights::WeightStore;
@@ -28,8 +28,9 @@ pub const SORT_FROM: usize = 64;
 pub enum ExpertLinear {
     /// `wt` is [E, in, out] (a transposed view of the stacked [E, out, in] weights).
     Dense { wt: Array },
-    /// Packed [E, out, in * bits / 32] weights with [E, out, in / group] scales and biases.
-    Quantized { w: Array, scales: Array, biases: Array, p: QuantParams },
+    /// Packed [E, out, in * bits / 32] weights with [E, out, in / group] scales and biases
+    /// (none in MXFP4, whose scales are uint8).
+    Quantized { w: Array, scales: Array, biases: Option<Array>, p: QuantParams },
 }
 
 impl ExpertLinear {
@@ -42,13 +43,13 @@ impl ExpertLinear {
                 x,
                 w,
                 scales,
-                Some(biases),
+                biases.as_ref(),
                 None,
                 Some(idx),
                 true,
                 p.group_size,
                 p.bits,
-                QuantParams::MODE,
+                p.mode.as_str(),
                 sorted,
             ),
         }
@@ -75,7 +76,7 @@ impl ExpertLinear {
                         ExpertLinear::Quantized { w, scales, biases, p: pp } if pp == p => {
                             ws.push(w);
                             ss.push(scales);
-                            bs.push(biases);
+                            bs.extend(biases);
                         }
                         _ => return Ok(None),
                     }
@@ -83,14 +84,16 @@ impl ExpertLinear {
                 ExpertLinear::Quantized {
                     w: ops::concatenate(&ws, 1)?,
                     scales: ops::concatenate(&ss, 1)?,
-                    biases: ops::concatenate(&bs, 1)?,
+                    biases: if bs.is_empty() { None } else { Some(ops::concatenate(&bs, 1)?) },
                     p: *p,
                 }
             }
         };
         match &out {
             ExpertLinear::Dense { wt } => wt.eval()?,
-            ExpertLinear::Quantized { w, scales, biases, .. } => crate::mlx::eval(&[w, scales, biases])?,
+            ExpertLinear::Quantized { w, scales, biases, .. } => crate::mlx::eval(
+                &[Some(w), Some(scales), biases.as_ref()].into_iter().flatten().collect::<Vec<_>>(),
+            )?,
         }
         Ok(Some(out))
     }
@@ -103,6 +106,13 @@ enum GateUp {
     Separate(ExpertLinear, ExpertLinear),
 }
 
+/// The gate and up projections' expert biases, stored as [`GateUp`] holds the weights.
+#[derive(Clone)]
+enum GateUpBias {
+    Fused(Array),
+    Separate(Array, Array),
+}
+
 /// What a router chose for a batch of tokens: per token, `top_k` expert ids and weights.
 #[derive(Clone)]
 pub struct Choice {
@@ -112,7 +122,8 @@ pub struct Choice {
     pub weights: Array,
 }
 
-/// The router: a [experts, hidden] linear layer and how its scores pick experts.
+/// The router: a [experts, hidden] linear layer (with a bias where the spec says) and how its
+/// scores pick experts.
 #[derive(Clone)]
 pub struct Router {
     gate: Linear,
@@ -191,6 +202,11 @@ impl Router {
                 let weights = ops::multiply(&weights, &Array::scalar_f32(scaling))?;
                 Choice { experts, weights }
             }
+            Routing::TopKSoftmax => {
+                let experts = top_k_indices(&logits, k)?;
+                let top = ops::take_along_axis(&logits, &experts, -1)?;
+                Choice { experts, weights: ops::softmax(&top, -1, true)? }
+            }
         };
         record(&choice);
         Ok(choice)
@@ -235,6 +251,10 @@ pub struct Moe {
     router: Router,
     gate_up: GateUp,
     down: ExpertLinear,
+    /// Per-expert output biases, [E, out], where the spec has them: gate and up (as one [E,
+    /// 2I] table, gate first, where `gate_up` is fused) and down.
+    gate_up_bias: Option<GateUpBias>,
+    down_bias: Option<Array>,
     kind: MlpKind,
     shared: Option<SharedExpert>,
     spec: MoeSpec,
@@ -249,6 +269,25 @@ fn activation(kind: MlpKind) -> fn(&[Array]) -> Result<Vec<Array>> {
 
 fn act(kind: MlpKind, g: &Array, u: &Array) -> Result<Array> {
     compile::call(activation(kind), &[g, u])?.pop().ok_or_else(|| Error::internal("no activation output"))
+}
+
+/// GPT-OSS's clamped SwiGLU (see [`ExpertAct::ClampedSwiGlu`]), in the activations' dtype.
+fn clamped_swiglu(g: &Array, u: &Array, alpha: f32, limit: f32) -> Result<Array> {
+    let dt = g.dtype()?;
+    let c = |v: f32| ops::astype(&Array::scalar_f32(v), dt);
+    let g = ops::minimum(g, &c(limit)?)?;
+    let u = ops::minimum(&ops::maximum(u, &c(-limit)?)?, &c(limit)?)?;
+    let glu = ops::multiply(&g, &ops::sigmoid(&ops::multiply(&g, &c(alpha)?)?)?)?;
+    ops::multiply(&ops::add(&u, &c(1.0)?)?, &glu)
+}
+
+/// `y` ([idx..., 1, out]) plus each row's expert bias from `bias` [E, out].
+fn add_bias(y: &Array, bias: Option<&Array>, idx: &Array) -> Result<Array> {
+    let Some(b) = bias else { return Ok(y.clone()) };
+    let mut shape = idx.shape();
+    shape.push(1);
+    shape.push(b.dim(1)?);
+    ops::add(y, &ops::reshape(&ops::take(b, idx, 0)?, &shape)?)
 }
 
 impl Moe {
@@ -291,64 +330,123 @@ impl Moe {
 
     /// The chosen experts' FFN for rows `x` [..., 1, hidden] and expert ids `idx`.
     fn experts(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
+        let (fused_bias, gate_bias, up_bias) = match &self.gate_up_bias {
+            None => (None, None, None),
+            Some(GateUpBias::Fused(b)) => (Some(b), None, None),
+            Some(GateUpBias::Separate(g, u)) => (None, Some(g), Some(u)),
+        };
         let (g, u) = match &self.gate_up {
             GateUp::Fused(gu) => {
-                let y = gu.forward(x, idx, sorted)?;
+                let y = add_bias(&gu.forward(x, idx, sorted)?, fused_bias, idx)?;
                 let i = self.spec.intermediate;
                 (ops::slice_axis(&y, -1, 0, i)?, ops::slice_axis(&y, -1, i, 2 * i)?)
             }
-            GateUp::Separate(g, u) => (g.forward(x, idx, sorted)?, u.forward(x, idx, sorted)?),
+            GateUp::Separate(g, u) => (
+                add_bias(&g.forward(x, idx, sorted)?, gate_bias, idx)?,
+                add_bias(&u.forward(x, idx, sorted)?, up_bias, idx)?,
+            ),
         };
-        self.down.forward(&act(self.kind, &g, &u)?, idx, sorted)
+        let h = match self.spec.act {
+            ExpertAct::Mlp => act(self.kind, &g, &u)?,
+            ExpertAct::ClampedSwiGlu { alpha, limit } => clamped_swiglu(&g, &u, alpha, limit)?,
+        };
+        add_bias(&self.down.forward(&h, idx, sorted)?, self.down_bias.as_ref(), idx)
     }
 }
 
 /// Loads the block of layer prefix `p` ("model.layers.3.") for `spec`, from whichever layout
 /// the checkpoint has, checking every tensor's shape:
-/// - mlx-lm's: `{m}.switch_mlp.{gate,up,down}_proj.weight` stacked [E, out, in], dense or
-///   quantized (with `.scales` and `.biases`);
-/// - transformers 5's in-memory one (`save_pretrained(save_original_format=False)`):
-///   `{m}.experts.gate_up_proj` [E, 2 * I, hidden] (gate rows first) and
-///   `{m}.experts.down_proj` [E, hidden, I];
+/// - mlx-lm's: `{m}.{stacked}.{gate,up,down}_proj.weight` stacked [E, out, in], dense or
+///   quantized (with `.scales` and `.biases`), and `.bias` [E, out] where the spec has biases;
+/// - transformers 5's stacked one: `{m}.experts.gate_up_proj` and `{m}.experts.down_proj` as
+///   the spec's [`FusedGateUp`] says, with `_bias` tensors where the spec has biases (Qwen-MoE
+///   as `save_pretrained(save_original_format=False)` writes it; GPT-OSS as `save_pretrained`
+///   always does);
 /// - one tensor per expert (what `save_pretrained` writes and published checkpoints hold):
 ///   `{m}.experts.{e}.{gate,up,down}.weight` with the spec's names, stacked here once.
 ///
-/// `m` is the first of the spec's module names whose router `{m}.gate.weight` exists.
+/// `m` is the first of the spec's module names whose router `{m}.{router}.weight` exists.
 pub fn load(store: &mut WeightStore, p: &str, spec: &MoeSpec, hidden: i32, kind: MlpKind) -> Result<Moe> {
     let m = spec
         .modules
         .iter()
         .map(|m| format!("{p}{m}"))
-        .find(|m| store.contains(&format!("{m}.gate.weight")))
-        .ok_or_else(|| store.missing_tensor(&format!("{p}{}.gate.weight", spec.modules[0])))?;
+        .find(|m| store.contains(&format!("{m}.{}.weight", spec.router)))
+        .ok_or_else(|| store.missing_tensor(&format!("{p}{}.{}.weight", spec.modules[0], spec.router)))?;
     let (e, i) = (spec.experts, spec.intermediate);
     let correction_bias = match spec.routing {
         Routing::SigmoidGroupedTopK { .. } => {
-            let b = store.float(&format!("{m}.gate.e_score_correction_bias"), &[e])?;
+            let b = store.float(&format!("{m}.{}.e_score_correction_bias", spec.router), &[e])?;
             Some(ops::astype(&b, Dtype::F32)?)
         }
-        Routing::SoftmaxTopK { .. } => None,
+        Routing::SoftmaxTopK { .. } | Routing::TopKSoftmax => None,
     };
-    let gate = store.linear(&format!("{m}.gate"), hidden, e, false)?;
+    let gate = store.linear(&format!("{m}.{}", spec.router), hidden, e, spec.bias)?;
     let router = Router::new(gate, spec.routing, spec.top_k, correction_bias)?;
-    let (gate_up, down) = if store.contains(&format!("{m}.switch_mlp.gate_proj.weight")) {
-        let sw = |n: &str| format!("{m}.switch_mlp.{n}");
-        let g = store.stacked_experts(&sw("gate_proj"), e, hidden, i)?;
-        let u = store.stacked_experts(&sw("up_proj"), e, hidden, i)?;
-        let d = store.stacked_experts(&sw("down_proj"), e, i, hidden)?;
-        (fuse(g, u)?, d)
-    } else if store.contains(&format!("{m}.experts.gate_up_proj")) {
-        let gu = store.stacked_dense_experts(&format!("{m}.experts.gate_up_proj"), e, hidden, 2 * i)?;
-        let d = store.stacked_dense_experts(&format!("{m}.experts.down_proj"), e, i, hidden)?;
-        (GateUp::Fused(gu), d)
-    } else {
-        let [gn, un, dn] = spec.expert_names;
-        let names = |n: &str| (0..e).map(|x| format!("{m}.experts.{x}.{n}")).collect::<Vec<_>>();
-        let g = store.per_expert(&names(gn), hidden, i)?;
-        let u = store.per_expert(&names(un), hidden, i)?;
-        let d = store.per_expert(&names(dn), i, hidden)?;
-        (fuse(g, u)?, d)
-    };
+    let fused = format!("{m}.experts.gate_up_proj");
+    let (gate_up, down, gate_up_bias, down_bias) =
+        if store.contains(&format!("{m}.{}.gate_proj.weight", spec.stacked)) {
+            let sw = |n: &str| format!("{m}.{}.{n}", spec.stacked);
+            let g = store.stacked_experts(&sw("gate_proj"), e, hidden, i)?;
+            let u = store.stacked_experts(&sw("up_proj"), e, hidden, i)?;
+            let d = store.stacked_experts(&sw("down_proj"), e, i, hidden)?;
+            let (gu, biases) = if spec.bias {
+                let gb = store.float(&sw("gate_proj.bias"), &[e, i])?;
+                let ub = store.float(&sw("up_proj.bias"), &[e, i])?;
+                let db = store.float(&sw("down_proj.bias"), &[e, hidden])?;
+                let gu = fuse(g, u)?;
+                let gub = match &gu {
+                    GateUp::Fused(_) => {
+                        let b = ops::concatenate(&[&gb, &ub], 1)?;
+                        b.eval()?;
+                        GateUpBias::Fused(b)
+                    }
+                    GateUp::Separate(..) => GateUpBias::Separate(gb, ub),
+                };
+                (gu, Some((gub, db)))
+            } else {
+                (fuse(g, u)?, None)
+            };
+            let (gub, db) = biases.map_or((None, None), |(a, b)| (Some(a), Some(b)));
+            (gu, d, gub, db)
+        } else if store.contains(&fused) {
+            let down = format!("{m}.experts.down_proj");
+            let (gu, d) = match spec.fused_layout {
+                FusedGateUp::OutInHalves => (
+                    store.stacked_dense_experts(&fused, e, hidden, 2 * i)?,
+                    store.stacked_dense_experts(&down, e, i, hidden)?,
+                ),
+                FusedGateUp::InOutInterleaved => {
+                    let gu = store.stacked_dense_experts_in_out(&fused, e, hidden, 2 * i)?;
+                    let d = store.stacked_dense_experts_in_out(&down, e, i, hidden)?;
+                    (ExpertLinear::Dense { wt: halves(&gu, e, hidden, i)? }, ExpertLinear::Dense { wt: d })
+                }
+            };
+            let (gub, db) = if spec.bias {
+                let b = store.float(&format!("{fused}_bias"), &[e, 2 * i])?;
+                let b = match spec.fused_layout {
+                    FusedGateUp::OutInHalves => b,
+                    FusedGateUp::InOutInterleaved => {
+                        ops::reshape(&halves(&ops::reshape(&b, &[e, 1, 2 * i])?, e, 1, i)?, &[e, 2 * i])?
+                    }
+                };
+                b.eval()?;
+                (Some(GateUpBias::Fused(b)), Some(store.float(&format!("{down}_bias"), &[e, hidden])?))
+            } else {
+                (None, None)
+            };
+            (GateUp::Fused(gu), d, gub, db)
+        } else {
+            if spec.bias {
+                return Err(store.missing_tensor(&format!("{m}.{}.gate_proj.weight", spec.stacked)));
+            }
+            let [gn, un, dn] = spec.expert_names;
+            let names = |n: &str| (0..e).map(|x| format!("{m}.experts.{x}.{n}")).collect::<Vec<_>>();
+            let g = store.per_expert(&names(gn), hidden, i)?;
+            let u = store.per_expert(&names(un), hidden, i)?;
+            let d = store.per_expert(&names(dn), i, hidden)?;
+            (fuse(g, u)?, d, None, None)
+        };
     let shared = match &spec.shared {
         Some(sh) => {
             let (s, si) = (format!("{m}.{}", sh.module), sh.intermediate);
@@ -365,7 +463,18 @@ pub fn load(store: &mut WeightStore, p: &str, spec: &MoeSpec, hidden: i32, kind:
         }
         None => None,
     };
-    Ok(Moe { router, gate_up, down, kind, shared, spec: spec.clone() })
+    Ok(Moe { router, gate_up, down, gate_up_bias, down_bias, kind, shared, spec: spec.clone() })
+}
+
+/// [E, rows, 2I] with gate and up columns alternating (gate at even columns) as [E, rows, 2I]
+/// with the I gate columns first, evaluated.
+fn halves(a: &Array, e: i32, rows: i32, i: i32) -> Result<Array> {
+    let pairs = ops::reshape(a, &[e, rows, i, 2])?;
+    let gate = ops::reshape(&ops::slice_axis(&pairs, -1, 0, 1)?, &[e, rows, i])?;
+    let up = ops::reshape(&ops::slice_axis(&pairs, -1, 1, 2)?, &[e, rows, i])?;
+    let out = ops::concatenate(&[&gate, &up], 2)?;
+    out.eval()?;
+    Ok(out)
 }
 
 fn fuse(g: ExpertLinear, u: ExpertLinear) -> Result<GateUp> {

@@ -13,11 +13,37 @@ use crate::{Error, Result};
 pub struct QuantParams {
     pub group_size: i32,
     pub bits: i32,
+    pub mode: QuantMode,
+}
+
+/// MLX's quantization modes liblmx reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QuantMode {
+    /// A float scale and bias per group.
+    #[default]
+    Affine,
+    /// OCP microscaling FP4: 4-bit floats, one uint8 power-of-two scale per 32 values, no
+    /// biases. Read for stacked experts only (GPT-OSS); any other layer in it is refused.
+    Mxfp4,
+}
+
+impl QuantMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuantMode::Affine => "affine",
+            QuantMode::Mxfp4 => "mxfp4",
+        }
+    }
 }
 
 impl QuantParams {
-    /// MLX's quantization mode; liblmx reads affine checkpoints (scales and biases per group).
+    /// The mode of every layer but stacked experts, which may also be [`QuantMode::Mxfp4`].
     pub const MODE: &'static str = "affine";
+
+    /// Affine parameters.
+    pub fn affine(group_size: i32, bits: i32) -> QuantParams {
+        QuantParams { group_size, bits, mode: QuantMode::Affine }
+    }
 
     /// `x @ W.T` for the [out, in] matrix W packed as `w`, `scales` and `biases` with these
     /// parameters.
@@ -45,13 +71,22 @@ pub struct QuantConfig {
 fn params(cfg: &Config, base: Option<QuantParams>) -> Result<QuantParams> {
     let group_size = cfg.int("group_size")?.or(base.map(|b| b.group_size)).unwrap_or(64);
     let bits = cfg.int("bits")?.or(base.map(|b| b.bits)).unwrap_or(4);
-    if let Some(mode) = cfg.str("mode")? {
-        if mode != QuantParams::MODE {
+    let mode = match cfg.str("mode")? {
+        None => base.map(|b| b.mode).unwrap_or_default(),
+        Some("affine") => QuantMode::Affine,
+        Some("mxfp4") => QuantMode::Mxfp4,
+        Some(mode) => {
             return Err(Error::unsupported(format!(
-                "{}: quantization mode {mode:?} is not supported (supported: affine)",
+                "{}: quantization mode {mode:?} is not supported (supported: affine, mxfp4)",
                 cfg.path.display()
-            )));
+            )))
         }
+    };
+    if mode == QuantMode::Mxfp4 && (bits != 4 || group_size != 32) {
+        return Err(Error::format(format!(
+            "{}: quantization mode \"mxfp4\" has bits 4 and group_size 32, not {bits} and {group_size}",
+            cfg.path.display()
+        )));
     }
     if ![2, 3, 4, 5, 6, 8].contains(&bits) {
         return Err(Error::unsupported(format!(
@@ -65,7 +100,7 @@ fn params(cfg: &Config, base: Option<QuantParams>) -> Result<QuantParams> {
             cfg.path.display()
         )));
     }
-    Ok(QuantParams { group_size, bits })
+    Ok(QuantParams { group_size, bits, mode })
 }
 
 impl QuantConfig {

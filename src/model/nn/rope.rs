@@ -236,8 +236,12 @@ fn yarn_periods(dims: i32, base: f64, sc: &Config, max_position: Option<i32>) ->
     };
     let d = dims as f64;
     let correction = |rot: f64| d * (orig / (rot * 2.0 * std::f64::consts::PI)).ln() / (2.0 * base.ln());
-    let lo = correction(beta_fast).floor().max(0.0);
-    let hi = correction(beta_slow).ceil().min(d - 1.0);
+    // `truncate` (transformers, default true) rounds the range outward to whole dimensions;
+    // GPT-OSS sets it false.
+    let truncate = sc.bool("truncate")?.unwrap_or(true);
+    let (lo, hi) = (correction(beta_fast), correction(beta_slow));
+    let (lo, hi) = if truncate { (lo.floor(), hi.ceil()) } else { (lo, hi) };
+    let (lo, hi) = (lo.max(0.0), hi.min(d - 1.0));
     let hi = if lo == hi { hi + 0.001 } else { hi };
     let periods = base_periods(dims, base)
         .into_iter()

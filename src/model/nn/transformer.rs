@@ -17,6 +17,8 @@ struct Attention {
     o_proj: Linear,
     q_norm: Option<Array>,
     k_norm: Option<Array>,
+    /// The per-head sink logits [n_heads], where the spec has them.
+    sinks: Option<Array>,
     spec: AttentionSpec,
 }
 
@@ -200,13 +202,16 @@ fn lowest(dt: Dtype) -> Result<Array> {
 
 /// Attention over a quantized cache, as mlx-lm computes it: scores by a quantized matmul
 /// against the packed keys, a float32-accumulated softmax, values by a quantized matmul.
-/// q: [B, Hq, L, D]; keys and values packed [B, Hkv, S, ...].
+/// q: [B, Hq, L, D]; keys and values packed [B, Hkv, S, ...]. `sinks` ([Hq]) join the
+/// softmax as one more column that is dropped before the values are weighted.
+#[allow(clippy::too_many_arguments)]
 fn quantized_attention(
     q: &Array,
     keys: &Packed,
     values: &Packed,
     scale: f32,
     mask: ops::AttentionMask,
+    sinks: Option<&Array>,
     bits: i32,
     group_size: i32,
 ) -> Result<Array> {
@@ -247,7 +252,16 @@ fn quantized_attention(
         };
         scores = ops::where_(&m, &scores, &lowest(scores.dtype()?)?)?;
     }
-    let p = ops::softmax(&scores, -1, true)?;
+    let p = match sinks {
+        None => ops::softmax(&scores, -1, true)?,
+        Some(sk) => {
+            let sd = scores.shape();
+            let col = ops::reshape(&ops::astype(sk, scores.dtype()?)?, &[1, hkv, rep, 1, 1])?;
+            let col = ops::broadcast_to(&col, &[sd[0], sd[1], sd[2], sd[3], 1])?;
+            let p = ops::softmax(&ops::concatenate(&[&scores, &col], -1)?, -1, true)?;
+            ops::slice_axis(&p, -1, 0, s)?
+        }
+    };
     let o = ops::quantized_matmul(&p, &v.w, &v.scales, Some(&v.biases), false, group_size, bits, "affine")?;
     ops::reshape(&o, &[b, hq, l, d])
 }
@@ -334,9 +348,11 @@ impl Attention {
             }
         };
         let o = match &kv {
-            Kv::Dense { keys, values } => ops::scaled_dot_product_attention(&q, keys, values, s.scale, mask)?,
+            Kv::Dense { keys, values } => {
+                ops::scaled_dot_product_attention(&q, keys, values, s.scale, mask, self.sinks.as_ref())?
+            }
             Kv::Quantized { keys, values, bits, group_size } => {
-                quantized_attention(&q, keys, values, s.scale, mask, *bits, *group_size)?
+                quantized_attention(&q, keys, values, s.scale, mask, self.sinks.as_ref(), *bits, *group_size)?
             }
         };
         let o = ops::reshape(&ops::transpose(&o, &[0, 2, 1, 3])?, &[b, l, s.n_heads * s.head_dim])?;
@@ -432,6 +448,7 @@ impl Transformer {
             o_proj: store.linear(&format!("{p}self_attn.o_proj"), qd, h, a.o_bias)?,
             q_norm: qk_norm("q_norm", qn, store)?,
             k_norm: qk_norm("k_norm", kn, store)?,
+            sinks: a.sinks.then(|| store.float(&format!("{p}self_attn.sinks"), &[a.n_heads])).transpose()?,
             spec: a.clone(),
         };
         let mlp = match &ls.moe {
@@ -657,5 +674,51 @@ impl Transformer {
 
     pub fn dtype(&self) -> Result<Dtype> {
         self.norm.dtype()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mlx::random;
+
+    fn normal(shape: &[i32], seed: u64) -> Array {
+        random::normal(shape, Dtype::F32, Some(&random::key(seed).unwrap())).unwrap()
+    }
+
+    fn max_abs_diff(a: &Array, b: &Array) -> f32 {
+        let (a, b) = (a.to_f32_vec().unwrap(), b.to_f32_vec().unwrap());
+        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    /// Attention over quantized keys and values with sink logits equals MLX's fused attention
+    /// over the same keys and values dequantized, with the same sinks: the sinks join the
+    /// softmax there too (grouped heads matched to their sink), and leaving them out changes
+    /// the result.
+    #[test]
+    fn quantized_attention_applies_the_sinks_as_the_fused_kernel_does() {
+        let (b, hq, hkv, l, s, d) = (2, 4, 2, 3, 7, 32);
+        let q = normal(&[b, hq, l, d], 1);
+        let pack = |a: &Array| {
+            let (w, scales, biases) = ops::quantize(a, 32, 8, "affine").unwrap();
+            let dense = ops::dequantize(&w, &scales, Some(&biases), 32, 8, "affine", None).unwrap();
+            (Packed { w, scales, biases }, dense)
+        };
+        let (kq, kd) = pack(&normal(&[b, hkv, s, d], 2));
+        let (vq, vd) = pack(&normal(&[b, hkv, s, d], 3));
+        let sinks = Array::from_slice(&[1.5f32, -0.5, 0.25, 2.0], &[hq]).unwrap();
+        let scale = (d as f32).powf(-0.5);
+        for mask in [0, 1] {
+            let m = || if mask == 0 { ops::AttentionMask::None } else { ops::AttentionMask::Causal };
+            let ours = quantized_attention(&q, &kq, &vq, scale, m(), Some(&sinks), 8, 32).unwrap();
+            let fused = ops::scaled_dot_product_attention(&q, &kd, &vd, scale, m(), Some(&sinks)).unwrap();
+            let d = max_abs_diff(&ours, &fused);
+            assert!(
+                d < 1e-5,
+                "mask {mask}: quantized attention with sinks differs from the fused kernel by {d}"
+            );
+            let without = quantized_attention(&q, &kq, &vq, scale, m(), None, 8, 32).unwrap();
+            assert!(max_abs_diff(&without, &fused) > 1e-2, "mask {mask}: the sinks change nothing");
+        }
     }
 }
