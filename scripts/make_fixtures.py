@@ -85,7 +85,8 @@ BASE_VOCAB = 400  # 256 byte symbols plus merges, before special tokens
 # not dominated by the input embedding (with tied embeddings that makes greedy decoding
 # repeat the last prompt token): output projections get a gain, and Gemma, whose input
 # embedding is multiplied by sqrt(hidden), gets small embeddings and a large final norm.
-INIT = {"embed": 1.0, "gemma_embed": 0.08, "gemma_final_norm": 12.0, "out_gain": 8.0, "router_gain": 3.0}
+INIT = {"embed": 1.0, "gemma_embed": 0.08, "gemma_final_norm": 12.0, "out_gain": 8.0, "router_gain": 3.0,
+        "deepseek_router_gain": 6.0}
 MIN_DISTINCT = 8  # distinct tokens required among the greedy ids
 # Mixture-of-experts cases: the k-th minus the (k+1)-th router logit (softmax keeps their
 # order), at every MoE layer and every position the tests run (prompt and greedy path), so
@@ -691,6 +692,80 @@ def config_for(case, ids):
             sliding_window=MIXTRAL_WINDOW,
             router_jitter_noise=0.0,
         )
+    elif case == "deepseek_v2":
+        # MLA with a direct q_proj (q_lora_rank null); layer 0 dense, layers 1-2 MoE with
+        # layer 1 MoE with group-limited greedy routing (4 groups of 2 experts, the best 2 groups).
+        c = common_config(ids, 2, 4, 4, 1e-6, False, 10000.0)
+        c.update(
+            architectures=["DeepseekV2ForCausalLM"],
+            model_type="deepseek_v2",
+            hidden_act="silu",
+            attention_bias=False,
+            mlp_bias=False,
+            q_lora_rank=None,
+            kv_lora_rank=32,
+            qk_nope_head_dim=32,
+            qk_rope_head_dim=16,
+            v_head_dim=32,
+            n_routed_experts=8,
+            num_experts_per_tok=2,
+            n_shared_experts=1,
+            moe_intermediate_size=32,
+            first_k_dense_replace=1,
+            topk_method="group_limited_greedy",
+            n_group=4,
+            topk_group=2,
+            routed_scaling_factor=1.5,
+            norm_topk_prob=False,
+            # DeepSeek-V2's own kind: YaRN whose mscale equals mscale_all_dim (the rope's
+            # attention factor is 1; the softmax scale takes mscale_all_dim's factor squared).
+            rope_scaling={
+                "type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 64,
+                "beta_fast": 32,
+                "beta_slow": 1,
+                "mscale": 0.707,
+                "mscale_all_dim": 0.707,
+            },
+        )
+    elif case == "deepseek_v3":
+        # MLA with a low-rank q (q_a_proj, q_a_layernorm, q_b_proj), YaRN with DeepSeek's
+        # mscale/mscale_all_dim; sigmoid routing with a correction bias, 2 groups of 4 experts
+        # of which the best 1 is kept, renormalised and scaled.
+        c = common_config(ids, 2, 4, 4, 1e-6, False, 10000.0)
+        c.update(
+            architectures=["DeepseekV3ForCausalLM"],
+            model_type="deepseek_v3",
+            hidden_act="silu",
+            attention_bias=False,
+            q_lora_rank=32,
+            kv_lora_rank=32,
+            qk_nope_head_dim=32,
+            qk_rope_head_dim=16,
+            v_head_dim=32,
+            n_routed_experts=8,
+            num_experts_per_tok=2,
+            n_shared_experts=1,
+            moe_intermediate_size=32,
+            first_k_dense_replace=1,
+            topk_method="noaux_tc",
+            scoring_func="sigmoid",
+            n_group=2,
+            topk_group=1,
+            routed_scaling_factor=2.5,
+            norm_topk_prob=True,
+            rope_interleave=True,
+            rope_scaling={
+                "type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 64,
+                "beta_fast": 32,
+                "beta_slow": 1,
+                "mscale": 1.0,
+                "mscale_all_dim": 0.8,
+            },
+        )
     else:
         raise ValueError(case)
     return c
@@ -755,12 +830,21 @@ def init_weights(config_dir, config, seed):
             w = gain * noise / math.sqrt(shape[2])
         elif name.endswith(".mlp.gate.weight"):
             # The router: logits spread over a few units, so the top k stand apart.
-            w = INIT["router_gain"] * noise / math.sqrt(shape[1])
+            gain = INIT["deepseek_router_gain"] if config["model_type"].startswith("deepseek") else INIT["router_gain"]
+            w = gain * noise / math.sqrt(shape[1])
         else:
             assert len(shape) == 2, name
             gain = INIT["out_gain"] if name.endswith(("o_proj.weight", "down_proj.weight")) else 1.0
             w = gain * noise / math.sqrt(shape[1])
         weights[name] = w.contiguous()
+    if config["model_type"] == "deepseek_v3":
+        # A buffer, not a parameter: drawn after the parameters, non-zero so that it changes
+        # which experts are chosen (sigmoid scores lie in 0..1).
+        for layer in moe_layers(config):
+            e = config["n_routed_experts"]
+            weights[f"model.layers.{layer}.mlp.gate.e_score_correction_bias"] = (
+                0.2 * torch.randn((e,), generator=gen, dtype=torch.float32)
+            ).contiguous()
     return weights
 
 
@@ -1037,6 +1121,8 @@ MOE_CASES = [
     ),
     ("qwen2_moe", "qwen2", False, {}),
     ("mixtral", "mistral", False, {}),
+    ("deepseek_v2", "llama", False, {}),
+    ("deepseek_v3", "llama", False, {}),
 ]
 
 # Cases built from another case's weights (the second name).
@@ -1079,6 +1165,8 @@ def moe_layers(config):
     n = config["num_hidden_layers"]
     if config["model_type"] == "mixtral":
         return list(range(n))
+    if config["model_type"].startswith("deepseek"):
+        return [i for i in range(n) if i >= config["first_k_dense_replace"]]
     step = config.get("decoder_sparse_step", 1)
     only = config.get("mlp_only_layers") or []
     return [i for i in range(n) if (i + 1) % step == 0 and i not in only]
@@ -1137,9 +1225,60 @@ def config_tied(case_dir):
     return json.loads((case_dir / "config.json").read_text())["tie_word_embeddings"]
 
 
+def deepseek_routing(model_dir, config, ids):
+    """hf_routing for DeepSeek's routers, read from each router module's own output (experts
+    and weights), with the margin of the choice the router makes: at each step (the groups
+    kept, then the experts among them), the smallest gap between the last score kept and
+    the first one dropped."""
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.float32, attn_implementation="eager"
+    )
+    model.eval()
+    layers = moe_layers(config)
+    seen = {}
+    hooks = []
+    for layer in layers:
+        gate = model.model.layers[layer].mlp.gate
+        hooks.append(gate.register_forward_hook(lambda m, i, o, layer=layer: seen.__setitem__(layer, o)))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([ids]), use_cache=False)
+    for h in hooks:
+        h.remove()
+    k, e = config["num_experts_per_tok"], config["n_routed_experts"]
+    groups, keep = config["n_group"], config["topk_group"]
+    v3 = config["model_type"] == "deepseek_v3"
+    routes, margin = {}, math.inf
+    for layer in layers:
+        logits, w, idx = seen[layer]
+        if v3:
+            bias = model.model.layers[layer].mlp.gate.e_score_correction_bias
+            choice = logits.float().sigmoid() + bias
+            group = choice.view(-1, groups, e // groups).topk(2, dim=-1).values.sum(-1)
+        else:
+            # The softmax keeps the logits' order: the margins are taken on the logits.
+            choice = logits.float()
+            group = choice.view(-1, groups, e // groups).max(dim=-1).values
+        g = torch.sort(group, dim=-1, descending=True).values
+        margin = min(margin, float((g[:, keep - 1] - g[:, keep]).min()))
+        top_groups = torch.topk(group, keep, dim=-1).indices
+        mask = torch.zeros_like(group).scatter_(1, top_groups, 1).repeat_interleave(e // groups, dim=1)
+        allowed = choice.masked_fill(mask == 0, -math.inf)
+        s = torch.sort(allowed, dim=-1, descending=True).values
+        gap = s[:, k - 1] - s[:, k]
+        margin = min(margin, float(gap.min()))
+        order = torch.argsort(idx, dim=-1)
+        routes[layer] = (
+            torch.gather(idx, 1, order).numpy().astype(np.int32),
+            torch.gather(w, 1, order).numpy().astype(np.float32),
+        )
+    return routes, margin
+
+
 def hf_routing(model_dir, config, ids):
     """Per MoE layer: the router's chosen experts (ascending) and weights [T, k], for one
     forward pass over `ids`, and the smallest k-th minus (k+1)-th router logit."""
+    if config["model_type"].startswith("deepseek"):
+        return deepseek_routing(model_dir, config, ids)
     model = AutoModelForCausalLM.from_pretrained(
         str(model_dir), dtype=torch.float32, attn_implementation="eager"
     )
