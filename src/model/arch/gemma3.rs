@@ -56,6 +56,7 @@ pub fn spec(cfg: &Config) -> Result<ModelSpec> {
                     scale: (scalar as f32).powf(-0.5) * factor,
                     qkv_bias: attention_bias,
                     o_bias: attention_bias,
+                    latent: None,
                 },
                 mlp: MlpKind::GeGluTanh,
                 mlp_bias: false,

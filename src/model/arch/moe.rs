@@ -80,6 +80,7 @@ pub fn spec(cfg: &Config, family: Family) -> Result<ModelSpec> {
         intermediate,
         routing,
         shared_intermediate,
+        shared_name: "shared_expert",
         shared_gate: shared_intermediate.is_some(),
         modules: if family == Family::Mixtral { &["block_sparse_moe", "mlp"] } else { &["mlp"] },
         expert_names: if family == Family::Mixtral {

@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 
 use crate::mlx::{compile, ops, Array};
-use crate::model::arch::spec::{MlpKind, MoeSpec, Routing};
+use crate::model::arch::spec::{GroupScore, MlpKind, MoeSpec, Routing, Scoring};
 use crate::model::nn::linear::{Linear, Projections};
 use crate::model::nn::quant::QuantParams;
 use crate::model::weights::WeightStore;
@@ -118,6 +118,14 @@ pub struct Router {
     gate: Linear,
     routing: Routing,
     top_k: i32,
+    /// [experts] float32, added to the scores for the choice only (DeepSeek-V3).
+    correction_bias: Option<Array>,
+}
+
+/// The `k` largest values' indices along the last axis (in no particular order).
+fn top_k_indices(scores: &Array, k: i32) -> Result<Array> {
+    // Partition the negated scores so the first k are the top k.
+    ops::slice_axis(&ops::argpartition(&ops::negative(scores)?, k - 1, -1)?, -1, 0, k)
 }
 
 impl Router {
@@ -134,6 +142,53 @@ impl Router {
                 let mut weights = ops::take_along_axis(&probs, &experts, -1)?;
                 if renormalize {
                     weights = ops::divide(&weights, &ops::sum(&weights, &[-1], true)?)?;
+                }
+                Choice { experts, weights }
+            }
+            Routing::Grouped { scoring, groups, keep_groups, group_score, renormalize, scale, .. } => {
+                // In float32, as transformers computes its DeepSeek routers.
+                let logits = ops::astype(&logits, crate::mlx::Dtype::F32)?;
+                let scores = match scoring {
+                    Scoring::Softmax => ops::softmax(&logits, -1, true)?,
+                    Scoring::Sigmoid => ops::sigmoid(&logits)?,
+                };
+                let mut choice = match &self.correction_bias {
+                    Some(b) => ops::add(&scores, b)?,
+                    None => scores.clone(),
+                };
+                if groups > 1 && keep_groups < groups {
+                    let sh = choice.shape();
+                    let (b, l, e) = (sh[0], sh[1], sh[2]);
+                    let grouped = ops::reshape(&choice, &[b, l, groups, e / groups])?;
+                    let gs = match group_score {
+                        GroupScore::Max => ops::max(&grouped, &[-1], false)?,
+                        GroupScore::TopTwoSum => {
+                            let top2 = ops::take_along_axis(&grouped, &top_k_indices(&grouped, 2)?, -1)?;
+                            ops::sum(&top2, &[-1], false)?
+                        }
+                    };
+                    // Experts outside the kept groups can never be chosen.
+                    let kept = top_k_indices(&gs, keep_groups)?;
+                    let one = ops::ones(&[b, l, keep_groups], crate::mlx::Dtype::F32)?;
+                    let mask = ops::put_along_axis(
+                        &ops::zeros(&[b, l, groups], crate::mlx::Dtype::F32)?,
+                        &kept,
+                        &one,
+                        -1,
+                    )?;
+                    let mask =
+                        ops::reshape(&ops::greater(&mask, &Array::scalar_f32(0.0))?, &[b, l, groups, 1])?;
+                    let hidden = ops::astype(&Array::scalar_f32(f32::NEG_INFINITY), crate::mlx::Dtype::F32)?;
+                    choice = ops::reshape(&ops::where_(&mask, &grouped, &hidden)?, &[b, l, e])?;
+                }
+                let experts = top_k_indices(&choice, k)?;
+                let mut weights = ops::take_along_axis(&scores, &experts, -1)?;
+                if renormalize {
+                    let sum = ops::add(&ops::sum(&weights, &[-1], true)?, &Array::scalar_f32(1e-20))?;
+                    weights = ops::divide(&weights, &sum)?;
+                }
+                if scale != 1.0 {
+                    weights = ops::multiply(&weights, &Array::scalar_f32(scale))?;
                 }
                 Choice { experts, weights }
             }
@@ -276,10 +331,18 @@ pub fn load(store: &mut WeightStore, p: &str, spec: &MoeSpec, hidden: i32, kind:
         .find(|m| store.contains(&format!("{m}.gate.weight")))
         .ok_or_else(|| store.missing_tensor(&format!("{p}{}.gate.weight", spec.modules[0])))?;
     let (e, i) = (spec.experts, spec.intermediate);
+    let correction_bias = match spec.routing {
+        Routing::Grouped { correction_bias: true, .. } => {
+            let b = store.float(&format!("{m}.gate.e_score_correction_bias"), &[e])?;
+            Some(ops::astype(&b, crate::mlx::Dtype::F32)?)
+        }
+        _ => None,
+    };
     let router = Router {
         gate: store.linear(&format!("{m}.gate"), hidden, e, false)?,
         routing: spec.routing,
         top_k: spec.top_k,
+        correction_bias,
     };
     let (gate_up, down) = if store.contains(&format!("{m}.switch_mlp.gate_proj.weight")) {
         let sw = |n: &str| format!("{m}.switch_mlp.{n}");
@@ -301,7 +364,7 @@ pub fn load(store: &mut WeightStore, p: &str, spec: &MoeSpec, hidden: i32, kind:
     };
     let shared = match spec.shared_intermediate {
         Some(si) => {
-            let s = format!("{m}.shared_expert");
+            let s = format!("{m}.{}", spec.shared_name);
             Some(SharedExpert {
                 gate_up: store.projections(
                     &["gate_proj", "up_proj"].map(|n| format!("{s}.{n}")),
