@@ -354,6 +354,8 @@ fn batch_greedy_equals_one_by_one() {
         "qwen3_moe",
         "qwen2_moe_q4",
         "mixtral",
+        "deepseek_v2",
+        "deepseek_v3_q4",
     ] {
         let m = model(case);
         let (prompt, _) = reference(case);
@@ -419,6 +421,7 @@ fn classify_batches_give_each_prompt_the_token_it_gets_alone() {
         "olmo2",
         "qwen2_moe",
         "mixtral_q4",
+        "deepseek_v3",
     ] {
         let m = model(case);
         let (prompt, _) = reference(case);

@@ -245,7 +245,8 @@ fn latent_attention_caches_the_compressed_latent() {
         c.model.transformer().forward(&tokens(&c.prompt), &mut cache).unwrap();
         assert_eq!(cache.offset(), c.prompt.len() as i32);
         // Bytes per cached position: each buffer is [1, heads, capacity, width].
-        let per_position: usize = cache.arrays().iter().map(|a| a.nbytes() / a.dim(2).unwrap() as usize).sum();
+        let per_position: usize =
+            cache.arrays().iter().map(|a| a.nbytes() / a.dim(2).unwrap() as usize).sum();
         let spec = c.model.spec();
         let (mut latent, mut plain) = (0usize, 0usize);
         for l in &spec.layers {

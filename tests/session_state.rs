@@ -61,6 +61,9 @@ fn cases() -> Vec<(&'static str, SessionOptions)> {
         ("phi3", SessionOptions::default()),
         ("smollm3", SessionOptions::default()),
         ("olmo2_q4", SessionOptions::default()),
+        // Multi-head latent attention: the cache holds the compressed latent and rope key.
+        ("deepseek_v2", SessionOptions::default()),
+        ("deepseek_v3_q4", SessionOptions::default()),
     ]
 }
 
