@@ -694,7 +694,7 @@ def config_for(case, ids):
         )
     elif case == "deepseek_v2":
         # MLA with a direct q_proj (q_lora_rank null); layer 0 dense, layers 1-2 MoE with
-        # layer 1 MoE with group-limited greedy routing (4 groups of 2 experts, the best 2 groups).
+        # layer 1 MoE with group-limited greedy routing (4 groups of 2 experts, top 3 of the best 2 groups).
         c = common_config(ids, 2, 4, 4, 1e-6, False, 10000.0)
         c.update(
             architectures=["DeepseekV2ForCausalLM"],
@@ -708,7 +708,9 @@ def config_for(case, ids):
             qk_rope_head_dim=16,
             v_head_dim=32,
             n_routed_experts=8,
-            num_experts_per_tok=2,
+            # Top 3 from the best 2 of 4 groups: with top k <= topk_group the group limit
+            # could never change the choice (the k best experts sit in at most k groups).
+            num_experts_per_tok=3,
             n_shared_experts=1,
             moe_intermediate_size=32,
             first_k_dense_replace=1,
@@ -1597,7 +1599,9 @@ the script on its own English text:
 | `mixtral` | mixtral | 4 experts of width 64, top 2 (renormalised), sliding window {MIXTRAL_WINDOW} on every layer, `block_sparse_moe.experts.N.w1/w2/w3`, untied |
 | `qwen3_moe_fused` | qwen3_moe | `qwen3_moe` weights in transformers' in-memory layout (`mlp.experts.gate_up_proj` [E, 2I, hidden], `mlp.experts.down_proj`), as `save_pretrained(save_original_format=False)` writes them |
 | `qwen2_moe_mlx` | qwen2_moe | `qwen2_moe` weights as mlx-lm holds them: dense experts stacked in `mlp.switch_mlp.{{gate,up,down}}_proj` |
-| `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the twelve base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits; `qwen3_moe_q4` keeps layer 1's router (`mlp.gate`) at 8 bits, group 64 (mlx-lm's own choice for qwen3_moe) and layer 5's stacked `switch_mlp.down_proj` at 8 bits |
+| `deepseek_v2` | deepseek_v2 | 2 layers; multi-head latent attention with a direct `q_proj` (`q_lora_rank` null), kv_lora_rank 32, qk_nope 32, qk_rope 16, v 32; YaRN (factor 4, `mscale` = `mscale_all_dim` 0.707); layer 0 dense (`first_k_dense_replace` 1), layer 1 8 experts of width 32 plus 1 shared expert, softmax scores, `group_limited_greedy`: top 3 from the best 2 of 4 groups, `routed_scaling_factor` 1.5; untied |
+| `deepseek_v3` | deepseek_v3 | 2 layers; latent attention with a low-rank q (`q_lora_rank` 32: `q_a_proj`, `q_a_layernorm`, `q_b_proj`), interleaved rope, YaRN (factor 4, `mscale` 1, `mscale_all_dim` 0.8: the rope's attention factor is not 1); layer 1 8 experts plus 1 shared, sigmoid scores with a random non-zero `e_score_correction_bias`, top 2 from the best 1 of 2 groups (group score: sum of its two best), renormalised, `routed_scaling_factor` 2.5; untied. `deepseek_v3_q4` is in mlx-lm's layout, `kv_b_proj` split into per-head `embed_q` and `unembed_out` (quantized) |
+| `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the fourteen base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits; `qwen3_moe_q4` keeps layer 1's router (`mlp.gate`) at 8 bits, group 64 (mlx-lm's own choice for qwen3_moe) and layer 5's stacked `switch_mlp.down_proj` at 8 bits |
 
 Files in each folder:
 
@@ -1614,11 +1618,17 @@ Files in each folder:
   same positions fed one token at a time through the cache); a source that is null has none.
   `phi3` also has `hf.long_prompt_logits` and `mlx_lm.long_prompt_logits` (one pass over
   `long_prompt_ids`), `phi3_q4` `mlx_lm.long_prompt_logits`.
-  The three MoE base cases add, per MoE layer N, `hf.router.N.experts` (int32 `[L, k]`, each
+  The five MoE base cases add, per MoE layer N, `hf.router.N.experts` (int32 `[L, k]`, each
   row ascending) and `hf.router.N.weights` (float32 `[L, k]`, the same order): the experts
   transformers' router picks for each prompt position and their weights; `reference.json`
   then has `router` (`layers`, and `min_margin`: the smallest k-th minus (k+1)-th router
-  logit over the prompt and the greedy path, at least {MIN_ROUTER_MARGIN:g}).
+  logit over the prompt and the greedy path, at least {MIN_ROUTER_MARGIN:g}; for the DeepSeek
+  cases the smallest gap at either step of the choice, the kept groups' and the experts',
+  measured on what the router compares: logits for `deepseek_v2`, sigmoid scores plus the
+  correction bias for `deepseek_v3`). The DeepSeek routers' experts and weights are read from
+  the router modules' own outputs; on the prompt, the group limit changes the choice of 10 of
+  the 23 positions of `deepseek_v2`, and the correction bias and groups 15 of 23 of
+  `deepseek_v3`'s against a plain top k of the scores.
 - `tokenizer_reference.json`: `encode` (`text`, `ids_with_special`, `ids_plain`), `decode`
   (`ids`, `skip_special`, `text`) and `chat` (`messages`, `add_generation_prompt`, `extra`,
   `text`, `ids`) as transformers gives them.
@@ -1646,6 +1656,9 @@ Notes:
   gives, has `sliding_window` null. mlx-lm's `qwen2_moe` ignores `norm_topk_prob`,
   `decoder_sparse_step` and `mlp_only_layers`, so `qwen2_moe` keeps their defaults;
   `qwen3_moe` (which mlx-lm reads fully) sets them.
+- `kimi_k2` has no fixture of its own: transformers 5.23 has no class for it and mlx-lm maps it
+  onto `deepseek_v3`; `tests/model_parity.rs` loads a copy of `deepseek_v3` with `model_type`
+  `kimi_k2` and compares it with `deepseek_v3`'s transformers references.
 - The MoE base cases are written as transformers' `save_pretrained` writes them (one tensor per
   expert); the script checks its own conversion against `save_pretrained`'s output.
 - `qwen3_moe_fused` has HF references only, checked equal to `qwen3_moe`'s; `qwen2_moe_mlx`
