@@ -464,3 +464,21 @@ fn a_deepseek_v3_router_without_its_correction_bias_is_refused() {
     let e = load_err(&t.0);
     assert!(e.message.contains("model.layers.1.mlp.gate.e_score_correction_bias"), "{e}");
 }
+
+#[test]
+fn adapters_on_latent_attention_are_refused_by_name() {
+    use lmx::model::nn::lora::{LoraConfig, LoraWeights, Target};
+    let m = Model::load(&fixtures().join("deepseek_v3"), &LoadParams::default()).unwrap();
+    let key = lmx::mlx::random::key(0).unwrap();
+    let config = LoraConfig { rank: 4, scale: 1.0, dropout: 0.0, num_layers: 2, targets: vec![Target::Q] };
+    let e = match LoraWeights::init(config, m.spec(), &key) {
+        Ok(_) => panic!("an adapter on latent attention was made"),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind, ErrorKind::Unsupported);
+    assert!(
+        e.message.contains("model.layers.0.self_attn.q_proj")
+            && e.message.contains("\"deepseek_v3\" uses multi-head latent attention"),
+        "{e}"
+    );
+}

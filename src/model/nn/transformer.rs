@@ -77,6 +77,8 @@ struct LatentAttention {
 /// mlx-lm build them with the default, not the config's rms_norm_eps).
 const LATENT_NORM_EPS: f32 = 1e-6;
 
+// One per layer: the inline standard variant's size costs nothing worth a box per call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum SelfAttn {
     Standard(Attention),
