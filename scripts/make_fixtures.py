@@ -86,7 +86,8 @@ BASE_VOCAB = 400  # 256 byte symbols plus merges, before special tokens
 # not dominated by the input embedding (with tied embeddings that makes greedy decoding
 # repeat the last prompt token): output projections get a gain, and Gemma, whose input
 # embedding is multiplied by sqrt(hidden), gets small embeddings and a large final norm.
-INIT = {"embed": 1.0, "gemma_embed": 0.08, "gemma_final_norm": 12.0, "out_gain": 8.0, "router_gain": 3.0}
+INIT = {"embed": 1.0, "gemma_embed": 0.08, "gemma_final_norm": 12.0, "out_gain": 8.0, "router_gain": 3.0,
+        "deepseek_router_gain": 6.0}
 MIN_DISTINCT = 8  # distinct tokens required among the greedy ids
 # Mixture-of-experts cases: the k-th minus the (k+1)-th router logit (softmax keeps their
 # order), at every MoE layer and every position the tests run (prompt and greedy path), so
@@ -721,6 +722,82 @@ def config_for(case, ids):
             router_aux_loss_coef=0.0,
             output_router_logits=False,
         )
+    elif case == "deepseek_v2":
+        # MLA with a direct q_proj (q_lora_rank null); layer 0 dense, layers 1-2 MoE with
+        # layer 1 MoE with group-limited greedy routing (4 groups of 2 experts, top 3 of the best 2 groups).
+        c = common_config(ids, 2, 4, 4, 1e-6, False, 10000.0)
+        c.update(
+            architectures=["DeepseekV2ForCausalLM"],
+            model_type="deepseek_v2",
+            hidden_act="silu",
+            attention_bias=False,
+            mlp_bias=False,
+            q_lora_rank=None,
+            kv_lora_rank=32,
+            qk_nope_head_dim=32,
+            qk_rope_head_dim=16,
+            v_head_dim=32,
+            n_routed_experts=8,
+            # Top 3 from the best 2 of 4 groups: with top k <= topk_group the group limit
+            # could never change the choice (the k best experts sit in at most k groups).
+            num_experts_per_tok=3,
+            n_shared_experts=1,
+            moe_intermediate_size=32,
+            first_k_dense_replace=1,
+            topk_method="group_limited_greedy",
+            n_group=4,
+            topk_group=2,
+            routed_scaling_factor=1.5,
+            norm_topk_prob=False,
+            # DeepSeek-V2's own kind: YaRN whose mscale equals mscale_all_dim (the rope's
+            # attention factor is 1; the softmax scale takes mscale_all_dim's factor squared).
+            rope_scaling={
+                "type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 64,
+                "beta_fast": 32,
+                "beta_slow": 1,
+                "mscale": 0.707,
+                "mscale_all_dim": 0.707,
+            },
+        )
+    elif case == "deepseek_v3":
+        # MLA with a low-rank q (q_a_proj, q_a_layernorm, q_b_proj), YaRN with DeepSeek's
+        # mscale/mscale_all_dim; sigmoid routing with a correction bias, 2 groups of 4 experts
+        # of which the best 1 is kept, renormalised and scaled.
+        c = common_config(ids, 2, 4, 4, 1e-6, False, 10000.0)
+        c.update(
+            architectures=["DeepseekV3ForCausalLM"],
+            model_type="deepseek_v3",
+            hidden_act="silu",
+            attention_bias=False,
+            q_lora_rank=32,
+            kv_lora_rank=32,
+            qk_nope_head_dim=32,
+            qk_rope_head_dim=16,
+            v_head_dim=32,
+            n_routed_experts=8,
+            num_experts_per_tok=2,
+            n_shared_experts=1,
+            moe_intermediate_size=32,
+            first_k_dense_replace=1,
+            topk_method="noaux_tc",
+            scoring_func="sigmoid",
+            n_group=2,
+            topk_group=1,
+            routed_scaling_factor=2.5,
+            norm_topk_prob=True,
+            rope_interleave=True,
+            rope_scaling={
+                "type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 64,
+                "beta_fast": 32,
+                "beta_slow": 1,
+                "mscale": 1.0,
+                "mscale_all_dim": 0.8,
+            },
+        )
     else:
         raise ValueError(case)
     return c
@@ -792,12 +869,21 @@ def init_weights(config_dir, config, seed):
             w = noise
         elif name.endswith((".mlp.gate.weight", ".mlp.router.weight")):
             # The router: logits spread over a few units, so the top k stand apart.
-            w = INIT["router_gain"] * noise / math.sqrt(shape[1])
+            gain = INIT["deepseek_router_gain"] if config["model_type"].startswith("deepseek") else INIT["router_gain"]
+            w = gain * noise / math.sqrt(shape[1])
         else:
             assert len(shape) == 2, name
             gain = INIT["out_gain"] if name.endswith(("o_proj.weight", "down_proj.weight")) else 1.0
             w = gain * noise / math.sqrt(shape[1])
         weights[name] = w.contiguous()
+    if config["model_type"] == "deepseek_v3":
+        # A buffer, not a parameter: drawn after the parameters, non-zero so that it changes
+        # which experts are chosen (sigmoid scores lie in 0..1).
+        for layer in moe_layers(config):
+            e = config["n_routed_experts"]
+            weights[f"model.layers.{layer}.mlp.gate.e_score_correction_bias"] = (
+                0.2 * torch.randn((e,), generator=gen, dtype=torch.float32)
+            ).contiguous()
     return weights
 
 
@@ -1109,6 +1195,8 @@ MOE_CASES = [
         # mlx-lm's own choice for gpt_oss routers.
         {f"model.layers.{i}.mlp.router": {"group_size": 64, "bits": 8, "mode": "affine"} for i in range(4)},
     ),
+    ("deepseek_v2", "llama", False, {}),
+    ("deepseek_v3", "llama", False, {}),
 ]
 
 # Cases built from another case's weights (the second name).
@@ -1153,6 +1241,8 @@ def moe_layers(config):
     n = config["num_hidden_layers"]
     if config["model_type"] in ("mixtral", "gpt_oss"):
         return list(range(n))
+    if config["model_type"].startswith("deepseek"):
+        return [i for i in range(n) if i >= config["first_k_dense_replace"]]
     step = config.get("decoder_sparse_step", 1)
     only = config.get("mlp_only_layers") or []
     return [i for i in range(n) if (i + 1) % step == 0 and i not in only]
@@ -1214,9 +1304,60 @@ def config_tied(case_dir):
     return json.loads((case_dir / "config.json").read_text())["tie_word_embeddings"]
 
 
+def deepseek_routing(model_dir, config, ids):
+    """hf_routing for DeepSeek's routers, read from each router module's own output (experts
+    and weights), with the margin of the choice the router makes: at each step (the groups
+    kept, then the experts among them), the smallest gap between the last score kept and
+    the first one dropped."""
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.float32, attn_implementation="eager"
+    )
+    model.eval()
+    layers = moe_layers(config)
+    seen = {}
+    hooks = []
+    for layer in layers:
+        gate = model.model.layers[layer].mlp.gate
+        hooks.append(gate.register_forward_hook(lambda m, i, o, layer=layer: seen.__setitem__(layer, o)))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([ids]), use_cache=False)
+    for h in hooks:
+        h.remove()
+    k, e = config["num_experts_per_tok"], config["n_routed_experts"]
+    groups, keep = config["n_group"], config["topk_group"]
+    v3 = config["model_type"] == "deepseek_v3"
+    routes, margin = {}, math.inf
+    for layer in layers:
+        logits, w, idx = seen[layer]
+        if v3:
+            bias = model.model.layers[layer].mlp.gate.e_score_correction_bias
+            choice = logits.float().sigmoid() + bias
+            group = choice.view(-1, groups, e // groups).topk(2, dim=-1).values.sum(-1)
+        else:
+            # The softmax keeps the logits' order: the margins are taken on the logits.
+            choice = logits.float()
+            group = choice.view(-1, groups, e // groups).max(dim=-1).values
+        g = torch.sort(group, dim=-1, descending=True).values
+        margin = min(margin, float((g[:, keep - 1] - g[:, keep]).min()))
+        top_groups = torch.topk(group, keep, dim=-1).indices
+        mask = torch.zeros_like(group).scatter_(1, top_groups, 1).repeat_interleave(e // groups, dim=1)
+        allowed = choice.masked_fill(mask == 0, -math.inf)
+        s = torch.sort(allowed, dim=-1, descending=True).values
+        gap = s[:, k - 1] - s[:, k]
+        margin = min(margin, float(gap.min()))
+        order = torch.argsort(idx, dim=-1)
+        routes[layer] = (
+            torch.gather(idx, 1, order).numpy().astype(np.int32),
+            torch.gather(w, 1, order).numpy().astype(np.float32),
+        )
+    return routes, margin
+
+
 def hf_routing(model_dir, config, ids):
     """Per MoE layer: the router's chosen experts (ascending) and weights [T, k], for one
     forward pass over `ids`, and the smallest k-th minus (k+1)-th router logit."""
+    if config["model_type"].startswith("deepseek"):
+        return deepseek_routing(model_dir, config, ids)
     model = AutoModelForCausalLM.from_pretrained(
         str(model_dir), dtype=torch.float32, attn_implementation="eager"
     )
@@ -1597,11 +1738,13 @@ the script on its own English text:
 | `qwen2_moe` | qwen2_moe | 8 experts of width 32, top 2, a shared expert of width 96 with its sigmoid gate, q/k/v biases, untied |
 | `mixtral` | mixtral | 4 experts of width 64, top 2 (renormalised), sliding window {MIXTRAL_WINDOW} on every layer, `block_sparse_moe.experts.N.w1/w2/w3`, untied |
 | `gpt_oss` | gpt_oss | 4 layers (4 heads of 32, 2 KV heads) alternating sliding (window {GPT_OSS_WINDOW}) and full, a sink logit per head, q/k/v/o biases, YaRN (factor 32, original length 4096, `truncate` false), 8 experts of width 64 with biases, top 2 of the router's logits (with its bias) softmaxed, clamped SwiGLU; stacked `mlp.experts.gate_up_proj` [E, hidden, 2I] (gate and up columns alternating), as `save_pretrained` writes it; untied |
+| `deepseek_v2` | deepseek_v2 | 2 layers; multi-head latent attention with a direct `q_proj` (`q_lora_rank` null), kv_lora_rank 32, qk_nope 32, qk_rope 16, v 32; YaRN (factor 4, `mscale` = `mscale_all_dim` 0.707); layer 0 dense (`first_k_dense_replace` 1), layer 1 8 experts of width 32 plus 1 shared expert, softmax scores, `group_limited_greedy`: top 3 from the best 2 of 4 groups, `routed_scaling_factor` 1.5; untied |
+| `deepseek_v3` | deepseek_v3 | 2 layers; latent attention with a low-rank q (`q_lora_rank` 32: `q_a_proj`, `q_a_layernorm`, `q_b_proj`), interleaved rope, YaRN (factor 4, `mscale` 1, `mscale_all_dim` 0.8: the rope's attention factor is not 1); layer 1 8 experts plus 1 shared, sigmoid scores with a random non-zero `e_score_correction_bias`, top 2 from the best 1 of 2 groups (group score: sum of its two best), renormalised, `routed_scaling_factor` 2.5; untied. `deepseek_v3_q4` is in mlx-lm's layout, `kv_b_proj` split into per-head `embed_q` and `unembed_out` (quantized) |
 | `qwen3_moe_fused` | qwen3_moe | `qwen3_moe` weights in transformers' in-memory layout (`mlp.experts.gate_up_proj` [E, 2I, hidden], `mlp.experts.down_proj`), as `save_pretrained(save_original_format=False)` writes them |
 | `qwen2_moe_mlx` | qwen2_moe | `qwen2_moe` weights as mlx-lm holds them: dense experts stacked in `mlp.switch_mlp.{{gate,up,down}}_proj` |
 | `gpt_oss_mlx` | gpt_oss | `gpt_oss` weights as mlx-lm holds them: dense experts stacked in `mlp.experts.{{gate,up,down}}_proj` [E, out, in] with `.bias` |
 | `gpt_oss_mxfp4` | gpt_oss | `gpt_oss` quantized by mlx-lm with its experts in MXFP4 (mode `mxfp4`: group 32, uint8 scales, no biases), routers 8-bit affine (group 64), everything else 4-bit affine (group 32); mlx-lm references only |
-| `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the thirteen base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits; `qwen3_moe_q4` keeps layer 1's router (`mlp.gate`) at 8 bits, group 64 (mlx-lm's own choice for qwen3_moe) and layer 5's stacked `switch_mlp.down_proj` at 8 bits; `gpt_oss_q4` keeps every router (`mlp.router`) at 8 bits, group 64 (mlx-lm's own choice), its experts in mlx-lm's `mlp.experts.{{gate,up,down}}_proj` |
+| `<case>_q4` | | mlx-lm 4-bit affine quantization (group 32) of the fifteen base cases; `llama_rope3_q4` keeps `model.layers.0.mlp.down_proj` at 8 bits; `qwen3_moe_q4` keeps layer 1's router (`mlp.gate`) at 8 bits, group 64 (mlx-lm's own choice for qwen3_moe) and layer 5's stacked `switch_mlp.down_proj` at 8 bits; `gpt_oss_q4` keeps every router (`mlp.router`) at 8 bits, group 64 (mlx-lm's own choice), its experts in mlx-lm's `mlp.experts.{{gate,up,down}}_proj` |
 
 Files in each folder:
 
@@ -1618,11 +1761,17 @@ Files in each folder:
   same positions fed one token at a time through the cache); a source that is null has none.
   `phi3` also has `hf.long_prompt_logits` and `mlx_lm.long_prompt_logits` (one pass over
   `long_prompt_ids`), `phi3_q4` `mlx_lm.long_prompt_logits`.
-  The four MoE base cases add, per MoE layer N, `hf.router.N.experts` (int32 `[L, k]`, each
+  The six MoE base cases add, per MoE layer N, `hf.router.N.experts` (int32 `[L, k]`, each
   row ascending) and `hf.router.N.weights` (float32 `[L, k]`, the same order): the experts
   transformers' router picks for each prompt position and their weights; `reference.json`
   then has `router` (`layers`, and `min_margin`: the smallest k-th minus (k+1)-th router
-  logit over the prompt and the greedy path, at least {MIN_ROUTER_MARGIN:g}).
+  logit over the prompt and the greedy path, at least {MIN_ROUTER_MARGIN:g}; for the DeepSeek
+  cases the smallest gap at either step of the choice, the kept groups' and the experts',
+  measured on what the router compares: logits for `deepseek_v2`, sigmoid scores plus the
+  correction bias for `deepseek_v3`). The DeepSeek routers' experts and weights are read from
+  the router modules' own outputs; on the prompt, the group limit changes the choice of 10 of
+  the 23 positions of `deepseek_v2`, and the correction bias and groups 15 of 23 of
+  `deepseek_v3`'s against a plain top k of the scores.
 - `tokenizer_reference.json`: `encode` (`text`, `ids_with_special`, `ids_plain`), `decode`
   (`ids`, `skip_special`, `text`) and `chat` (`messages`, `add_generation_prompt`, `extra`,
   `text`, `ids`) as transformers gives them.
@@ -1654,6 +1803,9 @@ Notes:
   `truncate` true), so its ropes are given transformers' periods for `truncate` false (as
   for `phi3`, checked against transformers); mlx-lm runs the weights converted to its own
   layout (its sanitize expects OpenAI's [E, 2I, hidden] experts, not transformers').
+- `kimi_k2` has no fixture of its own: transformers 5.23 has no class for it and mlx-lm maps it
+  onto `deepseek_v3`; `tests/model_parity.rs` loads a copy of `deepseek_v3` with `model_type`
+  `kimi_k2` and compares it with `deepseek_v3`'s transformers references.
 - The MoE base cases are written as transformers' `save_pretrained` writes them (one tensor per
   expert); the script checks its own conversion against `save_pretrained`'s output.
 - `qwen3_moe_fused` has HF references only, checked equal to `qwen3_moe`'s; `qwen2_moe_mlx`

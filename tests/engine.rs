@@ -356,6 +356,8 @@ fn batch_greedy_equals_one_by_one() {
         "mixtral",
         "gpt_oss",
         "gpt_oss_q4",
+        "deepseek_v2",
+        "deepseek_v3_q4",
     ] {
         let m = model(case);
         let (prompt, _) = reference(case);
@@ -422,6 +424,7 @@ fn classify_batches_give_each_prompt_the_token_it_gets_alone() {
         "qwen2_moe",
         "mixtral_q4",
         "gpt_oss",
+        "deepseek_v3",
     ] {
         let m = model(case);
         let (prompt, _) = reference(case);

@@ -364,6 +364,14 @@ fn bad_quantization_parameters_are_clear_errors() {
         let got = err(m, kq);
         assert!(got.contains(want), "{kq:?}: {got:?}, expected {want:?}");
     }
+    // Multi-head latent attention caches a compressed latent; quantizing it is refused,
+    // naming the model type.
+    for case in ["deepseek_v2", "deepseek_v3_q4"] {
+        let m = load(&fixtures().join(case));
+        let got = err(&m, q(8, 32, 0));
+        let want = format!("a quantized KV cache for model_type {:?}", case.trim_end_matches("_q4"));
+        assert!(got.contains(&want), "{case}: {got:?}, expected {want:?}");
+    }
     // Accepted: what the fixture's shapes allow.
     for kq in [q(8, 32, 0), q(4, 32, 0), q(8, 32, 1 << 30)] {
         KvCache::with_quant(qwen3.spec(), Some(kq)).unwrap();

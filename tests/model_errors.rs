@@ -415,3 +415,117 @@ fn adapters_on_expert_layers_are_refused_by_name() {
     let w = LoraWeights::init(config(vec![Target::Q, Target::V]), m.spec(), &key).unwrap();
     assert!(w.layer(1).unwrap().any(&[Target::Q]));
 }
+
+#[test]
+fn deepseek_config_errors_name_the_field() {
+    use serde_json::json;
+    let cases: Vec<(&str, &str, serde_json::Value, &str, ErrorKind)> = vec![
+        ("deepseek_v2", "kv_lora_rank", serde_json::Value::Null, "kv_lora_rank: missing", ErrorKind::Format),
+        (
+            "deepseek_v3",
+            "qk_rope_head_dim",
+            json!(15),
+            "qk_rope_head_dim: 15 must be even",
+            ErrorKind::Format,
+        ),
+        (
+            "deepseek_v3",
+            "qk_nope_head_dim",
+            json!(1 << 20),
+            "qk_nope_head_dim: 1048576 is larger than liblmx allows",
+            ErrorKind::Format,
+        ),
+        (
+            "deepseek_v3",
+            "n_group",
+            json!(3),
+            "n_group: 3 does not divide n_routed_experts 8",
+            ErrorKind::Format,
+        ),
+        ("deepseek_v3", "topk_group", json!(3), "topk_group: 3 is more than n_group 2", ErrorKind::Format),
+        (
+            "deepseek_v2",
+            "num_experts_per_tok",
+            json!(9),
+            "num_experts_per_tok: 9 is more than n_routed_experts 8",
+            ErrorKind::Format,
+        ),
+        (
+            "deepseek_v2",
+            "first_k_dense_replace",
+            json!(-1),
+            "first_k_dense_replace: -1 is not an integer in 0..=2",
+            ErrorKind::Format,
+        ),
+        (
+            "deepseek_v3",
+            "n_shared_experts",
+            json!(1 << 20),
+            "n_shared_experts: 1048576 is not an integer in 0..=4096",
+            ErrorKind::Format,
+        ),
+        (
+            "deepseek_v2",
+            "topk_method",
+            json!("noaux_tc"),
+            "topk_method \"noaux_tc\" is not supported (supported: greedy, group_limited_greedy)",
+            ErrorKind::Unsupported,
+        ),
+        (
+            "deepseek_v3",
+            "scoring_func",
+            json!("softmax"),
+            "scoring_func \"softmax\" is not supported for this model_type (supported: sigmoid)",
+            ErrorKind::Unsupported,
+        ),
+        (
+            "deepseek_v3",
+            "routed_scaling_factor",
+            json!(-2.5),
+            "routed_scaling_factor: -2.5 must be a finite number > 0",
+            ErrorKind::Format,
+        ),
+        ("deepseek_v2", "mlp_bias", json!(true), "mlp_bias true is not supported", ErrorKind::Unsupported),
+    ];
+    for (case, key, value, want, kind) in cases {
+        let t = copy_fixture(case, "dscfg");
+        edit_config(&t.0, |c| {
+            if value.is_null() {
+                c.as_object_mut().unwrap().remove(key);
+            } else {
+                c[key] = value.clone();
+            }
+        });
+        let e = load_err(&t.0);
+        assert_eq!(e.kind, kind, "{case} {key}: {e}");
+        assert!(e.message.contains("config.json") && e.message.contains(want), "{case} {key}: {e}");
+    }
+}
+
+/// DeepSeek-V3's router needs its correction bias: a checkpoint without it is an error that
+/// names the tensor.
+#[test]
+fn a_deepseek_v3_router_without_its_correction_bias_is_refused() {
+    let t = copy_fixture("deepseek_v3", "dsbias");
+    edit_weights(&t.0, |v| v.retain(|(k, _)| !k.ends_with("e_score_correction_bias")));
+    let e = load_err(&t.0);
+    assert!(e.message.contains("model.layers.1.mlp.gate.e_score_correction_bias"), "{e}");
+}
+
+#[test]
+fn adapters_on_latent_attention_are_refused_by_name() {
+    use lmx::model::nn::lora::{LoraConfig, LoraWeights, Target};
+    let m = Model::load(&fixtures().join("deepseek_v3"), &LoadParams::default()).unwrap();
+    let key = lmx::mlx::random::key(0).unwrap();
+    let config = LoraConfig { rank: 4, scale: 1.0, dropout: 0.0, num_layers: 2, targets: vec![Target::Q] };
+    let e = match LoraWeights::init(config, m.spec(), &key) {
+        Ok(_) => panic!("an adapter on latent attention was made"),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind, ErrorKind::Unsupported);
+    assert!(
+        e.message.contains("model.layers.0.self_attn.q_proj")
+            && e.message.contains("\"deepseek_v3\" uses multi-head latent attention"),
+        "{e}"
+    );
+}

@@ -218,6 +218,63 @@ parity! {
     gpt_oss_q4 => "gpt_oss_q4",
     gpt_oss_mlx => "gpt_oss_mlx",
     gpt_oss_mxfp4 => "gpt_oss_mxfp4",
+    deepseek_v2 => "deepseek_v2",
+    deepseek_v2_q4 => "deepseek_v2_q4",
+    deepseek_v3 => "deepseek_v3",
+    deepseek_v3_q4 => "deepseek_v3_q4",
+}
+
+/// `kimi_k2` is DeepSeek-V3's layout under another name (transformers 5.23 has no class for
+/// it): the `deepseek_v3` fixture with only its model_type changed gives transformers'
+/// deepseek_v3 logits and greedy continuation.
+#[test]
+fn kimi_k2_loads_as_deepseek_v3() {
+    let dir = copy_fixture("deepseek_v3", "kimi");
+    let path = dir.0.join("config.json");
+    let mut cfg = json(&path);
+    cfg["model_type"] = "kimi_k2".into();
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    let model = Model::load(&dir.0, &LoadParams::default()).unwrap();
+    assert_eq!(model.spec().arch, "kimi_k2");
+    let reference = json(&dir.0.join("reference.json"));
+    let tensors = tensors(&dir.0.join("reference.safetensors"));
+    let prompt = ids(&reference["prompt_ids"]);
+    let c = Case { name: "kimi_k2".into(), model, reference, tensors, prompt };
+    let d = max_abs_diff(&prompt_logits(&c), &c.tensors["hf.prompt_logits"].to_f32_vec().unwrap());
+    assert!(d <= TOL, "kimi_k2: prompt logits differ from transformers' deepseek_v3 by {d}");
+    let n = c.reference["n_greedy"].as_u64().unwrap() as usize;
+    assert_eq!(greedy(&c, n), ids(&c.reference["hf"]["greedy_ids"]), "kimi_k2: greedy continuation");
+}
+
+/// Multi-head latent attention caches, per layer and position, the compressed latent and the
+/// shared rotated key (kv_lora_rank + qk_rope_head_dim values), not every head's keys and
+/// values: the cache's buffers hold exactly that, far less than a plain attention of the same
+/// heads and head widths would.
+#[test]
+fn latent_attention_caches_the_compressed_latent() {
+    for name in ["deepseek_v2", "deepseek_v3", "deepseek_v3_q4"] {
+        let c = load(name);
+        let mut cache = KvCache::new(c.model.spec());
+        c.model.transformer().forward(&tokens(&c.prompt), &mut cache).unwrap();
+        assert_eq!(cache.offset(), c.prompt.len() as i32);
+        // Bytes per cached position: each buffer is [1, heads, capacity, width].
+        let per_position: usize =
+            cache.arrays().iter().map(|a| a.nbytes() / a.dim(2).unwrap() as usize).sum();
+        let spec = c.model.spec();
+        let (mut latent, mut plain) = (0usize, 0usize);
+        for l in &spec.layers {
+            let lt = l.attn.latent.expect("every deepseek layer has latent attention");
+            latent += (lt.kv_lora_rank + lt.qk_rope) as usize * 4;
+            plain += (l.attn.n_heads * (lt.qk_nope + lt.qk_rope + lt.v_head_dim)) as usize * 4;
+        }
+        eprintln!(
+            "{name}: {per_position} cache bytes per position (float32, {} layers); plain attention of the same heads: {plain} ({:.2}x)",
+            spec.layers.len(),
+            plain as f64 / per_position as f64
+        );
+        assert_eq!(per_position, latent, "{name}: cache bytes per position");
+        assert!(per_position * 4 < plain, "{name}: the latent cache is not smaller");
+    }
 }
 
 /// LongRoPE past original_max_position_embeddings: one pass over a sequence longer than the
@@ -247,6 +304,10 @@ fn phi3_long_sequence_uses_the_long_factors() {
 #[test]
 fn every_fixture_case_is_tested() {
     let listed = [
+        "deepseek_v2",
+        "deepseek_v2_q4",
+        "deepseek_v3",
+        "deepseek_v3_q4",
         "gemma3",
         "gemma3_nested",
         "gemma3_q4",

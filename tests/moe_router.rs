@@ -4,7 +4,7 @@
 //! 5.23's `DeepseekV3TopkRouter` on inputs made by the same formulas as here.
 
 use lmx::mlx::{ops, Array, Dtype};
-use lmx::model::arch::spec::Routing;
+use lmx::model::arch::spec::{GroupScore, Routing, Scoring};
 use lmx::model::nn::linear::Linear;
 use lmx::model::nn::moe::Router;
 
@@ -65,7 +65,15 @@ fn grouped_sigmoid_router_equals_deepseek_v3s() {
     let bias: Vec<f32> = (0..E).map(bias_at).collect();
     let bias = Array::from_slice(&bias, &[E as i32]).unwrap();
     let r = router(
-        Routing::SigmoidGroupedTopK { groups: 4, top_groups: 2, renormalize: true, scaling: 2.5 },
+        Routing::Grouped {
+            scoring: Scoring::Sigmoid,
+            correction_bias: true,
+            groups: 4,
+            keep_groups: 2,
+            group_score: GroupScore::TopTwoSum,
+            renormalize: true,
+            scale: 2.5,
+        },
         Some(bias),
     );
     let x: Vec<f32> = (0..T).flat_map(|t| (0..H).map(move |h| x_at(t, h))).collect();
@@ -86,7 +94,15 @@ fn grouped_sigmoid_router_equals_deepseek_v3s() {
 fn routers_are_refused_without_or_with_a_stray_correction_bias() {
     let bias = Array::from_slice(&[0f32; E], &[E as i32]).unwrap();
     let gate = Linear::Dense { wt: ops::zeros(&[H as i32, E as i32], Dtype::F32).unwrap(), bias: None };
-    let grouped = Routing::SigmoidGroupedTopK { groups: 4, top_groups: 2, renormalize: true, scaling: 1.0 };
+    let grouped = Routing::Grouped {
+        scoring: Scoring::Sigmoid,
+        correction_bias: true,
+        groups: 4,
+        keep_groups: 2,
+        group_score: GroupScore::TopTwoSum,
+        renormalize: true,
+        scale: 1.0,
+    };
     assert!(Router::new(gate.clone(), grouped, 2, None).is_err());
     assert!(Router::new(gate.clone(), Routing::SoftmaxTopK { renormalize: false }, 2, Some(bias)).is_err());
 }

@@ -61,6 +61,9 @@ fn cases() -> Vec<(&'static str, SessionOptions)> {
         ("phi3", SessionOptions::default()),
         ("smollm3", SessionOptions::default()),
         ("olmo2_q4", SessionOptions::default()),
+        // Multi-head latent attention: the cache holds the compressed latent and rope key.
+        ("deepseek_v2", SessionOptions::default()),
+        ("deepseek_v3_q4", SessionOptions::default()),
     ]
 }
 
@@ -239,7 +242,16 @@ fn csv(ids: &[u32]) -> String {
 fn prompt_caches_cross_between_mlx_lm_and_liblmx() {
     let Some(python) = reference_python() else { return };
     let dir = TempDir::new("session-mlx-lm");
-    for (case, bits) in [("qwen3", None), ("gemma3", None), ("qwen3_q4", None), ("llama_rope3", Some(8))] {
+    for (case, bits) in [
+        ("qwen3", None),
+        ("gemma3", None),
+        ("qwen3_q4", None),
+        ("llama_rope3", Some(8)),
+        // Latent attention: the compressed latent and rope key, in mlx-lm's layout. (Not
+        // deepseek_v3_q4: mlx-lm 0.32.2 cannot run quantized experts without the patch
+        // make_fixtures.py applies.)
+        ("deepseek_v3", None),
+    ] {
         let m = model(case);
         let p = prompt(case);
         let more: Vec<u32> = p[2..7].to_vec();

@@ -443,6 +443,55 @@ impl WeightStore {
         Ok(ExpertLinear::Dense { wt: ops::transpose(&stack(&ws)?, &[0, 2, 1])? })
     }
 
+    /// Per-head matrices `module` stacked [heads, rows, cols] (mlx-lm's `MultiLinear`), as
+    /// the attention's [`HeadLinear`](crate::model::nn::transformer): dense ones oriented
+    /// [heads, in, out] for `x @ w` (transposed here where `transpose`, i.e. the stored
+    /// matrix is [heads, out, in]); quantized ones kept packed with that flag.
+    pub(crate) fn head_linear(
+        &mut self,
+        module: &str,
+        heads: i32,
+        rows: i32,
+        cols: i32,
+        transpose: bool,
+    ) -> Result<crate::model::nn::transformer::HeadLinear> {
+        use crate::model::nn::transformer::HeadLinear;
+        if self.contains(&format!("{module}.scales")) {
+            let (w, scales, biases, p) = self.quantized_stacked(module, heads, rows, cols)?;
+            let biases = biases.ok_or_else(|| {
+                Error::unsupported(format!(
+                    "{}: {module}: quantization mode {} is read for stacked experts only",
+                    self.file(&format!("{module}.weight")),
+                    p.mode.as_str()
+                ))
+            })?;
+            return Ok(HeadLinear::Quantized { w, scales, biases, p, transpose });
+        }
+        let w = self.float(&format!("{module}.weight"), &[heads, rows, cols])?;
+        self.params += heads as u64 * rows as u64 * cols as u64;
+        if !transpose {
+            return Ok(HeadLinear::Dense { w });
+        }
+        let wt = ops::contiguous(&ops::transpose(&w, &[0, 2, 1])?)?;
+        wt.eval()?;
+        Ok(HeadLinear::Dense { w: wt })
+    }
+
+    /// The [rows, cols] weight of linear layer `module` as a float matrix, dequantized where
+    /// it is stored quantized (for layers whose weight is reshaped before use).
+    pub(crate) fn dense_or_dequantized(&mut self, module: &str, rows: i32, cols: i32) -> Result<Array> {
+        if self.contains(&format!("{module}.scales")) {
+            let (w, scales, biases, p) = self.quantized(module, rows, cols)?;
+            let d =
+                ops::dequantize(&w, &scales, Some(&biases), p.group_size, p.bits, QuantParams::MODE, None)?;
+            d.eval()?;
+            return Ok(d);
+        }
+        let w = self.float(&format!("{module}.weight"), &[rows, cols])?;
+        self.params += rows as u64 * cols as u64;
+        Ok(w)
+    }
+
     /// A linear layer `module` mapping `input` features to `output`, dense or quantized.
     pub fn linear(&mut self, module: &str, input: i32, output: i32, bias: bool) -> Result<Linear> {
         let b = if bias {

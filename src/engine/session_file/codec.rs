@@ -58,7 +58,8 @@ pub(super) fn read_layer(
     quant: &mut Option<KvQuant>,
 ) -> Result<LayerState> {
     let a = &spec.layers[i].attn;
-    let layer = Layer { f, i, heads: a.n_kv_heads, dim: a.head_dim, dtype, offset };
+    let (heads, dim, vdim) = a.cache_dims();
+    let layer = Layer { f, i, heads, dim, vdim, dtype, offset };
     match (class, a.window) {
         (Full::CLASS, None) => Full::read(&layer),
         (Rotating::CLASS, Some(window)) => Rotating::read(&layer, window),
@@ -82,7 +83,9 @@ struct Layer<'a, 'b> {
     f: &'a File<'b>,
     i: usize,
     heads: i32,
+    /// Key width; `vdim` the value width (they differ for latent attention).
     dim: i32,
+    vdim: i32,
     dtype: Dtype,
     offset: i32,
 }
@@ -112,7 +115,7 @@ impl Full {
 
     fn read(l: &Layer) -> Result<LayerState> {
         let keys = l.kv("0", l.dim)?;
-        let values = l.kv("1", l.dim)?;
+        let values = l.kv("1", l.vdim)?;
         if keys.dim(2)? < l.offset || values.dim(2)? < l.offset {
             return Err(bad(
                 l.f.path,
@@ -164,7 +167,7 @@ impl Rotating {
             )));
         }
         let keys = l.kv("0", l.dim)?;
-        let values = l.kv("1", l.dim)?;
+        let values = l.kv("1", l.vdim)?;
         let n = keys.dim(2)?;
         if values.dim(2)? != n || idx < 0 || idx > n || n < l.offset.min(window) {
             return Err(bad(

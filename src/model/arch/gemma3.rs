@@ -57,6 +57,7 @@ pub fn spec(cfg: &Config) -> Result<ModelSpec> {
                     qkv_bias: attention_bias,
                     o_bias: attention_bias,
                     sinks: false,
+                    latent: None,
                 },
                 mlp: MlpKind::GeGluTanh,
                 mlp_bias: false,

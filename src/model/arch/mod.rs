@@ -1,6 +1,7 @@
 //! One adapter per architecture family: `config.json` in, [`ModelSpec`] out. Adding an
 //! architecture means adding a file here and a line to [`spec_for`].
 
+mod deepseek;
 mod gemma3;
 mod gpt_oss;
 mod llama;
@@ -31,6 +32,9 @@ pub const SUPPORTED: &[&str] = &[
     "qwen3_moe",
     "mixtral",
     "gpt_oss",
+    "deepseek_v2",
+    "deepseek_v3",
+    "kimi_k2",
 ];
 
 /// Builds the spec for a checkpoint's config.
@@ -49,6 +53,10 @@ pub fn spec_for(cfg: &Config) -> Result<ModelSpec> {
         "qwen3_moe" => moe::spec(cfg, moe::Family::Qwen3Moe),
         "mixtral" => moe::spec(cfg, moe::Family::Mixtral),
         "gpt_oss" => gpt_oss::spec(cfg),
+        "deepseek_v2" => deepseek::spec(cfg, deepseek::Version::V2),
+        // Kimi K2 is DeepSeek-V3's architecture under another name (transformers 5.23 has no
+        // class of its own for it; mlx-lm maps it onto deepseek_v3).
+        "deepseek_v3" | "kimi_k2" => deepseek::spec(cfg, deepseek::Version::V3),
         "gemma3_text" => gemma3::spec(cfg),
         // The multimodal checkpoint: the language model's config is nested.
         "gemma3" => match cfg.object("text_config")? {
@@ -240,6 +248,7 @@ pub(crate) fn pre_norm_spec(cfg: &Config, c: &Common, f: PreNorm) -> Result<Mode
                     qkv_bias: f.qkv_bias,
                     o_bias: f.o_bias,
                     sinks: false,
+                    latent: None,
                 },
                 mlp: crate::model::arch::spec::MlpKind::SwiGlu,
                 mlp_bias: f.mlp_bias,

@@ -4,7 +4,9 @@
 //! attention is Qwen2's, Qwen3's and Mistral's; only the feed-forward block differs.
 
 use super::{check_activation, layer_types, pre_norm_spec, Common, PreNorm};
-use crate::model::arch::spec::{ExpertAct, FusedGateUp, ModelSpec, MoeSpec, QkNorm, Routing, SharedExpertSpec};
+use crate::model::arch::spec::{
+    ExpertAct, FusedGateUp, ModelSpec, MoeSpec, QkNorm, Routing, SharedExpertSpec,
+};
 use crate::model::config::Config;
 use crate::{Error, Result};
 

@@ -43,6 +43,27 @@ pub enum QkNorm {
     FullWidth,
 }
 
+/// Multi-head latent attention (DeepSeek-V2/V3): keys and values come from one compressed
+/// latent per token (`kv_lora_rank` wide) through `kv_b_proj`, beside a `qk_rope` wide rotated
+/// key shared by every head. The cache holds the latent and the rotated key, not the heads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Latent {
+    /// None: queries come from `q_proj`; else through `q_a_proj` (this wide),
+    /// `q_a_layernorm` and `q_b_proj`.
+    pub q_lora_rank: Option<i32>,
+    pub kv_lora_rank: i32,
+    /// Per head: the query/key dimensions without rope, with rope, and the value dimension.
+    pub qk_nope: i32,
+    pub qk_rope: i32,
+    pub v_head_dim: i32,
+    /// Rope on interleaved pairs (x0, x1), (x2, x3)... (DeepSeek's layout) rather than on
+    /// halves.
+    pub interleaved: bool,
+    /// Multiplies the rotated query and key dimensions (YaRN's attention factor, which
+    /// belongs to the rope dimensions only).
+    pub rope_gain: f32,
+}
+
 #[derive(Clone, Debug)]
 pub struct AttentionSpec {
     pub n_heads: i32,
@@ -60,6 +81,22 @@ pub struct AttentionSpec {
     /// A learned logit per query head (`self_attn.sinks`, [n_heads]) that joins every
     /// softmax as a key with no value (GPT-OSS).
     pub sinks: bool,
+    /// Multi-head latent attention; then `head_dim` is the query/key head width
+    /// (`qk_nope + qk_rope`), `n_kv_heads` 1 (the cache's), and `qkv_bias` is
+    /// `attention_bias` (on `q_a_proj` and `kv_a_proj_with_mqa`).
+    pub latent: Option<Latent>,
+}
+
+impl AttentionSpec {
+    /// What the KV cache holds per position: (heads, key width, value width). Latent
+    /// attention stores its latent as the keys and its rotated key as the values, as mlx-lm
+    /// and transformers cache them.
+    pub fn cache_dims(&self) -> (i32, i32, i32) {
+        match &self.latent {
+            Some(l) => (1, l.kv_lora_rank, l.qk_rope),
+            None => (self.n_kv_heads, self.head_dim, self.head_dim),
+        }
+    }
 }
 
 /// How a router turns its scores into the experts a token uses.
@@ -68,13 +105,38 @@ pub enum Routing {
     /// Softmax over every expert's logit, the top k by probability; with `renormalize`, the
     /// k weights are divided by their sum (`norm_topk_prob`), else they are the softmax's.
     SoftmaxTopK { renormalize: bool },
-    /// DeepSeek-V3's: sigmoid scores; the choice adds the router's `e_score_correction_bias`
-    /// and keeps only experts of the `top_groups` of `groups` equal groups whose two best
-    /// scores sum highest; the weights are the chosen experts' sigmoid scores (without the
-    /// bias), divided by their sum with `renormalize`, times `scaling`.
-    SigmoidGroupedTopK { groups: i32, top_groups: i32, renormalize: bool, scaling: f32 },
+    /// DeepSeek's: scores by `scoring`; for the choice only, a per-expert correction bias
+    /// (`e_score_correction_bias`) is added where `correction_bias`; the experts are split
+    /// into `groups` equal groups, the `keep_groups` best groups by `group_score` are kept, and
+    /// the top k experts among them are chosen. Their weights are the uncorrected scores,
+    /// divided by their sum where `renormalize`, times `scale` (`routed_scaling_factor`).
+    Grouped {
+        scoring: Scoring,
+        correction_bias: bool,
+        groups: i32,
+        keep_groups: i32,
+        group_score: GroupScore,
+        renormalize: bool,
+        scale: f32,
+    },
     /// The top k by logit, their weights a softmax over those k logits only (GPT-OSS).
     TopKSoftmax,
+}
+
+/// How router logits become expert scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scoring {
+    Softmax,
+    Sigmoid,
+}
+
+/// How a group of experts is scored for group-limited routing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupScore {
+    /// The best expert's score (DeepSeek-V2).
+    Max,
+    /// The sum of the two best experts' scores (DeepSeek-V3).
+    TopTwoSum,
 }
 
 /// The experts' activation where it is not the dense MLP's kind.

@@ -63,6 +63,12 @@ impl KvQuant {
         if self.start < 0 {
             return Err(Error::invalid(format!("kv_quant_start {} is negative", self.start)));
         }
+        if spec.layers.iter().any(|l| l.attn.latent.is_some()) {
+            return Err(Error::unsupported(format!(
+                "a quantized KV cache for model_type {:?} (multi-head latent attention caches a compressed latent; its cache is not quantized)",
+                spec.arch
+            )));
+        }
         for (i, l) in spec.layers.iter().enumerate() {
             let d = l.attn.head_dim;
             if l.attn.window.is_none() && d % self.group_size != 0 {

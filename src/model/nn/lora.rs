@@ -272,6 +272,15 @@ impl LoraWeights {
         for (i, l) in self.layers.iter().enumerate() {
             for t in Target::ALL {
                 if let Some((a, b)) = l.get(t) {
+                    if spec.layers[i].attn.latent.is_some()
+                        && matches!(t, Target::Q | Target::K | Target::V | Target::O)
+                    {
+                        return Err(Error::unsupported(format!(
+                            "the adapter has model.layers.{i}.{}, but model_type {:?} uses multi-head latent attention (adapters on it are not supported)",
+                            t.key(),
+                            spec.arch
+                        )));
+                    }
                     if spec.layers[i].moe.is_some() && matches!(t, Target::Gate | Target::Up | Target::Down) {
                         return Err(Error::unsupported(format!(
                             "the adapter has model.layers.{i}.{}, but layer {i} is a mixture of experts (adapters on experts are not supported)",

@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 
 use crate::mlx::{compile, ops, Array, Dtype};
-use crate::model::arch::spec::{ExpertAct, FusedGateUp, MlpKind, MoeSpec, Routing};
+use crate::model::arch::spec::{ExpertAct, FusedGateUp, GroupScore, MlpKind, MoeSpec, Routing, Scoring};
 use crate::model::nn::linear::{Linear, Projections};
 use crate::model::nn::quant::QuantParams;
 use crate::model::weights::WeightStore;
@@ -141,10 +141,10 @@ fn top_k_indices(a: &Array, k: i32) -> Result<Array> {
 
 impl Router {
     /// A router over `gate`'s logits choosing `top_k` experts; `correction_bias` is required
-    /// by (and only used with) [`Routing::SigmoidGroupedTopK`].
+    /// by (and only used with) [`Routing::Grouped`] with `correction_bias`.
     pub fn new(gate: Linear, routing: Routing, top_k: i32, correction_bias: Option<Array>) -> Result<Router> {
-        if matches!(routing, Routing::SigmoidGroupedTopK { .. }) != correction_bias.is_some() {
-            return Err(Error::internal("a grouped sigmoid router needs its correction bias, and only it"));
+        if matches!(routing, Routing::Grouped { correction_bias: true, .. }) != correction_bias.is_some() {
+            return Err(Error::internal("a router with a correction bias needs it, and only it"));
         }
         Ok(Router { gate, routing, top_k, correction_bias })
     }
@@ -163,35 +163,37 @@ impl Router {
                 }
                 Choice { experts, weights }
             }
-            Routing::SigmoidGroupedTopK { groups, top_groups, renormalize, scaling } => {
-                let bias =
-                    self.correction_bias.as_ref().ok_or_else(|| Error::internal("no correction bias"))?;
-                // In float32 whatever the activations are, as the reference computes it.
-                let scores = ops::sigmoid(&ops::astype(&logits, Dtype::F32)?)?;
-                let mut choice = ops::add(&scores, bias)?;
-                if top_groups < groups {
-                    // Hide the experts of every group but the `top_groups` whose two best
-                    // choice scores sum highest.
-                    let shape = choice.shape();
-                    let e = shape[shape.len() - 1];
-                    let mut grouped_shape = shape[..shape.len() - 1].to_vec();
-                    grouped_shape.extend([groups, e / groups]);
-                    let grouped = ops::reshape(&choice, &grouped_shape)?;
-                    let best2 = ops::take_along_axis(&grouped, &top_k_indices(&grouped, 2)?, -1)?;
-                    let group_scores = ops::sum(&best2, &[-1], false)?;
-                    // The groups - top_groups lowest groups, as [..., dropped, 1].
-                    let dropped = ops::slice_axis(
-                        &ops::argpartition(&group_scores, groups - top_groups - 1, -1)?,
-                        -1,
-                        0,
-                        groups - top_groups,
-                    )?;
-                    let mut dshape = dropped.shape();
-                    dshape.push(1);
-                    let dropped = ops::reshape(&dropped, &dshape)?;
-                    let hidden =
-                        ops::put_along_axis(&grouped, &dropped, &Array::scalar_f32(f32::NEG_INFINITY), -2)?;
-                    choice = ops::reshape(&hidden, &shape)?;
+            Routing::Grouped { scoring, groups, keep_groups, group_score, renormalize, scale, .. } => {
+                // In float32, as transformers computes its DeepSeek routers.
+                let logits = ops::astype(&logits, Dtype::F32)?;
+                let scores = match scoring {
+                    Scoring::Softmax => ops::softmax(&logits, -1, true)?,
+                    Scoring::Sigmoid => ops::sigmoid(&logits)?,
+                };
+                let mut choice = match &self.correction_bias {
+                    Some(b) => ops::add(&scores, b)?,
+                    None => scores.clone(),
+                };
+                if groups > 1 && keep_groups < groups {
+                    let sh = choice.shape();
+                    let (b, l, e) = (sh[0], sh[1], sh[2]);
+                    let grouped = ops::reshape(&choice, &[b, l, groups, e / groups])?;
+                    let gs = match group_score {
+                        GroupScore::Max => ops::max(&grouped, &[-1], false)?,
+                        GroupScore::TopTwoSum => {
+                            let top2 = ops::take_along_axis(&grouped, &top_k_indices(&grouped, 2)?, -1)?;
+                            ops::sum(&top2, &[-1], false)?
+                        }
+                    };
+                    // Experts outside the kept groups can never be chosen.
+                    let kept = top_k_indices(&gs, keep_groups)?;
+                    let one = ops::ones(&[b, l, keep_groups], Dtype::F32)?;
+                    let mask =
+                        ops::put_along_axis(&ops::zeros(&[b, l, groups], Dtype::F32)?, &kept, &one, -1)?;
+                    let mask =
+                        ops::reshape(&ops::greater(&mask, &Array::scalar_f32(0.0))?, &[b, l, groups, 1])?;
+                    let hidden = ops::astype(&Array::scalar_f32(f32::NEG_INFINITY), Dtype::F32)?;
+                    choice = ops::reshape(&ops::where_(&mask, &grouped, &hidden)?, &[b, l, e])?;
                 }
                 let experts = top_k_indices(&choice, k)?;
                 let mut weights = ops::take_along_axis(&scores, &experts, -1)?;
@@ -199,7 +201,9 @@ impl Router {
                     let sum = ops::add(&ops::sum(&weights, &[-1], true)?, &Array::scalar_f32(1e-20))?;
                     weights = ops::divide(&weights, &sum)?;
                 }
-                let weights = ops::multiply(&weights, &Array::scalar_f32(scaling))?;
+                if scale != 1.0 {
+                    weights = ops::multiply(&weights, &Array::scalar_f32(scale))?;
+                }
                 Choice { experts, weights }
             }
             Routing::TopKSoftmax => {
@@ -375,11 +379,11 @@ pub fn load(store: &mut WeightStore, p: &str, spec: &MoeSpec, hidden: i32, kind:
         .ok_or_else(|| store.missing_tensor(&format!("{p}{}.{}.weight", spec.modules[0], spec.router)))?;
     let (e, i) = (spec.experts, spec.intermediate);
     let correction_bias = match spec.routing {
-        Routing::SigmoidGroupedTopK { .. } => {
+        Routing::Grouped { correction_bias: true, .. } => {
             let b = store.float(&format!("{m}.{}.e_score_correction_bias", spec.router), &[e])?;
             Some(ops::astype(&b, Dtype::F32)?)
         }
-        Routing::SoftmaxTopK { .. } | Routing::TopKSoftmax => None,
+        _ => None,
     };
     let gate = store.linear(&format!("{m}.{}", spec.router), hidden, e, spec.bias)?;
     let router = Router::new(gate, spec.routing, spec.top_k, correction_bias)?;

@@ -259,22 +259,27 @@ fn yarn_periods(dims: i32, base: f64, sc: &Config, max_position: Option<i32>) ->
 impl Rope {
     /// Rotates `x` ([B, H, L, D]) for positions offset..offset+L.
     pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
+        self.apply_with(x, offset, false)
+    }
+
+    /// As [`apply`](Self::apply); with `interleaved`, the rotated pairs are (x0, x1),
+    /// (x2, x3)... (DeepSeek's layout) instead of (x_i, x_{i + dims/2}).
+    pub fn apply_with(&self, x: &Array, offset: i32, interleaved: bool) -> Result<Array> {
+        let t = interleaved;
         match self {
-            Rope::Standard { dims, base, scale } => {
-                ops::rope(x, *dims, false, Some(*base), *scale, offset, None)
-            }
-            Rope::Periods { dims, periods } => ops::rope(x, *dims, false, None, 1.0, offset, Some(periods)),
+            Rope::Standard { dims, base, scale } => ops::rope(x, *dims, t, Some(*base), *scale, offset, None),
+            Rope::Periods { dims, periods } => ops::rope(x, *dims, t, None, 1.0, offset, Some(periods)),
             Rope::Dynamic { dims, base, max_position, factor } => {
                 let len = x.dim(-2)? + offset;
                 let seq = len.max(*max_position) as f64;
                 let d = *dims as f64;
                 let f = *factor as f64;
                 let b = *base as f64 * ((f * seq / *max_position as f64) - (f - 1.0)).powf(d / (d - 2.0));
-                ops::rope(x, *dims, false, Some(b as f32), 1.0, offset, None)
+                ops::rope(x, *dims, t, Some(b as f32), 1.0, offset, None)
             }
             Rope::LongRope(lr) => {
                 let periods = if x.dim(-2)? + offset > lr.original_max { &lr.long } else { &lr.short };
-                ops::rope(&lr.prescale(x)?, lr.dims, false, None, 1.0, offset, Some(periods))
+                ops::rope(&lr.prescale(x)?, lr.dims, t, None, 1.0, offset, Some(periods))
             }
         }
     }
@@ -283,17 +288,29 @@ impl Rope {
     /// holds each row's sequence length once these positions are added (what LongRoPE chooses
     /// its table by, row by row, as it would for that row alone).
     pub fn apply_rows(&self, x: &Array, offsets: &Array, ends: &[i32]) -> Result<Array> {
+        self.apply_rows_with(x, offsets, ends, false)
+    }
+
+    /// As [`apply_rows`](Self::apply_rows), interleaved as in [`apply_with`](Self::apply_with).
+    pub fn apply_rows_with(
+        &self,
+        x: &Array,
+        offsets: &Array,
+        ends: &[i32],
+        interleaved: bool,
+    ) -> Result<Array> {
+        let t = interleaved;
         match self {
             Rope::Standard { dims, base, scale } => {
-                ops::rope_dynamic(x, *dims, false, Some(*base), *scale, offsets, None)
+                ops::rope_dynamic(x, *dims, t, Some(*base), *scale, offsets, None)
             }
             Rope::Periods { dims, periods } => {
-                ops::rope_dynamic(x, *dims, false, None, 1.0, offsets, Some(periods))
+                ops::rope_dynamic(x, *dims, t, None, 1.0, offsets, Some(periods))
             }
             Rope::Dynamic { .. } => Err(Error::unsupported("dynamic rope scaling with per-row positions")),
             Rope::LongRope(lr) => {
                 let x = lr.prescale(x)?;
-                let with = |p: &Array| ops::rope_dynamic(&x, lr.dims, false, None, 1.0, offsets, Some(p));
+                let with = |p: &Array| ops::rope_dynamic(&x, lr.dims, t, None, 1.0, offsets, Some(p));
                 let long: Vec<bool> = ends.iter().map(|&e| e > lr.original_max).collect();
                 if long.iter().all(|&l| !l) {
                     with(&lr.short)

@@ -2,11 +2,12 @@
 //! Field names follow the checkpoint's tensor names.
 
 use crate::mlx::{compile, ops, Array, Dtype};
-use crate::model::arch::spec::{AttentionSpec, LayerSpec, MlpKind, ModelSpec, NormPlacement, QkNorm};
+use crate::model::arch::spec::{AttentionSpec, Latent, LayerSpec, MlpKind, ModelSpec, NormPlacement, QkNorm};
 use crate::model::nn::cache::{Kv, KvCache, Packed};
 use crate::model::nn::linear::{Embedding, Linear, Projections};
 use crate::model::nn::lora::{LayerPairs, Lora, LoraApply, Target};
 use crate::model::nn::moe::{self, Moe};
+use crate::model::nn::quant::QuantParams;
 use crate::model::weights::WeightStore;
 use crate::{Error, Result};
 
@@ -20,6 +21,94 @@ struct Attention {
     /// The per-head sink logits [n_heads], where the spec has them.
     sinks: Option<Array>,
     spec: AttentionSpec,
+}
+
+/// One linear map per head over a shared input: `x [B, 1, S, in]` to `[B, H, S, out]`.
+#[derive(Clone)]
+pub(crate) enum HeadLinear {
+    /// `w` is [H, in, out].
+    Dense { w: Array },
+    /// Packed per-head matrices as mlx-lm stores them; `transpose` as in `quantized_matmul`
+    /// (true: the stored matrix is [H, out, in]; false: [H, in, out]).
+    Quantized { w: Array, scales: Array, biases: Array, p: QuantParams, transpose: bool },
+}
+
+impl HeadLinear {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        match self {
+            HeadLinear::Dense { w } => ops::matmul(x, w),
+            HeadLinear::Quantized { w, scales, biases, p, transpose } => ops::quantized_matmul(
+                x,
+                w,
+                scales,
+                Some(biases),
+                *transpose,
+                p.group_size,
+                p.bits,
+                QuantParams::MODE,
+            ),
+        }
+    }
+}
+
+/// Where the queries come from.
+#[derive(Clone)]
+enum LatentQuery {
+    Direct(Linear),
+    LowRank { q_a_proj: Linear, q_a_layernorm: Array, q_b_proj: Linear },
+}
+
+/// Multi-head latent attention (DeepSeek). The cache holds, per position, the normed latent
+/// `kv_lora_rank` wide (as keys) and the rotated key `qk_rope` wide (as values); every step
+/// expands the cached latents into per-head keys and values through `kv_b_proj`'s two halves.
+#[derive(Clone)]
+struct LatentAttention {
+    q: LatentQuery,
+    kv_a_proj_with_mqa: Linear,
+    kv_a_layernorm: Array,
+    /// kv_b_proj's key half: latent -> k_nope per head.
+    embed_k: HeadLinear,
+    /// kv_b_proj's value half: latent -> v per head.
+    embed_v: HeadLinear,
+    o_proj: Linear,
+    latent: Latent,
+    spec: AttentionSpec,
+}
+
+/// The RMSNorm epsilon of DeepSeek's q_a_layernorm and kv_a_layernorm (transformers and
+/// mlx-lm build them with the default, not the config's rms_norm_eps).
+const LATENT_NORM_EPS: f32 = 1e-6;
+
+// One per layer: the inline standard variant's size costs nothing worth a box per call.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+enum SelfAttn {
+    Standard(Attention),
+    Latent(Box<LatentAttention>),
+}
+
+impl SelfAttn {
+    fn spec(&self) -> &AttentionSpec {
+        match self {
+            SelfAttn::Standard(a) => &a.spec,
+            SelfAttn::Latent(a) => &a.spec,
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Array,
+        cache: Option<&mut KvCache>,
+        layer: usize,
+        eps: f32,
+        padded: Option<&Padded>,
+        lora: Option<(LoraApply, &LayerPairs)>,
+    ) -> Result<Array> {
+        match self {
+            SelfAttn::Standard(a) => a.forward(x, cache, layer, eps, padded, lora),
+            SelfAttn::Latent(a) => a.forward(x, cache, layer, padded, lora),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -53,7 +142,7 @@ impl Ffn {
 
 #[derive(Clone)]
 struct Block {
-    self_attn: Attention,
+    self_attn: SelfAttn,
     mlp: Ffn,
     norms: NormPlacement,
     /// The norm before attention; None with post-norms.
@@ -157,7 +246,7 @@ impl Padded {
         let starts = Array::from_slice(&starts, &[starts.len() as i32])?;
         let mut masks: Vec<(Option<i32>, Array)> = Vec::new();
         for b in layers {
-            let w = b.self_attn.spec.window;
+            let w = b.self_attn.spec().window;
             if !masks.iter().any(|(x, _)| *x == w) {
                 // A batch cache keeps every position: the keys are all offset + len columns.
                 masks.push((w, batch_mask(&rows.pad, offset, len, offset + len, w)?));
@@ -266,6 +355,108 @@ fn quantized_attention(
     ops::reshape(&o, &[b, hq, l, d])
 }
 
+/// The mask for L new queries: the batch's where rows are padded, none for one query, else
+/// causal, or windowed where a sliding window hides keys. `slot` holds a mask made here.
+fn attention_mask<'a>(
+    padded: Option<&'a Padded>,
+    window: Option<i32>,
+    l: i32,
+    window_prefix: Option<i32>,
+    slot: &'a mut Option<Array>,
+) -> Result<ops::AttentionMask<'a>> {
+    Ok(if let Some(p) = padded {
+        ops::AttentionMask::Array(p.mask(window)?)
+    } else if l == 1 {
+        ops::AttentionMask::None
+    } else {
+        match (window_prefix, window) {
+            (Some(prefix), Some(w)) if prefix + l > w => {
+                ops::AttentionMask::Array(slot.insert(window_mask(prefix, l, w)?))
+            }
+            _ => ops::AttentionMask::Causal,
+        }
+    })
+}
+
+impl LatentAttention {
+    /// Rotates `x`'s rope dimensions ([B, H, L, qk_rope]) for its positions, and applies the
+    /// rope's attention factor.
+    fn rotate(&self, x: &Array, offset: i32, padded: Option<&Padded>) -> Result<Array> {
+        let Some(r) = &self.spec.rope else { return Ok(x.clone()) };
+        let t = self.latent.interleaved;
+        let y = match padded {
+            None => r.apply_with(x, offset, t)?,
+            Some(p) => r.apply_rows_with(x, &p.starts, &p.ends, t)?,
+        };
+        if self.latent.rope_gain == 1.0 {
+            return Ok(y);
+        }
+        ops::multiply(&y, &ops::astype(&Array::scalar_f32(self.latent.rope_gain), y.dtype()?)?)
+    }
+
+    fn forward(
+        &self,
+        x: &Array,
+        cache: Option<&mut KvCache>,
+        layer: usize,
+        padded: Option<&Padded>,
+        lora: Option<(LoraApply, &LayerPairs)>,
+    ) -> Result<Array> {
+        if lora.is_some_and(|(_, p)| p.any(&[Target::Q, Target::K, Target::V, Target::O])) {
+            return Err(Error::unsupported("a LoRA adapter on multi-head latent attention"));
+        }
+        let (s, lt) = (&self.spec, &self.latent);
+        let shape = x.shape();
+        let (b, l) = (shape[0], shape[1]);
+        let h = s.n_heads;
+        let q = match &self.q {
+            LatentQuery::Direct(p) => p.forward(x)?,
+            LatentQuery::LowRank { q_a_proj, q_a_layernorm, q_b_proj } => q_b_proj
+                .forward(&ops::rms_norm(&q_a_proj.forward(x)?, Some(q_a_layernorm), LATENT_NORM_EPS)?)?,
+        };
+        let qd = lt.qk_nope + lt.qk_rope;
+        let q = ops::transpose(&ops::reshape(&q, &[b, l, h, qd])?, &[0, 2, 1, 3])?;
+        let q_nope = ops::slice_axis(&q, -1, 0, lt.qk_nope)?;
+        let q_pe = ops::slice_axis(&q, -1, lt.qk_nope, qd)?;
+        let ckv = self.kv_a_proj_with_mqa.forward(x)?;
+        let kv = lt.kv_lora_rank;
+        let latent =
+            ops::rms_norm(&ops::slice_axis(&ckv, -1, 0, kv)?, Some(&self.kv_a_layernorm), LATENT_NORM_EPS)?;
+        // One shared "head": [B, L, D] and [B, 1, L, D] hold the same values in the same order.
+        let latent = ops::reshape(&latent, &[b, 1, l, kv])?;
+        let k_pe = ops::reshape(&ops::slice_axis(&ckv, -1, kv, kv + lt.qk_rope)?, &[b, 1, l, lt.qk_rope])?;
+        let offset = cache.as_ref().map_or(0, |c| c.offset());
+        let q_pe = self.rotate(&q_pe, offset, padded)?;
+        let k_pe = self.rotate(&k_pe, offset, padded)?;
+        let (latents, k_pes, window_prefix) = match cache {
+            Some(c) => {
+                let att = c.update(layer, &latent, &k_pe)?;
+                match att.kv {
+                    Kv::Dense { keys, values } => (keys, values, att.window_prefix),
+                    Kv::Quantized { .. } => {
+                        // KvQuant::check refuses latent attention before a cache is made.
+                        return Err(Error::unsupported(
+                            "a quantized KV cache with multi-head latent attention",
+                        ));
+                    }
+                }
+            }
+            None => (latent, k_pe, Some(0)),
+        };
+        let total = latents.dim(2)?;
+        let k_nope = self.embed_k.forward(&latents)?;
+        let values = self.embed_v.forward(&latents)?;
+        let k_pe = ops::broadcast_to(&k_pes, &[b, h, total, lt.qk_rope])?;
+        let keys = ops::concatenate(&[&k_nope, &k_pe], -1)?;
+        let queries = ops::concatenate(&[&q_nope, &q_pe], -1)?;
+        let mut mask_arr = None;
+        let mask = attention_mask(padded, s.window, l, window_prefix, &mut mask_arr)?;
+        let o = ops::scaled_dot_product_attention(&queries, &keys, &values, s.scale, mask, None)?;
+        let o = ops::reshape(&ops::transpose(&o, &[0, 2, 1, 3])?, &[b, l, h * lt.v_head_dim])?;
+        self.o_proj.forward(&o)
+    }
+}
+
 impl Attention {
     /// Without a cache (training), attention covers `x`'s own positions only, from 0.
     fn forward(
@@ -333,20 +524,8 @@ impl Attention {
             }
             None => (Kv::Dense { keys: k, values: v }, Some(0)),
         };
-        let mask_arr;
-        let mask = if let Some(p) = padded {
-            ops::AttentionMask::Array(p.mask(s.window)?)
-        } else if l == 1 {
-            ops::AttentionMask::None
-        } else {
-            match (window_prefix, s.window) {
-                (Some(prefix), Some(w)) if prefix + l > w => {
-                    mask_arr = window_mask(prefix, l, w)?;
-                    ops::AttentionMask::Array(&mask_arr)
-                }
-                _ => ops::AttentionMask::Causal,
-            }
-        };
+        let mut mask_arr = None;
+        let mask = attention_mask(padded, s.window, l, window_prefix, &mut mask_arr)?;
         let o = match &kv {
             Kv::Dense { keys, values } => {
                 ops::scaled_dot_product_attention(&q, keys, values, s.scale, mask, self.sinks.as_ref())?
@@ -437,19 +616,25 @@ impl Transformer {
         let qk_norm = |name: &str, width: i32, store: &mut WeightStore| -> Result<Option<Array>> {
             a.qk_norm.map(|_| store.norm(&format!("{p}self_attn.{name}.weight"), width, style)).transpose()
         };
-        let self_attn = Attention {
-            qkv: store.projections_or_fused(
-                &format!("{p}self_attn.qkv_proj"),
-                &["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}self_attn.{n}")),
-                h,
-                &[qd, kvd, kvd],
-                a.qkv_bias,
-            )?,
-            o_proj: store.linear(&format!("{p}self_attn.o_proj"), qd, h, a.o_bias)?,
-            q_norm: qk_norm("q_norm", qn, store)?,
-            k_norm: qk_norm("k_norm", kn, store)?,
-            sinks: a.sinks.then(|| store.float(&format!("{p}self_attn.sinks"), &[a.n_heads])).transpose()?,
-            spec: a.clone(),
+        let self_attn = match &a.latent {
+            Some(lt) => SelfAttn::Latent(Box::new(Self::latent_attention(store, a, lt, p, h, style)?)),
+            None => SelfAttn::Standard(Attention {
+                qkv: store.projections_or_fused(
+                    &format!("{p}self_attn.qkv_proj"),
+                    &["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}self_attn.{n}")),
+                    h,
+                    &[qd, kvd, kvd],
+                    a.qkv_bias,
+                )?,
+                o_proj: store.linear(&format!("{p}self_attn.o_proj"), qd, h, a.o_bias)?,
+                q_norm: qk_norm("q_norm", qn, store)?,
+                k_norm: qk_norm("k_norm", kn, store)?,
+                sinks: a
+                    .sinks
+                    .then(|| store.float(&format!("{p}self_attn.sinks"), &[a.n_heads]))
+                    .transpose()?,
+                spec: a.clone(),
+            }),
         };
         let mlp = match &ls.moe {
             Some(m) => Ffn::Moe(Box::new(moe::load(store, p, m, h, ls.mlp)?)),
@@ -485,6 +670,58 @@ impl Transformer {
                 "post_feedforward_layernorm",
                 store,
             )?,
+        })
+    }
+
+    /// Latent attention's weights: transformers' layout (`q_proj` or `q_a_proj`/`q_b_proj`,
+    /// `kv_b_proj` [H * (qk_nope + v), kv_lora_rank], dense or quantized) or mlx-lm's, where
+    /// `kv_b_proj` is stored split per head as `embed_q` [H, kv_lora_rank, qk_nope] and
+    /// `unembed_out` [H, v, kv_lora_rank].
+    fn latent_attention(
+        store: &mut WeightStore,
+        a: &AttentionSpec,
+        lt: &Latent,
+        p: &str,
+        h: i32,
+        style: crate::model::arch::spec::NormStyle,
+    ) -> Result<LatentAttention> {
+        let n = a.n_heads;
+        let qd = lt.qk_nope + lt.qk_rope;
+        let m = |x: &str| format!("{p}self_attn.{x}");
+        let q = match lt.q_lora_rank {
+            None => LatentQuery::Direct(store.linear(&m("q_proj"), h, n * qd, false)?),
+            Some(r) => LatentQuery::LowRank {
+                q_a_proj: store.linear(&m("q_a_proj"), h, r, a.qkv_bias)?,
+                q_a_layernorm: store.norm(&m("q_a_layernorm.weight"), r, style)?,
+                q_b_proj: store.linear(&m("q_b_proj"), r, n * qd, false)?,
+            },
+        };
+        let kv = lt.kv_lora_rank;
+        let (embed_k, embed_v) = if store.contains(&m("embed_q.weight")) {
+            let k = store.head_linear(&m("embed_q"), n, kv, lt.qk_nope, false)?;
+            let v = store.head_linear(&m("unembed_out"), n, lt.v_head_dim, kv, true)?;
+            (k, v)
+        } else {
+            let rows = n * (lt.qk_nope + lt.v_head_dim);
+            let w = store.dense_or_dequantized(&m("kv_b_proj"), rows, kv)?;
+            let w = ops::reshape(&w, &[n, lt.qk_nope + lt.v_head_dim, kv])?;
+            let wk = ops::contiguous(&ops::transpose(&ops::slice_axis(&w, 1, 0, lt.qk_nope)?, &[0, 2, 1])?)?;
+            let wv = ops::contiguous(&ops::transpose(
+                &ops::slice_axis(&w, 1, lt.qk_nope, lt.qk_nope + lt.v_head_dim)?,
+                &[0, 2, 1],
+            )?)?;
+            crate::mlx::eval(&[&wk, &wv])?;
+            (HeadLinear::Dense { w: wk }, HeadLinear::Dense { w: wv })
+        };
+        Ok(LatentAttention {
+            q,
+            kv_a_proj_with_mqa: store.linear(&m("kv_a_proj_with_mqa"), h, kv + lt.qk_rope, a.qkv_bias)?,
+            kv_a_layernorm: store.norm(&m("kv_a_layernorm.weight"), kv, style)?,
+            embed_k,
+            embed_v,
+            o_proj: store.linear(&m("o_proj"), n * lt.v_head_dim, h, a.o_bias)?,
+            latent: *lt,
+            spec: a.clone(),
         })
     }
 
@@ -646,9 +883,16 @@ impl Transformer {
                     None => Ok(None),
                 }
             };
-            b.self_attn.qkv =
-                b.self_attn.qkv.plus(&[delta(Target::Q)?, delta(Target::K)?, delta(Target::V)?])?;
-            b.self_attn.o_proj = b.self_attn.o_proj.plus(delta(Target::O)?.as_ref())?;
+            match &mut b.self_attn {
+                SelfAttn::Standard(a) => {
+                    a.qkv = a.qkv.plus(&[delta(Target::Q)?, delta(Target::K)?, delta(Target::V)?])?;
+                    a.o_proj = a.o_proj.plus(delta(Target::O)?.as_ref())?;
+                }
+                SelfAttn::Latent(_) if p.any(&[Target::Q, Target::K, Target::V, Target::O]) => {
+                    return Err(Error::unsupported("a LoRA adapter on multi-head latent attention"));
+                }
+                SelfAttn::Latent(_) => {}
+            }
             if let Ffn::Dense(mlp) = &mut b.mlp {
                 mlp.gate_up = mlp.gate_up.plus(&[delta(Target::Gate)?, delta(Target::Up)?])?;
                 mlp.down_proj = mlp.down_proj.plus(delta(Target::Down)?.as_ref())?;
@@ -662,7 +906,10 @@ impl Transformer {
         let q = self
             .layers
             .first()
-            .and_then(|b| b.self_attn.qkv.quant())
+            .and_then(|b| match &b.self_attn {
+                SelfAttn::Standard(a) => a.qkv.quant(),
+                SelfAttn::Latent(a) => a.o_proj.quant(),
+            })
             .or_else(|| self.embed_tokens.quant())?;
         Some((q.bits, q.group_size))
     }
