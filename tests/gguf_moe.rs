@@ -239,6 +239,11 @@ fn damaged_moe_ggufs_are_clear_errors() {
     let e = load_err(&path);
     assert!(e.message.contains("tensor blk.0.ffn_up_exps.weight: missing"), "{e}");
 
+    // Experts in a file that says it has none are not silently left out.
+    let (_d, path) = edited("mixtral", "f32", |b| drop_key(b, "llama.expert_count"));
+    let e = load_err(&path);
+    assert!(e.message.contains("experts in a llama file without llama.expert_count"), "{e}");
+
     // The model loads after all that.
     assert!(!load(&gguf("qwen2_moe", "q8_0")).encode("The keeper", true).unwrap().is_empty());
 }

@@ -25,14 +25,26 @@ use crate::model::arch::MAX_LAYERS;
 use crate::{Error, Result};
 
 /// The Hugging Face `model_type` of a GGUF file whose architecture is `arch` when it holds
-/// experts, None for a dense one.
+/// experts, None for a dense one. A dense file with expert tensors is refused rather than
+/// loaded without them.
 pub(super) fn model_type(h: &Header, arch: &str) -> Result<Option<&'static str>> {
-    Ok(match arch {
+    let t = match arch {
         "qwen2moe" => Some("qwen2_moe"),
         "qwen3moe" => Some("qwen3_moe"),
         "llama" if h.arch_u64(arch, "expert_count")?.unwrap_or(0) > 0 => Some("mixtral"),
         _ => None,
-    })
+    };
+    if t.is_none() {
+        if let Some(e) =
+            h.tensors.iter().find(|t| t.name.contains("_exps.") || t.name.contains(".ffn_gate_inp"))
+        {
+            return Err(Error::format(format!(
+                "tensor {}: experts in a {arch} file without {arch}.expert_count",
+                e.name
+            )));
+        }
+    }
+    Ok(t)
 }
 
 /// Checks that tensor `name` of `tensors` has the ggml dimensions `want` (`what` says what
