@@ -34,7 +34,8 @@ pub(super) fn model_type(h: &Header, arch: &str) -> Result<Option<&'static str>>
         "llama" if h.arch_u64(arch, "expert_count")?.unwrap_or(0) > 0 => Some("mixtral"),
         _ => None,
     };
-    if t.is_none() {
+    // An architecture liblmx does not load is refused as such by the caller.
+    if t.is_none() && super::SUPPORTED.contains(&arch) {
         if let Some(e) =
             h.tensors.iter().find(|t| t.name.contains("_exps.") || t.name.contains(".ffn_gate_inp"))
         {
@@ -218,4 +219,39 @@ pub(super) fn add_config(h: &Header, arch: &str, model_type: &str, c: &mut Map<S
     }
     c.insert("num_experts_per_tok".into(), top_k.into());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn header(arch: &str, tensors: &[&str]) -> Header {
+        let metadata = BTreeMap::from([("general.architecture".to_string(), Value::Str(arch.into()))]);
+        let tensors = tensors
+            .iter()
+            .map(|n| TensorInfo {
+                name: n.to_string(),
+                dims: vec![32, 4],
+                ggml_type: 0,
+                offset: 0,
+                bytes: 512,
+            })
+            .collect();
+        Header { version: 3, metadata, tensors, data_start: 0 }
+    }
+
+    #[test]
+    fn real_moe_files_of_refused_architectures_are_refused_as_such() {
+        for arch in ["deepseek2", "gpt-oss"] {
+            let e = header(arch, &["blk.0.ffn_gate_inp.weight", "blk.0.ffn_gate_exps.weight"])
+                .config_json()
+                .unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::Unsupported, "{e}");
+            assert!(e.message.contains(&format!("GGUF architecture {arch:?} is not supported")), "{e}");
+        }
+        let e = header("qwen3", &["blk.0.ffn_gate_exps.weight"]).config_json().unwrap_err();
+        assert!(e.message.contains("tensor blk.0.ffn_gate_exps.weight: experts in a qwen3 file"), "{e}");
+    }
 }
