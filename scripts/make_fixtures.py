@@ -1836,6 +1836,15 @@ CPU or BLAS may change the last bits of the logits. Largest absolute differences
 for each block type, `<TYPE>.raw` (8 blocks of deterministic random bytes with plausible
 float16 scales) and `<TYPE>.f32` (gguf-py 0.19's dequantize of them). Regenerate with
 `.venv-ref/bin/python scripts/make_gguf_quants.py tests/fixtures/gguf_quants`.
+
+`gguf_moe/` holds `<case>.f32.gguf` and `<case>.q8_0.gguf` for `qwen3_moe`, `qwen2_moe` and
+`mixtral`: what llama.cpp's `convert_hf_to_gguf.py` (from the llama-cpp-python 0.3.36 sdist)
+makes of those folders (`tests/gguf_moe.rs`). `scripts/make_gguf_moe.py` runs the converter
+with four additions: the pre-tokenizer name (the trained vocabularies match no hash it knows),
+`<arch>.expert_weights_norm` from `norm_topk_prob`, `llama.attention.sliding_window` from
+Mixtral's `sliding_window`, and qwen3moe's dense layers (llama.cpp's qwen3moe has experts on
+every layer). `make references` runs it after this script; the files are byte-identical from
+run to run.
 """
     write_text(FIXTURES / "README.md", text)
 

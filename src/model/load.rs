@@ -220,7 +220,9 @@ fn load_gguf(path: &Path, params: &LoadParams, start: Instant) -> Result<Model> 
         let active_before = memory::active_memory()?;
         memory::reset_peak_memory()?;
         memory::reserve(gguf::weights::projected_bytes(&h), "converting the weights")?;
-        let conv = gguf::weights::convert(path, &h, &spec.arch, heads, kv_heads)?;
+        // Tensor names and llama's rope permutation follow the file's architecture (a
+        // Mixtral file is `llama`), not the family that runs it.
+        let conv = gguf::weights::convert(path, &h, h.architecture().unwrap_or(""), heads, kv_heads)?;
         let mut store = WeightStore::from_tensors(path, conv.tensors, conv.quant, Some(dtype));
         store.set_layout(on_cpu);
         let transformer = Transformer::build(spec.clone(), &mut store, "model.", "lm_head")?;

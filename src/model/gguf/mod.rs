@@ -12,6 +12,7 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
+mod moe;
 pub mod quants;
 pub mod tokenizer;
 pub mod types;
@@ -25,6 +26,8 @@ const MAX_COUNT: u64 = 1 << 24;
 const MAX_DEPTH: usize = 4;
 /// Most dimensions of a tensor (ggml has 4).
 const MAX_DIMS: u32 = 4;
+/// The GGUF architectures liblmx loads (`llama` with or without Mixtral's experts).
+pub const SUPPORTED: &[&str] = &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma3"];
 /// Largest header (metadata and tensor directory) read into memory; vocabularies of 256k
 /// tokens with scores and types take about 10 MiB.
 pub const HEADER_MAX: u64 = 256 << 20;
@@ -400,24 +403,38 @@ impl Header {
         }
     }
 
+    /// `general.architecture`, when the file has it as a string.
+    pub fn architecture(&self) -> Option<&str> {
+        self.get("general.architecture").and_then(Value::as_str)
+    }
+
     /// The model's configuration as the `config.json` a Hugging Face folder of the same model
     /// has (the keys liblmx reads), from the `<arch>.*` and `tokenizer.ggml.*` metadata.
-    /// Architectures: llama (and SmolLM2, Mistral), qwen2, qwen3, gemma3.
+    /// Architectures: [`SUPPORTED`]: llama (and SmolLM2, Mistral, and Mixtral: llama with
+    /// experts), qwen2, qwen3, qwen2moe, qwen3moe, gemma3.
     pub fn config_json(&self) -> Result<serde_json::Value> {
         use serde_json::json;
-        let arch = self
-            .get("general.architecture")
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::format("metadata general.architecture: missing"))?;
-        let model_type = match arch {
-            "llama" => "llama",
-            "qwen2" => "qwen2",
-            "qwen3" => "qwen3",
-            "gemma3" => "gemma3_text",
-            other => {
+        let arch =
+            self.architecture().ok_or_else(|| Error::format("metadata general.architecture: missing"))?;
+        let experts = moe::model_type(self, arch)?;
+        let model_type = match (arch, experts) {
+            (_, Some(moe)) => moe,
+            ("llama", None) => "llama",
+            ("qwen2", None) => "qwen2",
+            ("qwen3", None) => "qwen3",
+            ("gemma3", None) => "gemma3_text",
+            (other, _) => {
+                // Both have Hugging Face folders liblmx loads; their GGUF layouts (split latent
+                // projections, MXFP4 blocks) are not read.
+                let folder = if matches!(other, "deepseek2" | "gpt-oss") {
+                    "; load its Hugging Face folder instead"
+                } else {
+                    ""
+                };
                 return Err(Error::unsupported(format!(
-                    "GGUF architecture {other:?} is not supported (supported: llama, qwen2, qwen3, gemma3)"
-                )))
+                    "GGUF architecture {other:?} is not supported (supported: {}){folder}",
+                    SUPPORTED.join(", ")
+                )));
             }
         };
         let hidden = self.req_u64(arch, "embedding_length")?;
@@ -467,6 +484,9 @@ impl Header {
             if let Some(id) = self.get(gguf).and_then(Value::as_u64) {
                 obj.insert(hf.into(), id.into());
             }
+        }
+        if experts.is_some() {
+            moe::add_config(self, arch, model_type, obj)?;
         }
         if arch == "gemma3" {
             // What llama.cpp fixes for Gemma 3 rather than storing: local layers every 6th

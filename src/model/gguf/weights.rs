@@ -1,5 +1,7 @@
 //! A GGUF file's tensors as the checkpoint tensors of the Hugging Face folder of the same
-//! model: names mapped (`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`),
+//! model: names mapped (`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`;
+//! stacked experts `blk.3.ffn_gate_exps.weight` -> `model.layers.3.mlp.switch_mlp.gate_proj.weight`
+//! [experts, out, in], mlx-lm's layout, converted as one matrix of experts * out rows),
 //! llama's rope permutation of q and k undone, Gemma's stored `1 + w` norms given back as `w`,
 //! and quantized blocks turned into MLX's affine format (packed `.weight`, `.scales`,
 //! `.biases`, groups of 32 along each row).
@@ -19,7 +21,7 @@ use std::path::Path;
 
 use super::quants::dequantize;
 use super::types::{self as q, Becomes};
-use crate::mlx::Array;
+use crate::mlx::{ops, Array};
 use crate::model::gguf::{Header, TensorInfo};
 use crate::model::nn::quant::{QuantConfig, QuantParams};
 use crate::{Error, Result};
@@ -86,6 +88,17 @@ fn hf_name(arch: &str, name: &str) -> Option<String> {
         ("ffn_gate", _) => "mlp.gate_proj",
         ("ffn_up", _) => "mlp.up_proj",
         ("ffn_down", _) => "mlp.down_proj",
+        // Experts stacked [E, out, in] as mlx-lm's `switch_mlp` holds them; the router and a
+        // shared expert as transformers names them (Mixtral's `block_sparse_moe` is read under
+        // `mlp` as well).
+        ("ffn_gate_inp", _) => "mlp.gate",
+        ("ffn_gate_exps", _) => "mlp.switch_mlp.gate_proj",
+        ("ffn_up_exps", _) => "mlp.switch_mlp.up_proj",
+        ("ffn_down_exps", _) => "mlp.switch_mlp.down_proj",
+        ("ffn_gate_shexp", _) => "mlp.shared_expert.gate_proj",
+        ("ffn_up_shexp", _) => "mlp.shared_expert.up_proj",
+        ("ffn_down_shexp", _) => "mlp.shared_expert.down_proj",
+        ("ffn_gate_inp_shexp", _) => "mlp.shared_expert_gate",
         ("attn_norm", _) => "input_layernorm",
         ("ffn_norm", "gemma3") => "pre_feedforward_layernorm",
         ("ffn_norm", _) => "post_attention_layernorm",
@@ -326,14 +339,21 @@ pub fn convert(path: &Path, h: &Header, arch: &str, heads: usize, kv_heads: usiz
             exact: conv.is_none_or(|(_, exact)| exact),
         });
         entry.tensors += 1;
-        let shape: Vec<i32> = t.dims.iter().rev().map(|&d| d as i32).collect();
+        let mut shape: Vec<i32> = t.dims.iter().rev().map(|&d| d as i32).collect();
+        if shape.len() == 1 && t.name.ends_with("ffn_gate_inp_shexp.weight") {
+            // llama.cpp's shared-expert gate is a vector; the checkpoint's a [1, hidden] layer.
+            shape.insert(0, 1);
+        }
         let raw = read_tensor(&file, path, h, t)?;
         let permute = arch == "llama"
             && (t.name.ends_with("attn_q.weight")
                 || t.name.ends_with("attn_k.weight")
                 || t.name.ends_with("attn_q.bias")
                 || t.name.ends_with("attn_k.bias"));
-        let rows = if shape.len() == 2 { shape[0] as usize } else { t.dims[0] as usize };
+        // Rows of the innermost dimension (stacked experts' matrices one after another); a
+        // vector's values are its rows (a permuted bias).
+        let rows =
+            if t.dims.len() >= 2 { t.dims[1..].iter().product::<u64>() as usize } else { t.dims[0] as usize };
         let order: Vec<usize> = if permute {
             let n = if t.name.contains("attn_q") { heads } else { kv_heads };
             unpermute_rows(rows, n)
@@ -343,16 +363,25 @@ pub fn convert(path: &Path, h: &Header, arch: &str, heads: usize, kv_heads: usiz
         };
         match conv {
             Some((bits, _)) => {
-                if shape.len() != 2 {
+                if !(2..=3).contains(&shape.len()) {
                     return Err(Error::unsupported(format!(
-                        "{}: tensor {}: a quantized tensor of {} dimensions (liblmx reads quantized matrices only)",
+                        "{}: tensor {}: a quantized tensor of {} dimensions (liblmx reads quantized matrices and stacks of them only)",
                         path.display(),
                         t.name,
                         shape.len()
                     )));
                 }
-                let [w, s, b] = convert_quantized(t, &raw, bits, &order)
+                let parts = convert_quantized(t, &raw, bits, &order)
                     .map_err(|e| e.context(format!("{}", path.display())))?;
+                // A stack of matrices ([E, rows, cols]) was converted as E * rows rows.
+                let [w, s, b] = if shape.len() == 3 {
+                    let unstack =
+                        |a: &Array| -> Result<Array> { ops::reshape(a, &[shape[0], shape[1], a.dim(1)?]) };
+                    let [w, s, b] = &parts;
+                    [unstack(w)?, unstack(s)?, unstack(b)?]
+                } else {
+                    parts
+                };
                 let module = name.strip_suffix(".weight").unwrap_or(&name).to_string();
                 tensors.insert(format!("{module}.scales"), s);
                 tensors.insert(format!("{module}.biases"), b);
