@@ -3,7 +3,8 @@
 
 usage: .venv-ref/bin/python scripts/make_gguf_moe.py [OUT_DIR]   (default tests/fixtures/gguf_moe)
 
-Converts tests/fixtures/{qwen3_moe,qwen2_moe,mixtral} (made by make_fixtures.py) with
+Converts tests/fixtures/{qwen3_moe,qwen2_moe,mixtral,deepseek_v2,deepseek_v3} (made by
+make_fixtures.py) with
 `convert_hf_to_gguf.py` from the llama-cpp-python sdist (which vendors llama.cpp; fetched with
 pip into $LMX_TEST_CACHE/dl once, as real_models.py does), at `--outtype f32` and `q8_0`, into
 <case>.<outtype>.gguf. The tests compare them with the folders' transformers references.
@@ -22,6 +23,10 @@ The converter runs unchanged but for four additions, made by wrapping its method
   while the qwen3_moe fixture has dense layers (0, 2, 3, 4) between its sparse ones. Such a
   file is one llama.cpp cannot run; liblmx finds which layers are sparse from their tensors.
 liblmx reads both keys where a file has them and otherwise computes what llama.cpp does.
+The DeepSeek fixtures (architecture deepseek2) need only the pre-tokenizer name. The converter
+writes what llama.cpp's DeepSeek-V2/V3 code keeps of YaRN (0.1 * mscale_all_dim), not
+`mscale`; the deepseek_v3 fixture's mscale (1.0) differs from its mscale_all_dim (0.8), so its
+file is that model with mscale 0.8, and the tests compare it with the folder so configured.
 """
 
 import os
@@ -41,7 +46,8 @@ VENDOR = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
 PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 
 # (fixture, pre-tokenizer name its tokenizer.json's split is known by in llama.cpp)
-CASES = [("qwen3_moe", "qwen2"), ("qwen2_moe", "qwen2"), ("mixtral", "gpt-2")]
+CASES = [("qwen3_moe", "qwen2"), ("qwen2_moe", "qwen2"), ("mixtral", "gpt-2"), ("deepseek_v2", "gpt-2"),
+         ("deepseek_v3", "gpt-2")]
 OUTTYPES = ["f32", "q8_0"]
 
 # Run in a fresh interpreter per file: argv = [src, fixture, pre, outtype, out]. The wrappers

@@ -78,7 +78,23 @@ fn hf_name(arch: &str, name: &str) -> Option<String> {
     if suffix != "weight" && suffix != "bias" {
         return None;
     }
+    if (module, suffix, arch) == ("exp_probs_b", "bias", "deepseek2") {
+        return Some(format!("model.layers.{layer}.mlp.gate.e_score_correction_bias"));
+    }
     let ours = match (module, arch) {
+        // DeepSeek's latent attention; the split `kv_b_proj` halves are mlx-lm's per-head
+        // `embed_q` [H, kv_lora_rank, qk_nope] and `unembed_out` [H, v, kv_lora_rank].
+        ("attn_q_a", "deepseek2") => "self_attn.q_a_proj",
+        ("attn_q_a_norm", "deepseek2") => "self_attn.q_a_layernorm",
+        ("attn_q_b", "deepseek2") => "self_attn.q_b_proj",
+        ("attn_kv_a_mqa", "deepseek2") => "self_attn.kv_a_proj_with_mqa",
+        ("attn_kv_a_norm", "deepseek2") => "self_attn.kv_a_layernorm",
+        ("attn_kv_b", "deepseek2") => "self_attn.kv_b_proj",
+        ("attn_k_b", "deepseek2") => "self_attn.embed_q",
+        ("attn_v_b", "deepseek2") => "self_attn.unembed_out",
+        ("ffn_gate_shexp", "deepseek2") => "mlp.shared_experts.gate_proj",
+        ("ffn_up_shexp", "deepseek2") => "mlp.shared_experts.up_proj",
+        ("ffn_down_shexp", "deepseek2") => "mlp.shared_experts.down_proj",
         ("attn_q", _) => "self_attn.q_proj",
         ("attn_k", _) => "self_attn.k_proj",
         ("attn_v", _) => "self_attn.v_proj",
