@@ -3,7 +3,7 @@
 
 usage: .venv-ref/bin/python scripts/make_gguf_moe.py [OUT_DIR]   (default tests/fixtures/gguf_moe)
 
-Converts tests/fixtures/{qwen3_moe,qwen2_moe,mixtral,deepseek_v2,deepseek_v3} (made by
+Converts tests/fixtures/{qwen3_moe,qwen2_moe,mixtral,deepseek_v2,deepseek_v3,gpt_oss} (made by
 make_fixtures.py) with
 `convert_hf_to_gguf.py` from the llama-cpp-python sdist (which vendors llama.cpp; fetched with
 pip into $LMX_TEST_CACHE/dl once, as real_models.py does), at `--outtype f32` and `q8_0`, into
@@ -27,6 +27,8 @@ The DeepSeek fixtures (architecture deepseek2) need only the pre-tokenizer name.
 writes what llama.cpp's DeepSeek-V2/V3 code keeps of YaRN (0.1 * mscale_all_dim), not
 `mscale`; the deepseek_v3 fixture's mscale (1.0) differs from its mscale_all_dim (0.8), so its
 file is that model with mscale 0.8, and the tests compare it with the folder so configured.
+The gpt_oss fixture's experts are float (not MXFP4), which the converter writes as float (or
+Q8_0) expert stacks with a warning.
 """
 
 import os
@@ -47,7 +49,7 @@ PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 
 # (fixture, pre-tokenizer name its tokenizer.json's split is known by in llama.cpp)
 CASES = [("qwen3_moe", "qwen2"), ("qwen2_moe", "qwen2"), ("mixtral", "gpt-2"), ("deepseek_v2", "gpt-2"),
-         ("deepseek_v3", "gpt-2")]
+         ("deepseek_v3", "gpt-2"), ("gpt_oss", "gpt-2")]
 OUTTYPES = ["f32", "q8_0"]
 
 # Run in a fresh interpreter per file: argv = [src, fixture, pre, outtype, out]. The wrappers

@@ -82,7 +82,7 @@ fn reference(case: &str) -> Reference {
 #[test]
 fn float32_moe_ggufs_match_their_folders_transformers_references() {
     // deepseek_v3's file is compared below: its YaRN mscale is not what GGUF can state.
-    for case in CASES.into_iter().chain(["deepseek_v2"]) {
+    for case in CASES.into_iter().chain(["deepseek_v2", "gpt_oss"]) {
         let path = gguf(case, "f32");
         let m = load(&path);
         let r = reference(case);
@@ -300,13 +300,14 @@ fn header(metadata: &[(&str, Value)]) -> Header {
 }
 
 #[test]
-fn gpt_oss_ggufs_are_refused_naming_what_is_supported() {
-    for arch in ["gpt-oss"] {
+fn other_moe_architectures_are_refused_naming_what_is_supported() {
+    for arch in ["dbrx", "grok"] {
         let e = header(&[("general.architecture", Value::Str(arch.into()))]).config_json().unwrap_err();
         assert_eq!(e.kind, lmx::ErrorKind::Unsupported, "{e}");
         assert!(e.message.contains(&format!("GGUF architecture {arch:?} is not supported")), "{e}");
-        assert!(e.message.contains("qwen3moe") && e.message.contains("llama"), "{e}");
-        assert!(e.message.contains("Hugging Face folder"), "{e}");
+        for supported in ["qwen3moe", "llama", "deepseek2", "gpt-oss"] {
+            assert!(e.message.contains(supported), "{e}");
+        }
     }
 }
 
@@ -316,7 +317,7 @@ fn gpt_oss_ggufs_are_refused_naming_what_is_supported() {
 fn moe_gguf_metadata_gives_the_folders_specs() {
     use lmx::model::{arch::spec_for, config::Config};
     let p = Path::new("config.json");
-    for case in CASES.into_iter().chain(DEEPSEEK) {
+    for case in CASES.into_iter().chain(DEEPSEEK).chain(["gpt_oss"]) {
         let ours = read_header(&gguf(case, "f32")).unwrap().config_json().unwrap();
         let mut theirs = json(&fixtures().join(case).join("config.json"));
         if case == "deepseek_v3" {
@@ -336,7 +337,7 @@ fn q8_0_moe_models_compute_what_their_dequantized_weights_do() {
     use lmx::model::gguf::weights::convert;
     use lmx::model::weights::WeightStore;
     use lmx::model::{arch::spec_for, config::Config, Transformer};
-    for case in CASES.into_iter().chain(DEEPSEEK) {
+    for case in CASES.into_iter().chain(DEEPSEEK).chain(["gpt_oss"]) {
         let path = gguf(case, "q8_0");
         let h = read_header(&path).unwrap();
         let cfg = Config::from_value(&path, &h.config_json().unwrap()).unwrap();
@@ -404,13 +405,13 @@ fn float32_deepseek_v3_gguf_is_its_folder_with_llama_cpps_yarn_mscale() {
     assert_eq!(greedy(&m, &r.prompt, 32), greedy(&folder, &r.prompt, 32), "greedy tokens");
 }
 
-/// DeepSeek's Q8_0 files against their float32 files (deepseek_v2's equals transformers, the
-/// test above): grouped routing on these random weights turns Q8_0's rounding into other
+/// DeepSeek's and GPT-OSS's Q8_0 files against their float32 files (which equal transformers
+/// or the folder, the tests above): on these random weights Q8_0's rounding picks other
 /// experts at a few tokens, so the bound is on teacher-forced agreement where each miss is a
 /// near tie (the float model's margin below the Q8_0 row's distance from it).
 #[test]
-fn q8_0_deepseek_ggufs_agree_with_their_float32_files() {
-    for case in DEEPSEEK {
+fn q8_0_deepseek_and_gpt_oss_ggufs_agree_with_their_float32_files() {
+    for case in DEEPSEEK.into_iter().chain(["gpt_oss"]) {
         let q = load(&gguf(case, "q8_0"));
         let f = load(&gguf(case, "f32"));
         let r = reference(case);
@@ -437,9 +438,11 @@ fn q8_0_deepseek_ggufs_agree_with_their_float32_files() {
             assert!(margin < dist, "{case}: step {k} is no near tie (margin {margin}, distance {dist})");
         }
         eprintln!("{case}.q8_0.gguf: prompt logits {d:.2e} from the float32 file; teacher-forced top-1 {agree}/32; weights {ratio:.2} of float32");
-        // Measured 1.7 (v2) on logits as large as 30, and 29 and 30 of 32.
-        assert!(d <= 5.0, "{case}: prompt logits differ from the float32 file by {d}");
-        assert!(agree >= 28, "{case}: teacher-forced agreement {agree}/32");
+        // Measured 1.7 (v2, v3) and 4.0 (gpt_oss) on logits as large as 30; 29, 30 and 26
+        // of 32.
+        assert!(d <= 6.0, "{case}: prompt logits differ from the float32 file by {d}");
+        let min = if case == "gpt_oss" { 25 } else { 28 };
+        assert!(agree >= min, "{case}: teacher-forced agreement {agree}/32");
     }
 }
 

@@ -81,6 +81,9 @@ fn hf_name(arch: &str, name: &str) -> Option<String> {
     if (module, suffix, arch) == ("exp_probs_b", "bias", "deepseek2") {
         return Some(format!("model.layers.{layer}.mlp.gate.e_score_correction_bias"));
     }
+    if (module, suffix, arch) == ("attn_sinks", "weight", "gpt-oss") {
+        return Some(format!("model.layers.{layer}.self_attn.sinks"));
+    }
     let ours = match (module, arch) {
         // DeepSeek's latent attention; the split `kv_b_proj` halves are mlx-lm's per-head
         // `embed_q` [H, kv_lora_rank, qk_nope] and `unembed_out` [H, v, kv_lora_rank].
@@ -95,6 +98,13 @@ fn hf_name(arch: &str, name: &str) -> Option<String> {
         ("ffn_gate_shexp", "deepseek2") => "mlp.shared_experts.gate_proj",
         ("ffn_up_shexp", "deepseek2") => "mlp.shared_experts.up_proj",
         ("ffn_down_shexp", "deepseek2") => "mlp.shared_experts.down_proj",
+        // GPT-OSS: the router with its bias, experts (and their biases) stacked as its
+        // checkpoint's `experts`.
+        ("ffn_gate_inp", "gpt-oss") => "mlp.router",
+        ("ffn_gate_exps", "gpt-oss") => "mlp.experts.gate_proj",
+        ("ffn_up_exps", "gpt-oss") => "mlp.experts.up_proj",
+        ("ffn_down_exps", "gpt-oss") => "mlp.experts.down_proj",
+        ("post_attention_norm", "gpt-oss") => "post_attention_layernorm",
         ("attn_q", _) => "self_attn.q_proj",
         ("attn_k", _) => "self_attn.k_proj",
         ("attn_v", _) => "self_attn.v_proj",
