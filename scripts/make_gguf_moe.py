@@ -28,7 +28,9 @@ writes what llama.cpp's DeepSeek-V2/V3 code keeps of YaRN (0.1 * mscale_all_dim)
 `mscale`; the deepseek_v3 fixture's mscale (1.0) differs from its mscale_all_dim (0.8), so its
 file is that model with mscale 0.8, and the tests compare it with the folder so configured.
 The gpt_oss fixture's experts are float (not MXFP4), which the converter writes as float (or
-Q8_0) expert stacks with a warning.
+Q8_0) expert stacks with a warning; for gpt_oss.mxfp4.gguf the converter's
+`tensor_force_quant` is wrapped to give the expert stacks ggml's MXFP4 (quantized by gguf-py,
+as the converter quantizes Q8_0), everything else float32, as a GPT-OSS checkpoint's file has.
 """
 
 import os
@@ -51,6 +53,8 @@ PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 CASES = [("qwen3_moe", "qwen2"), ("qwen2_moe", "qwen2"), ("mixtral", "gpt-2"), ("deepseek_v2", "gpt-2"),
          ("deepseek_v3", "gpt-2"), ("gpt_oss", "gpt-2")]
 OUTTYPES = ["f32", "q8_0"]
+# Cases also written with MXFP4 expert stacks (outtype "mxfp4", see the module doc).
+MXFP4 = ["gpt_oss"]
 
 # Run in a fresh interpreter per file: argv = [src, fixture, pre, outtype, out]. The wrappers
 # add what the converter drops (see the module doc) and change nothing it writes.
@@ -81,6 +85,16 @@ def llama_params(self, _orig=llama.LlamaModel.set_gguf_parameters):
     if self.hparams.get("num_local_experts") and (w := self.hparams.get("sliding_window")):
         self.gguf_writer.add_sliding_window(int(w))
 llama.LlamaModel.set_gguf_parameters = llama_params
+
+if outtype == "mxfp4":
+    # Expert stacks in MXFP4, quantized by gguf-py's own quantizer; the rest float32.
+    import conversion.gpt_oss as gpt_oss
+    def force_mxfp4(self, name, new_name, bid, n_dims, _orig=gpt_oss.GptOssModel.tensor_force_quant):
+        if new_name.endswith("_exps.weight"):
+            return gguf.GGMLQuantizationType.MXFP4
+        return _orig(self, name, new_name, bid, n_dims)
+    gpt_oss.GptOssModel.tensor_force_quant = force_mxfp4
+    outtype = "f32"
 
 sys.argv = ["convert_hf_to_gguf.py", "--outtype", outtype, "--outfile", out, fixture]
 runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
@@ -114,7 +128,7 @@ def main():
     with tempfile.TemporaryDirectory() as src:
         extract(src)
         for case, pre in CASES:
-            for outtype in OUTTYPES:
+            for outtype in OUTTYPES + (["mxfp4"] if case in MXFP4 else []):
                 dst = out / f"{case}.{outtype}.gguf"
                 tmp = out / f".{dst.name}.tmp"
                 r = subprocess.run([sys.executable, "-c", DRIVER, src, str(FIXTURES / case), pre, outtype,
