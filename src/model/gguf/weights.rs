@@ -308,7 +308,7 @@ fn convert_quantized(t: &TensorInfo, raw: &[u8], bits: i32, order: &[usize]) -> 
 /// (ggml writes it as doubled E2M1 values times `2^(e - 128)`), so nothing is recomputed.
 pub fn mxfp4_repack(raw: &[u8]) -> Result<(Vec<u32>, Vec<u8>)> {
     const BLOCK: usize = 17;
-    if raw.len() % BLOCK != 0 {
+    if !raw.len().is_multiple_of(BLOCK) {
         return Err(Error::format(format!("{} bytes are not whole MXFP4 blocks of {BLOCK}", raw.len())));
     }
     let blocks = raw.len() / BLOCK;
