@@ -509,3 +509,23 @@ fn mxfp4_gpt_oss_gguf_keeps_its_experts_packed() {
     // Measured 22.7 on logits as large as 40.
     assert!(d <= 40.0 && a.iter().all(|x| x.is_finite()), "{d}");
 }
+
+/// A GPT-OSS file without a layer's sinks, or with a router of the wrong width, names the
+/// tensor.
+#[test]
+fn damaged_gpt_oss_ggufs_are_clear_errors() {
+    let (_d, path) = edited("gpt_oss", "mxfp4", |b| drop_key(b, "blk.2.attn_sinks.weight"));
+    let e = load_err(&path);
+    assert_eq!(e.kind, lmx::ErrorKind::Format, "{e}");
+    assert!(e.message.contains("tensor blk.2.attn_sinks.weight: missing"), "{e}");
+    let (_d, path) = edited("gpt_oss", "f32", |b| {
+        let at = after_string(b, "gpt-oss.expert_count");
+        assert_eq!(u32::from_le_bytes(b[at..at + 4].try_into().unwrap()), 4, "a u32");
+        b[at + 4..at + 8].copy_from_slice(&4u32.to_le_bytes());
+    });
+    let e = load_err(&path);
+    assert!(
+        e.message.contains("tensor blk.0.ffn_gate_inp.weight: dimensions [64, 8], expected [64, 4]"),
+        "{e}"
+    );
+}
