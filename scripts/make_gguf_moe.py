@@ -3,7 +3,8 @@
 
 usage: .venv-ref/bin/python scripts/make_gguf_moe.py [OUT_DIR]   (default tests/fixtures/gguf_moe)
 
-Converts tests/fixtures/{qwen3_moe,qwen2_moe,mixtral} (made by make_fixtures.py) with
+Converts tests/fixtures/{qwen3_moe,qwen2_moe,mixtral,deepseek_v2,deepseek_v3,gpt_oss} (made by
+make_fixtures.py) with
 `convert_hf_to_gguf.py` from the llama-cpp-python sdist (which vendors llama.cpp; fetched with
 pip into $LMX_TEST_CACHE/dl once, as real_models.py does), at `--outtype f32` and `q8_0`, into
 <case>.<outtype>.gguf. The tests compare them with the folders' transformers references.
@@ -22,6 +23,14 @@ The converter runs unchanged but for four additions, made by wrapping its method
   while the qwen3_moe fixture has dense layers (0, 2, 3, 4) between its sparse ones. Such a
   file is one llama.cpp cannot run; liblmx finds which layers are sparse from their tensors.
 liblmx reads both keys where a file has them and otherwise computes what llama.cpp does.
+The DeepSeek fixtures (architecture deepseek2) need only the pre-tokenizer name. The converter
+writes what llama.cpp's DeepSeek-V2/V3 code keeps of YaRN (0.1 * mscale_all_dim), not
+`mscale`; the deepseek_v3 fixture's mscale (1.0) differs from its mscale_all_dim (0.8), so its
+file is that model with mscale 0.8, and the tests compare it with the folder so configured.
+The gpt_oss fixture's experts are float (not MXFP4), which the converter writes as float (or
+Q8_0) expert stacks with a warning; for gpt_oss.mxfp4.gguf the converter's
+`tensor_force_quant` is wrapped to give the expert stacks ggml's MXFP4 (quantized by gguf-py,
+as the converter quantizes Q8_0), everything else float32, as a GPT-OSS checkpoint's file has.
 """
 
 import os
@@ -41,8 +50,11 @@ VENDOR = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
 PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 
 # (fixture, pre-tokenizer name its tokenizer.json's split is known by in llama.cpp)
-CASES = [("qwen3_moe", "qwen2"), ("qwen2_moe", "qwen2"), ("mixtral", "gpt-2")]
+CASES = [("qwen3_moe", "qwen2"), ("qwen2_moe", "qwen2"), ("mixtral", "gpt-2"), ("deepseek_v2", "gpt-2"),
+         ("deepseek_v3", "gpt-2"), ("gpt_oss", "gpt-2")]
 OUTTYPES = ["f32", "q8_0"]
+# Cases also written with MXFP4 expert stacks (outtype "mxfp4", see the module doc).
+MXFP4 = ["gpt_oss"]
 
 # Run in a fresh interpreter per file: argv = [src, fixture, pre, outtype, out]. The wrappers
 # add what the converter drops (see the module doc) and change nothing it writes.
@@ -73,6 +85,16 @@ def llama_params(self, _orig=llama.LlamaModel.set_gguf_parameters):
     if self.hparams.get("num_local_experts") and (w := self.hparams.get("sliding_window")):
         self.gguf_writer.add_sliding_window(int(w))
 llama.LlamaModel.set_gguf_parameters = llama_params
+
+if outtype == "mxfp4":
+    # Expert stacks in MXFP4, quantized by gguf-py's own quantizer; the rest float32.
+    import conversion.gpt_oss as gpt_oss
+    def force_mxfp4(self, name, new_name, bid, n_dims, _orig=gpt_oss.GptOssModel.tensor_force_quant):
+        if new_name.endswith("_exps.weight"):
+            return gguf.GGMLQuantizationType.MXFP4
+        return _orig(self, name, new_name, bid, n_dims)
+    gpt_oss.GptOssModel.tensor_force_quant = force_mxfp4
+    outtype = "f32"
 
 sys.argv = ["convert_hf_to_gguf.py", "--outtype", outtype, "--outfile", out, fixture]
 runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
@@ -106,7 +128,7 @@ def main():
     with tempfile.TemporaryDirectory() as src:
         extract(src)
         for case, pre in CASES:
-            for outtype in OUTTYPES:
+            for outtype in OUTTYPES + (["mxfp4"] if case in MXFP4 else []):
                 dst = out / f"{case}.{outtype}.gguf"
                 tmp = out / f".{dst.name}.tmp"
                 r = subprocess.run([sys.executable, "-c", DRIVER, src, str(FIXTURES / case), pre, outtype,

@@ -12,6 +12,8 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
+mod deepseek;
+mod gpt_oss;
 mod moe;
 pub mod quants;
 pub mod tokenizer;
@@ -27,7 +29,8 @@ const MAX_DEPTH: usize = 4;
 /// Most dimensions of a tensor (ggml has 4).
 const MAX_DIMS: u32 = 4;
 /// The GGUF architectures liblmx loads (`llama` with or without Mixtral's experts).
-pub const SUPPORTED: &[&str] = &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma3"];
+pub const SUPPORTED: &[&str] =
+    &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma3", "deepseek2", "gpt-oss"];
 /// Largest header (metadata and tensor directory) read into memory; vocabularies of 256k
 /// tokens with scores and types take about 10 MiB.
 pub const HEADER_MAX: u64 = 256 << 20;
@@ -411,26 +414,25 @@ impl Header {
     /// The model's configuration as the `config.json` a Hugging Face folder of the same model
     /// has (the keys liblmx reads), from the `<arch>.*` and `tokenizer.ggml.*` metadata.
     /// Architectures: [`SUPPORTED`]: llama (and SmolLM2, Mistral, and Mixtral: llama with
-    /// experts), qwen2, qwen3, qwen2moe, qwen3moe, gemma3.
+    /// experts), qwen2, qwen3, qwen2moe, qwen3moe, gemma3, deepseek2 (DeepSeek-V2 and V3), gpt-oss.
     pub fn config_json(&self) -> Result<serde_json::Value> {
         use serde_json::json;
         let arch =
             self.architecture().ok_or_else(|| Error::format("metadata general.architecture: missing"))?;
-        let experts = moe::model_type(self, arch)?;
+        let own = matches!(arch, "deepseek2" | "gpt-oss");
+        let experts = if own { None } else { moe::model_type(self, arch)? };
         let model_type = match (arch, experts) {
+            ("deepseek2", _) => deepseek::model_type(self)?,
+            ("gpt-oss", _) => "gpt_oss",
             (_, Some(moe)) => moe,
             ("llama", None) => "llama",
             ("qwen2", None) => "qwen2",
             ("qwen3", None) => "qwen3",
             ("gemma3", None) => "gemma3_text",
             (other, _) => {
-                // Both have Hugging Face folders liblmx loads; their GGUF layouts (split latent
-                // projections, MXFP4 blocks) are not read.
-                let folder = if matches!(other, "deepseek2" | "gpt-oss") {
-                    "; load its Hugging Face folder instead"
-                } else {
-                    ""
-                };
+                // It has a Hugging Face folder liblmx loads; its GGUF layout (MXFP4 blocks)
+                // is not read.
+                let folder = if other == "gpt-oss" { "; load its Hugging Face folder instead" } else { "" };
                 return Err(Error::unsupported(format!(
                     "GGUF architecture {other:?} is not supported (supported: {}){folder}",
                     SUPPORTED.join(", ")
@@ -487,6 +489,12 @@ impl Header {
         }
         if experts.is_some() {
             moe::add_config(self, arch, model_type, obj)?;
+        }
+        if arch == "deepseek2" {
+            deepseek::add_config(self, model_type, obj)?;
+        }
+        if arch == "gpt-oss" {
+            gpt_oss::add_config(self, obj)?;
         }
         if arch == "gemma3" {
             // What llama.cpp fixes for Gemma 3 rather than storing: local layers every 6th

@@ -243,14 +243,12 @@ mod tests {
     }
 
     #[test]
-    fn real_moe_files_of_refused_architectures_are_refused_as_such() {
-        for arch in ["deepseek2", "gpt-oss"] {
-            let e = header(arch, &["blk.0.ffn_gate_inp.weight", "blk.0.ffn_gate_exps.weight"])
-                .config_json()
-                .unwrap_err();
-            assert_eq!(e.kind, crate::ErrorKind::Unsupported, "{e}");
-            assert!(e.message.contains(&format!("GGUF architecture {arch:?} is not supported")), "{e}");
-        }
+    fn moe_files_of_refused_architectures_are_refused_as_such() {
+        let e = header("dbrx", &["blk.0.ffn_gate_inp.weight", "blk.0.ffn_gate_exps.weight"])
+            .config_json()
+            .unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Unsupported, "{e}");
+        assert!(e.message.contains("GGUF architecture \"dbrx\" is not supported"), "{e}");
         let e = header("qwen3", &["blk.0.ffn_gate_exps.weight"]).config_json().unwrap_err();
         assert!(e.message.contains("tensor blk.0.ffn_gate_exps.weight: experts in a qwen3 file"), "{e}");
     }

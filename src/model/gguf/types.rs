@@ -14,6 +14,7 @@ pub const Q4_K: u32 = 12;
 pub const Q5_K: u32 = 13;
 pub const Q6_K: u32 = 14;
 pub const BF16: u32 = 30;
+pub const MXFP4: u32 = 39;
 
 /// What a model tensor of a ggml type becomes when loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +23,9 @@ pub enum Becomes {
     Float,
     /// MLX affine quantization at `bits`, groups of 32; `exact` when every value is kept.
     Affine { bits: i32, exact: bool },
+    /// MLX's mxfp4 (the same E2M1 codes and power-of-two scale per 32 values, repacked):
+    /// exact, for stacked experts.
+    Mxfp4,
     /// The file may hold it (its layout is known, so the file can be read) but a model
     /// tensor of it cannot be loaded.
     Unsupported,
@@ -73,6 +77,7 @@ const TABLE: &[GgmlType] = &[
     t(27, "I64", 1, 8, NO),
     t(28, "F64", 1, 8, NO),
     t(BF16, "BF16", 1, 2, FLOAT),
+    t(MXFP4, "MXFP4", 32, 17, Becomes::Mxfp4),
 ];
 
 /// The type numbered `id`, if liblmx knows its layout.
@@ -89,7 +94,7 @@ pub fn name(id: u32) -> String {
 /// when it cannot be loaded.
 pub fn becomes(id: u32) -> Result<Becomes> {
     match lookup(id).map(|t| t.becomes) {
-        Some(b @ (Becomes::Float | Becomes::Affine { .. })) => Ok(b),
+        Some(b @ (Becomes::Float | Becomes::Affine { .. } | Becomes::Mxfp4)) => Ok(b),
         _ => {
             let supported: Vec<&str> =
                 TABLE.iter().filter(|t| t.becomes != Becomes::Unsupported).map(|t| t.name).collect();

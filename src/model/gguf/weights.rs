@@ -23,7 +23,7 @@ use super::quants::dequantize;
 use super::types::{self as q, Becomes};
 use crate::mlx::{ops, Array};
 use crate::model::gguf::{Header, TensorInfo};
-use crate::model::nn::quant::{QuantConfig, QuantParams};
+use crate::model::nn::quant::{QuantConfig, QuantMode, QuantParams};
 use crate::{Error, Result};
 
 /// MLX group size of every converted tensor (the block size of GGUF's 32-value types and of
@@ -78,7 +78,33 @@ fn hf_name(arch: &str, name: &str) -> Option<String> {
     if suffix != "weight" && suffix != "bias" {
         return None;
     }
+    if (module, suffix, arch) == ("exp_probs_b", "bias", "deepseek2") {
+        return Some(format!("model.layers.{layer}.mlp.gate.e_score_correction_bias"));
+    }
+    if (module, suffix, arch) == ("attn_sinks", "weight", "gpt-oss") {
+        return Some(format!("model.layers.{layer}.self_attn.sinks"));
+    }
     let ours = match (module, arch) {
+        // DeepSeek's latent attention; the split `kv_b_proj` halves are mlx-lm's per-head
+        // `embed_q` [H, kv_lora_rank, qk_nope] and `unembed_out` [H, v, kv_lora_rank].
+        ("attn_q_a", "deepseek2") => "self_attn.q_a_proj",
+        ("attn_q_a_norm", "deepseek2") => "self_attn.q_a_layernorm",
+        ("attn_q_b", "deepseek2") => "self_attn.q_b_proj",
+        ("attn_kv_a_mqa", "deepseek2") => "self_attn.kv_a_proj_with_mqa",
+        ("attn_kv_a_norm", "deepseek2") => "self_attn.kv_a_layernorm",
+        ("attn_kv_b", "deepseek2") => "self_attn.kv_b_proj",
+        ("attn_k_b", "deepseek2") => "self_attn.embed_q",
+        ("attn_v_b", "deepseek2") => "self_attn.unembed_out",
+        ("ffn_gate_shexp", "deepseek2") => "mlp.shared_experts.gate_proj",
+        ("ffn_up_shexp", "deepseek2") => "mlp.shared_experts.up_proj",
+        ("ffn_down_shexp", "deepseek2") => "mlp.shared_experts.down_proj",
+        // GPT-OSS: the router with its bias, experts (and their biases) stacked as its
+        // checkpoint's `experts`.
+        ("ffn_gate_inp", "gpt-oss") => "mlp.router",
+        ("ffn_gate_exps", "gpt-oss") => "mlp.experts.gate_proj",
+        ("ffn_up_exps", "gpt-oss") => "mlp.experts.up_proj",
+        ("ffn_down_exps", "gpt-oss") => "mlp.experts.down_proj",
+        ("post_attention_norm", "gpt-oss") => "post_attention_layernorm",
         ("attn_q", _) => "self_attn.q_proj",
         ("attn_k", _) => "self_attn.k_proj",
         ("attn_v", _) => "self_attn.v_proj",
@@ -275,6 +301,31 @@ fn convert_quantized(t: &TensorInfo, raw: &[u8], bits: i32, order: &[usize]) -> 
     ])
 }
 
+/// MXFP4 blocks (ggml's: one E8M0 scale byte, then 16 bytes of E2M1 codes, value `j` in the
+/// low nibble of byte `j` and value `j + 16` in its high nibble) as MLX's mxfp4 arrays: the
+/// codes in order, eight to a little-endian u32 (value `k` in bits `4 * (k % 8)` of word
+/// `k / 8`), and the scale bytes, one per 32 values. Both formats mean `fp4(q) * 2^(e - 127)`
+/// (ggml writes it as doubled E2M1 values times `2^(e - 128)`), so nothing is recomputed.
+pub fn mxfp4_repack(raw: &[u8]) -> Result<(Vec<u32>, Vec<u8>)> {
+    const BLOCK: usize = 17;
+    if !raw.len().is_multiple_of(BLOCK) {
+        return Err(Error::format(format!("{} bytes are not whole MXFP4 blocks of {BLOCK}", raw.len())));
+    }
+    let blocks = raw.len() / BLOCK;
+    let mut words = Vec::with_capacity(blocks * 4);
+    let mut scales = Vec::with_capacity(blocks);
+    let mut codes = [0u8; 32];
+    for b in raw.chunks_exact(BLOCK) {
+        scales.push(b[0]);
+        for (j, &q) in b[1..].iter().enumerate() {
+            codes[j] = q & 0x0f;
+            codes[j + 16] = q >> 4;
+        }
+        pack(&codes, 4, &mut words);
+    }
+    Ok((words, scales))
+}
+
 /// Bytes the converted tensors of `h` will take (quantized ones with float32 scales and biases,
 /// float ones as float32), to check against the memory limit before converting.
 pub fn projected_bytes(h: &Header) -> u64 {
@@ -282,6 +333,9 @@ pub fn projected_bytes(h: &Header) -> u64 {
         .iter()
         .map(|t| {
             let n: u64 = t.dims.iter().product();
+            if t.ggml_type == q::MXFP4 {
+                return n / 2 + n / GROUP as u64;
+            }
             match target(t.ggml_type) {
                 Ok(Some((bits, _))) => n * bits as u64 / 8 + n / GROUP as u64 * 8,
                 _ => n * 4,
@@ -319,6 +373,7 @@ pub fn convert(path: &Path, h: &Header, arch: &str, heads: usize, kv_heads: usiz
     let mut overrides = HashMap::new();
     let mut report: BTreeMap<u32, Conversion> = BTreeMap::new();
     let mut bits_seen: Option<i32> = None;
+    let mut any_mxfp4 = false;
     for t in h.tensors() {
         let Some(name) = hf_name(arch, &t.name) else {
             return Err(Error::unsupported(format!(
@@ -329,10 +384,12 @@ pub fn convert(path: &Path, h: &Header, arch: &str, heads: usize, kv_heads: usiz
         };
         let conv =
             target(t.ggml_type).map_err(|e| e.context(format!("{}: tensor {}", path.display(), t.name)))?;
+        let mx = t.ggml_type == q::MXFP4;
         let entry = report.entry(t.ggml_type).or_insert_with(|| Conversion {
             source: q::name(t.ggml_type),
             tensors: 0,
             became: match conv {
+                _ if mx => format!("mxfp4, group {GROUP}"),
                 None => "float".into(),
                 Some((bits, _)) => format!("affine {bits}-bit, group {GROUP}"),
             },
@@ -340,6 +397,29 @@ pub fn convert(path: &Path, h: &Header, arch: &str, heads: usize, kv_heads: usiz
         });
         entry.tensors += 1;
         let mut shape: Vec<i32> = t.dims.iter().rev().map(|&d| d as i32).collect();
+        if mx {
+            // MLX runs mxfp4 in the gathered expert matmul only (as the folder path reads it).
+            if shape.len() != 3 || !t.name.ends_with("_exps.weight") {
+                return Err(Error::unsupported(format!(
+                    "{}: tensor {}: MXFP4 is read for stacked expert weights only",
+                    path.display(),
+                    t.name
+                )));
+            }
+            let raw = read_tensor(&file, path, h, t)?;
+            let (w, sc) = mxfp4_repack(&raw)
+                .map_err(|e| e.context(format!("{}: tensor {}", path.display(), t.name)))?;
+            let (e, r, c) = (shape[0], shape[1], shape[2]);
+            let module = name.strip_suffix(".weight").unwrap_or(&name).to_string();
+            tensors.insert(format!("{module}.scales"), Array::from_slice(&sc, &[e, r, c / GROUP as i32])?);
+            tensors.insert(name, Array::from_slice(&w, &[e, r, c / 8])?);
+            overrides.insert(
+                module,
+                Some(QuantParams { group_size: GROUP as i32, bits: 4, mode: QuantMode::Mxfp4 }),
+            );
+            any_mxfp4 = true;
+            continue;
+        }
         if shape.len() == 1 && t.name.ends_with("ffn_gate_inp_shexp.weight") {
             // llama.cpp's shared-expert gate is a vector; the checkpoint's a [1, hidden] layer.
             shape.insert(0, 1);
@@ -406,8 +486,13 @@ pub fn convert(path: &Path, h: &Header, arch: &str, heads: usize, kv_heads: usiz
             }
         }
     }
-    let quant =
-        bits_seen.map(|bits| QuantConfig { default: QuantParams::affine(GROUP as i32, bits), overrides });
+    // Every quantized module has its override; the default only names the file's affine width.
+    let quant = match (bits_seen, any_mxfp4) {
+        (None, false) => None,
+        (bits, _) => {
+            Some(QuantConfig { default: QuantParams::affine(GROUP as i32, bits.unwrap_or(4)), overrides })
+        }
+    };
     Ok(Converted { tensors, quant, conversions: report.into_values().collect() })
 }
 
@@ -427,6 +512,92 @@ mod tests {
         assert_eq!(back, (0..heads * hd).collect::<Vec<_>>());
         assert!(unpermute_rows(10, 3).is_err());
         assert!(unpermute_rows(6, 2).is_err(), "odd head size");
+    }
+
+    /// Two MXFP4 blocks quantized by gguf-py (`gguf.quants.quantize(x, MXFP4)`, x[i] =
+    /// ((37 i) % 23 - 11) * 0.37, times 0.01 in the second block) and gguf-py's dequantized
+    /// values: the repacked arrays give the same through MLX's mxfp4 dequantization.
+    #[test]
+    fn mxfp4_repack_dequantizes_as_gguf_py_does() {
+        let raw: [u8; 34] = [
+            127, 78, 162, 108, 21, 217, 94, 147, 236, 37, 192, 93, 148, 235, 54, 193, 93, 120, 208, 110, 148,
+            236, 70, 193, 110, 5, 235, 71, 194, 109, 21, 234, 95, 179,
+        ];
+        let want: [f32; 64] = [
+            -4.0,
+            1.0,
+            -2.0,
+            3.0,
+            -0.5,
+            -4.0,
+            1.5,
+            -2.0,
+            3.0,
+            0.0,
+            -3.0,
+            2.0,
+            -1.5,
+            4.0,
+            0.5,
+            -3.0,
+            2.0,
+            -1.0,
+            4.0,
+            0.5,
+            -3.0,
+            3.0,
+            -0.5,
+            -4.0,
+            1.0,
+            -2.0,
+            3.0,
+            -0.5,
+            -4.0,
+            1.5,
+            -2.0,
+            3.0,
+            0.0,
+            -0.03125,
+            0.015625,
+            -0.015625,
+            0.03125,
+            0.00390625,
+            -0.03125,
+            0.0234375,
+            -0.01171875,
+            0.046875,
+            0.0078125,
+            -0.0234375,
+            0.0234375,
+            -0.0078125,
+            -0.046875,
+            0.01171875,
+            -0.0234375,
+            0.03125,
+            -0.00390625,
+            -0.03125,
+            0.015625,
+            -0.015625,
+            0.03125,
+            0.0,
+            -0.03125,
+            0.015625,
+            -0.015625,
+            0.03125,
+            0.00390625,
+            -0.03125,
+            0.0234375,
+            -0.01171875,
+        ];
+        let (w, s) = mxfp4_repack(&raw).unwrap();
+        assert_eq!(s, vec![127, 120]);
+        // As one [1, 2, 32] expert stack and as two rows of one matrix.
+        let w = Array::from_slice(&w, &[1, 2, 4]).unwrap();
+        let s = Array::from_slice(&s, &[1, 2, 1]).unwrap();
+        let d = ops::dequantize(&w, &s, None, 32, 4, "mxfp4", None).unwrap();
+        let got = ops::astype(&d, crate::mlx::Dtype::F32).unwrap().to_f32_vec().unwrap();
+        assert_eq!(got, want.to_vec());
+        assert!(mxfp4_repack(&raw[..20]).is_err());
     }
 
     #[test]
