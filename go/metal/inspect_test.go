@@ -39,6 +39,7 @@ func TestInspectAgreesWithLoad(t *testing.T) {
 			Architecture: d.Architecture, ModelType: d.ModelType, NumLayers: d.NumLayers, HiddenSize: d.HiddenSize,
 			NumHeads: d.NumHeads, NumKVHeads: d.NumKVHeads, HeadDim: d.HeadDim, VocabSize: d.VocabSize,
 			ContextLength: d.ContextLength, QuantBits: d.QuantBits, QuantGroup: d.QuantGroup, Format: d.Format,
+			NumExperts: d.NumExperts, ExpertsPerToken: d.ExpertsPerToken,
 		}
 		if got != want {
 			t.Fatalf("%s: Inspect %+v\nload gives %+v", e.Name(), got, want)
